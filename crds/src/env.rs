@@ -1,0 +1,161 @@
+//! The environment-variable contract between the operator and the job-runner.
+//!
+//! Every variable the job-runner reads is named here, with its default. The operator uses these
+//! constants to build a run's pod environment and the job-runner uses them to read its
+//! configuration, so the two can never drift apart. The meaning of each name is documented in
+//! `docs/telemetry-contract.md` (and the README's reference); names may be added but never change
+//! meaning.
+//!
+//! Parsing and validation live in the job-runner (`job-runner/src/config.rs`); this module only
+//! names things.
+
+/// An environment variable of the contract: its name, its default (if any) and what it means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Var {
+    /// The variable's name, e.g. `OPENAI_MODEL`.
+    pub name: &'static str,
+    /// The value used when the variable is unset or empty; `None` when there is no default.
+    pub default: Option<&'static str>,
+    /// One line for humans: what the variable means and which values it accepts.
+    pub help: &'static str,
+}
+
+macro_rules! vars {
+    ($( $(#[$doc:meta])* $ident:ident = $name:literal, $default:expr, $help:literal; )*) => {
+        $(
+            $(#[$doc])*
+            pub const $ident: Var = Var { name: $name, default: $default, help: $help };
+        )*
+        /// Every variable of the contract, in documentation order.
+        pub const ALL: &[Var] = &[$($ident),*];
+    };
+}
+
+/// The prompt used when neither `OPENAI_PROMPT` nor `LLMJOB_MESSAGES` is set (the same request the
+/// Python reference job makes).
+pub const DEFAULT_PROMPT: &str = "Write a haiku about OpenTelemetry.";
+
+vars! {
+    /// The OpenAI API key. Required; the operator only ever injects it as a `secretKeyRef`.
+    OPENAI_API_KEY = "OPENAI_API_KEY", None,
+        "OpenAI API key (required; never logged or exported)";
+    /// Base URL of any OpenAI-compatible server.
+    OPENAI_BASE_URL = "OPENAI_BASE_URL", Some("https://api.openai.com/v1"),
+        "base URL of an OpenAI-compatible API, e.g. http://127.0.0.1:8080/v1";
+    /// The chat model.
+    OPENAI_MODEL = "OPENAI_MODEL", Some("gpt-4o-mini"),
+        "chat model name";
+    /// A single user message.
+    OPENAI_PROMPT = "OPENAI_PROMPT", Some(DEFAULT_PROMPT),
+        "one user message (exclusive with LLMJOB_MESSAGES)";
+    /// A JSON array of chat messages, instead of `OPENAI_PROMPT`.
+    LLMJOB_MESSAGES = "LLMJOB_MESSAGES", None,
+        "JSON array of chat messages [{\"role\":\"system|developer|user|assistant\",\"content\":\"...\"}] (exclusive with OPENAI_PROMPT)";
+    /// Sampling temperature.
+    LLMJOB_TEMPERATURE = "LLMJOB_TEMPERATURE", None,
+        "sampling temperature, a number from 0 to 2";
+    /// Nucleus sampling.
+    LLMJOB_TOP_P = "LLMJOB_TOP_P", None,
+        "nucleus sampling, a number from 0 to 1";
+    /// Maximum completion tokens.
+    LLMJOB_MAX_TOKENS = "LLMJOB_MAX_TOKENS", None,
+        "maximum completion tokens, a whole number >= 1";
+    /// Sampling seed.
+    LLMJOB_SEED = "LLMJOB_SEED", None,
+        "sampling seed, a whole number";
+    /// Stream the response (server-sent events).
+    LLMJOB_STREAM = "LLMJOB_STREAM", Some("false"),
+        "stream the response: true or false";
+    /// Overall deadline for all attempts.
+    LLMJOB_TIMEOUT = "LLMJOB_TIMEOUT", Some("300s"),
+        "overall deadline for all attempts, a duration such as 90s, 5m or 1h";
+    /// Attempts on retryable failures.
+    LLMJOB_MAX_ATTEMPTS = "LLMJOB_MAX_ATTEMPTS", Some("4"),
+        "attempts on retryable failures (429, 5xx, timeouts), a whole number from 1 to 20";
+    /// Content capture mode.
+    LLMJOB_CONTENT_CAPTURE = "LLMJOB_CONTENT_CAPTURE", Some("none"),
+        "prompt/completion capture in telemetry: none, hash or full";
+    /// Where the one-line JSON result is written.
+    LLMJOB_RESULT_PATH = "LLMJOB_RESULT_PATH", Some("/dev/termination-log"),
+        "file the one-line JSON result is written to (the container termination-message path)";
+    /// `service.name` of the run's telemetry.
+    OTEL_SERVICE_NAME = "OTEL_SERVICE_NAME", Some("llm-job"),
+        "service.name of the run's telemetry";
+    /// `deployment.environment.name` of the run's telemetry.
+    DEPLOYMENT_ENVIRONMENT = "DEPLOYMENT_ENVIRONMENT", Some("development"),
+        "deployment.environment.name of the run's telemetry";
+    /// OTLP endpoint, with or without a scheme.
+    OTEL_EXPORTER_OTLP_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT", Some("http://collector:4317"),
+        "OTLP endpoint, with or without a scheme (http:// assumed)";
+    /// OTLP protocol.
+    OTEL_EXPORTER_OTLP_PROTOCOL = "OTEL_EXPORTER_OTLP_PROTOCOL", Some("grpc"),
+        "OTLP protocol: grpc or http/protobuf";
+    /// Extra resource attributes.
+    OTEL_RESOURCE_ATTRIBUTES = "OTEL_RESOURCE_ATTRIBUTES", None,
+        "extra resource attributes, key1=value1,key2=value2 (values percent-encoded)";
+    /// Disable all telemetry export.
+    OTEL_SDK_DISABLED = "OTEL_SDK_DISABLED", Some("false"),
+        "true: run without exporting telemetry";
+    /// W3C trace context the run joins.
+    TRACEPARENT = "TRACEPARENT", None,
+        "W3C traceparent; the run's root span becomes its child";
+    /// W3C trace state accompanying `TRACEPARENT`.
+    TRACESTATE = "TRACESTATE", None,
+        "W3C tracestate accompanying TRACEPARENT";
+    /// Standard GenAI content-capture switch, honoured when `LLMJOB_CONTENT_CAPTURE` is unset.
+    OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", None,
+        "true means full capture, false none (when LLMJOB_CONTENT_CAPTURE is unset)";
+    /// Traceloop's content-capture switch, honoured when `LLMJOB_CONTENT_CAPTURE` is unset.
+    TRACELOOP_TRACE_CONTENT = "TRACELOOP_TRACE_CONTENT", None,
+        "true means full capture, false none (when LLMJOB_CONTENT_CAPTURE is unset)";
+    /// Log filter for the runner's stderr and OTLP logs.
+    RUST_LOG = "RUST_LOG", Some("info"),
+        "log filter, e.g. info or llmjob_runner=debug";
+}
+
+/// Names of the pod-level variables the operator fills from the downward API and references from
+/// `OTEL_RESOURCE_ATTRIBUTES` with `$(VAR)`. They are not read by the runner directly.
+pub mod downward {
+    /// `metadata.name` of the pod.
+    pub const POD_NAME: &str = "LLMJOB_POD_NAME";
+    /// `metadata.namespace` of the pod.
+    pub const POD_NAMESPACE: &str = "LLMJOB_POD_NAMESPACE";
+    /// `metadata.uid` of the pod.
+    pub const POD_UID: &str = "LLMJOB_POD_UID";
+    /// `spec.nodeName` of the pod.
+    pub const NODE_NAME: &str = "LLMJOB_NODE_NAME";
+}
+
+/// Looks a variable of the contract up by name.
+pub fn by_name(name: &str) -> Option<&'static Var> {
+    ALL.iter().find(|v| v.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique() {
+        let mut names: Vec<_> = ALL.iter().map(|v| v.name).collect();
+        names.sort_unstable();
+        let len = names.len();
+        names.dedup();
+        assert_eq!(len, names.len(), "duplicate variable name in the contract");
+    }
+
+    #[test]
+    fn reference_defaults_hold() {
+        assert_eq!(OPENAI_MODEL.default, Some("gpt-4o-mini"));
+        assert_eq!(OTEL_SERVICE_NAME.default, Some("llm-job"));
+        assert_eq!(
+            OTEL_EXPORTER_OTLP_ENDPOINT.default,
+            Some("http://collector:4317")
+        );
+        assert_eq!(
+            by_name("DEPLOYMENT_ENVIRONMENT").and_then(|v| v.default),
+            Some("development")
+        );
+        assert!(OPENAI_API_KEY.default.is_none());
+    }
+}

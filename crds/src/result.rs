@@ -1,0 +1,186 @@
+//! The run result: one line of JSON the job-runner writes to the container's termination-message
+//! file (`LLMJOB_RESULT_PATH`) and the operator copies into `LlmJob.status`.
+//!
+//! It never holds prompt or completion content, nor secrets. Its serialised form must stay under
+//! [`MAX_BYTES`], the kubelet's limit for a termination message.
+
+use serde::{Deserialize, Serialize};
+
+/// The kubelet keeps at most 4096 bytes of a termination message.
+pub const MAX_BYTES: usize = 4096;
+
+/// Outcome of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// The completion was received.
+    Succeeded,
+    /// The run ended without a completion.
+    Failed,
+}
+
+/// Token usage reported by the API.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenUsage {
+    /// Prompt (input) tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_tokens: Option<u64>,
+    /// Completion (output) tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_tokens: Option<u64>,
+    /// Total tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_tokens: Option<u64>,
+}
+
+/// Why a run failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunError {
+    /// Low-cardinality error class, the same value as the spans' `error.type`
+    /// (e.g. `authentication`, `rate_limited`, `timeout`, `invalid_request`, `500`).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A short, human-readable message (never content or secrets).
+    pub message: String,
+    /// The HTTP status of the last attempt, when there was a response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+}
+
+/// The one-line JSON result of a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunResult {
+    /// Outcome of the run.
+    pub status: RunStatus,
+    /// Trace id (32 hex digits) of the run's trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    /// Span id (16 hex digits) of the run's root (`llm_job.workflow`) span.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub span_id: Option<String>,
+    /// The API's response id (`chatcmpl-...`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_id: Option<String>,
+    /// The model that answered (`gen_ai.response.model`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Finish reason of the first choice (`stop`, `length`, `tool_calls`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<String>,
+    /// Token usage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<TokenUsage>,
+    /// Wall time of the run in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// HTTP attempts made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+    /// Hex SHA-256 of the input messages (content capture `hash` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_sha256: Option<String>,
+    /// Hex SHA-256 of the output messages (content capture `hash` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_sha256: Option<String>,
+    /// Why the run failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<RunError>,
+}
+
+impl RunResult {
+    /// Serialises the result as one line of JSON no longer than [`MAX_BYTES`]: an over-long error
+    /// message is shortened (on a character boundary) until it fits.
+    pub fn to_line(&self) -> String {
+        let mut result = self.clone();
+        loop {
+            let line = serde_json::to_string(&result).unwrap_or_else(|_| String::from("{}"));
+            if line.len() <= MAX_BYTES {
+                return line;
+            }
+            match result.error.as_mut() {
+                Some(err) if !err.message.is_empty() => {
+                    let excess = line.len() - MAX_BYTES + 3;
+                    let mut keep = err.message.len().saturating_sub(excess.max(16));
+                    while !err.message.is_char_boundary(keep) {
+                        keep -= 1;
+                    }
+                    err.message.truncate(keep);
+                    err.message.push_str("...");
+                    if keep == 0 {
+                        err.message.clear();
+                    }
+                }
+                _ => {
+                    result.error = None;
+                    result.input_sha256 = None;
+                    result.output_sha256 = None;
+                }
+            }
+        }
+    }
+
+    /// Parses a termination message. Leading/trailing whitespace is ignored.
+    pub fn parse(message: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(message.trim())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_omits_absent_fields() {
+        let r = RunResult {
+            status: RunStatus::Succeeded,
+            trace_id: Some("0af7651916cd43dd8448eb211c80319c".into()),
+            span_id: None,
+            response_id: Some("chatcmpl-1".into()),
+            model: Some("gpt-4o-mini-2024-07-18".into()),
+            finish_reason: Some("stop".into()),
+            usage: Some(TokenUsage {
+                input_tokens: Some(23),
+                output_tokens: Some(8),
+                total_tokens: Some(31),
+            }),
+            duration_ms: Some(12),
+            attempts: Some(1),
+            input_sha256: None,
+            output_sha256: None,
+            error: None,
+        };
+        let line = r.to_line();
+        assert!(!line.contains("spanId"));
+        assert!(line.contains(r#""usage":{"inputTokens":23,"outputTokens":8,"totalTokens":31}"#));
+        assert_eq!(RunResult::parse(&line).ok(), Some(r));
+    }
+
+    #[test]
+    fn long_errors_are_cut_to_fit() {
+        let r = RunResult {
+            status: RunStatus::Failed,
+            trace_id: None,
+            span_id: None,
+            response_id: None,
+            model: None,
+            finish_reason: None,
+            usage: None,
+            duration_ms: None,
+            attempts: Some(4),
+            input_sha256: None,
+            output_sha256: None,
+            error: Some(RunError {
+                kind: "500".into(),
+                message: "é".repeat(5000),
+                http_status: Some(500),
+            }),
+        };
+        let line = r.to_line();
+        assert!(line.len() <= MAX_BYTES, "{}", line.len());
+        let parsed = RunResult::parse(&line).map_err(|e| e.to_string());
+        assert!(parsed.is_ok(), "{parsed:?}");
+    }
+}

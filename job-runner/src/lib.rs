@@ -1,0 +1,1 @@
+//! llmjob-runner (being written).

@@ -1,0 +1,1 @@
+//! openai-replay (being written).

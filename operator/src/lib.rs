@@ -1,0 +1,1 @@
+//! llmjob-operator (being written).

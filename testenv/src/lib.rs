@@ -1,0 +1,1 @@
+//! testenv (being written).

@@ -1,0 +1,2 @@
+//! The project's task runner (being written).
+fn main() {}
