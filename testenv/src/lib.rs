@@ -1,1 +1,10 @@
-//! testenv (being written).
+//! A real, local test environment for llmjob-operator: etcd, kube-apiserver,
+//! kube-controller-manager, a fake kubelet that runs pods as local processes, and a custom
+//! OpenTelemetry Collector writing JSON lines. Used by the integration tests and by the demo.
+//!
+//! The binaries come from `tools/ensure-tools.sh` (see [`tools`]); this crate never downloads
+//! anything and fails loudly, naming that script, when a tool is missing.
+
+pub mod collector;
+pub mod telemetry;
+pub mod tools;

@@ -1,0 +1,1 @@
+//! Starts the custom OpenTelemetry Collector (`otelcol-test`) on free loopback ports (being written).

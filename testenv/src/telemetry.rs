@@ -1,0 +1,1 @@
+//! A typed reader over the collector's JSON-lines output (being written).
