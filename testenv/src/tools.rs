@@ -48,6 +48,55 @@ pub fn bin(name: &str) -> Result<PathBuf, MissingTool> {
     }
 }
 
+/// A binary of this workspace could not be found in the cargo target directory.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "workspace binary `{name}` not found at {path}: run `cargo build -p {package}` first (`cargo xtask test` does)"
+)]
+pub struct MissingBinary {
+    /// The binary's name.
+    pub name: String,
+    /// The package that builds it.
+    pub package: String,
+    /// Where it was looked for.
+    pub path: PathBuf,
+}
+
+/// The cargo target directory: `$CARGO_TARGET_DIR`, else `<workspace>/target`.
+pub fn target_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    // This crate lives at <workspace>/testenv.
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .map(|p| p.join("target"))
+        .unwrap_or_else(|| manifest.join("target"))
+}
+
+/// The workspace root (the directory holding the top-level `Cargo.toml`).
+pub fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}
+
+/// The path of a binary built from this workspace (debug profile), e.g.
+/// `cargo_bin("llmjob-runner", "llmjob-runner")`. Tests of one package use this to run binaries of
+/// another package (`CARGO_BIN_EXE_*` only covers the package's own binaries).
+pub fn cargo_bin(name: &str, package: &str) -> Result<PathBuf, MissingBinary> {
+    let path = target_dir().join("debug").join(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(MissingBinary {
+            name: name.to_owned(),
+            package: package.to_owned(),
+            path,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
