@@ -1,2 +1,205 @@
-//! The project's task runner (being written).
-fn main() {}
+//! The project's task runner. Each recipe is what CI, the README and the docs call, one for one:
+//!
+//! | recipe | what it does |
+//! |---|---|
+//! | `cargo xtask tools` | builds (or finds in the cache) the Go tools: `tools/ensure-tools.sh` |
+//! | `cargo xtask generate [--check]` | writes (or checks) every generated file: the CRD YAML, its chart copy, `manifests/install.yaml` |
+//! | `cargo xtask fmt [--check]` | `cargo fmt --all` |
+//! | `cargo xtask lint` | `cargo clippy --workspace --all-targets -- -D warnings` |
+//! | `cargo xtask test` | tools, fmt check, generated-files check, lint, build, then every test of the workspace |
+//! | `cargo xtask bench` | the benchmarks (job-runner vs the Python reference job; operator vs direct Jobs) |
+//! | `cargo xtask demo [--keep]` | the README demo |
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+/// llmjob-operator's task runner.
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "llmjob-operator's task runner")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Build (or find in the cache) etcd, kube-apiserver, kube-controller-manager, kubectl, the
+    /// OpenTelemetry Collector, helm and the manifest validator.
+    Tools,
+    /// Write every generated file (CRD YAML, its chart copy, manifests/install.yaml).
+    Generate {
+        /// Fail instead of writing when a committed file is out of date.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Format the workspace.
+    Fmt {
+        /// Fail instead of writing when a file is not formatted.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Clippy over every target, warnings denied.
+    Lint,
+    /// Everything CI checks: tools, formatting, generated files, lint, then all tests.
+    Test {
+        /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter.
+        #[arg(last = true)]
+        cargo_args: Vec<String>,
+    },
+    /// Run the benchmarks and print their tables.
+    Bench,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.task) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(task: Task) -> Result<()> {
+    let root = workspace_root()?;
+    match task {
+        Task::Tools => tools(&root),
+        Task::Generate { check } => generate(&root, check),
+        Task::Fmt { check } => fmt(&root, check),
+        Task::Lint => lint(&root),
+        Task::Test { cargo_args } => {
+            tools(&root)?;
+            fmt(&root, true)?;
+            generate(&root, true)?;
+            lint(&root)?;
+            step("building the workspace's binaries (the tests run them as real processes)");
+            cargo(&root, &["build", "--workspace", "--bins"])?;
+            step("running every test of the workspace");
+            let mut args = vec!["test", "--workspace", "--no-fail-fast"];
+            if !cargo_args.is_empty() {
+                args.push("--");
+                args.extend(cargo_args.iter().map(String::as_str));
+            }
+            cargo(&root, &args)
+        }
+        Task::Bench => bench(&root),
+    }
+}
+
+/// Prints a progress line for a step.
+fn step(what: &str) {
+    eprintln!("\n==> {what}");
+}
+
+fn workspace_root() -> Result<PathBuf> {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .map(Path::to_path_buf)
+        .context("xtask must live one level below the workspace root")
+}
+
+/// Runs a command in the workspace root and fails with the command line when it fails.
+fn run_cmd(root: &Path, program: &str, args: &[&str]) -> Result<()> {
+    let status = Command::new(program)
+        .args(args)
+        .current_dir(root)
+        .status()
+        .with_context(|| format!("could not start `{program}`"))?;
+    if !status.success() {
+        bail!("`{program} {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn cargo(root: &Path, args: &[&str]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    run_cmd(root, &cargo, args)
+}
+
+fn tools(root: &Path) -> Result<()> {
+    step("building (or finding in the cache) the Go tools: tools/ensure-tools.sh");
+    run_cmd(root, "bash", &["tools/ensure-tools.sh"])
+}
+
+fn fmt(root: &Path, check: bool) -> Result<()> {
+    step(if check {
+        "checking formatting"
+    } else {
+        "formatting"
+    });
+    if check {
+        cargo(root, &["fmt", "--all", "--", "--check"])
+    } else {
+        cargo(root, &["fmt", "--all"])
+    }
+}
+
+fn lint(root: &Path) -> Result<()> {
+    step("clippy over every target, warnings denied");
+    cargo(
+        root,
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )
+}
+
+/// The generated CRD YAML, relative to the workspace root.
+const CRD_YAML: &str = "crds/llmjobs.llmjob.dev.yaml";
+
+fn generate(root: &Path, check: bool) -> Result<()> {
+    step(if check {
+        "checking generated files"
+    } else {
+        "generating files"
+    });
+    let cargo_bin = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let out = Command::new(&cargo_bin)
+        .args(["run", "--quiet", "-p", "llmjob-crds", "--bin", "crdgen"])
+        .current_dir(root)
+        .output()
+        .context("could not run crdgen")?;
+    if !out.status.success() {
+        bail!("crdgen failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    write_or_check(
+        &root.join(CRD_YAML),
+        &out.stdout,
+        check,
+        "cargo xtask generate",
+    )?;
+    Ok(())
+}
+
+/// Writes `content` to `path`, or with `check` fails when the committed file differs.
+fn write_or_check(path: &Path, content: &[u8], check: bool, command: &str) -> Result<()> {
+    let current = std::fs::read(path).unwrap_or_default();
+    if current == content {
+        return Ok(());
+    }
+    if check {
+        bail!(
+            "{} is out of date: run `{command}` and commit the result",
+            path.display()
+        );
+    }
+    std::fs::write(path, content).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
+
+fn bench(root: &Path) -> Result<()> {
+    step("job-runner vs the Python reference job");
+    run_cmd(root, "bash", &["bench/runner/run.sh"])?;
+    Ok(())
+}
