@@ -1,0 +1,111 @@
+{{/*
+Helpers shared by every template. Names follow the usual `<release>-<chart>` convention,
+truncated to 63 characters (the DNS label limit).
+*/}}
+
+{{- define "llmjob-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "llmjob-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "llmjob-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels on every object of the release. */}}
+{{- define "llmjob-operator.labels" -}}
+helm.sh/chart: {{ include "llmjob-operator.chart" . }}
+{{ include "llmjob-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: llmjob-operator
+{{- end }}
+
+{{/* Labels that select the operator's pods (immutable once installed). */}}
+{{- define "llmjob-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "llmjob-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{- define "llmjob-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "llmjob-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "llmjob-operator.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{- define "llmjob-operator.runnerImage" -}}
+{{- printf "%s:%s" .Values.runner.image.repository (default .Chart.AppVersion .Values.runner.image.tag) }}
+{{- end }}
+
+{{/*
+The rules the operator needs on LlmJobs and their children, in every namespace it watches.
+Used by the ClusterRole (cluster-wide mode) and by each Role (namespaced mode), so both modes
+grant exactly the same verbs. No wildcards.
+*/}}
+{{- define "llmjob-operator.rules" -}}
+# Why: the controller watches LlmJobs (list/watch), reads one before reconciling (get) and
+# adds/removes its finalizer with a patch.
+- apiGroups: ["llmjob.dev"]
+  resources: ["llmjobs"]
+  verbs: ["get", "list", "watch", "patch"]
+# Why: phase, conditions, observedGeneration and the run's result are written to the status
+# subresource (server-side apply = patch; update for conflict-checked writes).
+- apiGroups: ["llmjob.dev"]
+  resources: ["llmjobs/status"]
+  verbs: ["get", "patch", "update"]
+# Why: the Jobs the operator creates carry an owner reference with blockOwnerDeletion, which the
+# API server only allows to a client that may update the owner's finalizers.
+- apiGroups: ["llmjob.dev"]
+  resources: ["llmjobs/finalizers"]
+  verbs: ["update"]
+# Why: each LlmJob runs as one batch Job: the operator creates it, watches it to follow the run,
+# patches it (suspend/resume for Kueue-style admission) and deletes it on cleanup.
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Why: the run's result (tokens, finish reason, trace id) is read from the runner pod's
+# termination message; read-only.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch"]
+# Why: before launching a run the operator checks that the API-key Secret and key named by the
+# LlmJob exist (so a typo becomes a clear condition instead of a crash-looping pod), and it
+# watches Secrets to start the run as soon as the Secret appears. Read-only; the key's value is
+# only ever passed to the pod as a secretKeyRef and never logged.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "list", "watch"]
+# Why: the operator records what it did (run started, succeeded, failed, invalid spec) as
+# Kubernetes Events on the LlmJob; patch aggregates repeated events.
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}
+
+{{/* OTEL_RESOURCE_ATTRIBUTES of the operator: pod identity plus the user's extra attributes. */}}
+{{- define "llmjob-operator.resourceAttributes" -}}
+{{- $attrs := list "k8s.namespace.name=$(POD_NAMESPACE)" "k8s.pod.name=$(POD_NAME)" (printf "service.version=%s" .Chart.AppVersion) }}
+{{- range $k, $v := .Values.operatorTelemetry.resourceAttributes }}
+{{- $attrs = append $attrs (printf "%s=%s" $k (toString $v)) }}
+{{- end }}
+{{- join "," $attrs }}
+{{- end }}
