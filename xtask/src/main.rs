@@ -4,11 +4,14 @@
 //! |---|---|
 //! | `cargo xtask tools` | builds (or finds in the cache) the Go tools: `tools/ensure-tools.sh` |
 //! | `cargo xtask generate [--check]` | writes (or checks) every generated file: the CRD YAML, its chart copy, `manifests/install.yaml` |
+//! | `cargo xtask manifests [--check]` | only the deployment files: the chart's CRD copy, `manifests/install.yaml`, the Argo CD `argocd-cm` snippet (`manifests.rs`) |
 //! | `cargo xtask fmt [--check]` | `cargo fmt --all` |
 //! | `cargo xtask lint` | `cargo clippy --workspace --all-targets -- -D warnings` |
 //! | `cargo xtask test` | tools, fmt check, generated-files check, lint, build, then every test of the workspace |
 //! | `cargo xtask bench` | the benchmarks (job-runner vs the Python reference job; operator vs direct Jobs) |
 //! | `cargo xtask demo [--keep]` | the README demo |
+
+mod manifests;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -31,6 +34,13 @@ enum Task {
     Tools,
     /// Write every generated file (CRD YAML, its chart copy, manifests/install.yaml).
     Generate {
+        /// Fail instead of writing when a committed file is out of date.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Write the deployment files derived from other sources: the chart's CRD copy,
+    /// manifests/install.yaml and the Argo CD argocd-cm snippet.
+    Manifests {
         /// Fail instead of writing when a committed file is out of date.
         #[arg(long)]
         check: bool,
@@ -69,6 +79,14 @@ fn run(task: Task) -> Result<()> {
     match task {
         Task::Tools => tools(&root),
         Task::Generate { check } => generate(&root, check),
+        Task::Manifests { check } => {
+            step(if check {
+                "checking deployment manifests"
+            } else {
+                "generating deployment manifests"
+            });
+            manifests::run(check)
+        }
         Task::Fmt { check } => fmt(&root, check),
         Task::Lint => lint(&root),
         Task::Test { cargo_args } => {
@@ -178,7 +196,8 @@ fn generate(root: &Path, check: bool) -> Result<()> {
         check,
         "cargo xtask generate",
     )?;
-    Ok(())
+    // The chart's CRD copy, manifests/install.yaml and the argocd-cm snippet follow the CRD.
+    manifests::run(check)
 }
 
 /// Writes `content` to `path`, or with `check` fails when the committed file differs.
