@@ -43,14 +43,14 @@ pub const KUBE_VERSION: &str = "1.36.2";
 /// committed one differs from what would be generated.
 pub fn run(check: bool) -> Result<()> {
     let root = testenv::tools::workspace_root();
+    let lua = std::fs::read_to_string(root.join(HEALTH_LUA))
+        .with_context(|| format!("reading {HEALTH_LUA}"))?;
+    write_or_check(&root.join(ARGOCD_CM), argocd_cm(&lua).as_bytes(), check)?;
+
     let crd = std::fs::read(root.join(CRD_SOURCE)).with_context(|| {
         format!("reading {CRD_SOURCE} (generate it first: `cargo xtask generate`)")
     })?;
     write_or_check(&root.join(CHART_CRD), &crd, check)?;
-
-    let lua = std::fs::read_to_string(root.join(HEALTH_LUA))
-        .with_context(|| format!("reading {HEALTH_LUA}"))?;
-    write_or_check(&root.join(ARGOCD_CM), argocd_cm(&lua).as_bytes(), check)?;
 
     // Rendered after the CRD copy, so the manifest embeds the current CRD in write mode; in check
     // mode a stale chart CRD has already failed above.
