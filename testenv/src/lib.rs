@@ -6,5 +6,6 @@
 //! anything and fails loudly, naming that script, when a tool is missing.
 
 pub mod collector;
+pub mod process;
 pub mod telemetry;
 pub mod tools;
