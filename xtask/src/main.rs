@@ -11,6 +11,7 @@
 //! | `cargo xtask bench` | the benchmarks (job-runner vs the Python reference job; operator vs direct Jobs) |
 //! | `cargo xtask demo [--keep]` | the README demo |
 
+mod demo;
 mod manifests;
 
 use std::path::{Path, PathBuf};
