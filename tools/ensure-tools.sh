@@ -7,6 +7,7 @@
 #   otelcol-test              OpenTelemetry Collector built by ocb   (tools/otelcol/builder-config.yaml)
 #   helm, kubeconform         go install <module>@<version>
 #   kubernetes-validate       PyPI, in a venv                         (offline Kubernetes schemas)
+#   k8s-schemas/              its schemas rewritten for kubeconform -schema-location (see below)
 #   lua                       Debian lua5.1 (Argo CD runs health checks in gopher-lua, Lua 5.1)
 #
 # Everything lands in ${LLMJOB_CACHE:-$HOME/.cache/llmjob-operator}: each tool in
@@ -144,7 +145,8 @@ build_once helm "$HELM_VERSION" build_helm
 link "$TOOLS/helm-$HELM_VERSION/helm"
 
 build_kubeconform() {
-  GOBIN="$1" go install -ldflags "-s -w" "github.com/yannh/kubeconform/cmd/kubeconform@v$KUBECONFORM_VERSION"
+  GOBIN="$1" go install -ldflags "-s -w -X main.version=v$KUBECONFORM_VERSION" \
+    "github.com/yannh/kubeconform/cmd/kubeconform@v$KUBECONFORM_VERSION"
 }
 build_once kubeconform "$KUBECONFORM_VERSION" build_kubeconform
 link "$TOOLS/kubeconform-$KUBECONFORM_VERSION/kubeconform"
@@ -159,6 +161,37 @@ else
 fi
 link "$VENV/bin/kubernetes-validate"
 
+# kubeconform offline: kubernetes-validate's schemas name files as kubeconform expects
+# (deployment-apps-v1.json) but carry an https "$id" and absolute "/api/_definitions.json" refs,
+# which kubeconform would try to fetch. Drop the ids and make the refs file-relative.
+K8S_SCHEMA_VERSION=${KUBE_VERSION%.*}.0
+build_k8s_schemas() {
+  "$VENV/bin/python" - "$K8S_SCHEMA_VERSION" "$1" <<'PY'
+import json, os, sys
+import kubernetes_validate
+version, out = sys.argv[1], sys.argv[2]
+src = os.path.join(os.path.dirname(kubernetes_validate.__file__), "kubernetes-json-schema")
+def fix(node):
+    if isinstance(node, dict):
+        return {k: (v.replace("/api/_definitions.json#", "_definitions.json#")
+                    if k == "$ref" and isinstance(v, str) else fix(v))
+                for k, v in node.items() if k != "$id"}
+    if isinstance(node, list):
+        return [fix(v) for v in node]
+    return node
+for flavour in ("-local", "-local-strict"):
+    d = "v" + version + flavour
+    os.makedirs(os.path.join(out, d))
+    for name in os.listdir(os.path.join(src, d)):
+        with open(os.path.join(src, d, name)) as f:
+            doc = json.load(f)
+        with open(os.path.join(out, d, name), "w") as f:
+            json.dump(fix(doc), f)
+PY
+}
+build_once k8s-schemas "$KUBERNETES_VALIDATE_VERSION" build_k8s_schemas
+ln -sfn "$TOOLS/k8s-schemas-$KUBERNETES_VALIDATE_VERSION" "$CACHE/k8s-schemas"
+
 # --- Lua 5.1 (Argo CD health checks) -------------------------------------------------------------
 if ! command -v lua5.1 >/dev/null; then
   apt_install lua5.1
@@ -166,16 +199,22 @@ fi
 ln -sfn "$(command -v lua5.1)" "$BIN/lua"
 
 # --- summary -------------------------------------------------------------------------------------
+LUA_VERSION=$("$BIN/lua" -v 2>&1 | awk '{print $2}')
 cat > "$BIN/VERSIONS" <<EOF
-kubernetes=$KUBE_VERSION
 etcd=$ETCD_VERSION
-otelcol=$OTELCOL_VERSION
+kube-apiserver=$KUBE_VERSION
+kube-controller-manager=$KUBE_VERSION
+kubectl=$KUBE_VERSION
+otelcol-test=$OTELCOL_VERSION
 helm=$HELM_VERSION
 kubeconform=$KUBECONFORM_VERSION
 kubernetes-validate=$KUBERNETES_VALIDATE_VERSION
-lua=5.1
+k8s-schemas=$K8S_SCHEMA_VERSION
+lua=$LUA_VERSION
 EOF
-for t in etcd kube-apiserver kube-controller-manager kubectl otelcol-test helm kubeconform kubernetes-validate lua; do
-  [ -x "$BIN/$t" ] || die "$t is missing from $BIN after the build"
-done
-log "ready in $BIN: etcd $ETCD_VERSION, kube-apiserver/kube-controller-manager/kubectl v$KUBE_VERSION, otelcol-test $OTELCOL_VERSION, helm v$HELM_VERSION, kubeconform v$KUBECONFORM_VERSION, kubernetes-validate $KUBERNETES_VALIDATE_VERSION, lua 5.1"
+while IFS='=' read -r tool version; do
+  if [ "$tool" = k8s-schemas ]; then path="$CACHE/k8s-schemas"; else path="$BIN/$tool"; fi
+  [ -e "$path" ] || die "$tool is missing ($path) after the build"
+  printf '%-24s %-8s %s\n' "$tool" "$version" "$(readlink -f "$path")"
+done < "$BIN/VERSIONS"
+log "ready: put $BIN on PATH or set LLMJOB_TOOLS_BIN=$BIN"
