@@ -457,7 +457,6 @@ fn ci_values_reach_the_deployment() {
     let args = strs(&c["args"]);
     for want in [
         "--runner-image=registry.example.com/llmjob/llmjob-runner:0.1.0-test",
-        "--runner-image-pull-policy=Always",
         "--default-otlp-endpoint=http://otel-collector.observability:4318",
         "--default-otlp-protocol=http/protobuf",
         "--default-environment=staging",
@@ -473,6 +472,10 @@ fn ci_values_reach_the_deployment() {
     }
     let env = env_of(c);
     assert_eq!(env_value(&env, "RUST_LOG").as_deref(), Some("debug"));
+    assert_eq!(
+        env_value(&env, "LLMJOB_RUNNER_IMAGE_PULL_POLICY").as_deref(),
+        Some("Always")
+    );
     assert_eq!(
         env_value(&env, "OTEL_EXPORTER_OTLP_ENDPOINT").as_deref(),
         Some("http://otel-collector.observability:4317")
