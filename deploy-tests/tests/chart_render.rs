@@ -98,6 +98,12 @@ fn assert_valid(text: &str, what: &str, allowed_missing: &[&str]) {
 
 #[test]
 fn default_render_is_valid_kubernetes_1_36() {
+    let crd = chart_dir().join("crds").join("llmjobs.llmjob.dev.yaml");
+    assert!(
+        crd.is_file(),
+        "{} is missing: run `cargo xtask manifests` (after `cargo xtask generate`)",
+        crd.display()
+    );
     let (text, docs) = render(&["--include-crds"]);
     assert_valid(&text, "default", &[]);
     let kinds: BTreeSet<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
