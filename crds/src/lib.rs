@@ -2,6 +2,7 @@
 //!
 //! - [`env`]: the environment-variable contract. The operator injects exactly these names into a
 //!   run's pod and the job-runner reads exactly these names; nothing else defines them.
+//! - [`v1alpha1`]: the `LlmJob` custom resource (`llmjob.dev/v1alpha1`): spec, status, CEL rules.
 //! - [`result`]: the one-line JSON the job-runner writes to the container's termination-message
 //!   file and the operator copies into the `LlmJob` status.
 //!
@@ -9,3 +10,4 @@
 
 pub mod env;
 pub mod result;
+pub mod v1alpha1;

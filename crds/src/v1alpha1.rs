@@ -1,0 +1,532 @@
+//! `llmjob.dev/v1alpha1` `LlmJob`: the custom resource a user applies to run one traced OpenAI
+//! chat completion as a Kubernetes Job.
+//!
+//! Owns the schema (every field documented for `kubectl explain`, OpenAPI bounds and CEL rules
+//! with messages a user can act on) and the status shape. It does no I/O and holds no reconcile
+//! logic: the operator builds Jobs from these types and derives the status.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, EnvVar, LocalObjectReference, ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::core::Rule;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use crate::env;
+use crate::result::RunResult;
+
+/// The API group of [`LlmJob`].
+pub const GROUP: &str = "llmjob.dev";
+/// The API version of [`LlmJob`].
+pub const VERSION: &str = "v1alpha1";
+/// The annotation whose W3C `traceparent` value becomes the parent of the run's trace.
+pub const TRACEPARENT_ANNOTATION: &str = "llmjob.dev/traceparent";
+/// The Kueue queue label: an LlmJob carrying it gets a suspended Job with the same label, and
+/// Kueue decides when it runs.
+pub const KUEUE_QUEUE_LABEL: &str = "kueue.x-k8s.io/queue-name";
+/// The default model.
+pub const DEFAULT_MODEL: &str = "gpt-4o-mini";
+/// The default key of the API-key Secret.
+pub const DEFAULT_API_KEY_KEY: &str = "api-key";
+/// Upper bound of a prompt or a message's content, in characters (keeps CEL rules cheap and the
+/// object well under etcd's limit).
+pub const MAX_CONTENT_LENGTH: u32 = 65_536;
+/// Upper bound of the number of messages.
+pub const MAX_MESSAGES: u32 = 64;
+
+/// The message of the transition rules that keep the spec immutable.
+const IMMUTABLE: &str = "spec is immutable once created, except spec.suspend (and spec.pod, which only affects a Job not yet created): create a new LlmJob to run something else";
+
+fn default_model() -> String {
+    DEFAULT_MODEL.to_owned()
+}
+
+fn default_api_key_key() -> String {
+    DEFAULT_API_KEY_KEY.to_owned()
+}
+
+/// The CEL rule that rejects user environment variables the operator sets itself.
+fn reserved_env_rule() -> Rule {
+    let names: Vec<String> = env::ALL
+        .iter()
+        .filter(|v| v.name != env::RUST_LOG.name)
+        .map(|v| format!("'{}'", v.name))
+        .chain(
+            [env::downward::POD_NAME, env::downward::POD_NAMESPACE, env::downward::POD_UID, env::downward::NODE_NAME]
+                .iter()
+                .map(|n| format!("'{n}'")),
+        )
+        .collect();
+    Rule::new(format!("self.all(e, !(e.name in [{}]))", names.join(", "))).message(
+        "spec.pod.env must not set a variable the operator sets itself (OPENAI_*, LLMJOB_*, OTEL_*, \
+         DEPLOYMENT_ENVIRONMENT, TRACEPARENT, TRACESTATE, TRACELOOP_TRACE_CONTENT): use spec.model, \
+         spec.parameters, spec.openai, spec.telemetry or spec.run instead",
+    )
+}
+
+/// An LLM job: one OpenAI chat completion, run as a Kubernetes Job whose pod exports traces,
+/// metrics and logs over OTLP. The operator reports the outcome, token usage and trace id in
+/// the status.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "llmjob.dev",
+    version = "v1alpha1",
+    kind = "LlmJob",
+    plural = "llmjobs",
+    namespaced,
+    shortname = "llmj",
+    category = "llmjob",
+    category = "all",
+    status = "LlmJobStatus",
+    derive = "PartialEq",
+    doc = "An LLM job: one OpenAI chat completion, run as a Kubernetes Job whose pod exports traces, metrics and logs over OTLP.",
+    printcolumn(name = "Status", type_ = "string", json_path = ".status.phase", description = "Pending, Running, Succeeded, Failed or Suspended"),
+    printcolumn(name = "Model", type_ = "string", json_path = ".spec.model"),
+    printcolumn(name = "Tokens", type_ = "integer", json_path = ".status.result.usage.totalTokens", description = "Total tokens of the run"),
+    printcolumn(name = "Trace", type_ = "string", json_path = ".status.traceId", priority = 1, description = "Trace id of the run"),
+    printcolumn(name = "Job", type_ = "string", json_path = ".status.jobName", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(
+    validation = Rule::new("has(self.prompt) != has(self.messages)").message("set exactly one of spec.prompt and spec.messages"),
+    validation = Rule::new("self.model == oldSelf.model").message(IMMUTABLE).field_path(".model"),
+    validation = Rule::new("has(self.prompt) == has(oldSelf.prompt) && (!has(self.prompt) || self.prompt == oldSelf.prompt)").message(IMMUTABLE).field_path(".prompt"),
+    validation = Rule::new("has(self.messages) == has(oldSelf.messages) && (!has(self.messages) || self.messages == oldSelf.messages)").message(IMMUTABLE).field_path(".messages"),
+    validation = Rule::new("has(self.parameters) == has(oldSelf.parameters) && (!has(self.parameters) || self.parameters == oldSelf.parameters)").message(IMMUTABLE).field_path(".parameters"),
+    validation = Rule::new("self.openai == oldSelf.openai").message(IMMUTABLE).field_path(".openai"),
+    validation = Rule::new("has(self.telemetry) == has(oldSelf.telemetry) && (!has(self.telemetry) || self.telemetry == oldSelf.telemetry)").message(IMMUTABLE).field_path(".telemetry"),
+    validation = Rule::new("has(self.run) == has(oldSelf.run) && (!has(self.run) || self.run == oldSelf.run)").message(IMMUTABLE).field_path(".run")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct LlmJobSpec {
+    /// The chat model, e.g. `gpt-4o-mini`.
+    #[serde(default = "default_model")]
+    #[schemars(length(min = 1, max = 256))]
+    pub model: String,
+
+    /// A single user message. Set exactly one of `prompt` and `messages`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 65536))]
+    pub prompt: Option<String>,
+
+    /// The full chat, as a list of messages. Set exactly one of `prompt` and `messages`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    #[x_kube(merge_strategy = ListMerge::Atomic)]
+    pub messages: Option<Vec<ChatMessage>>,
+
+    /// Request parameters of the chat completion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<RequestParameters>,
+
+    /// How to reach the OpenAI-compatible API.
+    pub openai: OpenAiConnection,
+
+    /// Telemetry of the run. Fields left out take the operator's defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry: Option<TelemetrySpec>,
+
+    /// Deadline, retries and clean-up of the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<RunControls>,
+
+    /// Pod settings users of Jobs expect: resources, scheduling, identity, labels, extra env.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodOverrides>,
+
+    /// Suspend the run: no pod starts while true (and a running pod is stopped). The only field
+    /// that may change after creation. Kueue manages this for LlmJobs with a queue label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspend: Option<bool>,
+}
+
+/// Who speaks a chat message.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Instructions to the model.
+    System,
+    /// Instructions to the model (newer models' name for `system`).
+    Developer,
+    /// The user.
+    User,
+    /// An earlier answer of the model.
+    Assistant,
+}
+
+/// One chat message.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatMessage {
+    /// Who speaks: `system`, `developer`, `user` or `assistant`.
+    pub role: Role,
+    /// The text of the message.
+    #[schemars(length(min = 1, max = 65536))]
+    pub content: String,
+    /// An optional name of the participant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[a-zA-Z0-9_-]+$"))]
+    pub name: Option<String>,
+}
+
+/// Request parameters of the chat completion (unset ones are not sent).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestParameters {
+    /// Sampling temperature, from 0 to 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 2.0))]
+    pub temperature: Option<f64>,
+    /// Nucleus sampling, from 0 to 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub top_p: Option<f64>,
+    /// Maximum completion tokens, at least 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1048576))]
+    pub max_tokens: Option<u32>,
+    /// Sampling seed, for best-effort reproducible answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<i64>,
+    /// Stream the answer (server-sent events); adds time-to-first-chunk telemetry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
+}
+
+/// How to reach the OpenAI-compatible API.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OpenAiConnection {
+    /// The Secret (in the LlmJob's namespace) holding the API key. The key reaches the pod only as
+    /// a `secretKeyRef`; the operator never copies, logs or exports it.
+    pub api_key_secret_ref: SecretKeySelector,
+    /// Base URL of an OpenAI-compatible server, e.g. `https://api.openai.com/v1` (the default) or
+    /// `http://vllm.models.svc:8000/v1`.
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "baseURL")]
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^/?#]+')").message("spec.openai.baseURL must be an http:// or https:// URL, e.g. https://api.openai.com/v1"))]
+    pub base_url: Option<String>,
+}
+
+/// A key of a Secret in the LlmJob's namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeySelector {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"))]
+    pub name: String,
+    /// Key in the Secret whose value is the API key (default `api-key`).
+    #[serde(default = "default_api_key_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
+}
+
+/// OTLP protocol.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// OTLP over gRPC (port 4317 by convention).
+    #[serde(rename = "grpc")]
+    Grpc,
+    /// OTLP over HTTP with protobuf bodies (port 4318 by convention).
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
+impl OtlpProtocol {
+    /// The value of `OTEL_EXPORTER_OTLP_PROTOCOL`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OtlpProtocol::Grpc => "grpc",
+            OtlpProtocol::HttpProtobuf => "http/protobuf",
+        }
+    }
+}
+
+/// Prompt and completion capture in telemetry.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ContentCapture {
+    /// No prompt or completion text in telemetry (the default).
+    #[default]
+    None,
+    /// SHA-256 hashes of prompt and completion, so equal inputs can be found without the text.
+    Hash,
+    /// The full messages, following the GenAI semantic conventions.
+    Full,
+}
+
+impl ContentCapture {
+    /// The value of `LLMJOB_CONTENT_CAPTURE`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContentCapture::None => "none",
+            ContentCapture::Hash => "hash",
+            ContentCapture::Full => "full",
+        }
+    }
+}
+
+/// Telemetry of the run. Fields left out take the operator's defaults.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TelemetrySpec {
+    /// `service.name` of the run's telemetry (default `llm-job`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255))]
+    pub service_name: Option<String>,
+    /// `deployment.environment.name` of the run's telemetry (default: the operator's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255))]
+    pub environment: Option<String>,
+    /// OTLP endpoint, e.g. `http://otel-collector.observability:4317` (default: the operator's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("self.matches('^(https?://)?[^/?#\\\\s]+')").message("spec.telemetry.endpoint must be host:port or an http(s):// URL, e.g. http://otel-collector:4317"))]
+    pub endpoint: Option<String>,
+    /// OTLP protocol: `grpc` or `http/protobuf` (default: the operator's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<OtlpProtocol>,
+    /// Extra resource attributes of the run's telemetry (added to `OTEL_RESOURCE_ATTRIBUTES`).
+    /// Keys the operator sets (`k8s.*`, `service.name`, `deployment.environment*`) are reserved.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    #[x_kube(
+        validation = Rule::new("self.all(k, k.matches('^[A-Za-z0-9_.-]{1,255}$'))").message("spec.telemetry.resourceAttributes keys must be 1-255 characters of letters, digits, '.', '_' or '-'"),
+        validation = Rule::new("self.all(k, !k.startsWith('k8s.') && !(k in ['service.name', 'service.instance.id', 'deployment.environment', 'deployment.environment.name']))").message("spec.telemetry.resourceAttributes must not set k8s.*, service.name, service.instance.id or deployment.environment*: the operator sets those (use spec.telemetry.serviceName / environment)")
+    )]
+    pub resource_attributes: BTreeMap<String, String>,
+    /// Prompt and completion capture: `none` (default), `hash` or `full`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_capture: Option<ContentCapture>,
+}
+
+/// Deadline, retries and clean-up of the run.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RunControls {
+    /// Deadline for all attempts, e.g. `90s`, `5m`, `1h` (default `5m`); the Job's
+    /// `activeDeadlineSeconds` is set a little above it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"), length(min = 2, max = 16))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s') && duration(self) <= duration('24h')").message("spec.run.timeout must be between 1s and 24h, e.g. 90s or 5m"))]
+    pub timeout: Option<String>,
+    /// Attempts of the API call on retryable failures (429, 5xx, timeouts), 1 to 20 (default 4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 20))]
+    pub max_attempts: Option<u32>,
+    /// Pod retries of the Job, 0 to 10 (default 0: the runner already retries the API call, and
+    /// a second pod would repeat a call that may have been billed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 10))]
+    pub backoff_limit: Option<i32>,
+    /// Seconds after the run finishes before its Job and pod are deleted (the LlmJob and its
+    /// status stay). Unset: they stay until the LlmJob is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 31536000))]
+    pub ttl_seconds_after_finished: Option<i32>,
+}
+
+/// Pod settings users of Jobs expect.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PodOverrides {
+    /// Compute resources of the runner container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Node selector of the pod.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Tolerations of the pod.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Atomic)]
+    pub tolerations: Vec<Toleration>,
+    /// Affinity of the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Service account of the pod (default: none mounted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub service_account_name: Option<String>,
+    /// Pull secrets for the runner image.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Atomic)]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+    /// Priority class of the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+    /// Extra labels of the pod.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Extra annotations of the pod.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Extra environment variables of the runner container. Variables the operator sets
+    /// (`OPENAI_*`, `LLMJOB_*`, `OTEL_*`, ...) are rejected: use the matching spec fields.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[x_kube(merge_strategy = ListMerge::Atomic, validation = reserved_env_rule())]
+    pub env: Vec<EnvVar>,
+}
+
+/// The phase of an LlmJob.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Accepted, waiting for its pod (or for a Secret, or for admission by a queue).
+    Pending,
+    /// The pod runs.
+    Running,
+    /// The completion was received.
+    Succeeded,
+    /// The run ended without a completion.
+    Failed,
+    /// `spec.suspend` is true (or a queue has not admitted it yet).
+    Suspended,
+}
+
+impl Phase {
+    /// Whether the run is over and will never run again.
+    pub fn is_finished(self) -> bool {
+        matches!(self, Phase::Succeeded | Phase::Failed)
+    }
+}
+
+/// The observed state of an LlmJob.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LlmJobStatus {
+    /// `Pending`, `Running`, `Succeeded`, `Failed` or `Suspended`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// Conditions: `Ready` (the run succeeded), `Succeeded`, `Failed`, `Reconciling` (work in
+    /// progress) and `Stalled` (stuck until something changes), following kstatus.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".to_owned()]))]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Name of the Job that runs (or ran) this LlmJob.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_name: Option<String>,
+    /// When the run's pod started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// When the run finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    /// HTTP attempts the run made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+    /// Trace id (32 hex digits) of the run's trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    /// The run's result as reported by the runner: response id, model, finish reason, token
+    /// usage, duration and, on failure, the error. Never prompt or completion content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<RunResult>,
+}
+
+/// The `LlmJob` CustomResourceDefinition as installed: [`kube::CustomResourceExt::crd`] with the
+/// integer formats schemars emits for unsigned types (`uint32`, ...), which the API server does not
+/// know and warns about on every apply, replaced by the Kubernetes ones (`int32`/`int64`).
+pub fn crd() -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+    use kube::CustomResourceExt;
+    let mut crd = LlmJob::crd();
+    for version in &mut crd.spec.versions {
+        if let Some(schema) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) {
+            fix_formats(schema);
+        }
+    }
+    crd
+}
+
+fn fix_formats(schema: &mut k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaProps) {
+    schema.format = match schema.format.take().as_deref() {
+        Some("uint8" | "uint16" | "uint32" | "int8" | "int16") => Some("int32".to_owned()),
+        Some("uint64" | "uint") => Some("int64".to_owned()),
+        other => other.map(str::to_owned),
+    };
+    for child in schema.properties.iter_mut().flat_map(|p| p.values_mut()) {
+        fix_formats(child);
+    }
+    if let Some(k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaPropsOrArray::Schema(items)) = schema.items.as_mut() {
+        fix_formats(items);
+    }
+    if let Some(k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaPropsOrBool::Schema(extra)) = schema.additional_properties.as_mut() {
+        fix_formats(extra);
+    }
+    for child in schema.all_of.iter_mut().chain(schema.any_of.iter_mut()).chain(schema.one_of.iter_mut()).flatten() {
+        fix_formats(child);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::CustomResourceExt;
+
+    #[test]
+    fn installed_crd_uses_kubernetes_integer_formats() {
+        let yaml = serde_yaml::to_string(&crd()).unwrap_or_default();
+        assert!(!yaml.contains("format: uint"), "unknown integer format left in the CRD");
+        assert!(yaml.contains("format: int32"));
+    }
+
+    #[test]
+    fn crd_names_and_columns() {
+        let crd = LlmJob::crd();
+        assert_eq!(crd.spec.group, GROUP);
+        assert_eq!(crd.spec.names.short_names, Some(vec!["llmj".to_owned()]));
+        assert_eq!(crd.spec.names.categories, Some(vec!["llmjob".to_owned(), "all".to_owned()]));
+        let version = &crd.spec.versions[0];
+        assert_eq!(version.name, VERSION);
+        let columns: Vec<_> = version.additional_printer_columns.iter().flatten().map(|c| c.name.as_str()).collect();
+        assert_eq!(columns, ["Status", "Model", "Tokens", "Trace", "Job", "Age"]);
+        assert!(version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some());
+    }
+
+    #[test]
+    fn spec_round_trips_with_defaults() {
+        let yaml = "model: gpt-4o-mini\nprompt: hi\nopenai:\n  apiKeySecretRef:\n    name: openai\n";
+        let spec: LlmJobSpec = match serde_yaml::from_str(yaml) {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(spec.openai.api_key_secret_ref.key, DEFAULT_API_KEY_KEY);
+        let json = serde_json::to_value(&spec).unwrap_or_default();
+        assert_eq!(json["openai"]["apiKeySecretRef"]["key"], "api-key");
+        assert!(json.get("messages").is_none());
+    }
+
+    #[test]
+    fn every_field_is_documented() {
+        let crd = serde_json::to_value(LlmJob::crd()).unwrap_or_default();
+        let mut undocumented = Vec::new();
+        walk(&crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"], "", &mut undocumented);
+        assert!(undocumented.is_empty(), "fields without a description: {undocumented:?}");
+    }
+
+    fn walk(schema: &serde_json::Value, path: &str, missing: &mut Vec<String>) {
+        if let Some(props) = schema.get("properties").and_then(|p| p.as_object()) {
+            for (name, sub) in props {
+                let here = format!("{path}.{name}");
+                // metadata and apiVersion/kind are documented by Kubernetes itself.
+                if !["apiVersion", "kind", "metadata"].contains(&name.as_str()) && sub.get("description").is_none() {
+                    missing.push(here.clone());
+                }
+                walk(sub, &here, missing);
+            }
+        }
+        if let Some(items) = schema.get("items") {
+            walk(items, &format!("{path}[]"), missing);
+        }
+    }
+
+    #[test]
+    fn reserved_env_rule_names_the_contract() {
+        let rule = serde_json::to_string(&reserved_env_rule()).unwrap_or_default();
+        assert!(rule.contains("'OPENAI_API_KEY'") && rule.contains("'OTEL_RESOURCE_ATTRIBUTES'"), "{rule}");
+        assert!(!rule.contains("'RUST_LOG'"), "{rule}");
+    }
+}
