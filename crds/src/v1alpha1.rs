@@ -7,7 +7,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Affinity, EnvVar, LocalObjectReference, ResourceRequirements, Toleration};
+use k8s_openapi::api::core::v1::{
+    Affinity, EnvVar, LocalObjectReference, ResourceRequirements, Toleration,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::core::Rule;
 use kube::{CustomResource, KubeSchema};
@@ -53,9 +55,14 @@ fn reserved_env_rule() -> Rule {
         .filter(|v| v.name != env::RUST_LOG.name)
         .map(|v| format!("'{}'", v.name))
         .chain(
-            [env::downward::POD_NAME, env::downward::POD_NAMESPACE, env::downward::POD_UID, env::downward::NODE_NAME]
-                .iter()
-                .map(|n| format!("'{n}'")),
+            [
+                env::downward::POD_NAME,
+                env::downward::POD_NAMESPACE,
+                env::downward::POD_UID,
+                env::downward::NODE_NAME,
+            ]
+            .iter()
+            .map(|n| format!("'{n}'")),
         )
         .collect();
     Rule::new(format!("self.all(e, !(e.name in [{}]))", names.join(", "))).message(
@@ -81,12 +88,37 @@ fn reserved_env_rule() -> Rule {
     status = "LlmJobStatus",
     derive = "PartialEq",
     doc = "An LLM job: one OpenAI chat completion, run as a Kubernetes Job whose pod exports traces, metrics and logs over OTLP.",
-    printcolumn(name = "Status", type_ = "string", json_path = ".status.phase", description = "Pending, Running, Succeeded, Failed or Suspended"),
+    printcolumn(
+        name = "Status",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Pending, Running, Succeeded, Failed or Suspended"
+    ),
     printcolumn(name = "Model", type_ = "string", json_path = ".spec.model"),
-    printcolumn(name = "Tokens", type_ = "integer", json_path = ".status.result.usage.totalTokens", description = "Total tokens of the run"),
-    printcolumn(name = "Trace", type_ = "string", json_path = ".status.traceId", priority = 1, description = "Trace id of the run"),
-    printcolumn(name = "Job", type_ = "string", json_path = ".status.jobName", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Tokens",
+        type_ = "integer",
+        json_path = ".status.result.usage.totalTokens",
+        description = "Total tokens of the run"
+    ),
+    printcolumn(
+        name = "Trace",
+        type_ = "string",
+        json_path = ".status.traceId",
+        priority = 1,
+        description = "Trace id of the run"
+    ),
+    printcolumn(
+        name = "Job",
+        type_ = "string",
+        json_path = ".status.jobName",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(
     validation = Rule::new("has(self.prompt) != has(self.messages)").message("set exactly one of spec.prompt and spec.messages"),
@@ -214,7 +246,10 @@ pub struct OpenAiConnection {
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeySelector {
     /// Name of the Secret.
-    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub name: String,
     /// Key in the Secret whose value is the API key (default `api-key`).
     #[serde(default = "default_api_key_key")]
@@ -244,7 +279,9 @@ impl OtlpProtocol {
 }
 
 /// Prompt and completion capture in telemetry.
-#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ContentCapture {
     /// No prompt or completion text in telemetry (the default).
@@ -308,7 +345,10 @@ pub struct RunControls {
     /// Deadline for all attempts, e.g. `90s`, `5m`, `1h` (default `5m`); the Job's
     /// `activeDeadlineSeconds` is set a little above it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"), length(min = 2, max = 16))]
+    #[schemars(
+        regex(pattern = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"),
+        length(min = 2, max = 16)
+    )]
     #[x_kube(validation = Rule::new("duration(self) >= duration('1s') && duration(self) <= duration('24h')").message("spec.run.timeout must be between 1s and 24h, e.g. 90s or 5m"))]
     pub timeout: Option<String>,
     /// Attempts of the API call on retryable failures (429, 5xx, timeouts), 1 to 20 (default 4).
@@ -430,18 +470,25 @@ pub struct LlmJobStatus {
 /// The `LlmJob` CustomResourceDefinition as installed: [`kube::CustomResourceExt::crd`] with the
 /// integer formats schemars emits for unsigned types (`uint32`, ...), which the API server does not
 /// know and warns about on every apply, replaced by the Kubernetes ones (`int32`/`int64`).
-pub fn crd() -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+pub fn crd()
+-> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
     use kube::CustomResourceExt;
     let mut crd = LlmJob::crd();
     for version in &mut crd.spec.versions {
-        if let Some(schema) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) {
+        if let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        {
             fix_formats(schema);
         }
     }
     crd
 }
 
-fn fix_formats(schema: &mut k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaProps) {
+fn fix_formats(
+    schema: &mut k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaProps,
+) {
     schema.format = match schema.format.take().as_deref() {
         Some("uint8" | "uint16" | "uint32" | "int8" | "int16") => Some("int32".to_owned()),
         Some("uint64" | "uint") => Some("int64".to_owned()),
@@ -456,7 +503,13 @@ fn fix_formats(schema: &mut k8s_openapi::apiextensions_apiserver::pkg::apis::api
     if let Some(k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaPropsOrBool::Schema(extra)) = schema.additional_properties.as_mut() {
         fix_formats(extra);
     }
-    for child in schema.all_of.iter_mut().chain(schema.any_of.iter_mut()).chain(schema.one_of.iter_mut()).flatten() {
+    for child in schema
+        .all_of
+        .iter_mut()
+        .chain(schema.any_of.iter_mut())
+        .chain(schema.one_of.iter_mut())
+        .flatten()
+    {
         fix_formats(child);
     }
 }
@@ -469,7 +522,10 @@ mod tests {
     #[test]
     fn installed_crd_uses_kubernetes_integer_formats() {
         let yaml = serde_yaml::to_string(&crd()).unwrap_or_default();
-        assert!(!yaml.contains("format: uint"), "unknown integer format left in the CRD");
+        assert!(
+            !yaml.contains("format: uint"),
+            "unknown integer format left in the CRD"
+        );
         assert!(yaml.contains("format: int32"));
     }
 
@@ -478,17 +534,35 @@ mod tests {
         let crd = LlmJob::crd();
         assert_eq!(crd.spec.group, GROUP);
         assert_eq!(crd.spec.names.short_names, Some(vec!["llmj".to_owned()]));
-        assert_eq!(crd.spec.names.categories, Some(vec!["llmjob".to_owned(), "all".to_owned()]));
+        assert_eq!(
+            crd.spec.names.categories,
+            Some(vec!["llmjob".to_owned(), "all".to_owned()])
+        );
         let version = &crd.spec.versions[0];
         assert_eq!(version.name, VERSION);
-        let columns: Vec<_> = version.additional_printer_columns.iter().flatten().map(|c| c.name.as_str()).collect();
-        assert_eq!(columns, ["Status", "Model", "Tokens", "Trace", "Job", "Age"]);
-        assert!(version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some());
+        let columns: Vec<_> = version
+            .additional_printer_columns
+            .iter()
+            .flatten()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(
+            columns,
+            ["Status", "Model", "Tokens", "Trace", "Job", "Age"]
+        );
+        assert!(
+            version
+                .subresources
+                .as_ref()
+                .and_then(|s| s.status.as_ref())
+                .is_some()
+        );
     }
 
     #[test]
     fn spec_round_trips_with_defaults() {
-        let yaml = "model: gpt-4o-mini\nprompt: hi\nopenai:\n  apiKeySecretRef:\n    name: openai\n";
+        let yaml =
+            "model: gpt-4o-mini\nprompt: hi\nopenai:\n  apiKeySecretRef:\n    name: openai\n";
         let spec: LlmJobSpec = match serde_yaml::from_str(yaml) {
             Ok(s) => s,
             Err(e) => panic!("{e}"),
@@ -503,8 +577,15 @@ mod tests {
     fn every_field_is_documented() {
         let crd = serde_json::to_value(LlmJob::crd()).unwrap_or_default();
         let mut undocumented = Vec::new();
-        walk(&crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"], "", &mut undocumented);
-        assert!(undocumented.is_empty(), "fields without a description: {undocumented:?}");
+        walk(
+            &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"],
+            "",
+            &mut undocumented,
+        );
+        assert!(
+            undocumented.is_empty(),
+            "fields without a description: {undocumented:?}"
+        );
     }
 
     fn walk(schema: &serde_json::Value, path: &str, missing: &mut Vec<String>) {
@@ -512,7 +593,9 @@ mod tests {
             for (name, sub) in props {
                 let here = format!("{path}.{name}");
                 // metadata and apiVersion/kind are documented by Kubernetes itself.
-                if !["apiVersion", "kind", "metadata"].contains(&name.as_str()) && sub.get("description").is_none() {
+                if !["apiVersion", "kind", "metadata"].contains(&name.as_str())
+                    && sub.get("description").is_none()
+                {
                     missing.push(here.clone());
                 }
                 walk(sub, &here, missing);
@@ -526,7 +609,10 @@ mod tests {
     #[test]
     fn reserved_env_rule_names_the_contract() {
         let rule = serde_json::to_string(&reserved_env_rule()).unwrap_or_default();
-        assert!(rule.contains("'OPENAI_API_KEY'") && rule.contains("'OTEL_RESOURCE_ATTRIBUTES'"), "{rule}");
+        assert!(
+            rule.contains("'OPENAI_API_KEY'") && rule.contains("'OTEL_RESOURCE_ATTRIBUTES'"),
+            "{rule}"
+        );
         assert!(!rule.contains("'RUST_LOG'"), "{rule}");
     }
 }
