@@ -75,6 +75,8 @@ fn reserved_env_rule() -> Rule {
 /// An LLM job: one OpenAI chat completion, run as a Kubernetes Job whose pod exports traces,
 /// metrics and logs over OTLP. The operator reports the outcome, token usage and trace id in
 /// the status.
+// clippy reads the repeated `printcolumn(type_ = ...)` keys of the kube attribute as duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "llmjob.dev",

@@ -1,0 +1,771 @@
+//! Reads and validates the runner's configuration from environment variables.
+//!
+//! The names and defaults come from [`llmjob_crds::env`], the contract the operator injects; this
+//! module owns parsing and validation only. Every invalid value is a [`ConfigError`] naming the
+//! variable and the accepted values (the binary prints it and exits with code 2). Nothing here
+//! performs I/O beyond reading the variables through the lookup function it is given, so it is
+//! unit-tested with plain maps.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_openai::types::chat::ChatCompletionRequestMessage;
+use llmjob_crds::env::{self, Var};
+use opentelemetry::Context;
+use opentelemetry::propagation::TextMapPropagator as _;
+use opentelemetry::trace::TraceContextExt as _;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use url::Url;
+
+/// Upper bound of `LLMJOB_MAX_ATTEMPTS`.
+pub const MAX_ATTEMPTS_LIMIT: u32 = 20;
+
+/// A configuration error: which variable, what was wrong, what is accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A required variable is unset or empty.
+    #[error("Missing required env var: {name} ({help})")]
+    Missing {
+        /// The variable.
+        name: &'static str,
+        /// What it means.
+        help: &'static str,
+    },
+    /// A variable has a value that cannot be used.
+    #[error("invalid {name}={value:?}: {reason}; accepted: {help}")]
+    Invalid {
+        /// The variable.
+        name: &'static str,
+        /// The offending value (never the API key: that one is only ever reported as missing).
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+        /// The accepted values.
+        help: &'static str,
+    },
+    /// Two variables that exclude each other are both set.
+    #[error("{first} and {second} are both set: set only one of them")]
+    Conflict {
+        /// One variable.
+        first: &'static str,
+        /// The other.
+        second: &'static str,
+    },
+}
+
+impl ConfigError {
+    fn invalid(var: &Var, value: &str, reason: impl fmt::Display) -> Self {
+        ConfigError::Invalid {
+            name: var.name,
+            value: shorten(value),
+            reason: reason.to_string(),
+            help: var.help,
+        }
+    }
+}
+
+/// Quotes at most 120 characters of a bad value (a messages array can be long).
+fn shorten(value: &str) -> String {
+    const MAX: usize = 120;
+    match value.char_indices().nth(MAX) {
+        Some((idx, _)) => format!("{}...", &value[..idx]),
+        None => value.to_owned(),
+    }
+}
+
+/// The OpenAI API key. Its `Debug` and `Display` never show the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    /// Wraps a key.
+    pub fn new(key: impl Into<String>) -> Self {
+        ApiKey(key.into())
+    }
+
+    /// The key, for the `Authorization` header only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+/// What the model is asked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// One user message (`OPENAI_PROMPT`).
+    Prompt(String),
+    /// A full messages array (`LLMJOB_MESSAGES`).
+    Messages(Vec<ChatCompletionRequestMessage>),
+}
+
+/// Request parameters that were set.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Parameters {
+    /// `temperature`.
+    pub temperature: Option<f32>,
+    /// `top_p`.
+    pub top_p: Option<f32>,
+    /// `max_completion_tokens`.
+    pub max_tokens: Option<u32>,
+    /// `seed`.
+    pub seed: Option<i64>,
+    /// Stream the response.
+    pub stream: bool,
+}
+
+/// Prompt and completion capture in telemetry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ContentCapture {
+    /// No content in telemetry (the default).
+    #[default]
+    None,
+    /// SHA-256 of the input and output messages.
+    Hash,
+    /// The input and output messages themselves.
+    Full,
+}
+
+impl ContentCapture {
+    /// The variable's spelling of the mode.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContentCapture::None => "none",
+            ContentCapture::Hash => "hash",
+            ContentCapture::Full => "full",
+        }
+    }
+}
+
+/// OTLP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// OTLP/gRPC (default).
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies.
+    HttpProtobuf,
+}
+
+/// Telemetry settings.
+#[derive(Debug, Clone)]
+pub struct TelemetryConfig {
+    /// `OTEL_SDK_DISABLED=true`: spans are still created (the result keeps a trace id) but nothing
+    /// is exported.
+    pub disabled: bool,
+    /// `service.name`.
+    pub service_name: String,
+    /// `deployment.environment.name`.
+    pub environment: String,
+    /// OTLP endpoint with a scheme.
+    pub endpoint: Url,
+    /// OTLP transport.
+    pub protocol: Protocol,
+    /// Pairs of `OTEL_RESOURCE_ATTRIBUTES`, decoded, in order.
+    pub resource_attributes: Vec<(String, String)>,
+    /// The parent context from `TRACEPARENT`/`TRACESTATE`, if any.
+    pub parent: Option<Context>,
+}
+
+/// The runner's whole configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The API key.
+    pub api_key: ApiKey,
+    /// Base URL of the OpenAI-compatible API, without a trailing slash.
+    pub base_url: Url,
+    /// The requested model.
+    pub model: String,
+    /// The prompt or messages.
+    pub input: Input,
+    /// Request parameters.
+    pub parameters: Parameters,
+    /// Overall deadline for all attempts.
+    pub timeout: Duration,
+    /// Attempts on retryable failures.
+    pub max_attempts: u32,
+    /// Content capture mode.
+    pub capture: ContentCapture,
+    /// Where the one-line result is written; `None` when the default path is not usable here
+    /// (outside Kubernetes and not set explicitly).
+    pub result_path: Option<PathBuf>,
+    /// Telemetry settings.
+    pub telemetry: TelemetryConfig,
+}
+
+/// Reads variables through a lookup function (the process environment in production, a map in
+/// tests). Empty values count as unset, as in the OpenTelemetry specification.
+struct Env<F> {
+    lookup: F,
+}
+
+impl<F: Fn(&str) -> Option<String>> Env<F> {
+    fn raw(&self, var: &Var) -> Option<String> {
+        (self.lookup)(var.name).filter(|v| !v.trim().is_empty())
+    }
+
+    fn or_default(&self, var: &Var) -> String {
+        self.raw(var)
+            .or_else(|| var.default.map(str::to_owned))
+            .unwrap_or_default()
+    }
+
+    fn parse<T>(
+        &self,
+        var: &Var,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, ConfigError> {
+        match self.raw(var).or_else(|| var.default.map(str::to_owned)) {
+            None => Ok(None),
+            Some(value) => parse(value.trim())
+                .map(Some)
+                .map_err(|reason| ConfigError::invalid(var, &value, reason)),
+        }
+    }
+
+    fn bool(&self, var: &Var) -> Result<Option<bool>, ConfigError> {
+        self.parse(var, parse_bool)
+    }
+}
+
+fn parse_bool(value: &str) -> Result<bool, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err("not a boolean".to_owned()),
+    }
+}
+
+fn parse_ranged_f32(min: f32, max: f32) -> impl Fn(&str) -> Result<f32, String> {
+    move |value| {
+        let v: f32 = value.parse().map_err(|_| "not a number".to_owned())?;
+        if v.is_finite() && (min..=max).contains(&v) {
+            Ok(v)
+        } else {
+            Err(format!("out of range {min}..={max}"))
+        }
+    }
+}
+
+fn parse_ranged_u32(min: u32, max: u32) -> impl Fn(&str) -> Result<u32, String> {
+    move |value| {
+        let v: u32 = value.parse().map_err(|_| "not a whole number".to_owned())?;
+        if (min..=max).contains(&v) {
+            Ok(v)
+        } else {
+            Err(format!("out of range {min}..={max}"))
+        }
+    }
+}
+
+/// Parses a URL, adding `http://` when the value has no scheme (as the reference job accepts
+/// `collector:4317`).
+fn parse_url_lenient(value: &str) -> Result<Url, String> {
+    let with_scheme = if value.contains("://") {
+        value.to_owned()
+    } else {
+        format!("http://{value}")
+    };
+    let url = Url::parse(&with_scheme).map_err(|e| e.to_string())?;
+    match url.scheme() {
+        "http" | "https" => {}
+        other => return Err(format!("scheme {other:?} is not http or https")),
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("no host".to_owned());
+    }
+    Ok(url)
+}
+
+/// Parses `OTEL_RESOURCE_ATTRIBUTES`: `key=value` pairs separated by commas, values
+/// percent-decoded (W3C Baggage octet rules, as the OpenTelemetry specification says).
+pub fn parse_resource_attributes(value: &str) -> Result<Vec<(String, String)>, String> {
+    let mut pairs = Vec::new();
+    for item in value.split(',') {
+        let item = item.trim();
+        if item.is_empty() {
+            continue;
+        }
+        let Some((key, val)) = item.split_once('=') else {
+            return Err(format!("{item:?} is not key=value"));
+        };
+        let key = key.trim();
+        if key.is_empty() {
+            return Err(format!("{item:?} has an empty key"));
+        }
+        let decoded = percent_encoding::percent_decode_str(val.trim())
+            .decode_utf8()
+            .map_err(|_| format!("the value of {key:?} is not UTF-8 once percent-decoded"))?;
+        pairs.push((key.to_owned(), decoded.into_owned()));
+    }
+    Ok(pairs)
+}
+
+/// The value of the first of `keys` present in the resource attributes.
+fn attribute(pairs: &[(String, String)], keys: &[&str]) -> Option<String> {
+    keys.iter()
+        .find_map(|key| {
+            pairs
+                .iter()
+                .rev()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+        })
+        .filter(|v| !v.is_empty())
+}
+
+fn parse_traceparent(traceparent: &str, tracestate: Option<&str>) -> Result<Context, String> {
+    let mut carrier = std::collections::HashMap::new();
+    carrier.insert("traceparent".to_owned(), traceparent.to_owned());
+    if let Some(state) = tracestate {
+        carrier.insert("tracestate".to_owned(), state.to_owned());
+    }
+    let cx = TraceContextPropagator::new().extract(&carrier);
+    if cx.span().span_context().is_valid() {
+        Ok(cx)
+    } else {
+        Err(
+            "not a valid W3C traceparent (00-<32 hex trace id>-<16 hex span id>-<2 hex flags>)"
+                .to_owned(),
+        )
+    }
+}
+
+fn parse_messages(value: &str) -> Result<Vec<ChatCompletionRequestMessage>, String> {
+    let messages: Vec<ChatCompletionRequestMessage> = serde_json::from_str(value)
+        .map_err(|e| format!("not a JSON array of chat messages: {e}"))?;
+    if messages.is_empty() {
+        return Err("the array is empty".to_owned());
+    }
+    Ok(messages)
+}
+
+fn parse_capture(value: &str) -> Result<ContentCapture, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "none" => Ok(ContentCapture::None),
+        "hash" => Ok(ContentCapture::Hash),
+        "full" => Ok(ContentCapture::Full),
+        _ => Err("unknown mode".to_owned()),
+    }
+}
+
+fn parse_protocol(value: &str) -> Result<Protocol, String> {
+    match value {
+        "grpc" => Ok(Protocol::Grpc),
+        "http/protobuf" => Ok(Protocol::HttpProtobuf),
+        "http/json" => Err("http/json is not supported by this runner".to_owned()),
+        _ => Err("unknown protocol".to_owned()),
+    }
+}
+
+fn parse_duration(value: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(value).map_err(|e| e.to_string())?;
+    if d.is_zero() {
+        return Err("must be longer than zero".to_owned());
+    }
+    Ok(d)
+}
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `lookup` (a variable name to its value).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env { lookup };
+
+        let api_key = env.raw(&env::OPENAI_API_KEY).ok_or(ConfigError::Missing {
+            name: env::OPENAI_API_KEY.name,
+            help: env::OPENAI_API_KEY.help,
+        })?;
+        let mut base_url = env
+            .parse(&env::OPENAI_BASE_URL, |v| {
+                let url = Url::parse(v).map_err(|e| e.to_string())?;
+                if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+                    return Err("not an http(s) URL".to_owned());
+                }
+                Ok(url)
+            })?
+            .ok_or(ConfigError::Missing {
+                name: env::OPENAI_BASE_URL.name,
+                help: env::OPENAI_BASE_URL.help,
+            })?;
+        let trimmed = base_url.path().trim_end_matches('/').to_owned();
+        base_url.set_path(&trimmed);
+
+        let model = env.or_default(&env::OPENAI_MODEL).trim().to_owned();
+
+        let prompt = env.raw(&env::OPENAI_PROMPT);
+        let messages = env.parse(&env::LLMJOB_MESSAGES, parse_messages)?;
+        let input = match (prompt, messages) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Conflict {
+                    first: env::OPENAI_PROMPT.name,
+                    second: env::LLMJOB_MESSAGES.name,
+                });
+            }
+            (_, Some(messages)) => Input::Messages(messages),
+            (Some(prompt), None) => Input::Prompt(prompt),
+            (None, None) => Input::Prompt(env::DEFAULT_PROMPT.to_owned()),
+        };
+
+        let parameters = Parameters {
+            temperature: env.parse(&env::LLMJOB_TEMPERATURE, parse_ranged_f32(0.0, 2.0))?,
+            top_p: env.parse(&env::LLMJOB_TOP_P, parse_ranged_f32(0.0, 1.0))?,
+            max_tokens: env.parse(&env::LLMJOB_MAX_TOKENS, parse_ranged_u32(1, u32::MAX))?,
+            seed: env.parse(&env::LLMJOB_SEED, |v| {
+                v.parse::<i64>()
+                    .map_err(|_| "not a whole number".to_owned())
+            })?,
+            stream: env.bool(&env::LLMJOB_STREAM)?.unwrap_or(false),
+        };
+
+        let timeout = env
+            .parse(&env::LLMJOB_TIMEOUT, parse_duration)?
+            .unwrap_or(Duration::from_secs(300));
+        let max_attempts = env
+            .parse(
+                &env::LLMJOB_MAX_ATTEMPTS,
+                parse_ranged_u32(1, MAX_ATTEMPTS_LIMIT),
+            )?
+            .unwrap_or(4);
+
+        // LLMJOB_CONTENT_CAPTURE wins; otherwise the standard switches, when set explicitly.
+        let capture = match env.raw(&env::LLMJOB_CONTENT_CAPTURE) {
+            Some(_) => env
+                .parse(&env::LLMJOB_CONTENT_CAPTURE, parse_capture)?
+                .unwrap_or_default(),
+            None => {
+                let genai = env.bool(&env::OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT)?;
+                let traceloop = env.bool(&env::TRACELOOP_TRACE_CONTENT)?;
+                match genai.or(traceloop) {
+                    Some(true) => ContentCapture::Full,
+                    _ => ContentCapture::None,
+                }
+            }
+        };
+
+        // The default path is the container's termination-message file; outside a pod (no
+        // KUBERNETES_SERVICE_HOST) it is only used when set explicitly.
+        let result_path = match env.raw(&env::LLMJOB_RESULT_PATH) {
+            Some(path) => Some(PathBuf::from(path)),
+            None if (env.lookup)("KUBERNETES_SERVICE_HOST").is_some() => {
+                env::LLMJOB_RESULT_PATH.default.map(PathBuf::from)
+            }
+            None => None,
+        };
+
+        let disabled = env.bool(&env::OTEL_SDK_DISABLED)?.unwrap_or(false);
+        let endpoint = env
+            .parse(&env::OTEL_EXPORTER_OTLP_ENDPOINT, parse_url_lenient)?
+            .ok_or(ConfigError::Missing {
+                name: env::OTEL_EXPORTER_OTLP_ENDPOINT.name,
+                help: env::OTEL_EXPORTER_OTLP_ENDPOINT.help,
+            })?;
+        let protocol = env
+            .parse(&env::OTEL_EXPORTER_OTLP_PROTOCOL, parse_protocol)?
+            .unwrap_or(Protocol::Grpc);
+        let resource_attributes = env
+            .parse(&env::OTEL_RESOURCE_ATTRIBUTES, parse_resource_attributes)?
+            .unwrap_or_default();
+        let tracestate = env.raw(&env::TRACESTATE);
+        let parent = env.parse(&env::TRACEPARENT, |v| {
+            parse_traceparent(v, tracestate.as_deref())
+        })?;
+
+        Ok(Config {
+            api_key: ApiKey(api_key.trim().to_owned()),
+            base_url,
+            model,
+            input,
+            parameters,
+            timeout,
+            max_attempts,
+            capture,
+            result_path,
+            telemetry: TelemetryConfig {
+                disabled,
+                service_name: env
+                    .raw(&env::OTEL_SERVICE_NAME)
+                    .or_else(|| attribute(&resource_attributes, &["service.name"]))
+                    .unwrap_or_else(|| env.or_default(&env::OTEL_SERVICE_NAME)),
+                environment: env
+                    .raw(&env::DEPLOYMENT_ENVIRONMENT)
+                    .or_else(|| {
+                        attribute(
+                            &resource_attributes,
+                            &["deployment.environment.name", "deployment.environment"],
+                        )
+                    })
+                    .unwrap_or_else(|| env.or_default(&env::DEPLOYMENT_ENVIRONMENT)),
+                endpoint,
+                protocol,
+                resource_attributes,
+                parent,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    fn err(vars: &[(&str, &str)]) -> String {
+        config(vars)
+            .expect_err("configuration should be rejected")
+            .to_string()
+    }
+
+    #[test]
+    fn defaults_match_the_reference_job() {
+        let c = config(&[("OPENAI_API_KEY", "sk-test")]).unwrap();
+        assert_eq!(c.model, "gpt-4o-mini");
+        assert_eq!(c.input, Input::Prompt(env::DEFAULT_PROMPT.to_owned()));
+        assert_eq!(c.base_url.as_str(), "https://api.openai.com/v1");
+        assert_eq!(c.telemetry.service_name, "llm-job");
+        assert_eq!(c.telemetry.environment, "development");
+        assert_eq!(c.telemetry.endpoint.as_str(), "http://collector:4317/");
+        assert_eq!(c.telemetry.protocol, Protocol::Grpc);
+        assert_eq!(c.capture, ContentCapture::None);
+        assert_eq!(c.max_attempts, 4);
+        assert_eq!(c.timeout, Duration::from_secs(300));
+        assert!(
+            c.result_path.is_none(),
+            "outside a pod the default result path is not written"
+        );
+        assert!(!c.parameters.stream);
+    }
+
+    #[test]
+    fn missing_or_empty_key_names_the_variable() {
+        assert!(err(&[]).starts_with("Missing required env var: OPENAI_API_KEY"));
+        assert!(
+            err(&[("OPENAI_API_KEY", "  ")])
+                .starts_with("Missing required env var: OPENAI_API_KEY")
+        );
+    }
+
+    #[test]
+    fn the_key_never_shows_in_debug_output() {
+        let c = config(&[("OPENAI_API_KEY", "sk-secret-value")]).unwrap();
+        assert!(!format!("{c:?}").contains("sk-secret-value"));
+        assert_eq!(c.api_key.expose(), "sk-secret-value");
+    }
+
+    #[test]
+    fn endpoint_is_accepted_with_or_without_a_scheme() {
+        let c = config(&[
+            ("OPENAI_API_KEY", "k"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector.obs:4317"),
+        ])
+        .unwrap();
+        assert_eq!(c.telemetry.endpoint.as_str(), "http://collector.obs:4317/");
+        let c = config(&[
+            ("OPENAI_API_KEY", "k"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://otel.example.com"),
+        ])
+        .unwrap();
+        assert_eq!(c.telemetry.endpoint.as_str(), "https://otel.example.com/");
+        assert!(
+            err(&[
+                ("OPENAI_API_KEY", "k"),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "ftp://x")
+            ])
+            .contains("OTEL_EXPORTER_OTLP_ENDPOINT")
+        );
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable_and_accepted_values() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("LLMJOB_TEMPERATURE", "3", "0 to 2"),
+            ("LLMJOB_TEMPERATURE", "hot", "0 to 2"),
+            ("LLMJOB_TOP_P", "1.5", "0 to 1"),
+            ("LLMJOB_MAX_TOKENS", "0", ">= 1"),
+            ("LLMJOB_SEED", "x", "whole number"),
+            ("LLMJOB_STREAM", "maybe", "true or false"),
+            ("LLMJOB_TIMEOUT", "soon", "duration"),
+            ("LLMJOB_TIMEOUT", "0s", "duration"),
+            ("LLMJOB_MAX_ATTEMPTS", "0", "1 to 20"),
+            ("LLMJOB_MAX_ATTEMPTS", "21", "1 to 20"),
+            ("LLMJOB_CONTENT_CAPTURE", "everything", "none, hash or full"),
+            (
+                "OTEL_EXPORTER_OTLP_PROTOCOL",
+                "http/json",
+                "grpc or http/protobuf",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_PROTOCOL",
+                "udp",
+                "grpc or http/protobuf",
+            ),
+            ("OTEL_SDK_DISABLED", "nah", "true:"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "novalue", "key1=value1"),
+            ("TRACEPARENT", "00-zz-11-01", "traceparent"),
+            ("LLMJOB_MESSAGES", "{\"role\":\"user\"}", "JSON array"),
+            ("LLMJOB_MESSAGES", "[]", "JSON array"),
+            ("OPENAI_BASE_URL", "not a url", "base URL"),
+        ];
+        for (name, value, accepted) in cases {
+            let message = err(&[("OPENAI_API_KEY", "k"), (name, value)]);
+            assert!(message.contains(name), "{name}={value}: {message}");
+            assert!(message.contains(accepted), "{name}={value}: {message}");
+        }
+    }
+
+    #[test]
+    fn prompt_and_messages_exclude_each_other() {
+        let message = err(&[
+            ("OPENAI_API_KEY", "k"),
+            ("OPENAI_PROMPT", "hi"),
+            ("LLMJOB_MESSAGES", r#"[{"role":"user","content":"hi"}]"#),
+        ]);
+        assert!(
+            message.contains("OPENAI_PROMPT and LLMJOB_MESSAGES"),
+            "{message}"
+        );
+        let c = config(&[
+            ("OPENAI_API_KEY", "k"),
+            (
+                "LLMJOB_MESSAGES",
+                r#"[{"role":"developer","content":"be brief"},{"role":"user","content":"hi"}]"#,
+            ),
+        ])
+        .unwrap();
+        assert!(matches!(c.input, Input::Messages(ref m) if m.len() == 2));
+    }
+
+    #[test]
+    fn capture_precedence() {
+        let mode = |vars: &[(&str, &str)]| {
+            let mut all = vec![("OPENAI_API_KEY", "k")];
+            all.extend_from_slice(vars);
+            config(&all).unwrap().capture
+        };
+        assert_eq!(mode(&[]), ContentCapture::None);
+        assert_eq!(
+            mode(&[("TRACELOOP_TRACE_CONTENT", "true")]),
+            ContentCapture::Full
+        );
+        assert_eq!(
+            mode(&[("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")]),
+            ContentCapture::Full
+        );
+        assert_eq!(
+            mode(&[("TRACELOOP_TRACE_CONTENT", "false")]),
+            ContentCapture::None
+        );
+        assert_eq!(
+            mode(&[
+                ("LLMJOB_CONTENT_CAPTURE", "hash"),
+                ("TRACELOOP_TRACE_CONTENT", "true")
+            ]),
+            ContentCapture::Hash
+        );
+    }
+
+    #[test]
+    fn resource_attributes_are_percent_decoded() {
+        let pairs = parse_resource_attributes("k8s.pod.name=p-1, team=a%2Cb ,,x=%20y").unwrap();
+        assert_eq!(
+            pairs,
+            vec![
+                ("k8s.pod.name".to_owned(), "p-1".to_owned()),
+                ("team".to_owned(), "a,b".to_owned()),
+                ("x".to_owned(), " y".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn traceparent_becomes_the_parent_context() {
+        let c = config(&[
+            ("OPENAI_API_KEY", "k"),
+            (
+                "TRACEPARENT",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            ),
+        ])
+        .unwrap();
+        let parent = c.telemetry.parent.unwrap();
+        assert_eq!(
+            parent.span().span_context().trace_id().to_string(),
+            "0af7651916cd43dd8448eb211c80319c"
+        );
+    }
+
+    #[test]
+    fn explicit_result_path_and_in_pod_default() {
+        let c = config(&[
+            ("OPENAI_API_KEY", "k"),
+            ("LLMJOB_RESULT_PATH", "/tmp/r.json"),
+        ])
+        .unwrap();
+        assert_eq!(c.result_path.unwrap(), PathBuf::from("/tmp/r.json"));
+        let c = config(&[
+            ("OPENAI_API_KEY", "k"),
+            ("KUBERNETES_SERVICE_HOST", "10.0.0.1"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.result_path.unwrap(),
+            PathBuf::from("/dev/termination-log")
+        );
+    }
+
+    #[test]
+    fn service_name_precedence() {
+        let c = config(&[
+            ("OPENAI_API_KEY", "k"),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "service.name=from-attrs,deployment.environment.name=staging",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(c.telemetry.service_name, "from-attrs");
+        assert_eq!(c.telemetry.environment, "staging");
+        let c = config(&[
+            ("OPENAI_API_KEY", "k"),
+            ("OTEL_SERVICE_NAME", "explicit"),
+            ("DEPLOYMENT_ENVIRONMENT", "prod"),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "service.name=from-attrs,deployment.environment.name=staging",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(c.telemetry.service_name, "explicit");
+        assert_eq!(c.telemetry.environment, "prod");
+    }
+
+    #[test]
+    fn base_url_loses_its_trailing_slash() {
+        let c = config(&[
+            ("OPENAI_API_KEY", "k"),
+            ("OPENAI_BASE_URL", "http://127.0.0.1:9/v1/"),
+        ])
+        .unwrap();
+        assert_eq!(c.base_url.as_str(), "http://127.0.0.1:9/v1");
+    }
+}

@@ -1,0 +1,73 @@
+//! `llmjob-runner`: runs one traced OpenAI chat completion and exits with a documented code
+//! (0 success, 1 internal error, 2 configuration error, 3 permanent API error, 4 retries
+//! exhausted or deadline passed). See the README's job-runner reference.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use llmjob_crds::env;
+use llmjob_runner::config::Config;
+use llmjob_runner::result_file;
+use llmjob_runner::telemetry::{FLUSH_BUDGET, Telemetry};
+use llmjob_runner::workflow::{self, Exit};
+
+fn main() -> ExitCode {
+    // Configuration first: a bad value exits 2 before anything is sent anywhere.
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("llmjob-runner: {e}");
+            return ExitCode::from(Exit::Config.code());
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("llmjob-runner: cannot start the async runtime: {e}");
+            return ExitCode::from(Exit::Internal.code());
+        }
+    };
+    runtime.block_on(run(config))
+}
+
+async fn run(config: Config) -> ExitCode {
+    let log_filter = std::env::var(env::RUST_LOG.name)
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    let telemetry = match Telemetry::init(&config.telemetry, log_filter.as_deref()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("llmjob-runner: {e}");
+            return ExitCode::from(Exit::Config.code());
+        }
+    };
+
+    let outcome = workflow::run(&config, &telemetry).await;
+
+    if let Some(answer) = &outcome.answer {
+        let mut stdout = std::io::stdout().lock();
+        if writeln!(stdout, "{answer}")
+            .and_then(|()| stdout.flush())
+            .is_err()
+        {
+            eprintln!("llmjob-runner: cannot write the answer to stdout");
+        }
+    }
+    if let Some(path) = &config.result_path
+        && let Err(e) = result_file::write(path, &outcome.result)
+    {
+        let var = env::LLMJOB_RESULT_PATH.name;
+        eprintln!(
+            "llmjob-runner: cannot write the result to {} ({var}): {e}",
+            path.display()
+        );
+    }
+    for problem in telemetry.shutdown(FLUSH_BUDGET).await {
+        eprintln!("llmjob-runner: telemetry export failed: {problem}");
+    }
+    ExitCode::from(outcome.exit.code())
+}

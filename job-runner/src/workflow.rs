@@ -1,0 +1,614 @@
+//! The traced job: the `llm_job` workflow span, the `openai_call` task span and one
+//! `chat {model}` client span per HTTP attempt, with the GenAI and OpenLLMetry attributes, the
+//! GenAI metrics and the runner's log events, exactly as `docs/telemetry-contract.md` lists them.
+//!
+//! It decides the run's [`Outcome`] (exit code, answer, result line) but performs no output of its
+//! own: printing, writing the result file and flushing telemetry are `main`'s.
+
+use std::borrow::Cow;
+use std::time::{Duration, Instant};
+
+use llmjob_crds::result::{RunError, RunResult, RunStatus, TokenUsage};
+use opentelemetry::context::FutureExt as _;
+use opentelemetry::propagation::TextMapPropagator as _;
+use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _, Tracer as _};
+use opentelemetry::{Array, Context, KeyValue, StringValue, Value};
+use opentelemetry_http::HeaderInjector;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+
+use crate::attributes as attr;
+use crate::capture;
+use crate::config::{Config, ContentCapture, Input};
+use crate::openai::{self, CallError, ChatClient, Completion};
+use crate::retry::{Decision, RetryPolicy};
+use crate::telemetry::Telemetry;
+
+/// The runner's exit codes (documented in the README and the telemetry contract).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// The completion was received.
+    Success = 0,
+    /// Internal error (a bug).
+    Internal = 1,
+    /// Configuration error.
+    Config = 2,
+    /// The API refused the request permanently.
+    Permanent = 3,
+    /// Retryable failures exhausted or the deadline passed.
+    Exhausted = 4,
+}
+
+impl Exit {
+    /// The process exit code.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+/// What a run ended with.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// How the process exits.
+    pub exit: Exit,
+    /// The answer to print on stdout, on success.
+    pub answer: Option<String>,
+    /// The one-line result for the termination-message file.
+    pub result: RunResult,
+}
+
+/// How the attempts ended.
+enum Failure {
+    /// A non-retryable error.
+    Permanent(CallError),
+    /// Retryable errors until the attempts or the deadline ran out.
+    Exhausted {
+        last: CallError,
+        reason: &'static str,
+    },
+}
+
+impl Failure {
+    fn error(&self) -> &CallError {
+        match self {
+            Failure::Permanent(e) | Failure::Exhausted { last: e, .. } => e,
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            Failure::Permanent(e) => e.to_string(),
+            Failure::Exhausted { last, reason } => format!("{reason}; last error: {last}"),
+        }
+    }
+}
+
+/// Request-level facts shared by the spans and metrics of every attempt.
+struct CallContext<'a> {
+    config: &'a Config,
+    telemetry: &'a Telemetry,
+    server_address: String,
+    server_port: u16,
+    /// `gen_ai.input.messages` when capture is on.
+    input_json: Option<String>,
+}
+
+impl CallContext<'_> {
+    /// Attributes of the metrics (without token type / error type).
+    fn metric_attributes(&self, response_model: Option<&str>) -> Vec<KeyValue> {
+        let mut attrs = vec![
+            KeyValue::new(attr::GEN_AI_OPERATION_NAME, attr::OPERATION_CHAT),
+            KeyValue::new(attr::GEN_AI_PROVIDER_NAME, attr::PROVIDER),
+            KeyValue::new(attr::GEN_AI_REQUEST_MODEL, self.config.model.clone()),
+            KeyValue::new(attr::SERVER_ADDRESS, self.server_address.clone()),
+            KeyValue::new(attr::SERVER_PORT, i64::from(self.server_port)),
+        ];
+        if let Some(model) = response_model {
+            attrs.push(KeyValue::new(attr::GEN_AI_RESPONSE_MODEL, model.to_owned()));
+        }
+        attrs
+    }
+
+    /// Attributes of a chat span known before the request is sent.
+    fn chat_attributes(&self, attempt: u32) -> Vec<KeyValue> {
+        let c = self.config;
+        let p = &c.parameters;
+        let mut attrs = vec![
+            KeyValue::new(attr::GEN_AI_OPERATION_NAME, attr::OPERATION_CHAT),
+            KeyValue::new(attr::GEN_AI_PROVIDER_NAME, attr::PROVIDER),
+            KeyValue::new(attr::GEN_AI_SYSTEM, attr::PROVIDER),
+            KeyValue::new(attr::LLM_REQUEST_TYPE, attr::OPERATION_CHAT),
+            KeyValue::new(attr::TRACELOOP_WORKFLOW_NAME, attr::WORKFLOW),
+            KeyValue::new(attr::TRACELOOP_ENTITY_PATH, attr::TASK),
+            KeyValue::new(attr::GEN_AI_REQUEST_MODEL, c.model.clone()),
+            KeyValue::new(attr::GEN_AI_REQUEST_STREAM, p.stream),
+            KeyValue::new(attr::LLM_IS_STREAMING, p.stream),
+            KeyValue::new(attr::SERVER_ADDRESS, self.server_address.clone()),
+            KeyValue::new(attr::SERVER_PORT, i64::from(self.server_port)),
+            KeyValue::new(attr::GEN_AI_OPENAI_API_BASE, c.base_url.to_string()),
+            KeyValue::new(attr::LLMJOB_ATTEMPT, i64::from(attempt)),
+        ];
+        if let Some(t) = p.temperature {
+            attrs.push(KeyValue::new(
+                attr::GEN_AI_REQUEST_TEMPERATURE,
+                f64::from(t),
+            ));
+        }
+        if let Some(t) = p.top_p {
+            attrs.push(KeyValue::new(attr::GEN_AI_REQUEST_TOP_P, f64::from(t)));
+        }
+        if let Some(m) = p.max_tokens {
+            attrs.push(KeyValue::new(attr::GEN_AI_REQUEST_MAX_TOKENS, i64::from(m)));
+        }
+        if let Some(s) = p.seed {
+            attrs.push(KeyValue::new(attr::GEN_AI_REQUEST_SEED, s));
+        }
+        match (c.capture, &self.input_json) {
+            (ContentCapture::Full, Some(json)) => {
+                attrs.push(KeyValue::new(attr::GEN_AI_INPUT_MESSAGES, json.clone()))
+            }
+            (ContentCapture::Hash, Some(json)) => {
+                attrs.push(KeyValue::new(
+                    attr::LLMJOB_INPUT_SHA256,
+                    capture::sha256_hex(json),
+                ));
+            }
+            _ => {}
+        }
+        attrs
+    }
+}
+
+fn string_array(values: &[String]) -> Value {
+    Value::Array(Array::String(
+        values
+            .iter()
+            .map(|v| StringValue::from(v.clone()))
+            .collect(),
+    ))
+}
+
+/// Marks a span failed: status ERROR, `error.type`, and an `exception` event.
+fn fail_span(cx: &Context, error_type: &'static str, message: &str) {
+    let span = cx.span();
+    span.set_attribute(KeyValue::new(attr::ERROR_TYPE, error_type));
+    span.add_event(
+        "exception",
+        vec![
+            KeyValue::new("exception.type", error_type),
+            KeyValue::new("exception.message", message.to_owned()),
+        ],
+    );
+    span.set_status(Status::error(message.to_owned()));
+}
+
+/// Runs the job: the workflow, its task and the attempts.
+pub async fn run(config: &Config, telemetry: &Telemetry) -> Outcome {
+    let started = Instant::now();
+    let tracer = &telemetry.tracer;
+    let parent = config.telemetry.parent.clone().unwrap_or_default();
+    let workflow = tracer
+        .span_builder("llm_job.workflow")
+        .with_kind(SpanKind::Internal)
+        .with_attributes([
+            KeyValue::new(attr::TRACELOOP_WORKFLOW_NAME, attr::WORKFLOW),
+            KeyValue::new(attr::TRACELOOP_SPAN_KIND, "workflow"),
+            KeyValue::new(attr::TRACELOOP_ENTITY_NAME, attr::WORKFLOW),
+        ])
+        .start_with_context(tracer, &parent);
+    let workflow_cx = parent.with_span(workflow);
+    let span_context = workflow_cx.span().span_context().clone();
+
+    let (server_address, server_port) = openai::server_of(&config.base_url);
+    let input_json =
+        (config.capture != ContentCapture::None).then(|| capture::input_messages(&config.input));
+    if let (ContentCapture::Full, Some(json)) = (config.capture, &input_json) {
+        workflow_cx
+            .span()
+            .set_attribute(KeyValue::new(attr::TRACELOOP_ENTITY_INPUT, json.clone()));
+    }
+    let call = CallContext {
+        config,
+        telemetry,
+        server_address,
+        server_port,
+        input_json,
+    };
+
+    let (outcome, attempts) = async {
+        log_started(config);
+        let (result, attempts) = task(&call).await;
+        (result, attempts)
+    }
+    .with_context(workflow_cx.clone())
+    .await;
+
+    let duration = started.elapsed();
+    let mut result = RunResult {
+        status: RunStatus::Succeeded,
+        trace_id: Some(span_context.trace_id().to_string()),
+        span_id: Some(span_context.span_id().to_string()),
+        response_id: None,
+        model: None,
+        finish_reason: None,
+        usage: None,
+        duration_ms: Some(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)),
+        attempts: Some(attempts),
+        input_sha256: None,
+        output_sha256: None,
+        error: None,
+    };
+    let (exit, answer) = {
+        let _guard = workflow_cx.clone().attach();
+        match outcome {
+            Ok(completion) => {
+                result.response_id = Some(completion.id.clone());
+                result.model = Some(completion.model.clone());
+                result.finish_reason = completion.finish_reasons.first().cloned();
+                result.usage = completion.usage.map(|u| TokenUsage {
+                    input_tokens: Some(u.input),
+                    output_tokens: Some(u.output),
+                    total_tokens: Some(u.total),
+                });
+                let output_json = (config.capture != ContentCapture::None).then(|| {
+                    capture::output_messages(
+                        completion.content.as_deref(),
+                        &completion.tool_calls,
+                        completion.finish_reasons.first().map(String::as_str),
+                    )
+                });
+                if config.capture == ContentCapture::Full
+                    && let Some(json) = &output_json
+                {
+                    workflow_cx
+                        .span()
+                        .set_attribute(KeyValue::new(attr::TRACELOOP_ENTITY_OUTPUT, json.clone()));
+                }
+                if config.capture == ContentCapture::Hash {
+                    result.input_sha256 = call.input_json.as_deref().map(capture::sha256_hex);
+                    result.output_sha256 = output_json.as_deref().map(capture::sha256_hex);
+                }
+                log_content(
+                    config.capture,
+                    call.input_json.as_deref(),
+                    output_json.as_deref(),
+                );
+                log_finished(&completion, attempts, duration);
+                workflow_cx.span().set_status(Status::Ok);
+                (Exit::Success, Some(completion.answer()))
+            }
+            Err(failure) => {
+                let error = failure.error();
+                let message = failure.message();
+                fail_span(&workflow_cx, error.error_type(), &message);
+                tracing::error!(
+                    error.type = error.error_type(),
+                    http.response.status_code = error.http_status(),
+                    llmjob.attempts = attempts,
+                    duration_ms = result.duration_ms,
+                    "job failed: {message}"
+                );
+                result.status = RunStatus::Failed;
+                result.error = Some(RunError {
+                    kind: error.error_type().to_owned(),
+                    message,
+                    http_status: error.http_status(),
+                });
+                let exit = match failure {
+                    Failure::Permanent(_) => Exit::Permanent,
+                    Failure::Exhausted { .. } => Exit::Exhausted,
+                };
+                (exit, None)
+            }
+        }
+    };
+    workflow_cx.span().end();
+    Outcome {
+        exit,
+        answer,
+        result,
+    }
+}
+
+fn log_started(config: &Config) {
+    match &config.input {
+        Input::Prompt(prompt) => tracing::info!(
+            gen_ai.request.model = %config.model,
+            prompt_chars = prompt.chars().count(),
+            stream = config.parameters.stream,
+            "job started"
+        ),
+        Input::Messages(messages) => tracing::info!(
+            gen_ai.request.model = %config.model,
+            messages = messages.len(),
+            stream = config.parameters.stream,
+            "job started"
+        ),
+    }
+}
+
+fn log_finished(completion: &Completion, attempts: u32, duration: Duration) {
+    let usage = completion.usage.unwrap_or_default();
+    tracing::info!(
+        gen_ai.response.id = %completion.id,
+        gen_ai.response.model = %completion.model,
+        gen_ai.response.finish_reasons = %completion.finish_reasons.join(","),
+        gen_ai.usage.input_tokens = usage.input,
+        gen_ai.usage.output_tokens = usage.output,
+        llm.usage.total_tokens = usage.total,
+        response_chars = completion.answer().chars().count(),
+        llmjob.attempts = attempts,
+        duration_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+        "job finished"
+    );
+}
+
+/// The content event of capture modes `full` (the messages) and `hash` (their hashes).
+fn log_content(mode: ContentCapture, input: Option<&str>, output: Option<&str>) {
+    match mode {
+        ContentCapture::None => {}
+        ContentCapture::Full => tracing::event!(
+            name: "gen_ai.client.inference.operation.details",
+            tracing::Level::INFO,
+            gen_ai.operation.name = attr::OPERATION_CHAT,
+            gen_ai.input.messages = input.unwrap_or_default(),
+            gen_ai.output.messages = output.unwrap_or_default(),
+            "gen_ai.client.inference.operation.details"
+        ),
+        ContentCapture::Hash => tracing::event!(
+            name: "gen_ai.client.inference.operation.details",
+            tracing::Level::INFO,
+            gen_ai.operation.name = attr::OPERATION_CHAT,
+            llmjob.input.sha256 = input.map(capture::sha256_hex).unwrap_or_default(),
+            llmjob.output.sha256 = output.map(capture::sha256_hex).unwrap_or_default(),
+            "gen_ai.client.inference.operation.details"
+        ),
+    }
+}
+
+/// The `openai_call` task: attempts until success, a permanent error, or the budget runs out.
+async fn task(call: &CallContext<'_>) -> (Result<Completion, Failure>, u32) {
+    let tracer = &call.telemetry.tracer;
+    let task_span = tracer
+        .span_builder("openai_call.task")
+        .with_kind(SpanKind::Internal)
+        .with_attributes([
+            KeyValue::new(attr::TRACELOOP_WORKFLOW_NAME, attr::WORKFLOW),
+            KeyValue::new(attr::TRACELOOP_SPAN_KIND, "task"),
+            KeyValue::new(attr::TRACELOOP_ENTITY_NAME, attr::TASK),
+        ])
+        .start(tracer);
+    let task_cx = Context::current_with_span(task_span);
+    if let (ContentCapture::Full, Some(json)) = (call.config.capture, &call.input_json) {
+        task_cx
+            .span()
+            .set_attribute(KeyValue::new(attr::TRACELOOP_ENTITY_INPUT, json.clone()));
+    }
+    let (result, attempts) = attempts(call, &task_cx).with_context(task_cx.clone()).await;
+    task_cx
+        .span()
+        .set_attribute(KeyValue::new(attr::LLMJOB_ATTEMPTS, i64::from(attempts)));
+    match &result {
+        Ok(completion) => {
+            if call.config.capture == ContentCapture::Full {
+                let output = capture::output_messages(
+                    completion.content.as_deref(),
+                    &completion.tool_calls,
+                    completion.finish_reasons.first().map(String::as_str),
+                );
+                task_cx
+                    .span()
+                    .set_attribute(KeyValue::new(attr::TRACELOOP_ENTITY_OUTPUT, output));
+            }
+            task_cx.span().set_status(Status::Ok);
+        }
+        Err(failure) => fail_span(&task_cx, failure.error().error_type(), &failure.message()),
+    }
+    task_cx.span().end();
+    (result, attempts)
+}
+
+async fn attempts(call: &CallContext<'_>, task_cx: &Context) -> (Result<Completion, Failure>, u32) {
+    let config = call.config;
+    let policy = RetryPolicy {
+        max_attempts: config.max_attempts,
+        deadline: Instant::now() + config.timeout,
+    };
+    let client = match ChatClient::new(&config.base_url, config.api_key.clone()) {
+        Ok(client) => client,
+        Err(e) => return (Err(Failure::Permanent(e)), 0),
+    };
+    let request = openai::build_request(config);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let result = chat_attempt(
+            call,
+            &client,
+            &request,
+            attempt,
+            policy.remaining(Instant::now()),
+        )
+        .await;
+        let error = match result {
+            Ok(completion) => return (Ok(completion), attempt),
+            Err(error) if !error.is_retryable() => {
+                return (Err(Failure::Permanent(error)), attempt);
+            }
+            Err(error) => error,
+        };
+        let reason = match policy.decide(attempt, error.retry_after(), Instant::now()) {
+            Decision::RetryAfter(delay) => {
+                let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+                task_cx.span().add_event(
+                    attr::EVENT_RETRY,
+                    vec![
+                        KeyValue::new(attr::LLMJOB_ATTEMPT, i64::from(attempt)),
+                        KeyValue::new(attr::ERROR_TYPE, error.error_type()),
+                        KeyValue::new(
+                            attr::HTTP_RESPONSE_STATUS_CODE,
+                            error.http_status().map_or(0, i64::from),
+                        ),
+                        KeyValue::new(attr::LLMJOB_RETRY_DELAY_MS, delay_ms),
+                    ],
+                );
+                tracing::warn!(
+                    llmjob.attempt = attempt,
+                    error.type = error.error_type(),
+                    http.response.status_code = error.http_status(),
+                    retry.delay_ms = delay_ms,
+                    "attempt {attempt} failed ({error}); retrying in {delay:?}"
+                );
+                tokio::time::sleep(delay).await;
+                continue;
+            }
+            Decision::AttemptsExhausted => "retry attempts exhausted",
+            Decision::DeadlineExceeded => "the run's deadline (LLMJOB_TIMEOUT) passed",
+        };
+        tracing::warn!(
+            llmjob.attempt = attempt,
+            error.type = error.error_type(),
+            http.response.status_code = error.http_status(),
+            "attempt {attempt} failed ({error}); giving up: {reason}"
+        );
+        return (
+            Err(Failure::Exhausted {
+                last: error,
+                reason,
+            }),
+            attempt,
+        );
+    }
+}
+
+/// One HTTP attempt under its own `chat {model}` client span.
+async fn chat_attempt(
+    call: &CallContext<'_>,
+    client: &ChatClient,
+    request: &async_openai::types::chat::CreateChatCompletionRequest,
+    attempt: u32,
+    time_left: Duration,
+) -> Result<Completion, CallError> {
+    let tracer = &call.telemetry.tracer;
+    let span = tracer
+        .span_builder(format!("chat {}", call.config.model))
+        .with_kind(SpanKind::Client)
+        .with_attributes(call.chat_attributes(attempt))
+        .start(tracer);
+    let cx = Context::current_with_span(span);
+    let mut headers = http::HeaderMap::new();
+    TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(&mut headers));
+
+    let started = Instant::now();
+    let result = if time_left.is_zero() {
+        Err(CallError::Timeout(Duration::ZERO))
+    } else {
+        client
+            .send(request, headers, time_left)
+            .with_context(cx.clone())
+            .await
+    };
+    let elapsed = started.elapsed().as_secs_f64();
+    let instruments = &call.telemetry.instruments;
+    let span = cx.span();
+    match &result {
+        Ok(c) => {
+            let mut attrs = call.metric_attributes(Some(&c.model));
+            instruments.duration.record(elapsed, &attrs);
+            if let Some(ttfc) = c.time_to_first_chunk {
+                instruments
+                    .time_to_first_chunk
+                    .record(ttfc.as_secs_f64(), &attrs);
+                span.set_attribute(KeyValue::new(
+                    attr::GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK,
+                    ttfc.as_secs_f64(),
+                ));
+            }
+            for reason in &c.finish_reasons {
+                let mut with_reason = attrs.clone();
+                with_reason.push(KeyValue::new(
+                    attr::GEN_AI_RESPONSE_FINISH_REASON,
+                    reason.clone(),
+                ));
+                instruments.choices.add(1, &with_reason);
+            }
+            span.set_attribute(KeyValue::new(attr::GEN_AI_RESPONSE_ID, c.id.clone()));
+            span.set_attribute(KeyValue::new(attr::GEN_AI_RESPONSE_MODEL, c.model.clone()));
+            span.set_attribute(KeyValue::new(
+                attr::GEN_AI_RESPONSE_FINISH_REASONS,
+                string_array(&c.finish_reasons),
+            ));
+            if let Some(tier) = &c.service_tier {
+                span.set_attribute(KeyValue::new(
+                    attr::OPENAI_RESPONSE_SERVICE_TIER,
+                    tier.clone(),
+                ));
+            }
+            if let Some(fp) = &c.system_fingerprint {
+                span.set_attribute(KeyValue::new(
+                    attr::OPENAI_RESPONSE_SYSTEM_FINGERPRINT,
+                    fp.clone(),
+                ));
+            }
+            if let Some(u) = c.usage {
+                let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+                span.set_attribute(KeyValue::new(
+                    attr::GEN_AI_USAGE_INPUT_TOKENS,
+                    to_i64(u.input),
+                ));
+                span.set_attribute(KeyValue::new(
+                    attr::GEN_AI_USAGE_OUTPUT_TOKENS,
+                    to_i64(u.output),
+                ));
+                span.set_attribute(KeyValue::new(attr::LLM_USAGE_TOTAL_TOKENS, to_i64(u.total)));
+                if let Some(cached) = u.cache_read {
+                    span.set_attribute(KeyValue::new(
+                        attr::GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
+                        to_i64(cached),
+                    ));
+                }
+                if let Some(reasoning) = u.reasoning {
+                    span.set_attribute(KeyValue::new(
+                        attr::GEN_AI_USAGE_REASONING_OUTPUT_TOKENS,
+                        to_i64(reasoning),
+                    ));
+                }
+                attrs.push(KeyValue::new(attr::GEN_AI_TOKEN_TYPE, "input"));
+                instruments.token_usage.record(u.input, &attrs);
+                if let Some(last) = attrs.last_mut() {
+                    *last = KeyValue::new(attr::GEN_AI_TOKEN_TYPE, "output");
+                }
+                instruments.token_usage.record(u.output, &attrs);
+            }
+            if call.config.capture != ContentCapture::None {
+                let output = capture::output_messages(
+                    c.content.as_deref(),
+                    &c.tool_calls,
+                    c.finish_reasons.first().map(String::as_str),
+                );
+                let (key, value): (&'static str, Cow<'_, str>) = match call.config.capture {
+                    ContentCapture::Full => (attr::GEN_AI_OUTPUT_MESSAGES, Cow::Owned(output)),
+                    _ => (
+                        attr::LLMJOB_OUTPUT_SHA256,
+                        Cow::Owned(capture::sha256_hex(&output)),
+                    ),
+                };
+                span.set_attribute(KeyValue::new(key, value.into_owned()));
+            }
+            span.set_status(Status::Ok);
+        }
+        Err(e) => {
+            let mut attrs = call.metric_attributes(None);
+            attrs.push(KeyValue::new(attr::ERROR_TYPE, e.error_type()));
+            instruments.duration.record(elapsed, &attrs);
+            if let Some(status) = e.http_status() {
+                span.set_attribute(KeyValue::new(
+                    attr::HTTP_RESPONSE_STATUS_CODE,
+                    i64::from(status),
+                ));
+            }
+            fail_span(&cx, e.error_type(), &e.to_string());
+        }
+    }
+    span.end();
+    result
+}
