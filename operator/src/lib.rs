@@ -1,1 +1,121 @@
-//! llmjob-operator (being written).
+//! llmjob-operator: runs `LlmJob`s (`llmjob.dev/v1alpha1`) as traced `batch/v1` Jobs.
+//!
+//! The reconcile is a pipeline of small steps, one module each:
+//! [`fetch`] (read the LlmJob, its Job and pods) → [`validate`] → [`secrets`] (the API-key Secret
+//! exists) → [`build_job`] (pure: the Job) → [`apply`] (server-side apply) → [`status`] (pure
+//! derivation, then one status patch) → [`events`]. [`controller`] wires them into kube-rs
+//! `Controller`s; [`leader`], [`http`] (health and metrics), [`metrics`] and [`telemetry`] (the
+//! operator's own traces and the launch span that parents every run's trace) surround it.
+//! [`run`] is the whole operator; `main.rs` only parses flags and calls it.
+
+pub mod apply;
+pub mod build_job;
+pub mod config;
+pub mod controller;
+pub mod events;
+pub mod fetch;
+pub mod http;
+pub mod leader;
+pub mod metrics;
+pub mod secrets;
+pub mod status;
+pub mod telemetry;
+pub mod traceparent;
+pub mod validate;
+
+#[cfg(test)]
+mod test_fixtures;
+
+use std::sync::Arc;
+
+pub use config::Config;
+
+/// The field manager of every write the operator makes (server-side apply and patches).
+pub const FIELD_MANAGER: &str = "llmjob-operator";
+
+/// Why the operator stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// No Kubernetes client could be configured (no kubeconfig, no in-cluster service account).
+    #[error(
+        "cannot configure a Kubernetes client: {0} (in a pod: mount a service-account token; \
+         outside: set KUBECONFIG)"
+    )]
+    Client(#[source] kube::Error),
+    /// The `LlmJob` CRD is not installed, or the operator may not list LlmJobs.
+    #[error(
+        "cannot list LlmJobs ({0}): install the CRD (kubectl apply -f crds/) and check the \
+         operator's RBAC"
+    )]
+    Crd(#[source] kube::Error),
+    /// The HTTP server could not start.
+    #[error(transparent)]
+    Http(#[from] http::HttpError),
+    /// Leader election failed.
+    #[error(transparent)]
+    Leader(#[from] leader::LeaderError),
+    /// The operator's telemetry could not be set up.
+    #[error(transparent)]
+    Telemetry(#[from] telemetry::TelemetryError),
+}
+
+/// Runs the operator until SIGTERM/SIGINT (or, with leader election, until leadership is lost):
+/// telemetry, the HTTP server, leader election, then the controllers.
+pub async fn run(config: Config) -> Result<(), RunError> {
+    let telemetry = telemetry::Telemetry::init(&config)?;
+    let result = run_with_telemetry(config, &telemetry).await;
+    if let Err(e) = &result {
+        tracing::error!(error = %e, "the operator stopped");
+    }
+    telemetry.shutdown();
+    result
+}
+
+async fn run_with_telemetry(
+    config: Config,
+    telemetry: &telemetry::Telemetry,
+) -> Result<(), RunError> {
+    let client = kube::Client::try_default()
+        .await
+        .map_err(RunError::Client)?;
+    controller::check_crd(&client, config.namespaces().as_deref())
+        .await
+        .map_err(RunError::Crd)?;
+
+    let metrics = Arc::new(metrics::Metrics::new());
+    let health = http::Health::default();
+    let server = http::serve(config.http_addr, metrics.clone(), health.clone()).await?;
+    tracing::info!(addr = %server.local_addr(), "serving /healthz, /readyz and /metrics");
+
+    let ctx = Arc::new(controller::Context::new(
+        client.clone(),
+        &config,
+        metrics.clone(),
+        telemetry.tracer(),
+    ));
+    let shutdown = controller::shutdown_signal();
+    if config.leader_elect {
+        let lease = leader::Lease::new(&config);
+        let leadership = leader::acquire(client.clone(), &lease, &health, shutdown.clone()).await?;
+        let Some(mut leadership) = leadership else {
+            tracing::info!("stopped before becoming the leader");
+            return Ok(());
+        };
+        metrics.leader.set(1);
+        tokio::select! {
+            () = controller::run(ctx, config.namespaces(), health.clone(), shutdown.clone()) => {}
+            lost = leadership.lost() => {
+                metrics.leader.set(0);
+                return Err(lost.into());
+            }
+        }
+        leadership.release().await;
+        metrics.leader.set(0);
+    } else {
+        metrics.leader.set(1);
+        controller::run(ctx, config.namespaces(), health.clone(), shutdown).await;
+        metrics.leader.set(0);
+    }
+    server.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,833 @@
+//! Build step: the `batch/v1` Job that runs an LlmJob, from the LlmJob, the operator's defaults
+//! and the launch span's trace context.
+//!
+//! Pure: no client, no clock, no randomness (the trace context is an input), so the same inputs
+//! always give the same Job and every rule is unit-tested. It must never produce a Job for a
+//! finished LlmJob, never copy the API key (only a `secretKeyRef`), and it owns the order of the
+//! pod's environment: `OTEL_RESOURCE_ATTRIBUTES` comes after the downward-API variables it
+//! references with `$(VAR)`.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ObjectFieldSelector,
+    PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile, SecretKeySelector,
+    SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
+use llmjob_crds::env;
+use llmjob_crds::v1alpha1::{KUEUE_QUEUE_LABEL, LlmJob};
+use sha2::{Digest, Sha256};
+
+use crate::config::JobDefaults;
+use crate::traceparent::TraceParent;
+use crate::validate::{self, ValidationError};
+
+/// Label on every Job and pod the operator creates.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Value of [`MANAGED_BY_LABEL`].
+pub const MANAGED_BY: &str = "llmjob-operator";
+/// Label naming the LlmJob a Job or pod belongs to (its name, shortened like the Job's name
+/// when longer than 63 characters).
+pub const NAME_LABEL: &str = "llmjob.dev/name";
+/// Annotation on the Job holding the `traceparent` of the operator's launch span: the run's trace
+/// is its child, so its trace id is the run's trace id.
+pub const LAUNCH_TRACEPARENT_ANNOTATION: &str = "llmjob.dev/launch-traceparent";
+/// Name of the runner container.
+pub const CONTAINER_NAME: &str = "runner";
+/// Where the runner writes its one-line JSON result: the container's termination-message file.
+pub const TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
+/// UID and GID the runner runs as (the distroless `nonroot` user).
+pub const RUNNER_UID: i64 = 65532;
+/// The run's deadline when `spec.run.timeout` is unset (the runner's own default).
+pub const DEFAULT_TIMEOUT_SECS: u64 = 300;
+/// Added to the run's deadline for the Job's `activeDeadlineSeconds`: pod scheduling, image pull,
+/// runner start-up and the final telemetry flush happen outside the runner's own deadline.
+pub const DEADLINE_MARGIN_SECS: u64 = 120;
+/// Attempts of the API call when `spec.run.maxAttempts` is unset (the runner's own default).
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 4;
+/// Pod retries of the Job when `spec.run.backoffLimit` is unset: the runner already retries the
+/// API call, and a second pod would repeat a call that may have been billed.
+pub const DEFAULT_BACKOFF_LIMIT: i32 = 0;
+
+/// Longest Job name: the Job controller copies it into the `batch.kubernetes.io/job-name` label,
+/// whose values are limited to 63 characters.
+const MAX_NAME: usize = 63;
+/// Hex digits of the hash that keeps a shortened name unique.
+const HASH_LEN: usize = 10;
+
+/// Why no Job could be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The LlmJob is invalid.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// The LlmJob already finished: it never runs again.
+    #[error("the LlmJob already finished ({0}); it never runs again")]
+    Finished(&'static str),
+    /// The messages could not be encoded as JSON.
+    #[error("spec.messages could not be encoded as JSON: {0}")]
+    Messages(#[source] serde_json::Error),
+}
+
+/// The name of the Job of the LlmJob `name`: the name itself when it has at most 63 characters,
+/// else its first characters and a hash of the whole name, so different long names never share
+/// a Job.
+pub fn job_name(name: &str) -> String {
+    if name.len() <= MAX_NAME {
+        return name.to_owned();
+    }
+    let hash = hex::encode(Sha256::digest(name.as_bytes()));
+    let keep = MAX_NAME - HASH_LEN - 1;
+    // LlmJob names are DNS subdomains (ASCII), so byte slicing is on character boundaries.
+    let prefix = name.get(..keep).unwrap_or(name);
+    let prefix = prefix.trim_end_matches(['-', '.']);
+    format!("{prefix}-{}", &hash[..HASH_LEN])
+}
+
+/// Whether the LlmJob is managed by a Kueue queue: its Job starts suspended and Kueue decides
+/// when it runs (the operator then never touches the Job's `spec.suspend`).
+pub fn is_queued(llmjob: &LlmJob) -> bool {
+    llmjob
+        .meta()
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(KUEUE_QUEUE_LABEL))
+        .is_some_and(|q| !q.is_empty())
+}
+
+/// Whether the Job is created suspended: queued for Kueue, or `spec.suspend: true`.
+pub fn starts_suspended(llmjob: &LlmJob) -> bool {
+    is_queued(llmjob) || llmjob.spec.suspend == Some(true)
+}
+
+/// Escapes a literal for an env var `value`: the kubelet expands `$(VAR)` and turns `$$` into
+/// `$`, so every `$` is doubled to reach the runner unchanged.
+pub fn escape_env_value(value: &str) -> String {
+    value.replace('$', "$$")
+}
+
+/// Percent-encodes a value of `OTEL_RESOURCE_ATTRIBUTES` as the OpenTelemetry specification asks
+/// (W3C Baggage octets: `,`, `=`, `;`, `\`, `"`, `%`, spaces, controls and non-ASCII are encoded).
+/// `$` is encoded too, so the kubelet never expands a value.
+pub fn encode_attribute_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        let plain =
+            matches!(b, 0x21 | 0x23 | 0x26..=0x2B | 0x2D..=0x3A | 0x3C | 0x3E..=0x5B | 0x5D..=0x7E);
+        if plain {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The value of `OTEL_RESOURCE_ATTRIBUTES`: the pod's Kubernetes identity (as `$(VAR)` references
+/// to the downward-API variables, so they must come earlier in the env list), the Job, the
+/// LlmJob, then the user's `spec.telemetry.resourceAttributes`, values percent-encoded.
+pub fn resource_attributes(llmjob: &LlmJob, job_name: &str, uid: &str) -> String {
+    let mut pairs: Vec<(String, String)> = vec![
+        (
+            "k8s.namespace.name".into(),
+            format!("$({})", env::downward::POD_NAMESPACE),
+        ),
+        (
+            "k8s.pod.name".into(),
+            format!("$({})", env::downward::POD_NAME),
+        ),
+        (
+            "k8s.pod.uid".into(),
+            format!("$({})", env::downward::POD_UID),
+        ),
+        (
+            "k8s.node.name".into(),
+            format!("$({})", env::downward::NODE_NAME),
+        ),
+        ("k8s.job.name".into(), encode_attribute_value(job_name)),
+        (
+            "llmjob.name".into(),
+            encode_attribute_value(&llmjob.meta().name.clone().unwrap_or_default()),
+        ),
+        ("llmjob.uid".into(), encode_attribute_value(uid)),
+    ];
+    if let Some(telemetry) = &llmjob.spec.telemetry {
+        for (k, v) in &telemetry.resource_attributes {
+            pairs.push((encode_attribute_value(k), encode_attribute_value(v)));
+        }
+    }
+    pairs
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn literal(name: &str, value: impl AsRef<str>) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(escape_env_value(value.as_ref())),
+        value_from: None,
+    }
+}
+
+fn field_ref(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                api_version: Some("v1".to_owned()),
+                field_path: path.to_owned(),
+            }),
+            ..EnvVarSource::default()
+        }),
+    }
+}
+
+/// The runner container's environment, in order.
+fn environment(
+    llmjob: &LlmJob,
+    defaults: &JobDefaults,
+    launch: &TraceParent,
+    job_name: &str,
+    uid: &str,
+    timeout_secs: u64,
+) -> Result<Vec<EnvVar>, BuildError> {
+    let spec = &llmjob.spec;
+    let telemetry = spec.telemetry.clone().unwrap_or_default();
+    let run = spec.run.clone().unwrap_or_default();
+    let key = &spec.openai.api_key_secret_ref;
+
+    let mut vars = vec![EnvVar {
+        name: env::OPENAI_API_KEY.name.to_owned(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: key.name.clone(),
+                key: key.key.clone(),
+                optional: Some(false),
+            }),
+            ..EnvVarSource::default()
+        }),
+    }];
+    if let Some(url) = &spec.openai.base_url {
+        vars.push(literal(env::OPENAI_BASE_URL.name, url));
+    }
+    vars.push(literal(env::OPENAI_MODEL.name, &spec.model));
+    match (&spec.prompt, &spec.messages) {
+        (Some(prompt), _) => vars.push(literal(env::OPENAI_PROMPT.name, prompt)),
+        (None, Some(messages)) => {
+            let json = serde_json::to_string(messages).map_err(BuildError::Messages)?;
+            vars.push(literal(env::LLMJOB_MESSAGES.name, json));
+        }
+        // validate() rejects this case before we get here.
+        (None, None) => return Err(ValidationError::NoPrompt.into()),
+    }
+    if let Some(p) = &spec.parameters {
+        if let Some(t) = p.temperature {
+            vars.push(literal(env::LLMJOB_TEMPERATURE.name, t.to_string()));
+        }
+        if let Some(t) = p.top_p {
+            vars.push(literal(env::LLMJOB_TOP_P.name, t.to_string()));
+        }
+        if let Some(m) = p.max_tokens {
+            vars.push(literal(env::LLMJOB_MAX_TOKENS.name, m.to_string()));
+        }
+        if let Some(s) = p.seed {
+            vars.push(literal(env::LLMJOB_SEED.name, s.to_string()));
+        }
+        if let Some(s) = p.stream {
+            vars.push(literal(env::LLMJOB_STREAM.name, s.to_string()));
+        }
+    }
+    vars.push(literal(
+        env::LLMJOB_TIMEOUT.name,
+        format!("{timeout_secs}s"),
+    ));
+    vars.push(literal(
+        env::LLMJOB_MAX_ATTEMPTS.name,
+        run.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS).to_string(),
+    ));
+    vars.push(literal(
+        env::LLMJOB_CONTENT_CAPTURE.name,
+        telemetry.content_capture.unwrap_or_default().as_str(),
+    ));
+    vars.push(literal(
+        env::LLMJOB_RESULT_PATH.name,
+        TERMINATION_MESSAGE_PATH,
+    ));
+    vars.push(literal(
+        env::OTEL_SERVICE_NAME.name,
+        telemetry
+            .service_name
+            .as_deref()
+            .unwrap_or(&defaults.service_name),
+    ));
+    vars.push(literal(
+        env::DEPLOYMENT_ENVIRONMENT.name,
+        telemetry
+            .environment
+            .as_deref()
+            .unwrap_or(&defaults.environment),
+    ));
+    vars.push(literal(
+        env::OTEL_EXPORTER_OTLP_ENDPOINT.name,
+        telemetry
+            .endpoint
+            .as_deref()
+            .unwrap_or(&defaults.otlp_endpoint),
+    ));
+    vars.push(literal(
+        env::OTEL_EXPORTER_OTLP_PROTOCOL.name,
+        telemetry
+            .protocol
+            .unwrap_or(defaults.otlp_protocol)
+            .as_str(),
+    ));
+    vars.push(literal(env::TRACEPARENT.name, launch.to_string()));
+    vars.push(field_ref(env::downward::POD_NAME, "metadata.name"));
+    vars.push(field_ref(
+        env::downward::POD_NAMESPACE,
+        "metadata.namespace",
+    ));
+    vars.push(field_ref(env::downward::POD_UID, "metadata.uid"));
+    vars.push(field_ref(env::downward::NODE_NAME, "spec.nodeName"));
+    // Not escaped: the `$(VAR)` references are meant for the kubelet, and every literal part
+    // is percent-encoded (no `$` left).
+    vars.push(EnvVar {
+        name: env::OTEL_RESOURCE_ATTRIBUTES.name.to_owned(),
+        value: Some(resource_attributes(llmjob, job_name, uid)),
+        value_from: None,
+    });
+    // The user's variables, verbatim (CEL rejects the names the operator sets).
+    if let Some(pod) = &spec.pod {
+        vars.extend(pod.env.iter().cloned());
+    }
+    Ok(vars)
+}
+
+/// Builds the Job that runs `llmjob`. `launch` is the trace context of the operator's launch
+/// span; the run's trace becomes its child through `TRACEPARENT`.
+pub fn build_job(
+    llmjob: &LlmJob,
+    defaults: &JobDefaults,
+    launch: &TraceParent,
+) -> Result<Job, BuildError> {
+    if let Some(phase) = llmjob.status.as_ref().and_then(|s| s.phase)
+        && phase.is_finished()
+    {
+        return Err(BuildError::Finished(crate::status::phase_name(phase)));
+    }
+    let valid = validate::validate(llmjob)?;
+    let name = job_name(&valid.name);
+    let mut owner = llmjob
+        .controller_owner_ref(&())
+        .ok_or(ValidationError::MissingMetadata("metadata.uid"))?;
+    // Foreground deletion of the LlmJob waits for its Job (needs `update` on llmjobs/finalizers,
+    // which the chart's RBAC grants).
+    owner.block_owner_deletion = Some(true);
+    let pod = llmjob.spec.pod.clone().unwrap_or_default();
+    let run = llmjob.spec.run.clone().unwrap_or_default();
+
+    let mut job_labels = BTreeMap::from([
+        (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
+        (NAME_LABEL.to_owned(), name.clone()),
+    ]);
+    if let Some(queue) = llmjob
+        .meta()
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(KUEUE_QUEUE_LABEL))
+        .filter(|q| !q.is_empty())
+    {
+        job_labels.insert(KUEUE_QUEUE_LABEL.to_owned(), queue.clone());
+    }
+    let mut pod_labels = pod.labels.clone();
+    pod_labels.insert(MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned());
+    pod_labels.insert(NAME_LABEL.to_owned(), name.clone());
+
+    let env = environment(
+        llmjob,
+        defaults,
+        launch,
+        &name,
+        &valid.uid,
+        valid.timeout_secs,
+    )?;
+
+    let container = Container {
+        name: CONTAINER_NAME.to_owned(),
+        image: Some(defaults.runner_image.clone()),
+        image_pull_policy: Some(defaults.pull_policy.as_str().to_owned()),
+        env: Some(env),
+        resources: pod.resources.clone(),
+        termination_message_path: Some(TERMINATION_MESSAGE_PATH.to_owned()),
+        termination_message_policy: Some("File".to_owned()),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            privileged: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUNNER_UID),
+            run_as_group: Some(RUNNER_UID),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                add: None,
+            }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".to_owned(),
+                localhost_profile: None,
+            }),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "tmp".to_owned(),
+            mount_path: "/tmp".to_owned(),
+            ..VolumeMount::default()
+        }]),
+        ..Container::default()
+    };
+
+    let pod_spec = PodSpec {
+        restart_policy: Some("Never".to_owned()),
+        containers: vec![container],
+        service_account_name: pod.service_account_name.clone(),
+        // No token in the pod unless the user asked for an identity: the runner never talks to
+        // the API server.
+        automount_service_account_token: pod.service_account_name.is_none().then_some(false),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUNNER_UID),
+            run_as_group: Some(RUNNER_UID),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".to_owned(),
+                localhost_profile: None,
+            }),
+            ..PodSecurityContext::default()
+        }),
+        node_selector: (!pod.node_selector.is_empty()).then(|| pod.node_selector.clone()),
+        tolerations: (!pod.tolerations.is_empty()).then(|| pod.tolerations.clone()),
+        affinity: pod.affinity.clone(),
+        image_pull_secrets: (!pod.image_pull_secrets.is_empty())
+            .then(|| pod.image_pull_secrets.clone()),
+        priority_class_name: pod.priority_class_name.clone(),
+        volumes: Some(vec![Volume {
+            name: "tmp".to_owned(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                medium: None,
+                size_limit: Some(Quantity("16Mi".to_owned())),
+            }),
+            ..Volume::default()
+        }]),
+        ..PodSpec::default()
+    };
+
+    let deadline = valid.timeout_secs + DEADLINE_MARGIN_SECS;
+    Ok(Job {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(valid.namespace.clone()),
+            labels: Some(job_labels),
+            annotations: Some(BTreeMap::from([(
+                LAUNCH_TRACEPARENT_ANNOTATION.to_owned(),
+                launch.to_string(),
+            )])),
+            owner_references: Some(vec![owner]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(run.backoff_limit.unwrap_or(DEFAULT_BACKOFF_LIMIT)),
+            active_deadline_seconds: Some(i64::try_from(deadline).unwrap_or(i64::MAX)),
+            ttl_seconds_after_finished: run.ttl_seconds_after_finished,
+            suspend: Some(starts_suspended(llmjob)),
+            // A retry starts only once the previous pod is gone: never two runs at once.
+            pod_replacement_policy: Some("Failed".to_owned()),
+            completions: Some(1),
+            parallelism: Some(1),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: (!pod.annotations.is_empty()).then(|| pod.annotations.clone()),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod_spec),
+            },
+            ..JobSpec::default()
+        }),
+        status: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_fixtures::llmjob;
+
+    fn tp() -> TraceParent {
+        TraceParent::parse("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn build(yaml: &str) -> Job {
+        build_job(&llmjob(yaml), &JobDefaults::default(), &tp()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn env_of(job: &Job) -> Vec<EnvVar> {
+        job.spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+            .env
+            .clone()
+            .unwrap()
+    }
+
+    fn value<'a>(env: &'a [EnvVar], name: &str) -> Option<&'a str> {
+        env.iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.as_deref())
+    }
+
+    fn position(env: &[EnvVar], name: &str) -> usize {
+        env.iter()
+            .position(|e| e.name == name)
+            .unwrap_or_else(|| panic!("{name} missing"))
+    }
+
+    const PROMPT: &str = r#"
+metadata: {name: haiku, namespace: team-a, uid: 6f1c5b2e-0000-4000-8000-000000000001, generation: 1}
+spec:
+  model: gpt-4o-mini
+  prompt: "Write a haiku about $(HOME) and $$5"
+  openai:
+    apiKeySecretRef: {name: openai, key: token}
+    baseURL: http://replay.default:8080/v1
+  parameters: {temperature: 0.5, maxTokens: 64, stream: true}
+  telemetry:
+    serviceName: haiku-svc
+    resourceAttributes: {team: "a,b=c", cost.center: "42 %"}
+    contentCapture: hash
+  run: {timeout: 1m30s, maxAttempts: 2, backoffLimit: 1, ttlSecondsAfterFinished: 600}
+  pod:
+    env: [{name: EXTRA, value: "$(LLMJOB_POD_NAME)"}]
+    labels: {app.kubernetes.io/managed-by: someone-else, team: a}
+    annotations: {note: x}
+    nodeSelector: {disk: ssd}
+"#;
+
+    #[test]
+    fn job_from_a_prompt() {
+        let job = build(PROMPT);
+        assert_eq!(job.metadata.name.as_deref(), Some("haiku"));
+        assert_eq!(job.metadata.namespace.as_deref(), Some("team-a"));
+        let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(owner.kind, "LlmJob");
+        assert_eq!(owner.controller, Some(true));
+        assert_eq!(owner.block_owner_deletion, Some(true));
+        assert_eq!(owner.uid, "6f1c5b2e-0000-4000-8000-000000000001");
+        let labels = job.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels[MANAGED_BY_LABEL], MANAGED_BY);
+        assert_eq!(labels[NAME_LABEL], "haiku");
+        assert!(!labels.contains_key(KUEUE_QUEUE_LABEL));
+
+        let spec = job.spec.as_ref().unwrap();
+        assert_eq!(spec.backoff_limit, Some(1));
+        assert_eq!(spec.active_deadline_seconds, Some(90 + 120));
+        assert_eq!(spec.ttl_seconds_after_finished, Some(600));
+        assert_eq!(spec.suspend, Some(false));
+        let template = &spec.template;
+        let pod_labels = template.metadata.as_ref().unwrap().labels.as_ref().unwrap();
+        assert_eq!(
+            pod_labels[MANAGED_BY_LABEL], MANAGED_BY,
+            "the operator's labels win"
+        );
+        assert_eq!(pod_labels["team"], "a");
+        let pod = template.spec.as_ref().unwrap();
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        assert_eq!(pod.node_selector.as_ref().unwrap()["disk"], "ssd");
+        let c = &pod.containers[0];
+        assert_eq!(
+            c.image.as_deref(),
+            Some(crate::config::DEFAULT_RUNNER_IMAGE)
+        );
+        assert_eq!(
+            c.termination_message_path.as_deref(),
+            Some("/dev/termination-log")
+        );
+        assert_eq!(c.termination_message_policy.as_deref(), Some("File"));
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_eq!(sc.run_as_user, Some(65532));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop,
+            Some(vec!["ALL".to_owned()])
+        );
+        assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+    }
+
+    #[test]
+    fn env_contract_and_order() {
+        let env = env_of(&build(PROMPT));
+        let key = env.iter().find(|e| e.name == "OPENAI_API_KEY").unwrap();
+        assert!(key.value.is_none(), "the API key is never copied");
+        let sel = key
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!((sel.name.as_str(), sel.key.as_str()), ("openai", "token"));
+
+        assert_eq!(
+            value(&env, "OPENAI_BASE_URL"),
+            Some("http://replay.default:8080/v1")
+        );
+        assert_eq!(value(&env, "OPENAI_MODEL"), Some("gpt-4o-mini"));
+        assert_eq!(
+            value(&env, "OPENAI_PROMPT"),
+            Some("Write a haiku about $$(HOME) and $$$$5"),
+            "a `$` in a literal is escaped for the kubelet"
+        );
+        assert!(value(&env, "LLMJOB_MESSAGES").is_none());
+        assert_eq!(value(&env, "LLMJOB_TEMPERATURE"), Some("0.5"));
+        assert_eq!(value(&env, "LLMJOB_MAX_TOKENS"), Some("64"));
+        assert_eq!(value(&env, "LLMJOB_STREAM"), Some("true"));
+        assert!(value(&env, "LLMJOB_TOP_P").is_none());
+        assert_eq!(value(&env, "LLMJOB_TIMEOUT"), Some("90s"));
+        assert_eq!(value(&env, "LLMJOB_MAX_ATTEMPTS"), Some("2"));
+        assert_eq!(value(&env, "LLMJOB_CONTENT_CAPTURE"), Some("hash"));
+        assert_eq!(
+            value(&env, "LLMJOB_RESULT_PATH"),
+            Some("/dev/termination-log")
+        );
+        assert_eq!(value(&env, "OTEL_SERVICE_NAME"), Some("haiku-svc"));
+        assert_eq!(value(&env, "DEPLOYMENT_ENVIRONMENT"), Some("development"));
+        assert_eq!(
+            value(&env, "OTEL_EXPORTER_OTLP_ENDPOINT"),
+            Some("http://collector:4317")
+        );
+        assert_eq!(value(&env, "OTEL_EXPORTER_OTLP_PROTOCOL"), Some("grpc"));
+        assert_eq!(
+            value(&env, "TRACEPARENT"),
+            Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        );
+        assert_eq!(
+            value(&env, "OTEL_RESOURCE_ATTRIBUTES"),
+            Some(
+                "k8s.namespace.name=$(LLMJOB_POD_NAMESPACE),k8s.pod.name=$(LLMJOB_POD_NAME),\
+                 k8s.pod.uid=$(LLMJOB_POD_UID),k8s.node.name=$(LLMJOB_NODE_NAME),\
+                 k8s.job.name=haiku,llmjob.name=haiku,\
+                 llmjob.uid=6f1c5b2e-0000-4000-8000-000000000001,\
+                 cost.center=42%20%25,team=a%2Cb%3Dc"
+            )
+        );
+        let attrs = position(&env, "OTEL_RESOURCE_ATTRIBUTES");
+        for downward in [
+            "LLMJOB_POD_NAME",
+            "LLMJOB_POD_NAMESPACE",
+            "LLMJOB_POD_UID",
+            "LLMJOB_NODE_NAME",
+        ] {
+            assert!(
+                position(&env, downward) < attrs,
+                "{downward} must come before OTEL_RESOURCE_ATTRIBUTES"
+            );
+        }
+        let node = env.iter().find(|e| e.name == "LLMJOB_NODE_NAME").unwrap();
+        assert_eq!(
+            node.value_from
+                .as_ref()
+                .unwrap()
+                .field_ref
+                .as_ref()
+                .unwrap()
+                .field_path,
+            "spec.nodeName"
+        );
+        let last = env.last().unwrap();
+        assert_eq!(
+            (last.name.as_str(), last.value.as_deref()),
+            ("EXTRA", Some("$(LLMJOB_POD_NAME)")),
+            "user env comes last, verbatim"
+        );
+        // Every name appears once.
+        let mut names: Vec<_> = env.iter().map(|e| e.name.as_str()).collect();
+        names.sort_unstable();
+        let n = names.len();
+        names.dedup();
+        assert_eq!(n, names.len());
+    }
+
+    #[test]
+    fn messages_and_defaults() {
+        let job = build(
+            r#"
+metadata: {name: chat, namespace: default, uid: u-1}
+spec:
+  messages:
+    - {role: system, content: be brief}
+    - {role: user, content: hi, name: bob}
+  openai: {apiKeySecretRef: {name: openai}}
+  telemetry: {endpoint: "otel:4318", protocol: http/protobuf, environment: prod}
+"#,
+        );
+        let env = env_of(&job);
+        assert_eq!(
+            value(&env, "LLMJOB_MESSAGES"),
+            Some(
+                r#"[{"role":"system","content":"be brief"},{"role":"user","content":"hi","name":"bob"}]"#
+            )
+        );
+        assert!(value(&env, "OPENAI_PROMPT").is_none());
+        assert!(value(&env, "OPENAI_BASE_URL").is_none());
+        assert_eq!(value(&env, "OPENAI_MODEL"), Some("gpt-4o-mini"));
+        assert_eq!(value(&env, "LLMJOB_TIMEOUT"), Some("300s"));
+        assert_eq!(value(&env, "LLMJOB_MAX_ATTEMPTS"), Some("4"));
+        assert_eq!(value(&env, "LLMJOB_CONTENT_CAPTURE"), Some("none"));
+        assert_eq!(value(&env, "OTEL_SERVICE_NAME"), Some("llm-job"));
+        assert_eq!(value(&env, "DEPLOYMENT_ENVIRONMENT"), Some("prod"));
+        assert_eq!(
+            value(&env, "OTEL_EXPORTER_OTLP_ENDPOINT"),
+            Some("otel:4318")
+        );
+        assert_eq!(
+            value(&env, "OTEL_EXPORTER_OTLP_PROTOCOL"),
+            Some("http/protobuf")
+        );
+        let key = env.iter().find(|e| e.name == "OPENAI_API_KEY").unwrap();
+        let sel = key
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!(sel.key, "api-key");
+        let spec = job.spec.as_ref().unwrap();
+        assert_eq!(spec.backoff_limit, Some(0));
+        assert_eq!(spec.active_deadline_seconds, Some(300 + 120));
+        assert_eq!(spec.ttl_seconds_after_finished, None);
+    }
+
+    #[test]
+    fn kueue_queued_jobs_start_suspended_with_the_label() {
+        let job = build(
+            r#"
+metadata: {name: q, namespace: default, uid: u-2, labels: {kueue.x-k8s.io/queue-name: user-queue}}
+spec: {prompt: hi, openai: {apiKeySecretRef: {name: openai}}}
+"#,
+        );
+        assert_eq!(job.spec.as_ref().unwrap().suspend, Some(true));
+        assert_eq!(
+            job.metadata.labels.as_ref().unwrap()[KUEUE_QUEUE_LABEL],
+            "user-queue"
+        );
+    }
+
+    #[test]
+    fn suspended_llmjob_starts_suspended() {
+        let job = build(
+            r#"
+metadata: {name: s, namespace: default, uid: u-3}
+spec: {prompt: hi, suspend: true, openai: {apiKeySecretRef: {name: openai}}}
+"#,
+        );
+        assert_eq!(job.spec.as_ref().unwrap().suspend, Some(true));
+    }
+
+    #[test]
+    fn service_account_keeps_the_token_default() {
+        let job = build(
+            r#"
+metadata: {name: sa, namespace: default, uid: u-4}
+spec:
+  prompt: hi
+  openai: {apiKeySecretRef: {name: openai}}
+  pod:
+    serviceAccountName: runner
+    imagePullSecrets: [{name: regcred}]
+    priorityClassName: low
+    tolerations: [{key: gpu, operator: Exists}]
+    resources: {limits: {memory: 64Mi}}
+"#,
+        );
+        let pod = job.spec.unwrap().template.spec.unwrap();
+        assert_eq!(pod.service_account_name.as_deref(), Some("runner"));
+        assert_eq!(pod.automount_service_account_token, None);
+        assert_eq!(pod.image_pull_secrets.unwrap()[0].name, "regcred");
+        assert_eq!(pod.priority_class_name.as_deref(), Some("low"));
+        assert_eq!(pod.tolerations.unwrap().len(), 1);
+        assert!(pod.containers[0].resources.is_some());
+    }
+
+    #[test]
+    fn a_finished_llmjob_never_yields_a_job() {
+        for phase in ["Succeeded", "Failed"] {
+            let lj = llmjob(&format!(
+                r#"
+metadata: {{name: done, namespace: default, uid: u-5}}
+spec: {{prompt: hi, openai: {{apiKeySecretRef: {{name: openai}}}}}}
+status: {{phase: {phase}}}
+"#
+            ));
+            assert!(
+                matches!(
+                    build_job(&lj, &JobDefaults::default(), &tp()),
+                    Err(BuildError::Finished(_))
+                ),
+                "{phase}"
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_llmjobs_are_rejected() {
+        let no_uid = llmjob(
+            "metadata: {name: x, namespace: default}\nspec: {prompt: hi, openai: {apiKeySecretRef: {name: o}}}\n",
+        );
+        assert!(build_job(&no_uid, &JobDefaults::default(), &tp()).is_err());
+        let neither = llmjob(
+            "metadata: {name: x, namespace: default, uid: u}\nspec: {openai: {apiKeySecretRef: {name: o}}}\n",
+        );
+        assert!(build_job(&neither, &JobDefaults::default(), &tp()).is_err());
+    }
+
+    #[test]
+    fn job_names() {
+        assert_eq!(job_name("haiku"), "haiku");
+        let long = "a".repeat(63);
+        assert_eq!(job_name(&long), long);
+        let longer = format!("{}-x", "b".repeat(70));
+        let name = job_name(&longer);
+        assert_eq!(name.len(), 63);
+        assert!(name.starts_with("bbbb"));
+        assert_ne!(name, job_name(&format!("{}-y", "b".repeat(70))));
+        assert_eq!(name, job_name(&longer), "deterministic");
+        let dashed = format!("{}-{}", "c".repeat(51), "d".repeat(20));
+        assert!(!job_name(&dashed).contains("--"));
+    }
+
+    #[test]
+    fn attribute_encoding() {
+        assert_eq!(encode_attribute_value("plain.value-1_x"), "plain.value-1_x");
+        assert_eq!(
+            encode_attribute_value("a b,c=d;e\"f\\g%"),
+            "a%20b%2Cc%3Dd%3Be%22f%5Cg%25"
+        );
+        assert_eq!(encode_attribute_value("$(X)"), "%24(X)");
+        assert_eq!(encode_attribute_value("é"), "%C3%A9");
+    }
+}

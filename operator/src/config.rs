@@ -1,0 +1,298 @@
+//! The operator's configuration: command-line flags with `LLMJOB_*` environment fallbacks.
+//!
+//! Owns parsing and defaults only. The Helm chart passes exactly these flags
+//! (`charts/llmjob-operator/templates/deployment.yaml`); a flag added here must have a default so
+//! an older chart keeps working. Nothing here talks to the cluster.
+
+use std::net::SocketAddr;
+
+use clap::{Parser, ValueEnum};
+use llmjob_crds::v1alpha1::OtlpProtocol;
+
+/// The runner image used when `--runner-image` is not given: the job-runner of the same version.
+pub const DEFAULT_RUNNER_IMAGE: &str = concat!(
+    "ghcr.io/llmjob-dev/llmjob-runner:",
+    env!("CARGO_PKG_VERSION")
+);
+
+/// The OTLP endpoint of runs whose LlmJob sets none, when `--default-otlp-endpoint` is not given
+/// (the same default as the job-runner's and the chart's).
+pub const DEFAULT_OTLP_ENDPOINT: &str = "http://collector:4317";
+
+/// `service.name` of runs whose LlmJob sets none (the job-runner's own default).
+pub const DEFAULT_SERVICE_NAME: &str = "llm-job";
+
+/// The operator's configuration.
+#[derive(Parser, Debug, Clone, PartialEq, Eq)]
+#[command(
+    name = "llmjob-operator",
+    version,
+    about = "Runs LlmJobs (llmjob.dev/v1alpha1) as traced Kubernetes Jobs."
+)]
+pub struct Config {
+    /// Image of the job-runner that each LlmJob's pod runs.
+    #[arg(long, env = "LLMJOB_RUNNER_IMAGE", default_value = DEFAULT_RUNNER_IMAGE)]
+    pub runner_image: String,
+
+    /// Pull policy of the runner container: IfNotPresent, Always or Never.
+    #[arg(
+        long,
+        env = "LLMJOB_RUNNER_IMAGE_PULL_POLICY",
+        value_enum,
+        default_value_t = PullPolicy::IfNotPresent
+    )]
+    pub runner_image_pull_policy: PullPolicy,
+
+    /// OTLP endpoint of runs whose LlmJob sets no spec.telemetry.endpoint.
+    #[arg(long, env = "LLMJOB_DEFAULT_OTLP_ENDPOINT", default_value = DEFAULT_OTLP_ENDPOINT)]
+    pub default_otlp_endpoint: String,
+
+    /// OTLP protocol of runs whose LlmJob sets no spec.telemetry.protocol: grpc or http/protobuf.
+    #[arg(
+        long,
+        env = "LLMJOB_DEFAULT_OTLP_PROTOCOL",
+        value_enum,
+        default_value_t = Protocol::Grpc
+    )]
+    pub default_otlp_protocol: Protocol,
+
+    /// `deployment.environment.name` of runs whose LlmJob sets no spec.telemetry.environment.
+    #[arg(
+        long,
+        env = "LLMJOB_DEFAULT_ENVIRONMENT",
+        default_value = "development"
+    )]
+    pub default_environment: String,
+
+    /// `service.name` of runs whose LlmJob sets no spec.telemetry.serviceName.
+    #[arg(long, env = "LLMJOB_DEFAULT_SERVICE_NAME", default_value = DEFAULT_SERVICE_NAME)]
+    pub default_service_name: String,
+
+    /// Namespaces to watch, comma-separated; empty means every namespace. With a list the
+    /// operator runs one watch per namespace, so namespaced Roles are enough.
+    #[arg(
+        long,
+        env = "LLMJOB_WATCH_NAMESPACES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub watch_namespaces: Vec<String>,
+
+    /// Address of the HTTP server: /metrics, /healthz, /readyz.
+    #[arg(long, env = "LLMJOB_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+
+    /// Elect a leader through a Lease, so that only one replica reconciles (`--leader-elect=true`).
+    #[arg(
+        long,
+        env = "LLMJOB_LEADER_ELECT",
+        default_value_t = false,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub leader_elect: bool,
+
+    /// Name of the leader-election Lease.
+    #[arg(
+        long,
+        env = "LLMJOB_LEADER_ELECTION_LEASE_NAME",
+        default_value = "llmjob-operator"
+    )]
+    pub leader_election_lease_name: String,
+
+    /// Namespace of the leader-election Lease (default: the operator's own, from POD_NAMESPACE).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub leader_election_namespace: String,
+
+    /// Identity of this replica in the Lease (default: the pod name, else the host name).
+    #[arg(long, env = "POD_NAME")]
+    pub leader_election_identity: Option<String>,
+
+    /// Log format on stderr: text or json.
+    #[arg(long, env = "LLMJOB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// The namespaces to watch; `None` means all of them.
+    pub fn namespaces(&self) -> Option<Vec<String>> {
+        let mut list: Vec<String> = self
+            .watch_namespaces
+            .iter()
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty())
+            .collect();
+        list.sort();
+        list.dedup();
+        (!list.is_empty()).then_some(list)
+    }
+
+    /// What a run's pod gets when its LlmJob leaves a field out.
+    pub fn job_defaults(&self) -> JobDefaults {
+        JobDefaults {
+            runner_image: self.runner_image.clone(),
+            pull_policy: self.runner_image_pull_policy,
+            otlp_endpoint: self.default_otlp_endpoint.clone(),
+            otlp_protocol: self.default_otlp_protocol.into(),
+            environment: self.default_environment.clone(),
+            service_name: self.default_service_name.clone(),
+        }
+    }
+
+    /// The identity of this replica in the leader-election Lease.
+    pub fn identity(&self) -> String {
+        self.leader_election_identity
+            .clone()
+            .filter(|s| !s.is_empty())
+            .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
+            .or_else(|| {
+                std::fs::read_to_string("/etc/hostname")
+                    .ok()
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+            })
+            .unwrap_or_else(|| format!("llmjob-operator-{}", std::process::id()))
+    }
+}
+
+/// The operator's settings that end up in every run's pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobDefaults {
+    /// Image of the runner container.
+    pub runner_image: String,
+    /// Pull policy of the runner container.
+    pub pull_policy: PullPolicy,
+    /// OTLP endpoint when the LlmJob sets none.
+    pub otlp_endpoint: String,
+    /// OTLP protocol when the LlmJob sets none.
+    pub otlp_protocol: OtlpProtocol,
+    /// `deployment.environment.name` when the LlmJob sets none.
+    pub environment: String,
+    /// `service.name` when the LlmJob sets none.
+    pub service_name: String,
+}
+
+impl Default for JobDefaults {
+    fn default() -> Self {
+        JobDefaults {
+            runner_image: DEFAULT_RUNNER_IMAGE.to_owned(),
+            pull_policy: PullPolicy::IfNotPresent,
+            otlp_endpoint: DEFAULT_OTLP_ENDPOINT.to_owned(),
+            otlp_protocol: OtlpProtocol::Grpc,
+            environment: "development".to_owned(),
+            service_name: DEFAULT_SERVICE_NAME.to_owned(),
+        }
+    }
+}
+
+/// Image pull policy of the runner container.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// Pull when the image is not on the node.
+    #[value(name = "IfNotPresent")]
+    IfNotPresent,
+    /// Always pull.
+    #[value(name = "Always")]
+    Always,
+    /// Never pull.
+    #[value(name = "Never")]
+    Never,
+}
+
+impl PullPolicy {
+    /// The Kubernetes spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::IfNotPresent => "IfNotPresent",
+            PullPolicy::Always => "Always",
+            PullPolicy::Never => "Never",
+        }
+    }
+}
+
+/// OTLP protocol, as a flag value.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// OTLP over gRPC.
+    #[value(name = "grpc")]
+    Grpc,
+    /// OTLP over HTTP with protobuf bodies.
+    #[value(name = "http/protobuf")]
+    HttpProtobuf,
+}
+
+impl From<Protocol> for OtlpProtocol {
+    fn from(p: Protocol) -> Self {
+        match p {
+            Protocol::Grpc => OtlpProtocol::Grpc,
+            Protocol::HttpProtobuf => OtlpProtocol::HttpProtobuf,
+        }
+    }
+}
+
+/// Log format on stderr.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Config {
+        let mut all = vec!["llmjob-operator"];
+        all.extend_from_slice(args);
+        match Config::try_parse_from(all) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn the_charts_flags_parse() {
+        let c = parse(&[
+            "--runner-image=ghcr.io/llmjob-dev/llmjob-runner:0.1.0",
+            "--default-otlp-endpoint=http://collector:4317",
+            "--default-otlp-protocol=http/protobuf",
+            "--default-environment=staging",
+            "--watch-namespaces=b,a",
+            "--http-addr=0.0.0.0:9090",
+            "--leader-elect=true",
+            "--leader-election-lease-name=my-lease",
+            "--log-format=json",
+        ]);
+        assert_eq!(c.default_otlp_protocol, Protocol::HttpProtobuf);
+        assert_eq!(c.namespaces(), Some(vec!["a".to_owned(), "b".to_owned()]));
+        assert!(c.leader_elect);
+        assert_eq!(c.leader_election_lease_name, "my-lease");
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.http_addr.port(), 9090);
+        assert_eq!(c.job_defaults().environment, "staging");
+    }
+
+    #[test]
+    fn defaults_and_leader_elect_false() {
+        let c = parse(&["--leader-elect=false"]);
+        assert!(!c.leader_elect);
+        assert_eq!(c.namespaces(), None);
+        assert_eq!(c.runner_image, DEFAULT_RUNNER_IMAGE);
+        assert_eq!(c.job_defaults().service_name, "llm-job");
+        assert!(parse(&["--leader-elect"]).leader_elect);
+    }
+
+    #[test]
+    fn pull_policy_values() {
+        let c = parse(&["--runner-image-pull-policy=Never"]);
+        assert_eq!(c.runner_image_pull_policy.as_str(), "Never");
+        assert!(
+            Config::try_parse_from(["x", "--runner-image-pull-policy=sometimes"]).is_err(),
+            "an unknown pull policy must be rejected"
+        );
+    }
+}

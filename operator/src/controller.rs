@@ -1,0 +1,737 @@
+//! The controller: kube-rs `Controller`s that watch LlmJobs (and their Jobs, the Jobs' pods and
+//! the API-key Secrets) and the reconcile that ties the steps together.
+//!
+//! One reconcile, for one LlmJob, read fresh from the API server:
+//! 1. finished (`Succeeded`/`Failed`): nothing runs again; only `observedGeneration` follows;
+//! 2. [`validate`](crate::validate) fails → `Stalled` with reason `InvalidSpec`, a Warning event;
+//! 3. its Job exists → owned by this LlmJob? (else `JobConflict`), `spec.suspend` follows the
+//!    LlmJob (unless a Kueue queue owns it), status derived from the Job and its pods;
+//! 4. no Job yet: the Job named in the status is gone → `Failed` (`JobDeleted`), never a second
+//!    run; else the API-key Secret must exist (else `SecretNotFound`/`SecretKeyNotFound`, and a
+//!    change of that Secret triggers the next reconcile), then the launch span starts, the Job is
+//!    created by server-side apply with `TRACEPARENT` = the launch span, and the status follows.
+//!
+//! The status is written only when it changed, so the watch event of the operator's own status
+//! patch ends in a no-op reconcile. Requeue decisions are explicit: a finished or blocked LlmJob
+//! waits for a change; an unfinished one is re-checked every [`RESYNC`] as a safety net; errors
+//! retry after [`ERROR_REQUEUE`].
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ListParams, PartialObjectMeta};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{EventType, Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use llmjob_crds::v1alpha1::{LlmJob, LlmJobStatus, Phase};
+use opentelemetry_sdk::trace::SdkTracer;
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use crate::build_job::{self, BuildError, MANAGED_BY, MANAGED_BY_LABEL, NAME_LABEL};
+use crate::config::{Config, JobDefaults};
+use crate::http::Health;
+use crate::metrics::Metrics;
+use crate::secrets::{self, SecretError};
+use crate::status::{self, Observation};
+use crate::telemetry::{self, LaunchInfo, LaunchSpan};
+use crate::{FIELD_MANAGER, apply, events, fetch, validate};
+
+/// How often an unfinished LlmJob is re-checked even without a watch event.
+pub const RESYNC: Duration = Duration::from_secs(300);
+/// How soon a reconcile that failed is retried.
+pub const ERROR_REQUEUE: Duration = Duration::from_secs(10);
+/// How often the LlmJob-by-phase gauge is recomputed from the caches.
+const GAUGE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A reconcile failed; it is retried after [`ERROR_REQUEUE`].
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An object could not be read.
+    #[error("reading {what} failed: {source}")]
+    Read {
+        /// What was read.
+        what: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The Job could not be created.
+    #[error("creating Job {namespace}/{name} failed: {source}")]
+    CreateJob {
+        /// Namespace.
+        namespace: String,
+        /// Name of the Job.
+        name: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// `spec.suspend` of the Job could not be changed.
+    #[error("setting spec.suspend={suspend} on Job {namespace}/{name} failed: {source}")]
+    Suspend {
+        /// Namespace.
+        namespace: String,
+        /// Name of the Job.
+        name: String,
+        /// The wanted value.
+        suspend: bool,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The status could not be written.
+    #[error("writing the status of LlmJob {namespace}/{name} failed: {source}")]
+    Status {
+        /// Namespace.
+        namespace: String,
+        /// Name of the LlmJob.
+        name: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The API-key Secret could not be read (a missing one is not an error but a status).
+    #[error(transparent)]
+    Secret(SecretError),
+}
+
+impl Error {
+    /// A low-cardinality category, the label of the reconcile-error metric.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Read { .. } => "ReadFailed",
+            Error::CreateJob { .. } => "JobCreateFailed",
+            Error::Suspend { .. } => "SuspendFailed",
+            Error::Status { .. } => "StatusWriteFailed",
+            Error::Secret(_) => "SecretReadFailed",
+        }
+    }
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    /// The Kubernetes client.
+    pub client: Client,
+    /// What runs' pods get when their LlmJob leaves a field out.
+    pub defaults: JobDefaults,
+    /// Publishes Events.
+    pub recorder: Recorder,
+    /// The operator's metrics.
+    pub metrics: Arc<Metrics>,
+    /// The tracer of launch spans.
+    pub tracer: SdkTracer,
+}
+
+impl Context {
+    /// The context of the configuration.
+    pub fn new(client: Client, config: &Config, metrics: Arc<Metrics>, tracer: SdkTracer) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.to_owned(),
+            instance: Some(config.identity()),
+        };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            defaults: config.job_defaults(),
+            metrics,
+            tracer,
+        }
+    }
+}
+
+/// A shutdown trigger shared by the controllers, leader election and the HTTP server.
+#[derive(Debug, Clone)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    /// A trigger fired by hand (tests, embedding): call `send(true)` on the sender.
+    pub fn manual() -> (watch::Sender<bool>, Shutdown) {
+        let (tx, rx) = watch::channel(false);
+        (tx, Shutdown(rx))
+    }
+
+    /// Resolves once shutdown was requested (or the trigger was dropped).
+    pub fn wait(&self) -> impl Future<Output = ()> + Send + Sync + 'static {
+        let mut rx = self.0.clone();
+        async move {
+            while !*rx.borrow_and_update() {
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// A [`Shutdown`] fired by SIGTERM or SIGINT.
+pub fn shutdown_signal() -> Shutdown {
+    let (tx, shutdown) = Shutdown::manual();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = match tokio::signal::unix::signal(
+                tokio::signal::unix::SignalKind::terminate(),
+            ) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the operator");
+                    let _ = ctrl_c.await;
+                    let _ = tx.send(true);
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down");
+        let _ = tx.send(true);
+        // Keep the sender until every receiver saw the value.
+        tx.closed().await;
+    });
+    shutdown
+}
+
+/// Checks that LlmJobs can be listed in the watched scope: the CRD is installed and the RBAC
+/// allows it. A clear error at start beats a controller that retries forever.
+pub async fn check_crd(client: &Client, namespaces: Option<&[String]>) -> Result<(), kube::Error> {
+    let api: Api<LlmJob> = match namespaces.and_then(|n| n.first()) {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    api.list_metadata(&ListParams::default().limit(1)).await?;
+    Ok(())
+}
+
+/// The label selector of the Jobs and pods the operator creates.
+fn managed_selector() -> String {
+    format!("{MANAGED_BY_LABEL}={MANAGED_BY}")
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// The LlmJob a pod of one of the operator's Jobs belongs to.
+fn llmjob_of_pod(store: &Store<LlmJob>, pod: &Pod) -> Option<ObjectRef<LlmJob>> {
+    let namespace = pod.namespace()?;
+    let job_name = pod.labels().get(NAME_LABEL)?;
+    let direct = ObjectRef::new(job_name).within(&namespace);
+    if store.get(&direct).is_some() {
+        return Some(direct);
+    }
+    // A shortened Job name: find the LlmJob whose Job it is.
+    store
+        .state()
+        .iter()
+        .find(|j| {
+            j.namespace().as_deref() == Some(namespace.as_str())
+                && build_job::job_name(&j.name_any()) == *job_name
+        })
+        .map(|j| ObjectRef::from_obj(j.as_ref()))
+}
+
+/// Runs the controllers (one per watched namespace, or one for the cluster) until `shutdown`.
+pub async fn run(
+    ctx: Arc<Context>,
+    namespaces: Option<Vec<String>>,
+    health: Health,
+    shutdown: Shutdown,
+) {
+    let scopes: Vec<Option<String>> = match namespaces {
+        None => vec![None],
+        Some(list) => list.into_iter().map(Some).collect(),
+    };
+    let mut stores = Vec::new();
+    let mut controllers = Vec::new();
+    for scope in scopes {
+        let ns = scope.as_deref();
+        let managed = watcher::Config::default().labels(&managed_selector());
+        let controller =
+            Controller::new(api::<LlmJob>(&ctx.client, ns), watcher::Config::default())
+                .owns(api::<Job>(&ctx.client, ns), managed.clone());
+        let store = controller.store();
+        let pod_store = store.clone();
+        let secret_store = store.clone();
+        // Secrets are watched as metadata only: the operator never holds a secret value.
+        let secret_events = watcher(
+            api::<PartialObjectMeta<Secret>>(&ctx.client, ns),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .touched_objects();
+        let controller = controller
+            .watches(api::<Pod>(&ctx.client, ns), managed, move |pod: Pod| {
+                llmjob_of_pod(&pod_store, &pod)
+            })
+            .watches_stream(secret_events, move |secret: PartialObjectMeta<Secret>| {
+                let namespace = secret.namespace().unwrap_or_default();
+                secrets::llmjobs_using(&secret_store, &namespace, &secret.name_any())
+            })
+            .graceful_shutdown_on(shutdown.wait());
+        stores.push(store);
+        let scope_name = scope.clone().unwrap_or_else(|| "all namespaces".to_owned());
+        controllers.push(
+            controller
+                .run(reconcile, error_policy, ctx.clone())
+                .for_each(move |result| {
+                    if let Err(e) = result {
+                        tracing::debug!(scope = %scope_name, error = %e, "controller event");
+                    }
+                    std::future::ready(())
+                }),
+        );
+    }
+
+    let ready_stores = stores.clone();
+    let ready = tokio::spawn(async move {
+        for store in &ready_stores {
+            if store.wait_until_ready().await.is_err() {
+                return;
+            }
+        }
+        health.set_ready();
+        tracing::info!("caches synced; reconciling");
+    });
+    let metrics = ctx.metrics.clone();
+    let gauge = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(GAUGE_INTERVAL);
+        loop {
+            tick.tick().await;
+            metrics.set_phases(
+                stores
+                    .iter()
+                    .flat_map(|s| s.state())
+                    .map(|j| j.status.as_ref().and_then(|s| s.phase)),
+            );
+        }
+    });
+    futures::future::join_all(controllers).await;
+    ready.abort();
+    gauge.abort();
+}
+
+/// Logs and counts a failed reconcile, and retries it after [`ERROR_REQUEUE`].
+pub fn error_policy(llmjob: Arc<LlmJob>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.error(error.category());
+    tracing::warn!(
+        namespace = %llmjob.namespace().unwrap_or_default(),
+        name = %llmjob.name_any(),
+        error = %error,
+        category = error.category(),
+        "reconcile failed; retrying"
+    );
+    Action::requeue(ERROR_REQUEUE)
+}
+
+/// Reconciles one LlmJob (see the module documentation for the steps).
+pub async fn reconcile(llmjob: Arc<LlmJob>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = llmjob.namespace().unwrap_or_default();
+    let name = llmjob.name_any();
+    let span = tracing::info_span!(
+        "reconcile",
+        "k8s.namespace.name" = %namespace,
+        "llmjob.name" = %name,
+        "llmjob.phase" = tracing::field::Empty,
+    );
+    let started = Instant::now();
+    ctx.metrics.reconciles.inc();
+    let result = Reconciler {
+        ctx: &ctx,
+        namespace: &namespace,
+        name: &name,
+    }
+    .run()
+    .instrument(span)
+    .await;
+    ctx.metrics.reconciled(started.elapsed());
+    result
+}
+
+/// One reconcile of one LlmJob.
+struct Reconciler<'a> {
+    ctx: &'a Context,
+    namespace: &'a str,
+    name: &'a str,
+}
+
+impl Reconciler<'_> {
+    fn read_error(&self, what: &str) -> impl FnOnce(kube::Error) -> Error + use<> {
+        let what = format!("{what} {}/{}", self.namespace, self.name);
+        move |source| Error::Read { what, source }
+    }
+
+    async fn run(&self) -> Result<Action, Error> {
+        let client = &self.ctx.client;
+        let llmjobs: Api<LlmJob> = Api::namespaced(client.clone(), self.namespace);
+        let Some(llmjob) = fetch::llmjob(&llmjobs, self.name)
+            .await
+            .map_err(self.read_error("LlmJob"))?
+        else {
+            return Ok(Action::await_change());
+        };
+        if llmjob.meta().deletion_timestamp.is_some() {
+            // Garbage collection deletes the Job and its pod with the LlmJob.
+            return Ok(Action::await_change());
+        }
+        let old = llmjob.status.clone().unwrap_or_default();
+        if let Some(phase) = old.phase {
+            tracing::Span::current().record("llmjob.phase", status::phase_name(phase));
+            if phase.is_finished() {
+                return self.follow_generation(&llmjobs, &llmjob, old).await;
+            }
+        }
+
+        let valid = match validate::validate(&llmjob) {
+            Ok(v) => v,
+            Err(e) => return self.blocked(&llmjob, "InvalidSpec", e.to_string()).await,
+        };
+        let jobs: Api<Job> = Api::namespaced(client.clone(), self.namespace);
+        let job_name = build_job::job_name(self.name);
+        let existing = fetch::job(&jobs, &job_name)
+            .await
+            .map_err(self.read_error("Job of LlmJob"))?;
+
+        if let Some(mut job) = existing {
+            if !owned_by(&job, &llmjob) {
+                let message = format!(
+                    "Job {}/{job_name} exists and is not owned by this LlmJob: delete that Job, or \
+                     create the LlmJob under another name",
+                    self.namespace
+                );
+                return self.blocked(&llmjob, "JobConflict", message).await;
+            }
+            if !build_job::is_queued(&llmjob) && !status::job_finished(&job) {
+                let want = llmjob.spec.suspend == Some(true);
+                let have = job.spec.as_ref().and_then(|s| s.suspend) == Some(true);
+                if want != have {
+                    job = apply::set_suspend(&jobs, &job_name, want)
+                        .await
+                        .map_err(|source| Error::Suspend {
+                            namespace: self.namespace.to_owned(),
+                            name: job_name.clone(),
+                            suspend: want,
+                            source,
+                        })?;
+                }
+            }
+            let pods_api: Api<Pod> = Api::namespaced(client.clone(), self.namespace);
+            let pods = fetch::pods(&pods_api, &job)
+                .await
+                .map_err(self.read_error("pods of LlmJob"))?;
+            return self
+                .observe(
+                    &llmjobs,
+                    &llmjob,
+                    Observation::Job {
+                        job: &job,
+                        pods: &pods,
+                    },
+                )
+                .await;
+        }
+
+        if let Some(gone) = old.job_name.as_deref() {
+            return self
+                .observe(&llmjobs, &llmjob, Observation::JobGone { job_name: gone })
+                .await;
+        }
+
+        let selector = &llmjob.spec.openai.api_key_secret_ref;
+        match secrets::check(client, self.namespace, selector).await {
+            Ok(()) => {}
+            Err(e @ SecretError::NotFound { .. }) => {
+                return self.blocked(&llmjob, "SecretNotFound", e.to_string()).await;
+            }
+            Err(e @ SecretError::KeyNotFound { .. }) => {
+                return self
+                    .blocked(&llmjob, "SecretKeyNotFound", e.to_string())
+                    .await;
+            }
+            Err(e) => return Err(Error::Secret(e)),
+        }
+
+        let launch = LaunchSpan::start(
+            &self.ctx.tracer,
+            &LaunchInfo {
+                namespace: self.namespace,
+                name: self.name,
+                uid: &valid.uid,
+                job_name: &job_name,
+                model: &llmjob.spec.model,
+                parent: valid.parent,
+            },
+            telemetry::current_span_context(),
+        );
+        let job = match build_job::build_job(&llmjob, &self.ctx.defaults, &launch.traceparent()) {
+            Ok(job) => job,
+            Err(BuildError::Finished(_)) => {
+                launch.end(None);
+                return Ok(Action::await_change());
+            }
+            Err(e @ (BuildError::Invalid(_) | BuildError::Messages(_))) => {
+                launch.end(Some(&e.to_string()));
+                return self.blocked(&llmjob, "InvalidSpec", e.to_string()).await;
+            }
+        };
+        let created = match apply::create_job(&jobs, &job).await {
+            Ok(created) => created,
+            Err(source) => {
+                launch.end(Some(&source.to_string()));
+                return Err(Error::CreateJob {
+                    namespace: self.namespace.to_owned(),
+                    name: job_name,
+                    source,
+                });
+            }
+        };
+        let trace_id = launch.traceparent().trace_id_hex();
+        launch.end(None);
+        tracing::info!(job = %job_name, trace_id = %trace_id, "created the Job");
+        self.event(
+            &llmjob,
+            EventType::Normal,
+            events::JOB_CREATED,
+            format!("Created Job {job_name}; the run's trace id is {trace_id}"),
+        )
+        .await;
+        if let Some(e) = &valid.parent_error {
+            self.event(
+                &llmjob,
+                EventType::Warning,
+                "InvalidTraceParent",
+                format!(
+                    "annotation {} ignored ({e}); the run starts a new trace",
+                    llmjob_crds::v1alpha1::TRACEPARENT_ANNOTATION
+                ),
+            )
+            .await;
+        }
+        self.observe(
+            &llmjobs,
+            &llmjob,
+            Observation::Job {
+                job: &created,
+                pods: &[],
+            },
+        )
+        .await
+    }
+
+    /// A finished LlmJob never runs again: only `observedGeneration` follows spec edits.
+    async fn follow_generation(
+        &self,
+        llmjobs: &Api<LlmJob>,
+        llmjob: &LlmJob,
+        old: LlmJobStatus,
+    ) -> Result<Action, Error> {
+        let generation = llmjob.meta().generation;
+        if old.observed_generation != generation {
+            let mut new = old;
+            new.observed_generation = generation;
+            for c in &mut new.conditions {
+                c.observed_generation = generation;
+            }
+            self.write_status(llmjobs, &new).await?;
+        }
+        Ok(Action::await_change())
+    }
+
+    /// The LlmJob cannot progress until something changes: status `Stalled`, one Warning event
+    /// when the reason is new.
+    async fn blocked(
+        &self,
+        llmjob: &LlmJob,
+        reason: &'static str,
+        message: String,
+    ) -> Result<Action, Error> {
+        let llmjobs: Api<LlmJob> = Api::namespaced(self.ctx.client.clone(), self.namespace);
+        let old = llmjob.status.clone().unwrap_or_default();
+        let already = old
+            .conditions
+            .iter()
+            .any(|c| c.type_ == status::STALLED && c.status == "True" && c.reason == reason);
+        let new = status::derive(
+            llmjob,
+            Observation::Blocked {
+                reason,
+                message: &message,
+            },
+            Timestamp::now(),
+        );
+        if new != old {
+            self.write_status(&llmjobs, &new).await?;
+        }
+        if !already {
+            tracing::warn!(reason, %message, "the LlmJob cannot run yet");
+            self.event(llmjob, EventType::Warning, reason, message)
+                .await;
+        }
+        Ok(match reason {
+            // The Secret watch triggers the next reconcile; the requeue covers a missed event.
+            "SecretNotFound" | "SecretKeyNotFound" => Action::requeue(RESYNC),
+            _ => Action::await_change(),
+        })
+    }
+
+    /// Derives and writes the status from an observation; events and metrics for transitions.
+    async fn observe(
+        &self,
+        llmjobs: &Api<LlmJob>,
+        llmjob: &LlmJob,
+        observation: Observation<'_>,
+    ) -> Result<Action, Error> {
+        let old = llmjob.status.clone().unwrap_or_default();
+        let new = status::derive(llmjob, observation, Timestamp::now());
+        if new != old {
+            self.write_status(llmjobs, &new).await?;
+        }
+        let Some(phase) = new.phase else {
+            return Ok(Action::requeue(RESYNC));
+        };
+        tracing::Span::current().record("llmjob.phase", status::phase_name(phase));
+        if let Some((type_, reason)) = events::for_transition(old.phase, phase) {
+            let condition = if phase == Phase::Failed {
+                status::FAILED
+            } else {
+                status::READY
+            };
+            let note = new
+                .conditions
+                .iter()
+                .find(|c| c.type_ == condition)
+                .map(|c| c.message.clone())
+                .filter(|m| !m.is_empty())
+                .unwrap_or_else(|| format!("The LlmJob is {}", status::phase_name(phase)));
+            tracing::info!(
+                from = old.phase.map(status::phase_name).unwrap_or("none"),
+                to = status::phase_name(phase),
+                "phase changed"
+            );
+            self.event(llmjob, type_, reason, note).await;
+        }
+        if phase.is_finished() && !old.phase.is_some_and(Phase::is_finished) {
+            if let Some(result) = &new.result {
+                self.ctx
+                    .metrics
+                    .count_tokens(self.namespace, &llmjob.spec.model, result);
+            }
+            return Ok(Action::await_change());
+        }
+        Ok(match phase {
+            Phase::Succeeded | Phase::Failed | Phase::Suspended => Action::await_change(),
+            Phase::Pending | Phase::Running => Action::requeue(RESYNC),
+        })
+    }
+
+    async fn write_status(&self, llmjobs: &Api<LlmJob>, new: &LlmJobStatus) -> Result<(), Error> {
+        status::apply(llmjobs, self.name, new)
+            .await
+            .map(|_| ())
+            .map_err(|source| Error::Status {
+                namespace: self.namespace.to_owned(),
+                name: self.name.to_owned(),
+                source,
+            })
+    }
+
+    async fn event(&self, llmjob: &LlmJob, type_: EventType, reason: &str, note: String) {
+        let action = match reason {
+            events::JOB_CREATED => "Create",
+            _ => "Reconcile",
+        };
+        events::publish(&self.ctx.recorder, llmjob, type_, reason, action, note).await;
+    }
+}
+
+/// Whether `job` is controlled by `llmjob` (its uid).
+fn owned_by(job: &Job, llmjob: &LlmJob) -> bool {
+    let uid = llmjob.uid();
+    job.owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_fixtures::{job, llmjob, pod};
+
+    #[test]
+    fn ownership_is_by_uid() {
+        let lj = llmjob(
+            "metadata: {name: a, namespace: n, uid: u-1}\nspec: {prompt: hi, openai: {apiKeySecretRef: {name: s}}}",
+        );
+        let mine = job(
+            "metadata: {name: a, ownerReferences: [{apiVersion: llmjob.dev/v1alpha1, kind: LlmJob, name: a, uid: u-1, controller: true}]}",
+        );
+        let other = job(
+            "metadata: {name: a, ownerReferences: [{apiVersion: llmjob.dev/v1alpha1, kind: LlmJob, name: a, uid: u-2, controller: true}]}",
+        );
+        let none = job("metadata: {name: a}");
+        assert!(owned_by(&mine, &lj));
+        assert!(!owned_by(&other, &lj));
+        assert!(!owned_by(&none, &lj));
+    }
+
+    #[test]
+    fn pods_map_to_their_llmjob() {
+        let long = "a".repeat(70);
+        let (reader, mut writer) = kube::runtime::reflector::store::<LlmJob>();
+        for name in ["short", long.as_str()] {
+            let lj = llmjob(&format!(
+                "metadata: {{name: {name}, namespace: n, uid: u-{name}}}\nspec: {{prompt: hi, openai: {{apiKeySecretRef: {{name: s}}}}}}"
+            ));
+            writer.apply_watcher_event(&watcher::Event::Apply(lj));
+        }
+        let p = pod(&format!(
+            "metadata: {{name: p, namespace: n, labels: {{{NAME_LABEL}: short}}}}"
+        ));
+        assert_eq!(
+            llmjob_of_pod(&reader, &p),
+            Some(ObjectRef::new("short").within("n"))
+        );
+        let p = pod(&format!(
+            "metadata: {{name: p, namespace: n, labels: {{{NAME_LABEL}: {}}}}}",
+            build_job::job_name(&long)
+        ));
+        assert_eq!(
+            llmjob_of_pod(&reader, &p),
+            Some(ObjectRef::new(&long).within("n"))
+        );
+        let stranger = pod("metadata: {name: p, namespace: other}");
+        assert_eq!(llmjob_of_pod(&reader, &stranger), None);
+    }
+
+    #[tokio::test]
+    async fn shutdown_fires_once_triggered() {
+        let (tx, shutdown) = Shutdown::manual();
+        let waiting = tokio::spawn(shutdown.wait());
+        tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .unwrap()
+            .unwrap();
+        // Already fired: resolves at once.
+        tokio::time::timeout(Duration::from_secs(5), shutdown.wait())
+            .await
+            .unwrap();
+    }
+}

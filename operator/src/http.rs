@@ -1,0 +1,205 @@
+//! The operator's HTTP server: `/healthz` (liveness), `/readyz` (readiness) and `/metrics`
+//! (Prometheus/OpenMetrics text).
+//!
+//! `/healthz` answers while the process serves requests. `/readyz` answers 200 once the
+//! controllers' caches are synced, or while this replica waits as a leader-election standby
+//! (a standby is healthy and ready to take over), and 503 before that.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::metrics::Metrics;
+
+/// The HTTP server could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr} for /healthz, /readyz and /metrics: {source} (set --http-addr)")]
+pub struct HttpError {
+    /// The address.
+    pub addr: SocketAddr,
+    /// The cause.
+    #[source]
+    pub source: std::io::Error,
+}
+
+// 0 (the default): starting, caches not synced.
+const STANDBY: u8 = 1;
+const READY: u8 = 2;
+
+/// Readiness shared between the controllers, leader election and the server.
+#[derive(Debug, Clone, Default)]
+pub struct Health(Arc<AtomicU8>);
+
+impl Health {
+    /// This replica waits for the leader-election Lease.
+    pub fn set_standby(&self) {
+        self.0.store(STANDBY, Ordering::SeqCst);
+    }
+
+    /// The controllers' caches are synced.
+    pub fn set_ready(&self) {
+        self.0.store(READY, Ordering::SeqCst);
+    }
+
+    /// What `/readyz` says: `None` when not ready, else the state's name.
+    pub fn readiness(&self) -> Option<&'static str> {
+        match self.0.load(Ordering::SeqCst) {
+            STANDBY => Some("standby"),
+            READY => Some("ready"),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    metrics: Arc<Metrics>,
+    health: Health,
+}
+
+/// The router, for tests and [`serve`].
+pub fn router(metrics: Arc<Metrics>, health: Health) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_handler))
+        .with_state(AppState { metrics, health })
+}
+
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    match state.health.readiness() {
+        Some(s) => (StatusCode::OK, s),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting: caches not synced",
+        ),
+    }
+}
+
+async fn metrics_handler(State(state): State<AppState>) -> impl IntoResponse {
+    match state.metrics.encode() {
+        Ok(body) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// A running server.
+pub struct Server {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl Server {
+    /// The address it listens on (the port is known even with `--http-addr=...:0`).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting requests and waits for the server to finish.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+/// Binds `addr` and serves in the background.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    health: Health,
+) -> Result<Server, HttpError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| HttpError { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| HttpError { addr, source })?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let app = router(metrics, health);
+    let task = tokio::spawn(async move {
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "the HTTP server failed");
+        }
+    });
+    Ok(Server {
+        addr: local,
+        stop,
+        task,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        let code = out[9..12].parse().unwrap();
+        let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+        (code, body)
+    }
+
+    #[tokio::test]
+    async fn health_readiness_and_metrics() {
+        let metrics = Arc::new(Metrics::new());
+        metrics.reconciles.inc();
+        let health = Health::default();
+        let server = serve("127.0.0.1:0".parse().unwrap(), metrics, health.clone())
+            .await
+            .unwrap();
+        let addr = server.local_addr();
+        assert_eq!(get(addr, "/healthz").await.0, 200);
+        assert_eq!(get(addr, "/readyz").await.0, 503);
+        health.set_standby();
+        assert_eq!(get(addr, "/readyz").await, (200, "standby".to_owned()));
+        health.set_ready();
+        assert_eq!(get(addr, "/readyz").await, (200, "ready".to_owned()));
+        let (code, body) = get(addr, "/metrics").await;
+        assert_eq!(code, 200);
+        assert!(
+            body.contains("llmjob_operator_reconciles_total 1"),
+            "{body}"
+        );
+        assert!(body.trim_end().ends_with("# EOF"), "{body}");
+        server.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_taken_port_is_a_clear_error() {
+        let held = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = held.local_addr().unwrap();
+        let err = serve(addr, Arc::new(Metrics::new()), Health::default())
+            .await
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("--http-addr"), "{err}");
+    }
+}

@@ -1,0 +1,221 @@
+//! The operator's Prometheus metrics, served on `/metrics` in the OpenMetrics text format.
+//!
+//! Labels are of low cardinality only: phases, error categories, namespaces and models; never
+//! an object's name or uid.
+
+use std::time::Duration;
+
+use llmjob_crds::result::RunResult;
+use llmjob_crds::v1alpha1::Phase;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::status::phase_name;
+
+/// Labels of the reconcile-error counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// The error's category (the same string as the event and condition reason).
+    pub category: String,
+}
+
+/// Labels of the LlmJob gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    /// `Pending`, `Running`, `Succeeded`, `Failed`, `Suspended` or `Unknown` (no status yet).
+    pub phase: String,
+}
+
+/// Labels of the token counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    /// Namespace of the LlmJob.
+    pub namespace: String,
+    /// The requested model (`spec.model`).
+    pub model: String,
+    /// `input` or `output`.
+    pub r#type: String,
+}
+
+/// The operator's metrics and their registry.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Reconciles started.
+    pub reconciles: Counter,
+    /// Reconciles that ended in an error, by category.
+    pub reconcile_errors: Family<ErrorLabels, Counter>,
+    /// Duration of reconciles in seconds.
+    pub reconcile_duration: Histogram,
+    /// LlmJobs by phase, as last seen by the controller.
+    pub llmjobs: Family<PhaseLabels, Gauge>,
+    /// Tokens of finished runs, by namespace, model and type.
+    pub tokens: Family<TokenLabels, Counter>,
+    /// 1 while this replica leads (or runs without leader election), else 0.
+    pub leader: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("llmjob_operator");
+        let reconciles = Counter::default();
+        registry.register("reconciles", "Reconciles of LlmJobs", reconciles.clone());
+        let reconcile_errors = Family::<ErrorLabels, Counter>::default();
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that ended in an error, by category",
+            reconcile_errors.clone(),
+        );
+        let reconcile_duration = Histogram::new(exponential_buckets(0.005, 2.0, 12));
+        registry.register_with_unit(
+            "reconcile_duration",
+            "Duration of a reconcile",
+            prometheus_client::registry::Unit::Seconds,
+            reconcile_duration.clone(),
+        );
+        let llmjobs = Family::<PhaseLabels, Gauge>::default();
+        registry.register("llmjobs", "LlmJobs by phase", llmjobs.clone());
+        let tokens = Family::<TokenLabels, Counter>::default();
+        registry.register(
+            "tokens",
+            "Tokens of finished runs, by namespace, requested model and type (input/output)",
+            tokens.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica runs the controller",
+            leader.clone(),
+        );
+        Metrics {
+            registry,
+            reconciles,
+            reconcile_errors,
+            reconcile_duration,
+            llmjobs,
+            tokens,
+            leader,
+        }
+    }
+
+    /// Counts a reconcile error of `category`.
+    pub fn error(&self, category: &str) {
+        self.reconcile_errors
+            .get_or_create(&ErrorLabels {
+                category: category.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Records the duration of one reconcile.
+    pub fn reconciled(&self, took: Duration) {
+        self.reconcile_duration.observe(took.as_secs_f64());
+    }
+
+    /// Adds the tokens of a finished run.
+    pub fn count_tokens(&self, namespace: &str, model: &str, result: &RunResult) {
+        let Some(usage) = &result.usage else { return };
+        for (kind, n) in [
+            ("input", usage.input_tokens),
+            ("output", usage.output_tokens),
+        ] {
+            if let Some(n) = n {
+                self.tokens
+                    .get_or_create(&TokenLabels {
+                        namespace: namespace.to_owned(),
+                        model: model.to_owned(),
+                        r#type: kind.to_owned(),
+                    })
+                    .inc_by(n);
+            }
+        }
+    }
+
+    /// Sets the LlmJob gauge from the phases of every LlmJob the controller sees.
+    pub fn set_phases(&self, phases: impl IntoIterator<Item = Option<Phase>>) {
+        let mut counts = std::collections::BTreeMap::<&'static str, i64>::from([
+            ("Pending", 0),
+            ("Running", 0),
+            ("Succeeded", 0),
+            ("Failed", 0),
+            ("Suspended", 0),
+            ("Unknown", 0),
+        ]);
+        for p in phases {
+            *counts.entry(p.map_or("Unknown", phase_name)).or_default() += 1;
+        }
+        for (phase, n) in counts {
+            self.llmjobs
+                .get_or_create(&PhaseLabels {
+                    phase: phase.to_owned(),
+                })
+                .set(n);
+        }
+    }
+
+    /// The metrics in the OpenMetrics text format.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use llmjob_crds::result::{RunStatus, TokenUsage};
+
+    #[test]
+    fn encodes_every_metric() {
+        let m = Metrics::new();
+        m.reconciles.inc();
+        m.error("SecretNotFound");
+        m.reconciled(Duration::from_millis(20));
+        m.set_phases([Some(Phase::Running), Some(Phase::Running), None]);
+        let result = RunResult {
+            status: RunStatus::Succeeded,
+            trace_id: None,
+            span_id: None,
+            response_id: None,
+            model: None,
+            finish_reason: None,
+            usage: Some(TokenUsage {
+                input_tokens: Some(23),
+                output_tokens: Some(8),
+                total_tokens: Some(31),
+            }),
+            duration_ms: None,
+            attempts: None,
+            input_sha256: None,
+            output_sha256: None,
+            error: None,
+        };
+        m.count_tokens("team-a", "gpt-4o-mini", &result);
+        let text = m.encode().unwrap();
+        for want in [
+            "llmjob_operator_reconciles_total 1",
+            "llmjob_operator_reconcile_errors_total{category=\"SecretNotFound\"} 1",
+            "llmjob_operator_reconcile_duration_seconds_count 1",
+            "llmjob_operator_llmjobs{phase=\"Running\"} 2",
+            "llmjob_operator_llmjobs{phase=\"Unknown\"} 1",
+            "llmjob_operator_llmjobs{phase=\"Failed\"} 0",
+            "llmjob_operator_tokens_total{namespace=\"team-a\",model=\"gpt-4o-mini\",type=\"input\"} 23",
+            "llmjob_operator_tokens_total{namespace=\"team-a\",model=\"gpt-4o-mini\",type=\"output\"} 8",
+            "llmjob_operator_leader 0",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+    }
+}

@@ -1,0 +1,1093 @@
+//! Status step: the LlmJob's status derived from what the reconcile observed (its Job and the
+//! Job's pods, or a problem), and the server-side apply that writes it to `/status`.
+//!
+//! [`derive`] is pure: same observation, same status; a condition's `lastTransitionTime` only
+//! moves when its `status` changes. It reads the runner's one-line JSON result from the runner
+//! container's termination message and never copies anything else out of the pod. [`apply`] is
+//! the only writer of the status.
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Resource, ResourceExt};
+use llmjob_crds::result::{RunResult, RunStatus};
+use llmjob_crds::v1alpha1::{LlmJob, LlmJobStatus, Phase};
+
+use crate::FIELD_MANAGER;
+use crate::build_job::{CONTAINER_NAME, LAUNCH_TRACEPARENT_ANNOTATION, is_queued};
+use crate::traceparent::TraceParent;
+
+/// Condition type: the run succeeded (kstatus' readiness).
+pub const READY: &str = "Ready";
+/// Condition type: the run finished with a completion (terminal).
+pub const SUCCEEDED: &str = "Succeeded";
+/// Condition type: the run finished without a completion (terminal).
+pub const FAILED: &str = "Failed";
+/// Condition type: the operator is still working towards the end of the run (kstatus).
+pub const RECONCILING: &str = "Reconciling";
+/// Condition type: the LlmJob cannot progress until something changes (kstatus).
+pub const STALLED: &str = "Stalled";
+
+/// What the reconcile saw, the input of [`derive`].
+#[derive(Debug, Clone, Copy)]
+pub enum Observation<'a> {
+    /// The LlmJob cannot progress until something changes: an invalid spec, a missing Secret, a
+    /// Job of the same name owned by someone else. `reason` is the error's category.
+    Blocked {
+        /// CamelCase reason.
+        reason: &'static str,
+        /// What is wrong and what to do.
+        message: &'a str,
+    },
+    /// A transient problem the reconcile retries (an API error). `reason` is its category.
+    Retrying {
+        /// CamelCase reason.
+        reason: &'static str,
+        /// What went wrong.
+        message: &'a str,
+    },
+    /// The Job exists (it may have just been created).
+    Job {
+        /// The Job.
+        job: &'a Job,
+        /// The Job's pods.
+        pods: &'a [Pod],
+    },
+    /// The Job named in the status is gone before the operator saw the run finish.
+    JobGone {
+        /// Its name.
+        job_name: &'a str,
+    },
+}
+
+/// The CamelCase name of a phase.
+pub fn phase_name(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Pending => "Pending",
+        Phase::Running => "Running",
+        Phase::Succeeded => "Succeeded",
+        Phase::Failed => "Failed",
+        Phase::Suspended => "Suspended",
+    }
+}
+
+/// What the runner container of the Job's pods tells.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct RunnerState {
+    /// The parsed result of the latest finished runner container.
+    pub result: Option<RunResult>,
+    /// Why the latest termination message could not be parsed.
+    pub result_error: Option<String>,
+    /// Exit code and reason of the latest finished runner container.
+    pub terminated: Option<(i32, Option<String>)>,
+    /// Whether a pod is running (or its runner finished and the Job has not caught up yet).
+    pub running: bool,
+    /// Name of the latest pod.
+    pub pod_name: Option<String>,
+    /// Why the latest pod's runner container is waiting (e.g. `ImagePullBackOff: ...`).
+    pub waiting: Option<String>,
+    /// When the first runner container started.
+    pub started_at: Option<Time>,
+    /// When the latest runner container finished.
+    pub finished_at: Option<Time>,
+}
+
+/// Reads the runner containers of `pods` (the pods of one Job).
+pub fn runner_state(pods: &[Pod]) -> RunnerState {
+    let mut pods: Vec<&Pod> = pods.iter().collect();
+    pods.sort_by(|a, b| {
+        a.metadata
+            .creation_timestamp
+            .cmp(&b.metadata.creation_timestamp)
+            .then_with(|| a.metadata.name.cmp(&b.metadata.name))
+    });
+    let mut state = RunnerState::default();
+    let mut latest_terminated: Option<&ContainerStateTerminated> = None;
+    for pod in &pods {
+        let status = pod.status.as_ref();
+        let phase = status.and_then(|s| s.phase.as_deref());
+        let runner = status
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.name == CONTAINER_NAME));
+        let cstate = runner.and_then(|c| c.state.as_ref());
+        if phase == Some("Running") {
+            state.running = true;
+        }
+        state.pod_name = pod.metadata.name.clone();
+        state.waiting = cstate.and_then(|s| s.waiting.as_ref()).and_then(|w| {
+            w.reason
+                .as_deref()
+                .filter(|r| *r != "ContainerCreating" && *r != "PodInitializing")
+                .map(|r| match w.message.as_deref() {
+                    Some(m) if !m.is_empty() => format!("{r}: {m}"),
+                    _ => r.to_owned(),
+                })
+        });
+        let started = cstate.and_then(|s| {
+            s.running
+                .as_ref()
+                .and_then(|r| r.started_at.clone())
+                .or_else(|| s.terminated.as_ref().and_then(|t| t.started_at.clone()))
+        });
+        if state.started_at.is_none() {
+            state.started_at = started;
+        }
+        if let Some(t) = cstate.and_then(|s| s.terminated.as_ref()) {
+            latest_terminated = Some(t);
+            state.running = true;
+        }
+    }
+    if let Some(t) = latest_terminated {
+        state.terminated = Some((t.exit_code, t.reason.clone()));
+        state.finished_at = t.finished_at.clone();
+        match t
+            .message
+            .as_deref()
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+        {
+            None => {
+                state.result_error =
+                    Some("the runner wrote no result (empty termination message)".to_owned())
+            }
+            Some(message) => match RunResult::parse(message) {
+                Ok(r) => state.result = Some(r),
+                Err(e) => {
+                    state.result_error = Some(format!(
+                        "the runner's termination message is not a valid result ({e})"
+                    ))
+                }
+            },
+        }
+    }
+    state
+}
+
+/// One condition as the derivation wants it; [`derive`] adds times and generations.
+struct Want {
+    ready: (bool, String, String),
+    succeeded: (bool, String, String),
+    failed: (bool, String, String),
+    reconciling: (bool, String, String),
+    stalled: (bool, String, String),
+}
+
+fn f(reason: &str, message: impl Into<String>) -> (bool, String, String) {
+    (false, reason.to_owned(), message.into())
+}
+
+fn t(reason: &str, message: impl Into<String>) -> (bool, String, String) {
+    (true, reason.to_owned(), message.into())
+}
+
+/// The conditions of a phase that is neither finished nor blocked.
+fn in_progress(phase: Phase, reason: &str, message: String) -> Want {
+    let reconciling = phase != Phase::Suspended;
+    Want {
+        ready: f(reason, message.clone()),
+        succeeded: f(reason, "The run has not finished"),
+        failed: f(reason, "The run has not finished"),
+        reconciling: (reconciling, reason.to_owned(), message),
+        stalled: f(reason, ""),
+    }
+}
+
+fn succeeded(message: String) -> Want {
+    Want {
+        ready: t("Succeeded", message.clone()),
+        succeeded: t("Completed", message),
+        failed: f("Succeeded", ""),
+        reconciling: f("Succeeded", ""),
+        stalled: f("Succeeded", ""),
+    }
+}
+
+fn failed(reason: &str, message: String) -> Want {
+    Want {
+        ready: f(reason, message.clone()),
+        succeeded: f(reason, ""),
+        failed: t(reason, message.clone()),
+        reconciling: f(reason, ""),
+        stalled: t(reason, message),
+    }
+}
+
+/// A condition with the `lastTransitionTime` of `old` when its status did not change.
+fn condition(
+    old: &[Condition],
+    type_: &str,
+    (status, reason, message): (bool, String, String),
+    generation: Option<i64>,
+    now: &Timestamp,
+) -> Condition {
+    let status = if status { "True" } else { "False" };
+    let last_transition_time = old
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| Time(*now));
+    Condition {
+        type_: type_.to_owned(),
+        status: status.to_owned(),
+        reason,
+        message: truncate(message, 4096),
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max - 3;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str("...");
+    }
+    s
+}
+
+/// The CamelCase condition reason of a runner error type.
+pub fn error_reason(kind: &str) -> &'static str {
+    match kind {
+        "authentication" => "AuthenticationFailed",
+        "permission_denied" | "forbidden" => "PermissionDenied",
+        "rate_limited" => "RateLimited",
+        "timeout" => "Timeout",
+        "invalid_request" => "InvalidRequest",
+        "not_found" => "NotFound",
+        "connection" => "ConnectionFailed",
+        k if k.starts_with('5') => "ServerError",
+        _ => "RunFailed",
+    }
+}
+
+/// What a user can do about a runner error.
+fn error_hint(llmjob: &LlmJob, kind: &str) -> String {
+    let ns = llmjob.namespace().unwrap_or_default();
+    let key = &llmjob.spec.openai.api_key_secret_ref;
+    match kind {
+        "authentication" | "permission_denied" | "forbidden" => format!(
+            "Check the API key in Secret {ns}/{} (key {}), then create a new LlmJob.",
+            key.name, key.key
+        ),
+        "rate_limited" => {
+            "Every attempt was rate-limited: run again later or raise spec.run.maxAttempts."
+                .to_owned()
+        }
+        "timeout" => {
+            "Raise spec.run.timeout, or check that the API is reachable from the pod.".to_owned()
+        }
+        "invalid_request" | "not_found" => {
+            "Check spec.model, spec.parameters and spec.openai.baseURL.".to_owned()
+        }
+        _ => "See the run's trace and the pod's logs for details.".to_owned(),
+    }
+}
+
+/// One sentence about a successful result.
+fn success_message(result: Option<&RunResult>) -> String {
+    let Some(r) = result else {
+        return "The run finished".to_owned();
+    };
+    let mut parts = Vec::new();
+    if let Some(total) = r.usage.as_ref().and_then(|u| u.total_tokens) {
+        parts.push(format!("{total} tokens"));
+    }
+    if let Some(reason) = &r.finish_reason {
+        parts.push(format!("finish reason {reason}"));
+    }
+    if let Some(model) = &r.model {
+        parts.push(format!("model {model}"));
+    }
+    if parts.is_empty() {
+        "The run finished".to_owned()
+    } else {
+        format!("The run finished: {}", parts.join(", "))
+    }
+}
+
+/// Reason and message of a failed result.
+fn failure_from_result(llmjob: &LlmJob, r: &RunResult) -> (&'static str, String) {
+    let attempts = r
+        .attempts
+        .map(|a| format!(" after {a} attempt{}", if a == 1 { "" } else { "s" }))
+        .unwrap_or_default();
+    match &r.error {
+        Some(e) => {
+            let http = e
+                .http_status
+                .map(|s| format!(" (HTTP {s})"))
+                .unwrap_or_default();
+            (
+                error_reason(&e.kind),
+                format!(
+                    "The run failed{attempts}: {}: {}{http}. {}",
+                    e.kind,
+                    e.message,
+                    error_hint(llmjob, &e.kind)
+                ),
+            )
+        }
+        None => ("RunFailed", format!("The run failed{attempts}")),
+    }
+}
+
+/// What the runner's exit code means (the job-runner's contract).
+fn exit_meaning(code: i32) -> &'static str {
+    match code {
+        0 => "success",
+        1 => "internal error",
+        2 => "configuration error",
+        3 => "the API refused the request",
+        4 => "retries exhausted or deadline passed",
+        137 => "killed",
+        _ => "unexpected exit",
+    }
+}
+
+fn job_condition<'a>(
+    job: &'a Job,
+    types: &[&str],
+) -> Option<&'a k8s_openapi::api::batch::v1::JobCondition> {
+    job.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| {
+            cs.iter()
+                .find(|c| types.contains(&c.type_.as_str()) && c.status == "True")
+        })
+}
+
+/// Whether the Job reached its end (its pods may still be terminating).
+pub fn job_finished(job: &Job) -> bool {
+    job_condition(
+        job,
+        &["Complete", "Failed", "SuccessCriteriaMet", "FailureTarget"],
+    )
+    .is_some()
+}
+
+/// The trace id of the Job's launch span (the run's trace id).
+fn launch_trace_id(job: &Job) -> Option<String> {
+    job.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(LAUNCH_TRACEPARENT_ANNOTATION))
+        .and_then(|v| TraceParent::parse(v).ok())
+        .map(|tp| tp.trace_id_hex())
+}
+
+/// Derives the status of `llmjob` from an observation, at time `now`.
+pub fn derive(llmjob: &LlmJob, observation: Observation<'_>, now: Timestamp) -> LlmJobStatus {
+    let old = llmjob.status.clone().unwrap_or_default();
+    let mut status = old.clone();
+    status.observed_generation = llmjob.meta().generation;
+
+    let want = match observation {
+        Observation::Blocked { reason, message } => {
+            status.phase = Some(match old.phase {
+                Some(p @ (Phase::Running | Phase::Suspended)) => p,
+                _ => Phase::Pending,
+            });
+            Want {
+                ready: f(reason, message),
+                succeeded: f(reason, "The run has not finished"),
+                failed: f(reason, "The run has not finished"),
+                reconciling: f(reason, message),
+                stalled: t(reason, message),
+            }
+        }
+        Observation::Retrying { reason, message } => {
+            let phase = old.phase.unwrap_or(Phase::Pending);
+            status.phase = Some(phase);
+            let mut want = in_progress(phase, reason, message.to_owned());
+            want.reconciling = t(reason, message);
+            want
+        }
+        Observation::JobGone { job_name } => {
+            status.completion_time = old.completion_time.clone().or(Some(Time(now)));
+            match old.result.as_ref() {
+                Some(r) if r.status == RunStatus::Succeeded => {
+                    status.phase = Some(Phase::Succeeded);
+                    succeeded(success_message(Some(r)))
+                }
+                Some(r) => {
+                    status.phase = Some(Phase::Failed);
+                    let (reason, message) = failure_from_result(llmjob, r);
+                    failed(reason, message)
+                }
+                None => {
+                    status.phase = Some(Phase::Failed);
+                    failed(
+                        "JobDeleted",
+                        format!(
+                            "Job {job_name} was deleted before the run finished, so its result is \
+                             unknown; the operator never starts a second run: create a new LlmJob \
+                             to run again"
+                        ),
+                    )
+                }
+            }
+        }
+        Observation::Job { job, pods } => {
+            derive_from_job(llmjob, &old, &mut status, job, pods, now)
+        }
+    };
+
+    let generation = llmjob.meta().generation;
+    let conds = &old.conditions;
+    status.conditions = vec![
+        condition(conds, READY, want.ready, generation, &now),
+        condition(conds, SUCCEEDED, want.succeeded, generation, &now),
+        condition(conds, FAILED, want.failed, generation, &now),
+        condition(conds, RECONCILING, want.reconciling, generation, &now),
+        condition(conds, STALLED, want.stalled, generation, &now),
+    ];
+    status
+}
+
+fn derive_from_job(
+    llmjob: &LlmJob,
+    old: &LlmJobStatus,
+    status: &mut LlmJobStatus,
+    job: &Job,
+    pods: &[Pod],
+    now: Timestamp,
+) -> Want {
+    let job_name = job.name_any();
+    let runner = runner_state(pods);
+    status.job_name = Some(job_name.clone());
+    if runner.result.is_some() {
+        status.result = runner.result.clone();
+    }
+    if let Some(a) = status.result.as_ref().and_then(|r| r.attempts) {
+        status.attempts = Some(a);
+    }
+    status.trace_id = status
+        .result
+        .as_ref()
+        .and_then(|r| r.trace_id.clone())
+        .or_else(|| launch_trace_id(job))
+        .or_else(|| old.trace_id.clone());
+    if status.start_time.is_none() {
+        status.start_time = runner.started_at.clone();
+    }
+
+    let complete = job_condition(job, &["Complete", "SuccessCriteriaMet"]);
+    let job_failed = job_condition(job, &["Failed", "FailureTarget"]);
+    let result_failed = status
+        .result
+        .as_ref()
+        .is_some_and(|r| r.status == RunStatus::Failed);
+
+    if complete.is_some() || job_failed.is_some() {
+        status.completion_time = old
+            .completion_time
+            .clone()
+            .or_else(|| runner.finished_at.clone())
+            .or_else(|| job.status.as_ref().and_then(|s| s.completion_time.clone()))
+            .or_else(|| job_failed.and_then(|c| c.last_transition_time.clone()))
+            .or(Some(Time(now)));
+    }
+
+    if complete.is_some() && !result_failed {
+        status.phase = Some(Phase::Succeeded);
+        let mut message = success_message(status.result.as_ref());
+        if let Some(e) = &runner.result_error {
+            message.push_str(&format!(" ({e}; no usage recorded)"));
+        }
+        return succeeded(message);
+    }
+    if complete.is_some() || job_failed.is_some() {
+        status.phase = Some(Phase::Failed);
+        if let Some(r) = status
+            .result
+            .as_ref()
+            .filter(|r| r.status == RunStatus::Failed)
+        {
+            let (reason, message) = failure_from_result(llmjob, r);
+            return failed(reason, message);
+        }
+        let cond = job_failed.or(complete);
+        let job_reason = cond.and_then(|c| c.reason.clone()).unwrap_or_default();
+        let job_message = cond.and_then(|c| c.message.clone()).unwrap_or_default();
+        let mut message = match job_reason.as_str() {
+            "DeadlineExceeded" => format!(
+                "Job {job_name} exceeded its deadline (activeDeadlineSeconds {}): raise \
+                 spec.run.timeout or check why the pod did not finish",
+                job.spec
+                    .as_ref()
+                    .and_then(|s| s.active_deadline_seconds)
+                    .unwrap_or_default()
+            ),
+            _ => format!("Job {job_name} failed: {job_reason} {job_message}")
+                .trim_end()
+                .to_owned(),
+        };
+        if let Some((code, reason)) = &runner.terminated {
+            message.push_str(&format!(
+                "; the runner exited with code {code} ({}{})",
+                exit_meaning(*code),
+                reason
+                    .as_deref()
+                    .map(|r| format!(", {r}"))
+                    .unwrap_or_default()
+            ));
+        }
+        if let Some(e) = &runner.result_error {
+            message.push_str(&format!("; {e}"));
+        }
+        let reason = match job_reason.as_str() {
+            "DeadlineExceeded" => "DeadlineExceeded",
+            _ => "RunFailed",
+        };
+        return failed(reason, message);
+    }
+
+    let suspended = job.spec.as_ref().and_then(|s| s.suspend) == Some(true);
+    if suspended {
+        status.phase = Some(Phase::Suspended);
+        let message = if is_queued(llmjob) {
+            let queue = llmjob
+                .labels()
+                .get(llmjob_crds::v1alpha1::KUEUE_QUEUE_LABEL)
+                .cloned()
+                .unwrap_or_default();
+            format!("Job {job_name} waits for admission by Kueue queue {queue}")
+        } else {
+            format!("spec.suspend is true: Job {job_name} is suspended")
+        };
+        return in_progress(Phase::Suspended, "Suspended", message);
+    }
+    if runner.running {
+        status.phase = Some(Phase::Running);
+        let pod = runner.pod_name.as_deref().unwrap_or("?");
+        return in_progress(
+            Phase::Running,
+            "Running",
+            format!("Job {job_name} is running (pod {pod})"),
+        );
+    }
+    status.phase = Some(Phase::Pending);
+    let message = match (&runner.pod_name, &runner.waiting) {
+        (Some(pod), Some(waiting)) => {
+            format!("Job {job_name} created; pod {pod} is waiting: {waiting}")
+        }
+        (Some(pod), None) => format!("Job {job_name} created; pod {pod} is starting"),
+        _ => format!("Job {job_name} created; waiting for its pod"),
+    };
+    in_progress(Phase::Pending, "Pending", message)
+}
+
+/// Writes `status` to the LlmJob's `/status` by server-side apply with the operator's field
+/// manager, forced (the operator is the only writer of the status).
+pub async fn apply(
+    api: &Api<LlmJob>,
+    name: &str,
+    status: &LlmJobStatus,
+) -> Result<LlmJob, kube::Error> {
+    let patch = serde_json::json!({
+        "apiVersion": LlmJob::api_version(&()),
+        "kind": LlmJob::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_fixtures::{job, llmjob, pod};
+
+    const LLMJOB: &str = r#"
+metadata: {name: haiku, namespace: team-a, uid: u-1, generation: 2}
+spec: {prompt: hi, openai: {apiKeySecretRef: {name: openai, key: api-key}}}
+"#;
+
+    fn now() -> Timestamp {
+        "2026-01-02T03:04:05Z".parse().unwrap()
+    }
+
+    fn later() -> Timestamp {
+        "2026-01-02T04:00:00Z".parse().unwrap()
+    }
+
+    const JOB_META: &str = r#"
+metadata:
+  name: haiku
+  namespace: team-a
+  uid: job-uid
+  annotations: {llmjob.dev/launch-traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01}
+"#;
+
+    fn job_with(rest: &str) -> Job {
+        job(&format!("{JOB_META}{rest}"))
+    }
+
+    fn runner_pod(name: &str, created: &str, state: &str, phase: &str) -> Pod {
+        pod(&format!(
+            r#"
+metadata: {{name: {name}, namespace: team-a, creationTimestamp: "{created}"}}
+status:
+  phase: {phase}
+  containerStatuses:
+    - name: runner
+      image: runner
+      imageID: ""
+      ready: false
+      restartCount: 0
+      state: {state}
+"#
+        ))
+    }
+
+    const SUCCESS: &str = r#"{"status":"succeeded","traceId":"1111111111111111111111111111111a","responseId":"chatcmpl-1","model":"gpt-4o-mini-2024-07-18","finishReason":"stop","usage":{"inputTokens":23,"outputTokens":8,"totalTokens":31},"durationMs":12,"attempts":1}"#;
+
+    fn terminated(code: i32, message: &str) -> String {
+        format!(
+            "{{terminated: {{exitCode: {code}, reason: {}, message: {}, startedAt: \"2026-01-02T03:00:00Z\", finishedAt: \"2026-01-02T03:00:02Z\"}}}}",
+            if code == 0 { "Completed" } else { "Error" },
+            serde_json::to_string(message).unwrap()
+        )
+    }
+
+    fn cond<'a>(s: &'a LlmJobStatus, type_: &str) -> &'a Condition {
+        s.conditions.iter().find(|c| c.type_ == type_).unwrap()
+    }
+
+    #[test]
+    fn just_created_is_pending() {
+        let lj = llmjob(LLMJOB);
+        let j = job_with("spec: {suspend: false, template: {}}\n");
+        let s = derive(&lj, Observation::Job { job: &j, pods: &[] }, now());
+        assert_eq!(s.phase, Some(Phase::Pending));
+        assert_eq!(s.job_name.as_deref(), Some("haiku"));
+        assert_eq!(s.observed_generation, Some(2));
+        assert_eq!(
+            s.trace_id.as_deref(),
+            Some("0af7651916cd43dd8448eb211c80319c")
+        );
+        assert_eq!(cond(&s, READY).status, "False");
+        assert_eq!(cond(&s, RECONCILING).status, "True");
+        assert_eq!(cond(&s, STALLED).status, "False");
+        assert_eq!(cond(&s, READY).observed_generation, Some(2));
+        assert_eq!(s.conditions.len(), 5);
+    }
+
+    #[test]
+    fn waiting_pod_is_named_in_the_message() {
+        let lj = llmjob(LLMJOB);
+        let j = job_with("spec: {template: {}}\nstatus: {active: 1}\n");
+        let p = runner_pod(
+            "haiku-abcde",
+            "2026-01-02T03:00:00Z",
+            "{waiting: {reason: ImagePullBackOff, message: back-off pulling}}",
+            "Pending",
+        );
+        let s = derive(
+            &lj,
+            Observation::Job {
+                job: &j,
+                pods: &[p],
+            },
+            now(),
+        );
+        assert_eq!(s.phase, Some(Phase::Pending));
+        assert!(
+            cond(&s, RECONCILING)
+                .message
+                .contains("pod haiku-abcde is waiting: ImagePullBackOff: back-off pulling"),
+            "{:?}",
+            cond(&s, RECONCILING)
+        );
+    }
+
+    #[test]
+    fn running() {
+        let lj = llmjob(LLMJOB);
+        let j = job_with("spec: {template: {}}\nstatus: {active: 1}\n");
+        let p = runner_pod(
+            "haiku-abcde",
+            "2026-01-02T03:00:00Z",
+            "{running: {startedAt: \"2026-01-02T03:00:01Z\"}}",
+            "Running",
+        );
+        let s = derive(
+            &lj,
+            Observation::Job {
+                job: &j,
+                pods: &[p],
+            },
+            now(),
+        );
+        assert_eq!(s.phase, Some(Phase::Running));
+        assert_eq!(
+            s.start_time,
+            Some(Time("2026-01-02T03:00:01Z".parse().unwrap()))
+        );
+        assert_eq!(cond(&s, RECONCILING).reason, "Running");
+    }
+
+    #[test]
+    fn succeeded_with_the_result() {
+        let lj = llmjob(LLMJOB);
+        let j = job_with(
+            "spec: {template: {}}\nstatus: {succeeded: 1, conditions: [{type: SuccessCriteriaMet, status: \"True\"}, {type: Complete, status: \"True\"}]}\n",
+        );
+        let p = runner_pod(
+            "haiku-abcde",
+            "2026-01-02T03:00:00Z",
+            &terminated(0, SUCCESS),
+            "Succeeded",
+        );
+        let s = derive(
+            &lj,
+            Observation::Job {
+                job: &j,
+                pods: &[p],
+            },
+            now(),
+        );
+        assert_eq!(s.phase, Some(Phase::Succeeded));
+        let r = s.result.as_ref().unwrap();
+        assert_eq!(r.response_id.as_deref(), Some("chatcmpl-1"));
+        assert_eq!(r.usage.as_ref().unwrap().total_tokens, Some(31));
+        assert_eq!(s.attempts, Some(1));
+        assert_eq!(
+            s.trace_id.as_deref(),
+            Some("1111111111111111111111111111111a"),
+            "the result's trace id wins"
+        );
+        assert_eq!(
+            s.completion_time,
+            Some(Time("2026-01-02T03:00:02Z".parse().unwrap()))
+        );
+        assert_eq!(cond(&s, READY).status, "True");
+        assert_eq!(cond(&s, SUCCEEDED).status, "True");
+        assert!(cond(&s, SUCCEEDED).message.contains("31 tokens"));
+        assert_eq!(cond(&s, FAILED).status, "False");
+        assert_eq!(cond(&s, RECONCILING).status, "False");
+        assert_eq!(cond(&s, STALLED).status, "False");
+    }
+
+    #[test]
+    fn result_is_kept_before_the_job_catches_up_and_after_it_is_gone() {
+        let lj = llmjob(LLMJOB);
+        let j = job_with("spec: {template: {}}\nstatus: {active: 1}\n");
+        let p = runner_pod(
+            "haiku-abcde",
+            "2026-01-02T03:00:00Z",
+            &terminated(0, SUCCESS),
+            "Succeeded",
+        );
+        let s = derive(
+            &lj,
+            Observation::Job {
+                job: &j,
+                pods: &[p],
+            },
+            now(),
+        );
+        assert_eq!(s.phase, Some(Phase::Running));
+        assert!(s.result.is_some(), "copied as soon as the runner finished");
+
+        let mut lj2 = lj.clone();
+        lj2.status = Some(s);
+        let s2 = derive(&lj2, Observation::JobGone { job_name: "haiku" }, later());
+        assert_eq!(s2.phase, Some(Phase::Succeeded));
+        assert_eq!(cond(&s2, READY).status, "True");
+    }
+
+    #[test]
+    fn failed_401_names_the_error_and_the_secret() {
+        let lj = llmjob(LLMJOB);
+        let j = job_with(
+            "spec: {template: {}}\nstatus: {failed: 1, conditions: [{type: Failed, status: \"True\", reason: BackoffLimitExceeded, message: Job has reached the specified backoff limit}]}\n",
+        );
+        let msg = r#"{"status":"failed","traceId":"2222222222222222222222222222222b","attempts":1,"error":{"type":"authentication","message":"Incorrect API key provided","httpStatus":401}}"#;
+        let p = runner_pod(
+            "haiku-abcde",
+            "2026-01-02T03:00:00Z",
+            &terminated(3, msg),
+            "Failed",
+        );
+        let s = derive(
+            &lj,
+            Observation::Job {
+                job: &j,
+                pods: &[p],
+            },
+            now(),
+        );
+        assert_eq!(s.phase, Some(Phase::Failed));
+        let c = cond(&s, FAILED);
+        assert_eq!(c.status, "True");
+        assert_eq!(c.reason, "AuthenticationFailed");
+        assert!(
+            c.message.contains("Incorrect API key provided"),
+            "{}",
+            c.message
+        );
+        assert!(c.message.contains("HTTP 401"), "{}", c.message);
+        assert!(c.message.contains("team-a/openai"), "{}", c.message);
+        assert_eq!(cond(&s, STALLED).status, "True");
+        assert_eq!(cond(&s, READY).status, "False");
+        assert_eq!(cond(&s, SUCCEEDED).status, "False");
+        assert_eq!(
+            s.trace_id.as_deref(),
+            Some("2222222222222222222222222222222b")
+        );
+    }
+
+    #[test]
+    fn malformed_termination_message() {
+        let lj = llmjob(LLMJOB);
+        let j = job_with(
+            "spec: {template: {}}\nstatus: {failed: 1, conditions: [{type: Failed, status: \"True\", reason: BackoffLimitExceeded, message: Job has reached the specified backoff limit}]}\n",
+        );
+        let p = runner_pod(
+            "haiku-abcde",
+            "2026-01-02T03:00:00Z",
+            &terminated(1, "panicked at src/main.rs:1"),
+            "Failed",
+        );
+        let s = derive(
+            &lj,
+            Observation::Job {
+                job: &j,
+                pods: &[p],
+            },
+            now(),
+        );
+        assert_eq!(s.phase, Some(Phase::Failed));
+        assert!(s.result.is_none());
+        let c = cond(&s, FAILED);
+        assert_eq!(c.reason, "RunFailed");
+        assert!(
+            c.message.contains("exited with code 1 (internal error"),
+            "{}",
+            c.message
+        );
+        assert!(c.message.contains("not a valid result"), "{}", c.message);
+        assert_eq!(
+            s.trace_id.as_deref(),
+            Some("0af7651916cd43dd8448eb211c80319c"),
+            "the launch trace id stays"
+        );
+    }
+
+    #[test]
+    fn succeeded_job_with_malformed_message_still_succeeds() {
+        let lj = llmjob(LLMJOB);
+        let j = job_with(
+            "spec: {template: {}}\nstatus: {conditions: [{type: Complete, status: \"True\"}]}\n",
+        );
+        let p = runner_pod(
+            "haiku-abcde",
+            "2026-01-02T03:00:00Z",
+            &terminated(0, "{not json"),
+            "Succeeded",
+        );
+        let s = derive(
+            &lj,
+            Observation::Job {
+                job: &j,
+                pods: &[p],
+            },
+            now(),
+        );
+        assert_eq!(s.phase, Some(Phase::Succeeded));
+        assert!(cond(&s, SUCCEEDED).message.contains("not a valid result"));
+    }
+
+    #[test]
+    fn deadline_exceeded_without_result() {
+        let lj = llmjob(LLMJOB);
+        let j = job_with(
+            "spec: {activeDeadlineSeconds: 420, template: {}}\nstatus: {conditions: [{type: Failed, status: \"True\", reason: DeadlineExceeded, lastTransitionTime: \"2026-01-02T03:07:00Z\"}]}\n",
+        );
+        let s = derive(&lj, Observation::Job { job: &j, pods: &[] }, now());
+        assert_eq!(s.phase, Some(Phase::Failed));
+        assert_eq!(cond(&s, FAILED).reason, "DeadlineExceeded");
+        assert!(cond(&s, FAILED).message.contains("420"));
+        assert_eq!(
+            s.completion_time,
+            Some(Time("2026-01-02T03:07:00Z".parse().unwrap()))
+        );
+    }
+
+    #[test]
+    fn the_latest_pod_wins() {
+        let lj = llmjob(LLMJOB);
+        let j = job_with(
+            "spec: {template: {}}\nstatus: {conditions: [{type: Complete, status: \"True\"}]}\n",
+        );
+        let first = runner_pod(
+            "haiku-1",
+            "2026-01-02T03:00:00Z",
+            &terminated(
+                4,
+                r#"{"status":"failed","attempts":4,"error":{"type":"rate_limited","message":"429"}}"#,
+            ),
+            "Failed",
+        );
+        let second = runner_pod(
+            "haiku-2",
+            "2026-01-02T03:01:00Z",
+            &terminated(0, SUCCESS),
+            "Succeeded",
+        );
+        let s = derive(
+            &lj,
+            Observation::Job {
+                job: &j,
+                pods: &[second, first],
+            },
+            now(),
+        );
+        assert_eq!(s.phase, Some(Phase::Succeeded));
+        assert_eq!(s.attempts, Some(1));
+    }
+
+    #[test]
+    fn suspended_and_queued() {
+        let j = job_with("spec: {suspend: true, template: {}}\n");
+        let s = derive(
+            &llmjob(LLMJOB),
+            Observation::Job { job: &j, pods: &[] },
+            now(),
+        );
+        assert_eq!(s.phase, Some(Phase::Suspended));
+        assert_eq!(cond(&s, RECONCILING).status, "False");
+        assert!(cond(&s, READY).message.contains("spec.suspend"));
+
+        let queued = llmjob(
+            r#"
+metadata: {name: haiku, namespace: team-a, uid: u-1, labels: {kueue.x-k8s.io/queue-name: q1}}
+spec: {prompt: hi, openai: {apiKeySecretRef: {name: openai}}}
+"#,
+        );
+        let s = derive(&queued, Observation::Job { job: &j, pods: &[] }, now());
+        assert_eq!(s.phase, Some(Phase::Suspended));
+        assert!(cond(&s, READY).message.contains("Kueue queue q1"));
+    }
+
+    #[test]
+    fn blocked_by_a_missing_secret() {
+        let lj = llmjob(LLMJOB);
+        let msg = "Secret team-a/openai not found";
+        let s = derive(
+            &lj,
+            Observation::Blocked {
+                reason: "SecretNotFound",
+                message: msg,
+            },
+            now(),
+        );
+        assert_eq!(s.phase, Some(Phase::Pending));
+        assert_eq!(cond(&s, STALLED).status, "True");
+        assert_eq!(cond(&s, STALLED).reason, "SecretNotFound");
+        assert_eq!(cond(&s, STALLED).message, msg);
+        assert_eq!(cond(&s, READY).reason, "SecretNotFound");
+        assert!(s.job_name.is_none());
+    }
+
+    #[test]
+    fn retrying_keeps_the_phase() {
+        let mut lj = llmjob(LLMJOB);
+        lj.status = Some(LlmJobStatus {
+            phase: Some(Phase::Running),
+            ..LlmJobStatus::default()
+        });
+        let s = derive(
+            &lj,
+            Observation::Retrying {
+                reason: "FetchFailed",
+                message: "timeout",
+            },
+            now(),
+        );
+        assert_eq!(s.phase, Some(Phase::Running));
+        assert_eq!(cond(&s, RECONCILING).status, "True");
+        assert_eq!(cond(&s, RECONCILING).reason, "FetchFailed");
+        assert_eq!(cond(&s, STALLED).status, "False");
+    }
+
+    #[test]
+    fn job_gone_without_result_fails_and_never_reruns() {
+        let mut lj = llmjob(LLMJOB);
+        lj.status = Some(LlmJobStatus {
+            phase: Some(Phase::Running),
+            job_name: Some("haiku".into()),
+            ..LlmJobStatus::default()
+        });
+        let s = derive(&lj, Observation::JobGone { job_name: "haiku" }, now());
+        assert_eq!(s.phase, Some(Phase::Failed));
+        assert_eq!(cond(&s, FAILED).reason, "JobDeleted");
+        assert_eq!(s.completion_time, Some(Time(now())));
+    }
+
+    #[test]
+    fn transition_times_move_only_on_status_changes() {
+        let lj = llmjob(LLMJOB);
+        let j = job_with("spec: {template: {}}\nstatus: {active: 1}\n");
+        let first = derive(&lj, Observation::Job { job: &j, pods: &[] }, now());
+        let mut lj2 = lj.clone();
+        lj2.status = Some(first.clone());
+        // Same state later: nothing moves, so the derived status is equal (no write).
+        let again = derive(&lj2, Observation::Job { job: &j, pods: &[] }, later());
+        assert_eq!(again, first);
+        // Running later: reason and message change, status of Reconciling stays True.
+        let p = runner_pod(
+            "haiku-abcde",
+            "2026-01-02T03:00:00Z",
+            "{running: {}}",
+            "Running",
+        );
+        let running = derive(
+            &lj2,
+            Observation::Job {
+                job: &j,
+                pods: &[p],
+            },
+            later(),
+        );
+        assert_eq!(
+            cond(&running, RECONCILING).last_transition_time,
+            Time(now())
+        );
+        assert_eq!(cond(&running, RECONCILING).reason, "Running");
+        // Succeeded later: Ready flips, so its time moves.
+        let mut lj3 = lj.clone();
+        lj3.status = Some(running);
+        let done = job_with(
+            "spec: {template: {}}\nstatus: {conditions: [{type: Complete, status: \"True\"}]}\n",
+        );
+        let s = derive(
+            &lj3,
+            Observation::Job {
+                job: &done,
+                pods: &[],
+            },
+            later(),
+        );
+        assert_eq!(cond(&s, READY).last_transition_time, Time(later()));
+        assert_eq!(cond(&s, STALLED).last_transition_time, Time(now()));
+    }
+
+    #[test]
+    fn error_reasons() {
+        assert_eq!(error_reason("authentication"), "AuthenticationFailed");
+        assert_eq!(error_reason("503"), "ServerError");
+        assert_eq!(error_reason("weird"), "RunFailed");
+    }
+}
