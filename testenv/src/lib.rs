@@ -6,6 +6,7 @@
 //! anything and fails loudly, naming that script, when a tool is missing.
 
 pub mod collector;
+pub mod kubelet;
 pub mod process;
 pub mod telemetry;
 pub mod tools;
