@@ -5,7 +5,10 @@
 //! The binaries come from `tools/ensure-tools.sh` (see [`tools`]); this crate never downloads
 //! anything and fails loudly, naming that script, when a tool is missing.
 
+pub mod certs;
+pub mod cluster;
 pub mod collector;
+pub mod env;
 pub mod kubelet;
 pub mod process;
 pub mod telemetry;

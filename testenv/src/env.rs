@@ -1,0 +1,585 @@
+//! The harness the integration tests and the demo use: one [`TestEnv`] is a control plane
+//! ([`crate::cluster`]), the fake kubelet ([`crate::kubelet`]) running pods as local processes, and
+//! optionally an OpenTelemetry Collector ([`crate::collector`]), all logging into one directory.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), testenv::env::EnvError> {
+//! use testenv::env::TestEnv;
+//! let env = TestEnv::builder()
+//!     .image("ghcr.io/llmjob-dev/llmjob-runner", "target/debug/llmjob-runner")
+//!     .host_image("busybox")
+//!     .collector(true)
+//!     .start()
+//!     .await?;
+//! let ns = env.create_namespace("smoke").await?;
+//! let out = env.kubectl(&["get", "pods", "-n", &ns]).await?;
+//! env.shutdown().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Where things go: `<target>/testenv-logs/env-<millis>-<pid>-<n>/` holds `etcd.log`,
+//! `kube-apiserver.log`, `kube-controller-manager.log`, `pki/`, `kubeconfig`, `pods/` (one log per
+//! container, `<ns>_<pod>_<container>.log`) and `collector-*/`. The path is printed to stderr on
+//! start (`testenv: logs in ...`) and named by every start error. It is kept after the run.
+//!
+//! Tests share one environment per test binary through [`TestEnv::shared`] and isolate themselves
+//! with [`TestEnv::create_namespace`]. It must not hold test logic (assertions, fixtures).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, PostParams};
+
+use crate::cluster::{self, Cluster, ClusterError};
+use crate::collector::{Collector, CollectorError};
+use crate::kubelet::{Kubelet, KubeletConfig, KubeletError, KubeletHandle};
+use crate::tools::{self, MissingTool};
+
+/// The Node the fake kubelet registers.
+pub const NODE_NAME: &str = "testenv-node";
+/// The job-runner's image (without tag), mapped by [`TestEnv::shared`] to the cargo-built binary.
+pub const RUNNER_IMAGE: &str = "ghcr.io/llmjob-dev/llmjob-runner";
+/// The label every namespace made by [`TestEnv::create_namespace`] carries.
+pub const NAMESPACE_LABEL: &str = "testenv.llmjob.dev/test-namespace";
+/// How long [`TestEnv::create_namespace`] waits for the namespace's `default` ServiceAccount.
+pub const NAMESPACE_READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Lifetime of the tokens made by [`TestEnv::client_as_service_account`].
+const TOKEN_SECONDS: i64 = 3600;
+
+/// Errors from starting or using the test environment.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvError {
+    /// Something failed while starting; the logs are in `dir`.
+    #[error("cannot start the test environment (logs in {dir}): {source}")]
+    Start {
+        /// The environment's directory.
+        dir: PathBuf,
+        /// What failed.
+        #[source]
+        source: Box<EnvError>,
+    },
+    /// A tool is not built.
+    #[error(transparent)]
+    MissingTool(#[from] MissingTool),
+    /// The control plane failed.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// The fake kubelet failed to start.
+    #[error("the fake kubelet failed to start: {0}")]
+    Kubelet(#[from] KubeletError),
+    /// The collector failed.
+    #[error(transparent)]
+    Collector(#[from] CollectorError),
+    /// The environment's directory could not be created.
+    #[error("cannot create {path}: {source}")]
+    Prepare {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An API call failed.
+    #[error("{what}: {source}")]
+    Api {
+        /// What was being done.
+        what: String,
+        /// The kube error.
+        #[source]
+        source: kube::Error,
+    },
+    /// Waiting for a condition timed out.
+    #[error("timed out after {timeout:?} waiting for {what}")]
+    Timeout {
+        /// What was awaited.
+        what: String,
+        /// The timeout.
+        timeout: Duration,
+    },
+    /// kubectl could not be run.
+    #[error("cannot run kubectl: {0}")]
+    Kubectl(#[source] std::io::Error),
+    /// The shared environment failed to start (the same message for every test of the binary).
+    #[error("the shared test environment failed to start: {0}")]
+    Shared(String),
+}
+
+/// Configures a [`TestEnv`]; see [`TestEnv::builder`].
+#[derive(Debug, Clone, Default)]
+#[must_use]
+pub struct TestEnvBuilder {
+    images: HashMap<String, PathBuf>,
+    host_images: Vec<String>,
+    collector: bool,
+    parent_dir: Option<PathBuf>,
+}
+
+impl TestEnvBuilder {
+    /// Runs containers of `image` (name without tag or digest) as the local `binary`.
+    pub fn image(mut self, image: impl Into<String>, binary: impl Into<PathBuf>) -> Self {
+        self.images.insert(image.into(), binary.into());
+        self
+    }
+
+    /// Runs containers of `image` (name without tag or digest) by executing their `command` +
+    /// `args` on the host (e.g. `busybox` with `sh -c ...`).
+    pub fn host_image(mut self, image: impl Into<String>) -> Self {
+        self.host_images.push(image.into());
+        self
+    }
+
+    /// Also starts an OpenTelemetry Collector ([`TestEnv::collector`]).
+    pub fn collector(mut self, enabled: bool) -> Self {
+        self.collector = enabled;
+        self
+    }
+
+    /// Puts the environment's directory under `parent` instead of `<target>/testenv-logs/`.
+    pub fn dir_in(mut self, parent: impl Into<PathBuf>) -> Self {
+        self.parent_dir = Some(parent.into());
+        self
+    }
+
+    /// Starts the control plane, the fake kubelet and (if asked) the collector. Must run inside
+    /// a tokio runtime whose threads outlive the environment (its processes die with the thread
+    /// that spawned them; see [`crate::process`]).
+    pub async fn start(self) -> Result<TestEnv, EnvError> {
+        let parent = self
+            .parent_dir
+            .clone()
+            .unwrap_or_else(|| tools::target_dir().join("testenv-logs"));
+        let dir = unique_dir(&parent);
+        std::fs::create_dir_all(&dir).map_err(|source| EnvError::Prepare {
+            path: dir.clone(),
+            source,
+        })?;
+        eprintln!("testenv: logs in {}", dir.display());
+        self.start_in(&dir).await.map_err(|source| EnvError::Start {
+            dir: dir.clone(),
+            source: Box::new(source),
+        })
+    }
+
+    async fn start_in(self, dir: &Path) -> Result<TestEnv, EnvError> {
+        // Fail on a missing kubectl now rather than in the middle of a test.
+        tools::bin("kubectl")?;
+        let cluster = Cluster::start(dir).await?;
+        let collector = if self.collector {
+            Some(Collector::start_in(dir).await?)
+        } else {
+            None
+        };
+        let kubelet = start_kubelet(&cluster, dir, self.images, self.host_images).await?;
+        Ok(TestEnv {
+            client: cluster.client(),
+            dir: dir.to_owned(),
+            kubelet: Some(kubelet),
+            collector,
+            cluster: Some(cluster),
+        })
+    }
+}
+
+/// The one place that starts the fake kubelet.
+async fn start_kubelet(
+    cluster: &Cluster,
+    dir: &Path,
+    images: HashMap<String, PathBuf>,
+    host_images: Vec<String>,
+) -> Result<KubeletHandle, KubeletError> {
+    Kubelet::start(KubeletConfig {
+        client: cluster.client(),
+        node_name: NODE_NAME.into(),
+        images,
+        host_images,
+        // The kubelet writes `<dir>/pods/<ns>_<pod>_<container>.log`.
+        dir: dir.to_owned(),
+        api_server_url: cluster.api_server_url().to_owned(),
+        ca_pem: cluster.ca_pem().to_owned(),
+    })
+    .await
+}
+
+/// A running test environment. Dropping it kills everything (kubelet and its pods first, then the
+/// collector, then the control plane); [`TestEnv::shutdown`] stops it gracefully.
+pub struct TestEnv {
+    // Dropped in this order.
+    kubelet: Option<KubeletHandle>,
+    collector: Option<Collector>,
+    cluster: Option<Cluster>,
+    client: kube::Client,
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for TestEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestEnv")
+            .field("dir", &self.dir)
+            .field("cluster", &self.cluster)
+            .field("collector", &self.collector)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TestEnv {
+    /// A builder with no images mapped, no host images and no collector.
+    pub fn builder() -> TestEnvBuilder {
+        TestEnvBuilder::default()
+    }
+
+    /// The configuration [`TestEnv::shared`] starts: the job-runner image
+    /// ([`RUNNER_IMAGE`]) mapped to `<target>/debug/llmjob-runner` (build it first; a pod of that
+    /// image fails to start while the file is missing), `busybox` on the host, and a collector.
+    pub fn shared_builder() -> TestEnvBuilder {
+        Self::builder()
+            .image(
+                RUNNER_IMAGE,
+                tools::target_dir().join("debug").join("llmjob-runner"),
+            )
+            .host_image("busybox")
+            .collector(true)
+    }
+
+    /// The environment shared by all tests of this test binary, started on first use with
+    /// [`TestEnv::shared_builder`]. See [`TestEnv::shared_with`].
+    ///
+    /// # Panics
+    /// If the environment cannot start; every test that asks for it then fails with the same
+    /// message (which names the missing tool or the log directory).
+    pub fn shared() -> &'static TestEnv {
+        Self::shared_with(Self::shared_builder)
+    }
+
+    /// Like [`TestEnv::shared`], but the first caller's `configure` decides the configuration
+    /// (later callers get the same environment whatever they pass).
+    ///
+    /// The environment runs on a dedicated thread with its own tokio runtime, so it outlives the
+    /// runtime of each `#[tokio::test]`; its clients work from any runtime. It is never dropped:
+    /// its processes die with the test binary (parent-death signal), and the next start removes
+    /// etcd data directories left behind by dead processes.
+    ///
+    /// # Panics
+    /// If the environment cannot start (see [`TestEnv::shared`]).
+    pub fn shared_with(configure: impl FnOnce() -> TestEnvBuilder) -> &'static TestEnv {
+        match Self::try_shared_with(configure) {
+            Ok(env) => env,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// The non-panicking form of [`TestEnv::shared_with`].
+    pub fn try_shared_with(
+        configure: impl FnOnce() -> TestEnvBuilder,
+    ) -> Result<&'static TestEnv, EnvError> {
+        static SHARED: OnceLock<Result<TestEnv, String>> = OnceLock::new();
+        SHARED
+            .get_or_init(|| start_on_own_thread(configure()))
+            .as_ref()
+            .map_err(|e| EnvError::Shared(e.clone()))
+    }
+
+    /// An admin client (`system:masters`). It works from any tokio runtime.
+    pub fn client(&self) -> kube::Client {
+        self.client.clone()
+    }
+
+    /// The admin kubeconfig (`<dir>/kubeconfig`).
+    pub fn kubeconfig_path(&self) -> PathBuf {
+        self.dir.join("kubeconfig")
+    }
+
+    /// The apiserver's URL, `https://127.0.0.1:<port>`.
+    pub fn api_server_url(&self) -> &str {
+        self.cluster
+            .as_ref()
+            .map(Cluster::api_server_url)
+            .unwrap_or_default()
+    }
+
+    /// The environment's directory (logs, PKI, kubeconfig, pod logs, collector output).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The control plane.
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.cluster.as_ref()
+    }
+
+    /// The collector, if the builder asked for one.
+    pub fn collector(&self) -> Option<&Collector> {
+        self.collector.as_ref()
+    }
+
+    /// Creates a namespace named `<prefix>-<n>-<random>` (unique across processes), labelled
+    /// [`NAMESPACE_LABEL`], and waits until its `default` ServiceAccount exists (pods are
+    /// rejected by the ServiceAccount admission plugin before that). Returns the name.
+    pub async fn create_namespace(&self, prefix: &str) -> Result<String, EnvError> {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{prefix}-{n}-{}", random_suffix());
+        let namespace = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                labels: Some([(NAMESPACE_LABEL.to_owned(), "true".to_owned())].into()),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        };
+        Api::<Namespace>::all(self.client())
+            .create(&PostParams::default(), &namespace)
+            .await
+            .map_err(|source| EnvError::Api {
+                what: format!("cannot create namespace {name}"),
+                source,
+            })?;
+        let accounts: Api<ServiceAccount> = Api::namespaced(self.client(), &name);
+        let deadline = tokio::time::Instant::now() + NAMESPACE_READY_TIMEOUT;
+        loop {
+            let found = accounts
+                .get_opt("default")
+                .await
+                .map_err(|source| EnvError::Api {
+                    what: format!("cannot read ServiceAccount {name}/default"),
+                    source,
+                })?;
+            if found.is_some() {
+                return Ok(name);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(EnvError::Timeout {
+                    what: format!(
+                        "ServiceAccount {name}/default (see {}/kube-controller-manager.log)",
+                        self.dir.display()
+                    ),
+                    timeout: NAMESPACE_READY_TIMEOUT,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Runs the built kubectl with `--kubeconfig` set to the admin kubeconfig.
+    pub async fn kubectl(&self, args: &[&str]) -> Result<std::process::Output, EnvError> {
+        let kubectl = tools::bin("kubectl")?;
+        tokio::process::Command::new(kubectl)
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig_path())
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .map_err(EnvError::Kubectl)
+    }
+
+    /// The path of a container's log: `<dir>/pods/<ns>_<pod>_<container>.log`.
+    pub fn pod_log_path(&self, namespace: &str, pod: &str, container: &str) -> PathBuf {
+        match &self.kubelet {
+            Some(kubelet) => kubelet.pod_log_path(namespace, pod, container),
+            None => self
+                .dir
+                .join("pods")
+                .join(format!("{namespace}_{pod}_{container}.log")),
+        }
+    }
+
+    /// A container's stdout and stderr so far (empty if it has not written anything yet).
+    pub fn pod_log(&self, namespace: &str, pod: &str, container: &str) -> String {
+        std::fs::read(self.pod_log_path(namespace, pod, container))
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// A client authenticated as ServiceAccount `namespace/name` (a one-hour token from the
+    /// TokenRequest API), for checking RBAC as a workload would see it.
+    pub async fn client_as_service_account(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<kube::Client, EnvError> {
+        let request = TokenRequest {
+            spec: Some(TokenRequestSpec {
+                expiration_seconds: Some(TOKEN_SECONDS),
+                ..TokenRequestSpec::default()
+            }),
+            ..TokenRequest::default()
+        };
+        let response = Api::<ServiceAccount>::namespaced(self.client(), namespace)
+            .create_token_request(name, &PostParams::default(), &request)
+            .await
+            .map_err(|source| EnvError::Api {
+                what: format!("cannot request a token for ServiceAccount {namespace}/{name}"),
+                source,
+            })?;
+        let token = response.status.and_then(|s| s.token).unwrap_or_default();
+        let ca = self
+            .cluster
+            .as_ref()
+            .map(|c| c.ca_pem().to_owned())
+            .unwrap_or_default();
+        let url = self.api_server_url().to_owned();
+        let yaml = service_account_kubeconfig(&url, &ca, namespace, name, &token)
+            .map_err(ClusterError::from)?;
+        let path = self.dir.join(format!("kubeconfig-sa-{namespace}-{name}"));
+        Ok(cluster::client_from_kubeconfig(&yaml, &path, &url).await?)
+    }
+
+    /// Stops the kubelet (and its pods), the collector and the control plane, in that order.
+    /// The directory and its logs stay.
+    pub async fn shutdown(mut self) -> Result<(), EnvError> {
+        if let Some(kubelet) = self.kubelet.take() {
+            kubelet.shutdown().await;
+        }
+        let collector = self.collector.take().map(Collector::shutdown);
+        let cluster = self.cluster.take().map(Cluster::shutdown);
+        let mut result = Ok(());
+        if let Some(stop) = collector
+            && let Err(e) = stop.await
+        {
+            result = Err(e.into());
+        }
+        if let Some(stop) = cluster
+            && let Err(e) = stop.await
+        {
+            result = result.and(Err(e.into()));
+        }
+        result
+    }
+}
+
+/// Starts `builder` on a new thread that keeps its runtime (and so the environment's tasks and
+/// processes) alive for the rest of the process.
+fn start_on_own_thread(builder: TestEnvBuilder) -> Result<TestEnv, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("testenv-shared".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("testenv-shared-rt")
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = tx.send(Err(format!("cannot build a tokio runtime: {e}")));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let result = builder.start().await.map_err(|e| e.to_string());
+                let failed = result.is_err();
+                let _ = tx.send(result);
+                if !failed {
+                    // Keep this thread (the processes' parent-death anchor) and the runtime
+                    // (the kubelet's and the clients' tasks) alive until the process exits.
+                    std::future::pending::<()>().await;
+                }
+            });
+        });
+    if let Err(e) = spawned {
+        return Err(format!("cannot spawn the testenv thread: {e}"));
+    }
+    rx.recv()
+        .unwrap_or_else(|_| Err("the testenv thread died while starting".into()))
+}
+
+/// A kubeconfig that authenticates with a bearer token.
+fn service_account_kubeconfig(
+    url: &str,
+    ca_pem: &str,
+    namespace: &str,
+    name: &str,
+    token: &str,
+) -> Result<String, serde_yaml::Error> {
+    use base64::Engine as _;
+    let user = format!("system:serviceaccount:{namespace}:{name}");
+    let config = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{
+            "name": "testenv",
+            "cluster": {
+                "server": url,
+                "certificate-authority-data": base64::engine::general_purpose::STANDARD.encode(ca_pem),
+            },
+        }],
+        "users": [{ "name": user, "user": { "token": token } }],
+        "contexts": [{
+            "name": "testenv",
+            "context": { "cluster": "testenv", "user": user, "namespace": namespace },
+        }],
+        "current-context": "testenv",
+    });
+    serde_yaml::to_string(&config)
+}
+
+/// A fresh directory name under `parent`, unique across processes and within this one.
+fn unique_dir(parent: &Path) -> PathBuf {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let pid = std::process::id();
+    if n == 0 {
+        parent.join(format!("env-{millis}-{pid}"))
+    } else {
+        parent.join(format!("env-{millis}-{pid}-{n}"))
+    }
+}
+
+/// Five random lower-case hex digits (from the standard library's randomly seeded hasher).
+fn random_suffix() -> String {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    format!("{:05x}", hasher.finish() & 0xfffff)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespace_suffixes_are_dns_labels_and_differ() {
+        let a = random_suffix();
+        let b = random_suffix();
+        assert_eq!(a.len(), 5);
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn env_dirs_differ_within_a_process() {
+        let a = unique_dir(Path::new("/x"));
+        let b = unique_dir(Path::new("/x"));
+        assert_ne!(a, b);
+        assert!(a.file_name().unwrap().to_string_lossy().starts_with("env-"));
+    }
+
+    #[test]
+    fn service_account_kubeconfig_carries_the_token() {
+        let yaml =
+            service_account_kubeconfig("https://127.0.0.1:1", "PEM", "ns", "sa", "tok").unwrap();
+        let kubeconfig = kube::config::Kubeconfig::from_yaml(&yaml).unwrap();
+        assert_eq!(kubeconfig.auth_infos[0].name, "system:serviceaccount:ns:sa");
+        assert!(yaml.contains("tok"));
+    }
+}
