@@ -37,10 +37,13 @@ pub enum ReplayError {
         /// What is wrong with it.
         message: String,
     },
+    /// The server's thread or runtime could not be created.
+    #[error("cannot start the server thread: {0}")]
+    Runtime(#[source] std::io::Error),
     /// The server stopped with an I/O error.
     #[error("server failed: {0}")]
     Serve(#[source] std::io::Error),
-    /// The server task panicked or was cancelled.
+    /// The server thread panicked.
     #[error("server task ended abnormally: {0}")]
     Task(String),
 }

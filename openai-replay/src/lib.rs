@@ -3,6 +3,10 @@
 //! integration tests, the operator's end-to-end tests and the local demo run without an OpenAI
 //! account or network.
 //!
+//! The server runs on a thread of its own with its own tokio runtime, so it keeps answering
+//! while a test blocks (for instance on `std::process::Command::output`), under any runtime or
+//! none ([`ReplayServer::start_blocking`]).
+//!
 //! ```no_run
 //! use std::time::Duration;
 //! use openai_replay::{Faults, ReplayConfig, ReplayServer};

@@ -16,36 +16,50 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::StreamExt as _;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use tokio::sync::{oneshot, watch};
 
 use crate::fixtures::{Catalog, FIXTURE_NAMES, Fixture, FixtureBody, catalog};
 use crate::record::{RecordedRequest, bearer_token, redacted_headers};
 use crate::{Faults, ReplayConfig, ReplayError, Scenario, openai_error, select};
 
-/// How long [`ReplayServer::shutdown`] lets open responses finish before cutting them.
+/// How long a stopping server lets open responses finish before cutting them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Request bodies up to this size are accepted (images may be sent inline as base64).
 const BODY_LIMIT: usize = 64 * 1024 * 1024;
 
-/// A running replay server. Stops when [`shutdown`](ReplayServer::shutdown) is awaited or when
-/// dropped (then it stops accepting at once and finishes open responses in the background).
+/// A running replay server.
+///
+/// It runs on a thread of its own with its own single-threaded tokio runtime, so it keeps
+/// answering whatever the caller does: a `#[tokio::test]` on the current-thread runtime that
+/// blocks on a child process, a plain `#[test]` (see [`start_blocking`](Self::start_blocking)),
+/// or another runtime altogether.
+///
+/// It stops when [`shutdown`](ReplayServer::shutdown) is awaited or when dropped: it stops
+/// accepting at once and lets open responses finish (at most 10 s, then they are cut); `drop`
+/// does not wait for that.
 #[derive(Debug)]
 pub struct ReplayServer {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<std::io::Result<()>>>,
+    stop: watch::Sender<bool>,
+    done: Option<oneshot::Receiver<std::io::Result<()>>>,
 }
 
 impl ReplayServer {
-    /// Binds `config.addr` and starts serving on the current tokio runtime.
+    /// Binds `config.addr` and starts serving.
     ///
     /// Fails when the address cannot be bound, the fixed fixture is unknown, or the fault status
-    /// is not in 400..=599.
+    /// is not in 400..=599. The server runs on its own thread (see [`ReplayServer`]), so this
+    /// needs no particular runtime; it is `async` for symmetry with
+    /// [`shutdown`](Self::shutdown).
     pub async fn start(config: ReplayConfig) -> Result<ReplayServer, ReplayError> {
+        ReplayServer::start_blocking(config)
+    }
+
+    /// [`start`](Self::start) for callers without an async context (plain `#[test]`s). It only
+    /// binds a socket and spawns a thread, so it is also fine to call from async code.
+    pub fn start_blocking(config: ReplayConfig) -> Result<ReplayServer, ReplayError> {
         validate_faults(&config.faults)?;
         let catalog = catalog()?;
         let fixed = match &config.scenario {
@@ -61,14 +75,17 @@ impl ReplayServer {
                 )
             }
         };
-        let listener =
-            TcpListener::bind(config.addr)
-                .await
-                .map_err(|source| ReplayError::Bind {
-                    addr: config.addr,
-                    source,
-                })?;
+        let bind_error = |source| ReplayError::Bind {
+            addr: config.addr,
+            source,
+        };
+        let listener = std::net::TcpListener::bind(config.addr).map_err(bind_error)?;
+        listener.set_nonblocking(true).map_err(bind_error)?;
         let addr = listener.local_addr().map_err(ReplayError::LocalAddr)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(ReplayError::Runtime)?;
         let shared = Arc::new(Shared {
             catalog,
             api_key: config.api_key,
@@ -83,21 +100,22 @@ impl ReplayServer {
             next_request_id: AtomicU64::new(1),
         });
         let app = router(Arc::clone(&shared));
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    // A send or a dropped sender both mean "stop".
-                    let _ = stopped.await;
-                })
-                .await
-        });
+        let (stop, stop_rx) = watch::channel(false);
+        let (done_tx, done) = oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("openai-replay {addr}"))
+            .spawn(move || {
+                let result = runtime.block_on(serve(listener, app, stop_rx));
+                // The owner may be gone (dropped without `shutdown`): nobody to tell then.
+                let _ = done_tx.send(result);
+            })
+            .map_err(ReplayError::Runtime)?;
         tracing::debug!(%addr, "openai-replay started");
         Ok(ReplayServer {
             addr,
             shared,
-            stop: Some(stop),
-            task: Some(task),
+            stop,
+            done: Some(done),
         })
     }
 
@@ -137,32 +155,50 @@ impl ReplayServer {
     }
 
     /// Stops accepting connections, lets open responses finish (at most 10 s, then they are cut)
-    /// and waits for the server to end.
+    /// and waits until the server has ended and its port is closed.
     pub async fn shutdown(mut self) -> Result<(), ReplayError> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let Some(mut task) = self.task.take() else {
+        self.stop.send_replace(true);
+        let Some(done) = self.done.take() else {
             return Ok(());
         };
-        match tokio::time::timeout(SHUTDOWN_GRACE, &mut task).await {
-            Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(e))) => Err(ReplayError::Serve(e)),
-            Ok(Err(e)) => Err(ReplayError::Task(e.to_string())),
-            Err(_) => {
-                tracing::warn!("open responses still running after {SHUTDOWN_GRACE:?}; cut");
-                task.abort();
-                Ok(())
-            }
+        match done.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ReplayError::Serve(e)),
+            Err(_) => Err(ReplayError::Task(
+                "the server thread ended without reporting (it panicked)".to_owned(),
+            )),
         }
     }
 }
 
 impl Drop for ReplayServer {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        self.stop.send_replace(true);
+    }
+}
+
+/// Resolves once a stop was asked for (or the owner is gone).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    // An error means the sender was dropped: stop too.
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// Serves until stopped, then lets open responses finish for at most [`SHUTDOWN_GRACE`].
+async fn serve(
+    listener: std::net::TcpListener,
+    app: Router,
+    stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let graceful = axum::serve(listener, app).with_graceful_shutdown(stopped(stop.clone()));
+    let deadline = async {
+        stopped(stop).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+        tracing::warn!("open responses still running {SHUTDOWN_GRACE:?} after the stop; cut");
+    };
+    tokio::select! {
+        result = graceful => result,
+        () = deadline => Ok(()),
     }
 }
 

@@ -199,3 +199,23 @@ async fn base_url_is_the_openai_v1_root() {
     assert_ne!(port, 0);
     assert_eq!(server.base_url(), format!("http://127.0.0.1:{port}/v1"));
 }
+
+/// The server has its own thread and runtime: a plain test (no runtime) that blocks on a socket
+/// still gets its answer.
+#[test]
+fn serves_without_a_runtime_while_the_caller_blocks() {
+    use std::io::{Read as _, Write as _};
+
+    let server = ReplayServer::start_blocking(ReplayConfig::new()).unwrap();
+    let mut stream = std::net::TcpStream::connect(server.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: replay\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    assert!(answer.ends_with("ok"), "{answer}");
+}
