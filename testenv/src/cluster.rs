@@ -415,6 +415,8 @@ fn etcd_data_dir() -> Result<tempfile::TempDir, ClusterError> {
     let builder = {
         let mut b = tempfile::Builder::new();
         b.prefix(&prefix);
+        // etcd warns about anything wider than 0700.
+        b.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700));
         b
     };
     builder
