@@ -716,6 +716,21 @@ mod tests {
     }
 
     #[test]
+    fn not_ready_names_the_component_log_and_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("kube-apiserver.log");
+        std::fs::write(&log, "line 1\nerror: bad flag --nope\n").unwrap();
+        let message =
+            not_ready("kube-apiserver", "exited with exit status: 1".into(), &log).to_string();
+        assert!(
+            message.contains("kube-apiserver did not become ready"),
+            "{message}"
+        );
+        assert!(message.contains(&log.display().to_string()), "{message}");
+        assert!(message.contains("error: bad flag --nope"), "{message}");
+    }
+
+    #[test]
     fn port_clash_is_detected_from_the_log() {
         let clash = ClusterError::NotReady {
             component: "etcd",
