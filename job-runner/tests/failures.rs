@@ -391,7 +391,7 @@ async fn server_errors_exhaust_the_attempts_and_exit_4() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_retry_after_beyond_the_deadline_exits_4_without_waiting() {
+async fn a_retry_after_beyond_the_deadline_gives_up_with_exit_4() {
     let server = replay(
         ReplayConfig::new().with_faults(
             Faults::fail_first(5)
@@ -415,4 +415,30 @@ async fn a_retry_after_beyond_the_deadline_exits_4_without_waiting() {
         "{}",
         error.message
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_slower_than_the_deadline_exits_4_with_a_timeout() {
+    let collector = collector().await;
+    let server = replay(ReplayConfig::new().with_delay(Duration::from_secs(5))).await;
+    let run = Runner::new("it-slow-server")
+        .openai(&server)
+        .otlp_grpc(&collector)
+        .env("LLMJOB_TIMEOUT", "1s")
+        .run()
+        .await;
+    run.assert_exit(4);
+    assert_eq!(run.stdout, "");
+    let result = run.result();
+    assert_eq!(result.status, RunStatus::Failed);
+    assert_eq!(result.attempts, Some(1));
+    let error = result.error.clone().unwrap();
+    assert_eq!(error.kind, "timeout");
+    assert_eq!(error.http_status, None);
+    let trace_id = result.trace_id.unwrap();
+    let telemetry = wait_for_run(&collector, &trace_id).await;
+    let (workflow, _, chats) = span_tree(&telemetry, &trace_id, MODEL);
+    assert_eq!(chats.len(), 1);
+    assert_failed(chats[0], "timeout");
+    assert_failed(workflow, "timeout");
 }

@@ -519,3 +519,98 @@ async fn an_unreachable_collector_changes_neither_the_exit_code_nor_the_answer()
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_never_answers_changes_neither_the_exit_code_nor_the_answer() {
+    // Accepts connections and holds them open without ever answering.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let blackhole = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    for protocol in ["grpc", "http/protobuf"] {
+        let server = replay(ReplayConfig::new()).await;
+        let run = Runner::new("it-collector-stuck")
+            .openai(&server)
+            .env(
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                format!("http://127.0.0.1:{port}"),
+            )
+            .env("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+            .run()
+            .await;
+        // Finishing at all (within RUN_TIMEOUT) is the check; no timing is asserted.
+        run.assert_exit(0);
+        assert_eq!(run.stdout, format!("{ANSWER}\n"), "{protocol}");
+        assert_eq!(run.result().status, RunStatus::Succeeded, "{protocol}");
+        assert!(
+            run.stderr.contains("telemetry export failed"),
+            "{protocol}: the export failure is not reported on stderr:\n{}",
+            run.stderr
+        );
+    }
+    blackhole.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_without_a_scheme_is_accepted() {
+    let collector = collector().await;
+    let server = replay(ReplayConfig::new()).await;
+    let endpoint = collector.grpc_endpoint();
+    let run = Runner::new("it-no-scheme")
+        .openai(&server)
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            endpoint.trim_start_matches("http://"),
+        )
+        .run()
+        .await;
+    run.assert_exit(0);
+    let trace_id = run.trace_id();
+    let telemetry = wait_for_run(&collector, &trace_id).await;
+    span_tree(&telemetry, &trace_id, MODEL);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_messages_array_is_sent_as_given() {
+    let collector = collector().await;
+    let server = replay(ReplayConfig::new()).await;
+    let messages = r#"[{"role":"developer","content":"Be brief."},{"role":"user","content":"What is 2 + 2?"}]"#;
+    let run = Runner::new("it-messages")
+        .openai(&server)
+        .otlp_grpc(&collector)
+        .unset("OPENAI_PROMPT")
+        .env("LLMJOB_MESSAGES", messages)
+        .run()
+        .await;
+    run.assert_exit(0);
+    assert_eq!(run.stdout, format!("{ANSWER}\n"));
+    let body = server.requests()[0].body.clone().unwrap();
+    let sent: serde_json::Value = serde_json::from_str(messages).unwrap();
+    assert_eq!(body["messages"], sent);
+    let trace_id = run.trace_id();
+    let telemetry = wait_for_run(&collector, &trace_id).await;
+    let started = logs_starting(&telemetry, &trace_id, "job started");
+    assert_eq!(started[0].attributes.int("messages"), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unwritable_result_path_is_reported_and_changes_nothing() {
+    let server = replay(ReplayConfig::new()).await;
+    let run = Runner::new("it-result-path")
+        .openai(&server)
+        .env("OTEL_SDK_DISABLED", "true")
+        .env("LLMJOB_RESULT_PATH", "/nonexistent-dir/termination-log")
+        .run()
+        .await;
+    run.assert_exit(0);
+    assert_eq!(run.stdout, format!("{ANSWER}\n"));
+    assert!(
+        run.stderr.contains("LLMJOB_RESULT_PATH") && run.stderr.contains("/nonexistent-dir"),
+        "{}",
+        run.stderr
+    );
+}
