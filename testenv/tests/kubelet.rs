@@ -483,3 +483,66 @@ async fn deployment_becomes_available() {
     })
     .await;
 }
+
+/// Starts a `sleep 300` pod in `env` and returns the pid of the `sleep` process once it runs.
+async fn running_sleep_pid(env: &TestEnv) -> u32 {
+    let ns = env.create_namespace("kubelet-stop").await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(env.client(), &ns);
+    let pod = shell_pod(
+        "sleeper",
+        "Always",
+        "echo pid=$$$$; exec sleep 300",
+        serde_json::json!({}),
+    );
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let log = env.pod_log(&ns, "sleeper", "main");
+        if let Some(pid) = log
+            .lines()
+            .find_map(|l| l.strip_prefix("pid="))
+            .and_then(|p| p.trim().parse().ok())
+        {
+            return pid;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "sleeper never ran; logs in {}",
+            env.dir().display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits up to 10 s for `pid` to be gone.
+async fn assert_gone(pid: u32, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !process_gone(pid) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "pid {pid} survived {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_environment_stops_its_pods_on_shutdown_and_on_drop() {
+    let env = TestEnv::builder()
+        .host_image("busybox")
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let pid = running_sleep_pid(&env).await;
+    env.shutdown().await.unwrap();
+    assert_gone(pid, "TestEnv::shutdown").await;
+
+    let env = TestEnv::builder()
+        .host_image("busybox")
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let pid = running_sleep_pid(&env).await;
+    drop(env);
+    assert_gone(pid, "dropping the TestEnv").await;
+}

@@ -786,8 +786,11 @@ pub(crate) async fn run_pod(shared: Arc<Shared>, mut pod_rx: watch::Receiver<Arc
                 update = updates_rx.recv() => {
                     if let Some((slot, rt)) = update {
                         writer.set(slot, rt);
-                        let latest = pod_rx.borrow().clone();
-                        writer.flush(&latest).await;
+                        // A pod that is gone (or a kubelet shutting down) gets no more reports.
+                        if !pod_gone {
+                            let latest = pod_rx.borrow().clone();
+                            writer.flush(&latest).await;
+                        }
                     }
                 }
                 changed = pod_rx.changed(), if !pod_gone => {
