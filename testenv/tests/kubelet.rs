@@ -1,10 +1,11 @@
 //! The fake kubelet against the real control plane: Jobs complete with environment from Secrets,
 //! configuration errors resolve when the Secret appears, exit codes and termination messages
 //! reach the pod status, deletion kills processes, restarts, deadlines, service-account
-//! kubeconfigs, unknown images, and Deployments become Available.
+//! kubeconfigs, mapped and unknown images, Deployments become Available, and the kubelet's
+//! shutdown and drop stop its processes.
 //!
-//! All tests share one environment ([`TestEnv::shared`], `busybox` runs on the host) and each
-//! works in its own namespace.
+//! All tests but the last share one environment ([`shared_env`]: `busybox` runs on the host, two
+//! test images map to local files) and each works in its own namespace.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -19,6 +20,16 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use testenv::env::TestEnv;
 
 const WAIT: Duration = Duration::from_secs(90);
+
+/// The shared environment, with two extra image mappings for the mapped-binary tests (every test
+/// of this binary asks through here, so the first one's configuration is everyone's).
+fn shared_env() -> &'static TestEnv {
+    TestEnv::shared_with(|| {
+        TestEnv::shared_builder()
+            .image("testenv.local/echo", "/bin/echo")
+            .image("testenv.local/missing", "/nonexistent/binary")
+    })
+}
 
 /// Polls `check` every 100 ms until it returns `Some`; fails after `timeout` naming `what` and
 /// the environment's directory.
@@ -35,7 +46,7 @@ where
         assert!(
             tokio::time::Instant::now() < deadline,
             "timed out after {timeout:?} waiting for {what}; logs in {}",
-            TestEnv::shared().dir().display()
+            shared_env().dir().display()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -100,7 +111,7 @@ async fn finished(pods: &Api<Pod>, name: &str) -> Pod {
 
 #[tokio::test]
 async fn node_is_registered_ready_with_a_lease() {
-    let env = TestEnv::shared();
+    let env = shared_env();
     let node = Api::<Node>::all(env.client())
         .get("testenv-node")
         .await
@@ -136,7 +147,7 @@ async fn node_is_registered_ready_with_a_lease() {
 
 #[tokio::test]
 async fn job_completes_with_environment_from_a_secret() {
-    let env = TestEnv::shared();
+    let env = shared_env();
     let ns = env.create_namespace("kubelet-job").await.unwrap();
     Api::<Secret>::namespaced(env.client(), &ns)
         .create(
@@ -205,7 +216,7 @@ async fn job_completes_with_environment_from_a_secret() {
 
 #[tokio::test]
 async fn missing_secret_blocks_the_container_until_it_exists() {
-    let env = TestEnv::shared();
+    let env = shared_env();
     let ns = env.create_namespace("kubelet-cfg").await.unwrap();
     let pods: Api<Pod> = Api::namespaced(env.client(), &ns);
     let pod = shell_pod(
@@ -241,7 +252,7 @@ async fn missing_secret_blocks_the_container_until_it_exists() {
 
 #[tokio::test]
 async fn exit_code_and_termination_message_reach_the_status() {
-    let env = TestEnv::shared();
+    let env = shared_env();
     let ns = env.create_namespace("kubelet-exit").await.unwrap();
     let pods: Api<Pod> = Api::namespaced(env.client(), &ns);
     let pod = shell_pod(
@@ -267,7 +278,7 @@ async fn exit_code_and_termination_message_reach_the_status() {
 
 #[tokio::test]
 async fn fallback_to_logs_on_error() {
-    let env = TestEnv::shared();
+    let env = shared_env();
     let ns = env.create_namespace("kubelet-fallback").await.unwrap();
     let pods: Api<Pod> = Api::namespaced(env.client(), &ns);
     let pod = shell_pod(
@@ -294,7 +305,7 @@ fn process_gone(pid: u32) -> bool {
 
 #[tokio::test]
 async fn deleting_a_running_pod_kills_it_and_removes_it() {
-    let env = TestEnv::shared();
+    let env = shared_env();
     let ns = env.create_namespace("kubelet-del").await.unwrap();
     let pods: Api<Pod> = Api::namespaced(env.client(), &ns);
     let pod = shell_pod(
@@ -339,7 +350,7 @@ async fn deleting_a_running_pod_kills_it_and_removes_it() {
 
 #[tokio::test]
 async fn on_failure_restarts_until_success() {
-    let env = TestEnv::shared();
+    let env = shared_env();
     let ns = env.create_namespace("kubelet-restart").await.unwrap();
     let pods: Api<Pod> = Api::namespaced(env.client(), &ns);
     // The working directory (the pod's directory) survives restarts.
@@ -365,7 +376,7 @@ async fn on_failure_restarts_until_success() {
 
 #[tokio::test]
 async fn active_deadline_fails_the_pod() {
-    let env = TestEnv::shared();
+    let env = shared_env();
     let ns = env.create_namespace("kubelet-deadline").await.unwrap();
     let pods: Api<Pod> = Api::namespaced(env.client(), &ns);
     let mut pod = shell_pod("slow", "Never", "exec sleep 300", serde_json::json!({}));
@@ -386,7 +397,7 @@ async fn active_deadline_fails_the_pod() {
 
 #[tokio::test]
 async fn unknown_images_wait_with_a_hint() {
-    let env = TestEnv::shared();
+    let env = shared_env();
     let ns = env.create_namespace("kubelet-image").await.unwrap();
     let pods: Api<Pod> = Api::namespaced(env.client(), &ns);
     let mut pod = shell_pod("nope", "Never", "true", serde_json::json!({}));
@@ -409,7 +420,7 @@ async fn unknown_images_wait_with_a_hint() {
 
 #[tokio::test]
 async fn service_account_kubeconfig_authenticates_as_the_pod() {
-    let env = TestEnv::shared();
+    let env = shared_env();
     let ns = env.create_namespace("kubelet-sa").await.unwrap();
     let kubectl = testenv::tools::bin("kubectl").unwrap();
     let pods: Api<Pod> = Api::namespaced(env.client(), &ns);
@@ -435,7 +446,7 @@ async fn service_account_kubeconfig_authenticates_as_the_pod() {
 
 #[tokio::test]
 async fn deployment_becomes_available() {
-    let env = TestEnv::shared();
+    let env = shared_env();
     let ns = env.create_namespace("kubelet-deploy").await.unwrap();
     let deployments: Api<Deployment> = Api::namespaced(env.client(), &ns);
     let deployment: Deployment = from_json(serde_json::json!({
@@ -545,4 +556,69 @@ async fn own_environment_stops_its_pods_on_shutdown_and_on_drop() {
     let pid = running_sleep_pid(&env).await;
     drop(env);
     assert_gone(pid, "dropping the TestEnv").await;
+}
+
+#[tokio::test]
+async fn mapped_images_run_their_binary_with_the_args() {
+    let env = shared_env();
+    let ns = env.create_namespace("kubelet-mapped").await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(env.client(), &ns);
+    let pod: Pod = from_json(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": { "name": "echo" },
+        "spec": {
+            "restartPolicy": "Never",
+            "initContainers": [{
+                "name": "missing",
+                "image": "testenv.local/missing:v1",
+            }],
+            "containers": [{
+                "name": "main",
+                "image": "testenv.local/echo:v1",
+            }],
+        },
+    }));
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let pod = finished(&pods, "echo").await;
+    assert_eq!(phase(&pod), Some("Failed"));
+    let init = &pod
+        .status
+        .as_ref()
+        .unwrap()
+        .init_container_statuses
+        .as_ref()
+        .unwrap()[0];
+    let terminated = init.state.clone().and_then(|s| s.terminated).unwrap();
+    assert_eq!(terminated.exit_code, 128);
+    assert_eq!(terminated.reason.as_deref(), Some("StartError"));
+    assert!(
+        terminated
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("build it first"),
+        "{terminated:?}"
+    );
+
+    // The binary is the entrypoint: a foreign command is ignored, args are expanded and passed.
+    let pod: Pod = from_json(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": { "name": "echo2" },
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{
+                "name": "main",
+                "image": "testenv.local/echo@sha256:0123",
+                "command": ["/app/entrypoint"],
+                "args": ["hello", "$(NAME)"],
+                "env": [{ "name": "NAME", "value": "world" }],
+            }],
+        },
+    }));
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let pod = finished(&pods, "echo2").await;
+    assert_eq!(phase(&pod), Some("Succeeded"));
+    assert_eq!(env.pod_log(&ns, "echo2", "main"), "hello world\n");
 }

@@ -21,7 +21,9 @@ use tokio::sync::{OnceCell, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::env_resolve::{EnvSources, expand, referenced_objects, resolve_env};
-use super::image::{build_argv, is_executable_file, resolve_image, unknown_image_message};
+use super::image::{
+    ImageSource, build_argv, is_executable_file, resolve_image, unknown_image_message,
+};
 use super::runner::{ContainerProcess, Launch, ProcessRegistry};
 use super::status::{
     ContainerRuntime, PodRuntime, RunState, Terminated, build_status, is_sidecar, is_terminal,
@@ -262,6 +264,15 @@ async fn prepare(ctx: &PodCtx, container: &Container) -> Result<Launch, PrepareE
     let image = container.image.as_deref().unwrap_or_default();
     let source = resolve_image(image, &shared.images, &shared.host_images)
         .ok_or_else(|| PrepareError::Image(unknown_image_message(image)))?;
+    if let ImageSource::Binary(binary) = &source
+        && !is_executable_file(binary)
+    {
+        return Err(PrepareError::Start(format!(
+            "image \"{image}\" is mapped to {}, which is not an executable file: build it first \
+             (e.g. `cargo build -p <package>`)",
+            binary.display()
+        )));
+    }
     let pod = ctx.pod();
     let config_error = |message: String| PrepareError::Config {
         reason: "CreateContainerConfigError",
