@@ -303,6 +303,7 @@ async fn success_exports_the_contract_span_tree_metrics_logs_and_result() {
         Some("stop")
     );
     assert_eq!(points[0].value.as_f64(), 1.0);
+    assert_metric_attributes(&points[0].attributes, port);
 
     // Logs: correlated with the workflow span, structured, with the same resource.
     let started = logs_starting(&telemetry, &trace_id, "job started");
@@ -612,5 +613,44 @@ async fn an_unwritable_result_path_is_reported_and_changes_nothing() {
         run.stderr.contains("LLMJOB_RESULT_PATH") && run.stderr.contains("/nonexistent-dir"),
         "{}",
         run.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsampled_traceparent_is_honoured() {
+    const TRACE: &str = "5bf92f3577b34da6a3ce929d0e0e4737";
+    const PARENT: &str = "10f067aa0ba902b8";
+    let collector = collector().await;
+    let server = replay(ReplayConfig::new()).await;
+    let run = Runner::new("it-unsampled")
+        .openai(&server)
+        .otlp_grpc(&collector)
+        .env("TRACEPARENT", format!("00-{TRACE}-{PARENT}-00"))
+        .run()
+        .await;
+    run.assert_exit(0);
+    assert_eq!(run.trace_id(), TRACE);
+    let traceparent = server.requests()[0]
+        .header("traceparent")
+        .map(str::to_owned);
+    assert!(
+        traceparent
+            .as_deref()
+            .is_some_and(|t| t.starts_with(&format!("00-{TRACE}-")) && t.ends_with("-00")),
+        "{traceparent:?}"
+    );
+    // Logs and metrics still arrive; the spans follow the caller's sampling decision.
+    let telemetry = collector
+        .wait_for(TELEMETRY_WAIT, |t| {
+            let done = !logs_starting(t, TRACE, "job finished").is_empty()
+                && t.metric("gen_ai.client.operation.duration").is_some();
+            done.then(|| t.clone())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        telemetry.spans.is_empty(),
+        "spans of an unsampled trace were exported: {}",
+        telemetry.summary()
     );
 }
