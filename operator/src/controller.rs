@@ -303,8 +303,16 @@ pub async fn run(
     let ready_stores = stores.clone();
     let ready = tokio::spawn(async move {
         for store in &ready_stores {
-            if store.wait_until_ready().await.is_err() {
-                return;
+            // The store's readiness future wakes only its latest poller (the Controller polls it
+            // too), so it is re-polled with a timeout instead of awaited once.
+            loop {
+                match tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready())
+                    .await
+                {
+                    Ok(Ok(())) => break,
+                    Ok(Err(_)) => return,
+                    Err(_) => continue,
+                }
             }
         }
         health.set_ready();

@@ -62,6 +62,7 @@ pub enum RunError {
 /// Runs the operator until SIGTERM/SIGINT (or, with leader election, until leadership is lost):
 /// telemetry, the HTTP server, leader election, then the controllers.
 pub async fn run(config: Config) -> Result<(), RunError> {
+    install_crypto_provider();
     let telemetry = telemetry::Telemetry::init(&config)?;
     let result = run_with_telemetry(config, &telemetry).await;
     if let Err(e) = &result {
@@ -69,6 +70,13 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     }
     telemetry.shutdown();
     result
+}
+
+/// Selects rustls' ring provider for the process. kube (ring) and the OTLP exporter's reqwest
+/// (aws-lc-rs) together enable two providers, and rustls then refuses to pick one on its own.
+/// Idempotent: a provider installed earlier (by an embedding program or a test) stays.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 async fn run_with_telemetry(

@@ -1,0 +1,319 @@
+//! Bad input is rejected at admission by the CRD's OpenAPI schema and CEL rules, with a message
+//! that says what to do, against a real kube-apiserver. Valid manifests (including every example
+//! in `manifests/examples/`) are accepted.
+
+mod common;
+
+use common::*;
+use kube::Api;
+use kube::api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+use llmjob_crds::v1alpha1::LlmJob;
+
+/// A valid spec, changed by `edit`.
+fn manifest(edit: impl FnOnce(&mut serde_json::Value)) -> serde_json::Value {
+    let mut m = serde_json::json!({
+        "apiVersion": "llmjob.dev/v1alpha1",
+        "kind": "LlmJob",
+        "metadata": {"name": "candidate"},
+        "spec": {
+            "prompt": "hi",
+            "openai": {"apiKeySecretRef": {"name": "openai"}}
+        }
+    });
+    edit(&mut m);
+    m
+}
+
+/// Creates `manifest` with a server-side dry run, untyped so that unknown fields and wrong types
+/// reach the API server; the error message if rejected.
+async fn dry_run(api: &Api<DynamicObject>, manifest: &serde_json::Value) -> Result<(), String> {
+    let mut manifest = manifest.clone();
+    if let Some(meta) = manifest["metadata"].as_object_mut() {
+        meta.remove("namespace");
+    }
+    let object: DynamicObject = serde_json::from_value(manifest).map_err(|e| e.to_string())?;
+    let name = object.metadata.name.clone().unwrap_or_default();
+    // What `kubectl apply --server-side --dry-run=server` sends (kubectl validates strictly by
+    // default, so unknown fields are errors, not silently pruned).
+    let pp = PatchParams::apply("llmjob-tests")
+        .dry_run()
+        .validation_strict();
+    api.patch(&name, &pp, &Patch::Apply(&object))
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+fn untyped(env: &testenv::env::TestEnv, ns: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(env.client(), ns, &ApiResource::erase::<LlmJob>(&()))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_llmjobs_are_rejected_with_actionable_messages() {
+    let env = env().await;
+    let ns = env.create_namespace("admission").await.expect("namespace");
+    let api = untyped(env, &ns);
+    type Edit = Box<dyn FnOnce(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "no prompt nor messages",
+            Box::new(|m| {
+                m["spec"].as_object_mut().map(|s| s.remove("prompt"));
+            }),
+            "set exactly one of spec.prompt and spec.messages",
+        ),
+        (
+            "prompt and messages",
+            Box::new(|m| {
+                m["spec"]["messages"] = serde_json::json!([{"role": "user", "content": "x"}])
+            }),
+            "set exactly one of spec.prompt and spec.messages",
+        ),
+        (
+            "empty prompt",
+            Box::new(|m| m["spec"]["prompt"] = "".into()),
+            "spec.prompt",
+        ),
+        (
+            "empty messages",
+            Box::new(|m| {
+                m["spec"].as_object_mut().map(|s| s.remove("prompt"));
+                m["spec"]["messages"] = serde_json::json!([]);
+            }),
+            "spec.messages",
+        ),
+        (
+            "unknown role",
+            Box::new(|m| {
+                m["spec"].as_object_mut().map(|s| s.remove("prompt"));
+                m["spec"]["messages"] = serde_json::json!([{"role": "robot", "content": "x"}]);
+            }),
+            "role",
+        ),
+        (
+            "message without content",
+            Box::new(|m| {
+                m["spec"].as_object_mut().map(|s| s.remove("prompt"));
+                m["spec"]["messages"] = serde_json::json!([{"role": "user"}]);
+            }),
+            "content",
+        ),
+        (
+            "bad participant name",
+            Box::new(|m| {
+                m["spec"].as_object_mut().map(|s| s.remove("prompt"));
+                m["spec"]["messages"] =
+                    serde_json::json!([{"role": "user", "content": "x", "name": "a b"}]);
+            }),
+            "name",
+        ),
+        (
+            "empty model",
+            Box::new(|m| m["spec"]["model"] = "".into()),
+            "spec.model",
+        ),
+        (
+            "temperature too high",
+            Box::new(|m| m["spec"]["parameters"] = serde_json::json!({"temperature": 2.5})),
+            "temperature",
+        ),
+        (
+            "negative temperature",
+            Box::new(|m| m["spec"]["parameters"] = serde_json::json!({"temperature": -1})),
+            "temperature",
+        ),
+        (
+            "top_p above 1",
+            Box::new(|m| m["spec"]["parameters"] = serde_json::json!({"topP": 1.5})),
+            "topP",
+        ),
+        (
+            "zero max tokens",
+            Box::new(|m| m["spec"]["parameters"] = serde_json::json!({"maxTokens": 0})),
+            "maxTokens",
+        ),
+        (
+            "temperature as text",
+            Box::new(|m| m["spec"]["parameters"] = serde_json::json!({"temperature": "hot"})),
+            "temperature",
+        ),
+        (
+            "no API key Secret",
+            Box::new(|m| m["spec"]["openai"] = serde_json::json!({})),
+            "apiKeySecretRef",
+        ),
+        (
+            "Secret name not a DNS name",
+            Box::new(|m| m["spec"]["openai"]["apiKeySecretRef"]["name"] = "Not_A_Name".into()),
+            "apiKeySecretRef.name",
+        ),
+        (
+            "baseURL without scheme",
+            Box::new(|m| m["spec"]["openai"]["baseURL"] = "api.openai.com/v1".into()),
+            "spec.openai.baseURL must be an http:// or https:// URL",
+        ),
+        (
+            "ftp baseURL",
+            Box::new(|m| m["spec"]["openai"]["baseURL"] = "ftp://x/v1".into()),
+            "spec.openai.baseURL must be an http:// or https:// URL",
+        ),
+        (
+            "unknown OTLP protocol",
+            Box::new(|m| m["spec"]["telemetry"] = serde_json::json!({"protocol": "http/json"})),
+            "protocol",
+        ),
+        (
+            "endpoint with a path only",
+            Box::new(|m| m["spec"]["telemetry"] = serde_json::json!({"endpoint": "/v1/traces"})),
+            "spec.telemetry.endpoint must be host:port or an http(s):// URL",
+        ),
+        (
+            "unknown content capture",
+            Box::new(|m| m["spec"]["telemetry"] = serde_json::json!({"contentCapture": "some"})),
+            "contentCapture",
+        ),
+        (
+            "reserved resource attribute",
+            Box::new(|m| {
+                m["spec"]["telemetry"] =
+                    serde_json::json!({"resourceAttributes": {"k8s.pod.name": "x"}})
+            }),
+            "must not set k8s.*, service.name",
+        ),
+        (
+            "service.name as attribute",
+            Box::new(|m| {
+                m["spec"]["telemetry"] =
+                    serde_json::json!({"resourceAttributes": {"service.name": "x"}})
+            }),
+            "must not set k8s.*, service.name",
+        ),
+        (
+            "bad attribute key",
+            Box::new(|m| {
+                m["spec"]["telemetry"] = serde_json::json!({"resourceAttributes": {"a b": "x"}})
+            }),
+            "resourceAttributes keys must be",
+        ),
+        (
+            "timeout not a duration",
+            Box::new(|m| m["spec"]["run"] = serde_json::json!({"timeout": "soon"})),
+            "spec.run.timeout",
+        ),
+        (
+            "timeout above 24h",
+            Box::new(|m| m["spec"]["run"] = serde_json::json!({"timeout": "25h"})),
+            "spec.run.timeout must be between 1s and 24h",
+        ),
+        (
+            "zero attempts",
+            Box::new(|m| m["spec"]["run"] = serde_json::json!({"maxAttempts": 0})),
+            "maxAttempts",
+        ),
+        (
+            "too many attempts",
+            Box::new(|m| m["spec"]["run"] = serde_json::json!({"maxAttempts": 21})),
+            "maxAttempts",
+        ),
+        (
+            "negative backoffLimit",
+            Box::new(|m| m["spec"]["run"] = serde_json::json!({"backoffLimit": -1})),
+            "backoffLimit",
+        ),
+        (
+            "reserved env var",
+            Box::new(|m| {
+                m["spec"]["pod"] =
+                    serde_json::json!({"env": [{"name": "OPENAI_API_KEY", "value": "x"}]})
+            }),
+            "spec.pod.env must not set a variable the operator sets itself",
+        ),
+        (
+            "reserved OTEL env var",
+            Box::new(|m| {
+                m["spec"]["pod"] =
+                    serde_json::json!({"env": [{"name": "OTEL_SERVICE_NAME", "value": "x"}]})
+            }),
+            "spec.pod.env must not set a variable the operator sets itself",
+        ),
+        (
+            "unknown field",
+            Box::new(|m| m["spec"]["promt"] = "typo".into()),
+            "promt",
+        ),
+    ];
+    assert!(cases.len() >= 20);
+    let mut problems = Vec::new();
+    for (what, edit, want) in cases {
+        match dry_run(&api, &manifest(edit)).await {
+            Ok(()) => problems.push(format!("{what}: accepted")),
+            Err(message) if !message.contains(want) => problems.push(format!(
+                "{what}: message {message:?} does not contain {want:?}"
+            )),
+            Err(_) => {}
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_spec_is_immutable_except_suspend() {
+    let env = env().await;
+    let ns = env.create_namespace("immutable").await.expect("namespace");
+    let api: Api<LlmJob> = Api::namespaced(env.client(), &ns);
+    let created: LlmJob =
+        serde_json::from_value(manifest(|m| m["spec"]["suspend"] = true.into())).expect("LlmJob");
+    api.create(&PostParams::default(), &created)
+        .await
+        .expect("create");
+    let err = api
+        .patch(
+            "candidate",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"prompt": "something else"}})),
+        )
+        .await
+        .expect_err("changing the prompt must be rejected");
+    assert!(err.to_string().contains("spec is immutable"), "{err}");
+    api.patch(
+        "candidate",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"suspend": false}})),
+    )
+    .await
+    .expect("suspend may change");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_examples_are_accepted() {
+    let env = env().await;
+    let ns = env.create_namespace("examples").await.expect("namespace");
+    let api = untyped(env, &ns);
+    let dir = testenv::tools::workspace_root()
+        .join("manifests")
+        .join("examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).expect("manifests/examples") {
+        let path = entry.expect("entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("read");
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let value: serde_json::Value =
+                serde::Deserialize::deserialize(doc).expect("YAML document");
+            if value["kind"] != "LlmJob" {
+                continue;
+            }
+            dry_run(&api, &value)
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 1,
+        "no LlmJob examples found in {}",
+        dir.display()
+    );
+}

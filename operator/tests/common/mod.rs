@@ -1,0 +1,290 @@
+//! Shared by the operator's integration tests: the real control plane (`testenv`), the CRD, the
+//! real operator binary scoped to one test namespace, and small waiting helpers.
+//!
+//! Each test creates its own namespace and runs its own operator process with
+//! `--watch-namespaces=<that namespace>`, so tests share one control plane (and collector) and
+//! still never see each other's objects.
+
+#![allow(
+    dead_code,
+    missing_docs,
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic
+)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use llmjob_crds::v1alpha1::{LlmJob, Phase};
+use testenv::env::{RUNNER_IMAGE, TestEnv};
+use testenv::process::{ManagedProcess, ProcessSpec, free_loopback_port};
+use tokio::sync::OnceCell;
+
+/// The API key the tests put in Secrets (and look for in places it must never appear).
+pub const API_KEY: &str = "sk-test-LEAKCHECK-operator-0123456789";
+/// Generous upper bound for waits: a bound against hanging CI, not a performance assertion.
+pub const WAIT: Duration = Duration::from_secs(120);
+
+/// The shared control plane with the CRD installed.
+pub async fn env() -> &'static TestEnv {
+    static CRD: OnceCell<()> = OnceCell::const_new();
+    let env = TestEnv::shared();
+    CRD.get_or_init(|| async { install_crd(&env.client()).await })
+        .await;
+    env
+}
+
+/// Applies the generated CRD and waits until it is Established.
+pub async fn install_crd(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = llmjob_crds::v1alpha1::crd();
+    api.patch(
+        "llmjobs.llmjob.dev",
+        &PatchParams::apply("llmjob-tests").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("installing the CRD: {e}"));
+    wait_until("the LlmJob CRD to be Established", || async {
+        let crd = api.get("llmjobs.llmjob.dev").await.ok()?;
+        crd.status?
+            .conditions?
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True")
+            .then_some(())
+    })
+    .await;
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, panicking after [`WAIT`] with `what`.
+pub async fn wait_until<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {WAIT:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The real operator binary, watching one namespace.
+pub struct Operator {
+    process: Option<ManagedProcess>,
+    pub http: SocketAddr,
+    pub log: PathBuf,
+}
+
+impl Operator {
+    /// Starts `llmjob-operator` for `namespace`, exporting to the shared collector.
+    pub async fn start(env: &TestEnv, namespace: &str, extra_args: &[&str]) -> Operator {
+        let port = free_loopback_port().expect("a free port");
+        let http: SocketAddr = ([127, 0, 0, 1], port).into();
+        let collector = env.collector().expect("the shared env runs a collector");
+        let log = env
+            .dir()
+            .join("operators")
+            .join(format!("{namespace}-{}.log", port));
+        let spec = ProcessSpec::new(
+            format!("llmjob-operator ({namespace})"),
+            env!("CARGO_BIN_EXE_llmjob-operator"),
+            &log,
+        )
+        .arg(format!("--runner-image={RUNNER_IMAGE}:dev"))
+        .arg("--runner-image-pull-policy=Never")
+        .arg(format!(
+            "--default-otlp-endpoint={}",
+            collector.grpc_endpoint()
+        ))
+        .arg("--default-environment=test")
+        .arg(format!("--watch-namespaces={namespace}"))
+        .arg(format!("--http-addr={http}"))
+        .args(extra_args)
+        .env("KUBECONFIG", env.kubeconfig_path())
+        .env("POD_NAMESPACE", namespace)
+        .env("RUST_LOG", "info,llmjob_operator=debug")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.grpc_endpoint());
+        let process = ManagedProcess::spawn(spec).expect("spawning the operator");
+        let op = Operator {
+            process: Some(process),
+            http,
+            log,
+        };
+        let what = format!("the operator's /readyz (log: {})", op.log.display());
+        wait_until(&what, || async {
+            (op.get("/readyz").await?.0 == 200).then_some(())
+        })
+        .await;
+        op
+    }
+
+    /// `GET path` on the operator's HTTP server: status and body.
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(self.http).await.ok()?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.ok()?;
+        let code = out.get(9..12)?.parse().ok()?;
+        let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+        Some((code, body))
+    }
+
+    /// The operator's stderr so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops it with SIGTERM (a clean shutdown) and returns its exit status.
+    pub async fn stop(mut self) -> std::process::ExitStatus {
+        let process = self.process.take().expect("running");
+        process
+            .stop(Duration::from_secs(15))
+            .await
+            .expect("stopping the operator")
+    }
+}
+
+/// A namespace with the API-key Secret `openai` (key `api-key`).
+pub async fn namespace_with_secret(env: &TestEnv, prefix: &str) -> String {
+    let ns = env.create_namespace(prefix).await.expect("namespace");
+    create_secret(env, &ns, "openai").await;
+    ns
+}
+
+/// Creates Secret `name` holding [`API_KEY`] under `api-key`.
+pub async fn create_secret(env: &TestEnv, ns: &str, name: &str) {
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name},
+        "stringData": {"api-key": API_KEY}
+    }))
+    .expect("secret");
+    Api::<Secret>::namespaced(env.client(), ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("creating the Secret");
+}
+
+/// An LlmJob manifest (JSON) asking the replay server at `base_url` for a haiku.
+pub fn llmjob_json(name: &str, base_url: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "llmjob.dev/v1alpha1",
+        "kind": "LlmJob",
+        "metadata": {"name": name},
+        "spec": {
+            "model": "gpt-4o-mini",
+            "prompt": "Write a haiku about OpenTelemetry.",
+            "openai": {"apiKeySecretRef": {"name": "openai"}, "baseURL": base_url},
+            "run": {"timeout": "60s", "maxAttempts": 2}
+        }
+    })
+}
+
+/// Creates an LlmJob from JSON.
+pub async fn create_llmjob(env: &TestEnv, ns: &str, manifest: serde_json::Value) -> LlmJob {
+    let llmjob: LlmJob = serde_json::from_value(manifest).expect("an LlmJob");
+    Api::<LlmJob>::namespaced(env.client(), ns)
+        .create(&PostParams::default(), &llmjob)
+        .await
+        .expect("creating the LlmJob")
+}
+
+/// Waits until the LlmJob reaches `phase` and returns it.
+pub async fn wait_for_phase(env: &TestEnv, ns: &str, name: &str, phase: Phase) -> LlmJob {
+    let api: Api<LlmJob> = Api::namespaced(env.client(), ns);
+    let what = format!("LlmJob {ns}/{name} to reach {phase:?}");
+    let mut last = None;
+    let found = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Ok(j) = api.get(name).await {
+                if j.status.as_ref().and_then(|s| s.phase) == Some(phase) {
+                    return j;
+                }
+                last = Some(j);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    match found {
+        Ok(j) => j,
+        Err(_) => panic!(
+            "timed out waiting for {what}; last seen status: {}",
+            serde_json::to_string_pretty(&last.and_then(|j| j.status)).unwrap_or_default()
+        ),
+    }
+}
+
+/// The Jobs in `ns`.
+pub async fn jobs(env: &TestEnv, ns: &str) -> Vec<Job> {
+    Api::<Job>::namespaced(env.client(), ns)
+        .list(&ListParams::default())
+        .await
+        .expect("listing Jobs")
+        .items
+}
+
+/// The Events about the LlmJob `name` in `ns`: (type, reason, note).
+pub async fn events_of(env: &TestEnv, ns: &str, name: &str) -> Vec<(String, String, String)> {
+    Api::<Event>::namespaced(env.client(), ns)
+        .list(&ListParams::default())
+        .await
+        .expect("listing Events")
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .map(|e| {
+            (
+                e.type_.unwrap_or_default(),
+                e.reason.unwrap_or_default(),
+                e.note.unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// Waits until an Event with `reason` exists for the LlmJob.
+pub async fn wait_for_event(env: &TestEnv, ns: &str, name: &str, reason: &str) -> String {
+    let what = format!("an Event {reason} on LlmJob {ns}/{name}");
+    wait_until(&what, || async {
+        events_of(env, ns, name)
+            .await
+            .into_iter()
+            .find(|(_, r, _)| r == reason)
+            .map(|(_, _, note)| note)
+    })
+    .await
+}
+
+/// The condition `type_` of the LlmJob: (status, reason, message).
+pub fn condition(llmjob: &LlmJob, type_: &str) -> Option<(String, String, String)> {
+    llmjob
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// Name of an object, for messages.
+pub fn name_of<K: ResourceExt>(k: &K) -> String {
+    k.name_any()
+}

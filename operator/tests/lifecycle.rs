@@ -1,0 +1,354 @@
+//! The operator end to end, against a real kube-apiserver + kube-controller-manager (Job and
+//! garbage-collector controllers), the fake kubelet running the real job-runner binary, the
+//! openai-replay server and a real OpenTelemetry Collector.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Api, ResourceExt};
+use llmjob_crds::v1alpha1::{LlmJob, Phase};
+use openai_replay::{ReplayConfig, ReplayServer};
+
+#[allow(clippy::expect_used)]
+async fn replay() -> ReplayServer {
+    ReplayServer::start(ReplayConfig::new().with_api_key(API_KEY))
+        .await
+        .expect("replay server")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_llmjob_succeeds_with_usage_trace_and_kubernetes_attributes() {
+    let env = env().await;
+    let ns = namespace_with_secret(env, "ok").await;
+    let replay = replay().await;
+    let op = Operator::start(env, &ns, &[]).await;
+
+    create_llmjob(env, &ns, llmjob_json("haiku", &replay.base_url())).await;
+    let done = wait_for_phase(env, &ns, "haiku", Phase::Succeeded).await;
+    let status = done.status.clone().expect("status");
+
+    // Status: result, usage, trace id, conditions, observedGeneration.
+    assert_eq!(status.observed_generation, done.metadata.generation);
+    assert_eq!(status.job_name.as_deref(), Some("haiku"));
+    let result = status
+        .result
+        .as_ref()
+        .expect("the runner's result in the status");
+    let usage = result.usage.as_ref().expect("token usage");
+    assert!(usage.total_tokens.unwrap_or(0) > 0, "{usage:?}");
+    assert_eq!(status.attempts, Some(1));
+    let trace_id = status.trace_id.clone().expect("trace id");
+    assert_eq!(trace_id.len(), 32);
+    assert_eq!(result.trace_id.as_deref(), Some(trace_id.as_str()));
+    assert!(status.start_time.is_some() && status.completion_time.is_some());
+    let (ready, reason, message) = condition(&done, "Ready").expect("Ready condition");
+    assert_eq!(
+        (ready.as_str(), reason.as_str()),
+        ("True", "Succeeded"),
+        "{message}"
+    );
+    assert!(message.contains("tokens"), "{message}");
+    assert_eq!(
+        condition(&done, "Reconciling").map(|c| c.0).as_deref(),
+        Some("False")
+    );
+    assert_eq!(
+        condition(&done, "Stalled").map(|c| c.0).as_deref(),
+        Some("False")
+    );
+
+    // Events: the lifecycle is visible in `kubectl describe`.
+    wait_for_event(env, &ns, "haiku", "JobCreated").await;
+    wait_for_event(env, &ns, "haiku", "Succeeded").await;
+
+    // The trace: the operator's launch span parents the run's workflow span, and every run span
+    // carries the Kubernetes resource attributes the operator injected.
+    let collector = env.collector().expect("collector");
+    let telemetry = collector
+        .wait_for(WAIT, |t| {
+            let spans = t.trace(&trace_id);
+            (spans.iter().any(|s| s.name == "llmjob.launch")
+                && spans.iter().any(|s| s.name.starts_with("chat ")))
+            .then(|| t.clone())
+        })
+        .await
+        .expect("the run's trace in the collector");
+    let spans = telemetry.trace(&trace_id);
+    let launch = spans
+        .iter()
+        .find(|s| s.name == "llmjob.launch")
+        .expect("launch span");
+    assert_eq!(launch.resource.str("service.name"), Some("llmjob-operator"));
+    assert_eq!(
+        launch.attributes.str("k8s.namespace.name"),
+        Some(ns.as_str())
+    );
+    let workflow = spans
+        .iter()
+        .find(|s| s.name == "llm_job.workflow")
+        .expect("workflow span");
+    assert_eq!(
+        workflow.parent_span_id.as_deref(),
+        Some(launch.span_id.as_str())
+    );
+    let pods: Vec<Pod> = Api::<Pod>::namespaced(env.client(), &ns)
+        .list(&ListParams::default())
+        .await
+        .expect("pods")
+        .items;
+    let pod = pods.first().expect("the run's pod");
+    for span in spans
+        .iter()
+        .filter(|s| s.resource.str("service.name") == Some("llm-job"))
+    {
+        let r = &span.resource;
+        assert_eq!(
+            r.str("k8s.namespace.name"),
+            Some(ns.as_str()),
+            "{}",
+            span.name
+        );
+        assert_eq!(
+            r.str("k8s.pod.name"),
+            Some(pod.name_any().as_str()),
+            "{}",
+            span.name
+        );
+        assert_eq!(r.str("k8s.pod.uid"), pod.uid().as_deref(), "{}", span.name);
+        assert_eq!(r.str("k8s.job.name"), Some("haiku"), "{}", span.name);
+        assert_eq!(
+            r.str("k8s.node.name"),
+            Some(testenv::env::NODE_NAME),
+            "{}",
+            span.name
+        );
+        assert_eq!(
+            r.str("deployment.environment.name"),
+            Some("test"),
+            "{}",
+            span.name
+        );
+    }
+
+    // The operator's own metrics count the run's tokens.
+    let (code, metrics) = op.get("/metrics").await.expect("/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("llmjob_operator_reconciles_total"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "llmjob_operator_tokens_total{{namespace=\"{ns}\",model=\"gpt-4o-mini\",type=\"input\"}}"
+        )),
+        "{metrics}"
+    );
+
+    // The key never leaves the Secret: not in the status, events, Job or operator log.
+    let everything = format!(
+        "{}\n{:?}\n{}\n{}",
+        serde_json::to_string(&done).unwrap_or_default(),
+        events_of(env, &ns, "haiku").await,
+        serde_json::to_string(&jobs(env, &ns).await).unwrap_or_default(),
+        op.log_text()
+    );
+    assert!(!everything.contains(API_KEY), "the API key leaked");
+    assert!(op.stop().await.success(), "a clean shutdown exits 0");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_secret_blocks_until_it_is_created() {
+    let env = env().await;
+    let ns = env.create_namespace("secret").await.expect("namespace");
+    let replay = replay().await;
+    let _op = Operator::start(env, &ns, &[]).await;
+
+    create_llmjob(env, &ns, llmjob_json("waits", &replay.base_url())).await;
+    let note = wait_for_event(env, &ns, "waits", "SecretNotFound").await;
+    assert!(
+        note.contains("kubectl create secret generic openai"),
+        "{note}"
+    );
+    let api: Api<LlmJob> = Api::namespaced(env.client(), &ns);
+    let blocked = api.get("waits").await.expect("LlmJob");
+    assert_eq!(
+        blocked.status.as_ref().and_then(|s| s.phase),
+        Some(Phase::Pending)
+    );
+    let (stalled, reason, _) = condition(&blocked, "Stalled").expect("Stalled");
+    assert_eq!(
+        (stalled.as_str(), reason.as_str()),
+        ("True", "SecretNotFound")
+    );
+    assert!(jobs(env, &ns).await.is_empty(), "no Job without the Secret");
+
+    create_secret(env, &ns, "openai").await;
+    let done = wait_for_phase(env, &ns, "waits", Phase::Succeeded).await;
+    assert_eq!(
+        condition(&done, "Stalled").map(|c| c.0).as_deref(),
+        Some("False")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_key_fails_with_an_actionable_reason() {
+    let env = env().await;
+    let ns = namespace_with_secret(env, "auth").await;
+    let replay = ReplayServer::start(ReplayConfig::new().with_api_key("sk-the-right-one"))
+        .await
+        .expect("replay");
+    let _op = Operator::start(env, &ns, &[]).await;
+
+    create_llmjob(env, &ns, llmjob_json("denied", &replay.base_url())).await;
+    let failed = wait_for_phase(env, &ns, "denied", Phase::Failed).await;
+    let (status, reason, message) = condition(&failed, "Failed").expect("Failed condition");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "AuthenticationFailed")
+    );
+    assert!(
+        message.contains(&format!("Secret {ns}/openai")),
+        "{message}"
+    );
+    assert_eq!(replay.requests().len(), 1, "a 401 is never retried");
+    let note = wait_for_event(env, &ns, "denied", "Failed").await;
+    assert!(!note.contains(API_KEY));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_an_llmjob_cascades_to_its_job_and_pod() {
+    let env = env().await;
+    let ns = namespace_with_secret(env, "cascade").await;
+    // The replay server answers slowly, so the pod is still running when the LlmJob goes.
+    let replay = ReplayServer::start(
+        ReplayConfig::new()
+            .with_api_key(API_KEY)
+            .with_delay(Duration::from_secs(30)),
+    )
+    .await
+    .expect("replay");
+    let _op = Operator::start(env, &ns, &[]).await;
+
+    create_llmjob(env, &ns, llmjob_json("doomed", &replay.base_url())).await;
+    wait_for_phase(env, &ns, "doomed", Phase::Running).await;
+    Api::<LlmJob>::namespaced(env.client(), &ns)
+        .delete("doomed", &DeleteParams::foreground())
+        .await
+        .expect("deleting the LlmJob");
+    let pods: Api<Pod> = Api::namespaced(env.client(), &ns);
+    wait_until("the Job and its pod to be garbage-collected", || async {
+        let no_jobs = jobs(env, &ns).await.is_empty();
+        let no_pods = pods
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .is_empty();
+        (no_jobs && no_pods).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn suspend_and_resume() {
+    let env = env().await;
+    let ns = namespace_with_secret(env, "suspend").await;
+    let replay = replay().await;
+    let _op = Operator::start(env, &ns, &[]).await;
+
+    let mut manifest = llmjob_json("later", &replay.base_url());
+    manifest["spec"]["suspend"] = true.into();
+    create_llmjob(env, &ns, manifest).await;
+    wait_for_phase(env, &ns, "later", Phase::Suspended).await;
+    let job = jobs(env, &ns).await.pop().expect("a suspended Job exists");
+    assert_eq!(job.spec.as_ref().and_then(|s| s.suspend), Some(true));
+    let pods: Api<Pod> = Api::namespaced(env.client(), &ns);
+    assert!(
+        pods.list(&ListParams::default())
+            .await
+            .expect("pods")
+            .items
+            .is_empty()
+    );
+    assert!(replay.requests().is_empty());
+
+    Api::<LlmJob>::namespaced(env.client(), &ns)
+        .patch(
+            "later",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"suspend": false}})),
+        )
+        .await
+        .expect("resuming");
+    let done = wait_for_phase(env, &ns, "later", Phase::Succeeded).await;
+    assert_eq!(done.status.and_then(|s| s.observed_generation), Some(2));
+    wait_for_event(env, &ns, "later", "Resumed").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_operator_never_creates_a_second_job() {
+    let env = env().await;
+    let ns = namespace_with_secret(env, "restart").await;
+    let replay = ReplayServer::start(
+        ReplayConfig::new()
+            .with_api_key(API_KEY)
+            .with_delay(Duration::from_secs(3)),
+    )
+    .await
+    .expect("replay");
+    let first = Operator::start(env, &ns, &[]).await;
+    create_llmjob(env, &ns, llmjob_json("once", &replay.base_url())).await;
+    wait_until("the Job", || async {
+        (!jobs(env, &ns).await.is_empty()).then_some(())
+    })
+    .await;
+    assert!(first.stop().await.success());
+
+    let _second = Operator::start(env, &ns, &[]).await;
+    let done = wait_for_phase(env, &ns, "once", Phase::Succeeded).await;
+    let all: Vec<Job> = jobs(env, &ns).await;
+    assert_eq!(
+        all.len(),
+        1,
+        "{:?}",
+        all.iter().map(name_of).collect::<Vec<_>>()
+    );
+    assert_eq!(replay.requests().len(), 1, "one run, one API call");
+    assert!(done.status.and_then(|s| s.result).is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_deleted_mid_run_fails_the_llmjob_and_is_not_recreated() {
+    let env = env().await;
+    let ns = namespace_with_secret(env, "jobgone").await;
+    let replay = ReplayServer::start(
+        ReplayConfig::new()
+            .with_api_key(API_KEY)
+            .with_delay(Duration::from_secs(30)),
+    )
+    .await
+    .expect("replay");
+    let _op = Operator::start(env, &ns, &[]).await;
+    create_llmjob(env, &ns, llmjob_json("orphan", &replay.base_url())).await;
+    wait_for_phase(env, &ns, "orphan", Phase::Running).await;
+    Api::<Job>::namespaced(env.client(), &ns)
+        .delete("orphan", &DeleteParams::background())
+        .await
+        .expect("deleting the Job");
+    let failed = wait_for_phase(env, &ns, "orphan", Phase::Failed).await;
+    let (_, reason, message) = condition(&failed, "Failed").expect("Failed");
+    assert_eq!(reason, "JobDeleted", "{message}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        jobs(env, &ns)
+            .await
+            .iter()
+            .all(|j| j.metadata.deletion_timestamp.is_some()),
+        "no second Job"
+    );
+}
