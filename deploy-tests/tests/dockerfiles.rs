@@ -113,3 +113,33 @@ fn hadolint_finds_nothing() {
         panic!("{err}");
     }
 }
+
+/// The linter really lints (so `hadolint_finds_nothing` cannot pass vacuously): an untagged base
+/// image and an unpinned `apt-get install` are reported and fail the run.
+#[test]
+fn hadolint_reports_a_bad_dockerfile() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.Dockerfile");
+    std::fs::write(
+        &file,
+        "FROM debian\nRUN apt-get update && apt-get install -y curl\n",
+    )
+    .unwrap();
+    let file = file.to_string_lossy().into_owned();
+    match run_tool(
+        "hadolint",
+        &["--no-color", "--failure-threshold", "info", &file],
+        &root(),
+        &[],
+    ) {
+        Ok(out) => panic!(
+            "hadolint accepted a bad Dockerfile: {}",
+            String::from_utf8_lossy(&out.stdout)
+        ),
+        Err(deploy_tests::CmdError::Failed { stdout, .. }) => {
+            assert!(stdout.contains("DL3006"), "{stdout}");
+            assert!(stdout.contains("DL3008"), "{stdout}");
+        }
+        Err(other) => panic!("{other}"),
+    }
+}
