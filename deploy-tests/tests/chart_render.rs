@@ -191,26 +191,22 @@ fn operator_grants() -> BTreeSet<Grant> {
 }
 
 fn leader_election_grants(lease: &str) -> BTreeSet<Grant> {
-    let mut out = BTreeSet::new();
-    let g = |r: &str, v: &str, n: Option<&str>| {
+    let g = |v: &str, n: Option<&str>| {
         (
-            if r == "leases" {
-                "coordination.k8s.io"
-            } else {
-                "events.k8s.io"
-            }
-            .to_owned(),
-            r.to_owned(),
+            "coordination.k8s.io".to_owned(),
+            "leases".to_owned(),
             v.to_owned(),
             n.map(str::to_owned),
         )
     };
-    out.insert(g("leases", "create", None));
-    out.insert(g("leases", "get", Some(lease)));
-    out.insert(g("leases", "update", Some(lease)));
-    out.insert(g("events", "create", None));
-    out.insert(g("events", "patch", None));
-    out
+    // What kube-lease-manager does: create the Lease, get it, and patch it to take, renew and
+    // release it (helm_install.rs runs the operator with exactly these grants).
+    [
+        g("create", None),
+        g("get", Some(lease)),
+        g("patch", Some(lease)),
+    ]
+    .into()
 }
 
 fn assert_no_wildcards(text: &str) {

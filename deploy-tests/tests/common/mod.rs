@@ -1,0 +1,343 @@
+//! Shared by the in-cluster install tests (`helm_install.rs`, `kustomize_apply.rs`): a real control
+//! plane whose fake kubelet runs the chart's two images as the cargo-built binaries, an
+//! OpenTelemetry Collector, the openai-replay server, the example Secret and LlmJob from
+//! `manifests/examples/`, and the checks every install must pass.
+//!
+//! Each test starts its own [`TestEnv`]: an install is cluster-wide (CRD, ClusterRole, an operator
+//! watching every namespace), so two installs in one control plane would reconcile each other's
+//! LlmJobs. The user-facing steps run through the real `helm` and `kubectl`, as a user would.
+
+#![allow(
+    dead_code,
+    missing_docs,
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic
+)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::ListParams;
+use llmjob_crds::v1alpha1::{LlmJob, Phase};
+use openai_replay::{ReplayConfig, ReplayServer};
+use testenv::env::TestEnv;
+
+/// Generous upper bound for waits: a guard against a hung CI run, not a performance assertion.
+pub const WAIT: Duration = Duration::from_secs(120);
+/// `--timeout` for `helm --wait` and `kubectl wait` (the same bound as [`WAIT`]).
+pub const WAIT_FLAG: &str = "120s";
+/// Name of the example LlmJob (`manifests/examples/prompt.yaml`).
+pub const EXAMPLE_JOB: &str = "haiku";
+
+/// Polls `f` every 200 ms until it returns `Some`, panicking after [`WAIT`] with `what`.
+pub async fn wait_until<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {WAIT:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A binary of this workspace, or a panic saying how to build it.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    testenv::tools::cargo_bin(name, name).unwrap_or_else(|e| {
+        panic!(
+            "{e}\nThe install tests run the operator and runner images as the cargo-built binaries: \
+             run `cargo build -p llmjob-operator -p llmjob-runner` first."
+        )
+    })
+}
+
+/// The operator and runner image repositories the chart deploys (`image.repository`,
+/// `runner.image.repository` in `values.yaml`; `install.yaml` is rendered from the same values).
+pub fn chart_images() -> (String, String) {
+    let path = deploy_tests::chart_dir().join("values.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let values: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let repo = |v: &serde_yaml::Value| {
+        v.as_str()
+            .unwrap_or_else(|| panic!("{}: no image repository", path.display()))
+            .to_owned()
+    };
+    (
+        repo(&values["image"]["repository"]),
+        repo(&values["runner"]["image"]["repository"]),
+    )
+}
+
+/// A control plane whose kubelet maps the chart's operator and runner images to the cargo-built
+/// binaries, with a collector.
+pub async fn start_env() -> TestEnv {
+    let (operator_image, runner_image) = chart_images();
+    let operator = workspace_binary("llmjob-operator");
+    let runner = workspace_binary("llmjob-runner");
+    TestEnv::builder()
+        .image(operator_image, operator)
+        .image(runner_image, runner)
+        .collector(true)
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The collector's OTLP/gRPC endpoint.
+pub fn collector_grpc(env: &TestEnv) -> String {
+    env.collector()
+        .expect("start_env starts a collector")
+        .grpc_endpoint()
+}
+
+/// Runs `kubectl <args>` with the admin kubeconfig and returns stdout; panics with stderr and
+/// stdout when it fails.
+pub async fn kubectl(env: &TestEnv, args: &[&str]) -> String {
+    let out = env
+        .kubectl(args)
+        .await
+        .unwrap_or_else(|e| panic!("kubectl {}: {e}", args.join(" ")));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "`kubectl {}` failed ({}):\n--- stderr ---\n{}\n--- stdout ---\n{stdout}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// `kubectl auth can-i <verb> <resource> --as=system:serviceaccount:<sa_ns>:<sa> <scope>`:
+/// whether the ServiceAccount holds the permission (`scope` is `-A` or `-n <ns>`).
+pub async fn can_i(
+    env: &TestEnv,
+    sa: (&str, &str),
+    verb: &str,
+    resource: &str,
+    scope: &[&str],
+) -> bool {
+    let user = format!("--as=system:serviceaccount:{}:{}", sa.0, sa.1);
+    let mut args = vec!["auth", "can-i", verb, resource, user.as_str()];
+    args.extend_from_slice(scope);
+    let out = env.kubectl(&args).await.expect("kubectl auth can-i");
+    let answer = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    match answer.as_str() {
+        "yes" => true,
+        "no" => false,
+        _ => panic!(
+            "`kubectl {}` answered {answer:?}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+/// The one running operator pod in `ns` (label `app.kubernetes.io/name=llmjob-operator`).
+pub async fn operator_pod(env: &TestEnv, ns: &str) -> String {
+    let pods: Api<Pod> = Api::namespaced(env.client(), ns);
+    let params = ListParams::default().labels("app.kubernetes.io/name=llmjob-operator");
+    wait_until(&format!("a running operator pod in {ns}"), || async {
+        let list = pods.list(&params).await.ok()?;
+        let running: Vec<String> = list
+            .items
+            .iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .filter_map(|p| p.metadata.name.clone())
+            .collect();
+        match running.as_slice() {
+            [one] => Some(one.clone()),
+            _ => None,
+        }
+    })
+    .await
+}
+
+/// Waits until `GET /readyz` on the operator's HTTP port (bound on the host by the fake kubelet's
+/// process) answers 200: the chart's port setting reached `--http-addr` and the operator's
+/// caches synced with the permissions it was given. (The fake kubelet does not run probes.)
+pub async fn wait_ready(port: u16, log: impl Fn() -> String) {
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let what = format!("the operator's /readyz on {addr}");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if http_status(addr, "/readyz").await == Some(200) {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!(
+                "timed out after {WAIT:?} waiting for {what}; operator log:\n{}",
+                log()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The status code of `GET path` on `addr`.
+pub async fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.ok()?;
+    out.get(9..12)?.parse().ok()
+}
+
+/// Waits until the leader-election Lease `ns/name` is held by `pod`.
+pub async fn wait_for_leader(env: &TestEnv, ns: &str, name: &str, pod: &str) {
+    let leases: Api<Lease> = Api::namespaced(env.client(), ns);
+    wait_until(&format!("Lease {ns}/{name} held by {pod}"), || async {
+        let lease = leases.get_opt(name).await.ok()??;
+        (lease.spec?.holder_identity.as_deref() == Some(pod)).then_some(())
+    })
+    .await;
+}
+
+/// The API key of the example Secret (`manifests/examples/secret.yaml`, a placeholder): the
+/// replay server is told to expect it, so the Secret is applied unchanged.
+pub fn example_api_key() -> String {
+    let text = std::fs::read_to_string(example("secret.yaml")).unwrap();
+    let secret: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    secret["stringData"]["api-key"]
+        .as_str()
+        .expect("secret.yaml: stringData.api-key")
+        .to_owned()
+}
+
+/// `manifests/examples/<file>`.
+pub fn example(file: &str) -> PathBuf {
+    deploy_tests::manifests_dir().join("examples").join(file)
+}
+
+/// The openai-replay server, expecting the example Secret's key.
+pub async fn replay() -> ReplayServer {
+    ReplayServer::start(ReplayConfig::new().with_api_key(example_api_key()))
+        .await
+        .expect("starting the openai-replay server")
+}
+
+/// Applies the example Secret unchanged and the example LlmJob (`prompt.yaml`) with
+/// `spec.openai.baseURL` pointing at the replay server into `ns` with kubectl, as a user would,
+/// and waits until the LlmJob succeeds. Checks the status a user reads (usage, trace id) and
+/// returns the LlmJob.
+pub async fn run_example(env: &TestEnv, ns: &str, replay: &ReplayServer, dir: &Path) -> LlmJob {
+    let secret = example("secret.yaml");
+    kubectl(env, &["apply", "-n", ns, "-f", &secret.to_string_lossy()]).await;
+
+    let text = std::fs::read_to_string(example("prompt.yaml")).unwrap();
+    let mut job: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    assert_eq!(job["metadata"]["name"], EXAMPLE_JOB, "prompt.yaml's LlmJob");
+    job["spec"]["openai"]["baseURL"] = serde_yaml::Value::from(replay.base_url());
+    let file = dir.join("prompt.yaml");
+    std::fs::write(&file, serde_yaml::to_string(&job).unwrap()).unwrap();
+    kubectl(env, &["apply", "-n", ns, "-f", &file.to_string_lossy()]).await;
+
+    let api: Api<LlmJob> = Api::namespaced(env.client(), ns);
+    let mut last = None;
+    let done = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Ok(j) = api.get(EXAMPLE_JOB).await {
+                if j.status.as_ref().and_then(|s| s.phase) == Some(Phase::Succeeded) {
+                    return j;
+                }
+                last = Some(j);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "timed out after {WAIT:?} waiting for LlmJob {ns}/{EXAMPLE_JOB} to succeed; last status: {}",
+            serde_json::to_string_pretty(&last.and_then(|j| j.status)).unwrap_or_default()
+        )
+    });
+    let status = done.status.clone().expect("status");
+    let usage = status
+        .result
+        .as_ref()
+        .and_then(|r| r.usage.as_ref())
+        .expect("token usage in status.result");
+    assert!(usage.total_tokens.unwrap_or(0) > 0, "{usage:?}");
+    let trace_id = status.trace_id.as_deref().expect("status.traceId");
+    assert!(
+        trace_id.len() == 32 && trace_id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "status.traceId {trace_id:?}"
+    );
+    assert_eq!(
+        replay.requests().len(),
+        1,
+        "one chat completion reached the replay server"
+    );
+    done
+}
+
+/// Waits until the collector holds the operator's `llmjob.launch` span of `trace_id`, exported by
+/// the operator pod `pod`: its `OTEL_*` settings come from the install, and its resource names
+/// the pod (`k8s.pod.name` from `$(POD_NAME)` in `OTEL_RESOURCE_ATTRIBUTES`).
+pub async fn wait_for_operator_span(env: &TestEnv, trace_id: &str, pod: &str) {
+    let collector = env.collector().expect("collector");
+    let found = collector
+        .wait_for(WAIT, |t| {
+            t.trace(trace_id)
+                .iter()
+                .find(|s| s.name == "llmjob.launch")
+                .map(|s| {
+                    (
+                        s.resource.str("service.name").map(str::to_owned),
+                        s.resource.str("k8s.pod.name").map(str::to_owned),
+                    )
+                })
+        })
+        .await
+        .unwrap_or_else(|e| panic!("the operator's launch span of trace {trace_id}: {e}"));
+    assert_eq!(found.0.as_deref(), Some("llmjob-operator"));
+    assert_eq!(
+        found.1.as_deref(),
+        Some(pod),
+        "k8s.pod.name of the operator's spans"
+    );
+}
+
+/// Asserts that the operator never got an authorization error (a 403 from the API server says
+/// "forbidden", a 401 "unauthorized"): the install's RBAC covers everything it did. Also that the
+/// log does not hold the API key.
+pub fn assert_no_rbac_denials(log: &str, what: &str) {
+    let denials: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            l.contains("forbidden")
+                || l.contains("unauthorized")
+                || l.split(|c: char| !c.is_ascii_alphanumeric())
+                    .any(|w| w == "403")
+        })
+        .collect();
+    assert!(
+        denials.is_empty(),
+        "{what}: the operator was denied by the API server:\n{}",
+        denials.join("\n")
+    );
+    assert!(
+        !log.trim().is_empty(),
+        "{what}: the operator's log is empty (wrong pod or container?)"
+    );
+    assert!(
+        !log.contains(&example_api_key()),
+        "{what}: the API key is in the operator's log"
+    );
+}

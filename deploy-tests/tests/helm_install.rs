@@ -1,0 +1,197 @@
+//! `helm install` of `charts/llmjob-operator` into a real control plane, with the real `helm`: the
+//! fake kubelet runs the operator's pod as the cargo-built `llmjob-operator`, authenticated as the
+//! chart's ServiceAccount (a TokenRequest token), so an LlmJob that succeeds proves the chart's
+//! RBAC, flags and environment are enough for the operator to do its job. Both RBAC modes:
+//! cluster-wide (the default) and namespaced (`watchNamespaces`). Then `helm uninstall` removes
+//! the release and stops the operator, and keeps the CRD (Helm never deletes `crds/`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Api;
+use kube::api::ListParams;
+use testenv::env::TestEnv;
+
+/// The release name of the chart's README (`helm install llmjob-operator ...`), so the objects are
+/// named `llmjob-operator`.
+const RELEASE: &str = "llmjob-operator";
+const LEASE: &str = "llmjob-operator";
+
+/// Runs the real `helm` with `--kubeconfig` and its cache, config and data homes in `home`.
+async fn helm(env: &TestEnv, home: &std::path::Path, args: &[&str]) -> String {
+    let kubeconfig = env.kubeconfig_path().to_string_lossy().into_owned();
+    let mut all: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    all.extend(["--kubeconfig".to_owned(), kubeconfig]);
+    let home = home.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = all.iter().map(String::as_str).collect();
+        let dirs: Vec<(String, String)> = ["HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME"]
+            .iter()
+            .map(|k| ((*k).to_owned(), home.join(k).to_string_lossy().into_owned()))
+            .collect();
+        let env: Vec<(&str, &str)> = dirs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let out = deploy_tests::run_tool("helm", &args, &deploy_tests::root(), &env)
+            .unwrap_or_else(|e| panic!("{e}"));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    })
+    .await
+    .expect("the helm task")
+}
+
+/// Installs the chart (cluster-wide, or watching only the LlmJobs' namespace), runs the example
+/// LlmJob through it, checks RBAC, leader election and telemetry, and uninstalls.
+async fn install_run_uninstall(namespaced: bool) {
+    let env = start_env().await;
+    let home = tempfile::tempdir().unwrap();
+    let release_ns = env.create_namespace("llmjob-system").await.unwrap();
+    let jobs_ns = env.create_namespace("llm-jobs").await.unwrap();
+    let replay = replay().await;
+    // The operator's process binds 0.0.0.0:<port> on this host: a free port, not the chart's 8080.
+    let port = testenv::process::free_loopback_port().unwrap();
+    let collector = collector_grpc(&env);
+    let watch: Vec<&str> = if namespaced { vec![&jobs_ns] } else { vec![] };
+    let values = serde_json::json!({
+        "http": {"port": port},
+        "defaults": {"otlp": {"endpoint": collector, "protocol": "grpc"}, "environment": "test"},
+        "operatorTelemetry": {"otlp": {"endpoint": collector, "protocol": "grpc"}},
+        "watchNamespaces": watch,
+        "leaderElection": {"enabled": true, "leaseName": LEASE},
+        "logging": {"level": "info,llmjob_operator=debug"},
+    });
+    let values_file = home.path().join("values.yaml");
+    std::fs::write(&values_file, values.to_string()).unwrap();
+
+    let chart = deploy_tests::chart_dir().to_string_lossy().into_owned();
+    let notes = helm(
+        &env,
+        home.path(),
+        &[
+            "install",
+            RELEASE,
+            &chart,
+            "--namespace",
+            &release_ns,
+            "--values",
+            &values_file.to_string_lossy(),
+            "--wait",
+            "--timeout",
+            WAIT_FLAG,
+        ],
+    )
+    .await;
+    let scope_note = if namespaced {
+        format!("It watches LlmJobs in: {jobs_ns}.")
+    } else {
+        "It watches LlmJobs in every namespace.".to_owned()
+    };
+    assert!(notes.contains(&scope_note), "NOTES.txt:\n{notes}");
+
+    // What NOTES.txt tells the user to run, then Available.
+    kubectl(
+        &env,
+        &[
+            "-n",
+            &release_ns,
+            "rollout",
+            "status",
+            &format!("deployment/{RELEASE}"),
+            &format!("--timeout={WAIT_FLAG}"),
+        ],
+    )
+    .await;
+    kubectl(
+        &env,
+        &[
+            "-n",
+            &release_ns,
+            "wait",
+            "--for=condition=Available",
+            &format!("deployment/{RELEASE}"),
+            &format!("--timeout={WAIT_FLAG}"),
+        ],
+    )
+    .await;
+    let pod = operator_pod(&env, &release_ns).await;
+    let log = || env.pod_log(&release_ns, &pod, "operator");
+    wait_ready(port, log).await;
+    wait_for_leader(&env, &release_ns, LEASE, &pod).await;
+
+    // RBAC as the API server sees it: the LlmJobs' namespace always; every namespace only in the
+    // cluster-wide mode.
+    let sa = (release_ns.as_str(), RELEASE);
+    assert!(can_i(&env, sa, "watch", "llmjobs.llmjob.dev", &["-n", &jobs_ns]).await);
+    assert!(can_i(&env, sa, "create", "jobs.batch", &["-n", &jobs_ns]).await);
+    assert_eq!(
+        can_i(&env, sa, "list", "llmjobs.llmjob.dev", &["-A"]).await,
+        !namespaced,
+        "cluster-wide list of LlmJobs (namespaced mode: {namespaced})"
+    );
+    assert_eq!(
+        can_i(&env, sa, "list", "secrets", &["-A"]).await,
+        !namespaced,
+        "cluster-wide list of Secrets (namespaced mode: {namespaced})"
+    );
+
+    let done = run_example(&env, &jobs_ns, &replay, home.path()).await;
+    let trace_id = done
+        .status
+        .as_ref()
+        .and_then(|s| s.trace_id.clone())
+        .unwrap();
+    wait_for_operator_span(&env, &trace_id, &pod).await;
+    assert_no_rbac_denials(&log(), &format!("helm install (namespaced: {namespaced})"));
+
+    helm(
+        &env,
+        home.path(),
+        &[
+            "uninstall",
+            RELEASE,
+            "--namespace",
+            &release_ns,
+            "--wait",
+            "--timeout",
+            WAIT_FLAG,
+        ],
+    )
+    .await;
+    let deployments: Api<Deployment> = Api::namespaced(env.client(), &release_ns);
+    assert!(deployments.get_opt(RELEASE).await.unwrap().is_none());
+    let pods: Api<Pod> = Api::namespaced(env.client(), &release_ns);
+    wait_until(
+        "the operator's pod to be gone after helm uninstall",
+        || async {
+            let params = ListParams::default().labels("app.kubernetes.io/name=llmjob-operator");
+            pods.list(&params)
+                .await
+                .ok()?
+                .items
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await;
+    let cluster_roles: Api<ClusterRole> = Api::all(env.client());
+    assert!(cluster_roles.get_opt(RELEASE).await.unwrap().is_none());
+    let roles: Api<Role> = Api::namespaced(env.client(), &jobs_ns);
+    assert!(roles.get_opt(RELEASE).await.unwrap().is_none());
+    // Helm keeps the CRD (and so every LlmJob), as the chart's README says.
+    let crds: Api<CustomResourceDefinition> = Api::all(env.client());
+    assert!(crds.get_opt("llmjobs.llmjob.dev").await.unwrap().is_some());
+    env.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn helm_install_cluster_wide_runs_an_llmjob_and_uninstalls() {
+    install_run_uninstall(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn helm_install_namespaced_runs_an_llmjob_with_roles_only_and_uninstalls() {
+    install_run_uninstall(true).await;
+}
