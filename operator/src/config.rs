@@ -27,7 +27,10 @@ pub const DEFAULT_SERVICE_NAME: &str = "llm-job";
 #[command(
     name = "llmjob-operator",
     version,
-    about = "Runs LlmJobs (llmjob.dev/v1alpha1) as traced Kubernetes Jobs."
+    about = "Runs LlmJobs (llmjob.dev/v1alpha1) as traced Kubernetes Jobs.",
+    // A flag given twice takes the last value, so a kustomize overlay can append args to the
+    // Deployment's list instead of rewriting it.
+    args_override_self = true
 )]
 pub struct Config {
     /// Image of the job-runner that each LlmJob's pod runs.
@@ -284,6 +287,12 @@ mod tests {
         assert_eq!(c.runner_image, DEFAULT_RUNNER_IMAGE);
         assert_eq!(c.job_defaults().service_name, "llm-job");
         assert!(parse(&["--leader-elect"]).leader_elect);
+    }
+
+    #[test]
+    fn the_last_value_of_a_repeated_flag_wins() {
+        let c = parse(&["--http-addr=0.0.0.0:8080", "--http-addr=127.0.0.1:9000"]);
+        assert_eq!(c.http_addr.to_string(), "127.0.0.1:9000");
     }
 
     #[test]

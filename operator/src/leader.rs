@@ -7,7 +7,8 @@
 
 use std::time::Duration;
 
-use kube::Client;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client};
 use kube_lease_manager::{LeaseCreateMode, LeaseManagerBuilder, LeaseManagerError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -106,6 +107,26 @@ impl Leadership {
     }
 }
 
+/// Checks that the Lease may be patched (a server-side dry run of the patch the election makes).
+/// The election library only logs its errors and retries forever; without this check a replica
+/// lacking RBAC would wait as a "ready" standby indefinitely instead of failing visibly.
+async fn preflight(client: &Client, lease: &Lease) -> Result<(), LeaseManagerError> {
+    let api: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), &lease.namespace);
+    let patch = serde_json::json!({
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": lease.name},
+    });
+    api.patch(
+        &lease.name,
+        &PatchParams::apply(&format!("{FIELD_MANAGER}-preflight")).dry_run(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
 /// Waits until this replica holds the Lease (`Some`) or `shutdown` fires first (`None`).
 /// Marks the replica as a ready standby while it waits.
 pub async fn acquire(
@@ -119,7 +140,7 @@ pub async fn acquire(
         name: lease.name.clone(),
         source,
     };
-    let manager = LeaseManagerBuilder::new(client, &lease.name)
+    let manager = LeaseManagerBuilder::new(client.clone(), &lease.name)
         .with_namespace(&lease.namespace)
         .with_identity(&lease.identity)
         .with_duration(LEASE_DURATION_SECS)
@@ -129,6 +150,7 @@ pub async fn acquire(
         .build()
         .await
         .map_err(err)?;
+    preflight(&client, lease).await.map_err(err)?;
     let (mut state, task) = manager.watch().await;
     health.set_standby();
     tracing::info!(lease = %lease.name, namespace = %lease.namespace, identity = %lease.identity, "waiting for the leadership");

@@ -62,6 +62,15 @@ enum Task {
     },
     /// Run the benchmarks and print their tables.
     Bench,
+    /// The README demo: the stack, the operator from manifests/, an example LlmJob, its trace.
+    Demo {
+        /// Keep the stack running afterwards (until Ctrl-C) and print its KUBECONFIG.
+        #[arg(long)]
+        keep: bool,
+        /// Use the binaries already built instead of building them (the end-to-end test).
+        #[arg(long)]
+        no_build: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -106,6 +115,7 @@ fn run(task: Task) -> Result<()> {
             cargo(&root, &args)
         }
         Task::Bench => bench(&root),
+        Task::Demo { keep, no_build } => demo::run(&root, &demo::Options { keep, no_build }),
     }
 }
 

@@ -1,3 +1,495 @@
 //! `cargo xtask demo`: one command from a fresh machine to an LlmJob's trace on screen.
+//!
+//! The path a user takes, on the embedded testenv stack (a real kube-apiserver,
+//! kube-controller-manager, a fake kubelet running pods as local processes, and a real
+//! OpenTelemetry Collector):
+//! 1. the Go tools and the workspace's binaries are built (or found in the cache);
+//! 2. the stack starts; the CRD and the operator are installed with `kubectl apply
+//!    --server-side -k` from an overlay of `manifests/` (the overlay only points the operator at
+//!    a free port and at the demo's collector, as a user's overlay would point it at theirs);
+//! 3. the API-key Secret is created and `manifests/examples/prompt.yaml` is applied; OpenAI is
+//!    the local replay server (recorded responses) unless `OPENAI_API_KEY` is set, then the real
+//!    API (or `OPENAI_BASE_URL`);
+//! 4. the `kubectl get llmjobs` view is printed at every phase change, then the run's trace as a
+//!    waterfall, its GenAI metrics and its log records, read from the collector's output.
+//!
+//! It fails (non-zero exit) when the run fails, and says why. `--keep` keeps the stack up and
+//! prints the KUBECONFIG and the collector's endpoints.
 
 pub mod report;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, ResourceExt};
+use llmjob_crds::v1alpha1::{LlmJob, Phase};
+use openai_replay::{ReplayConfig, ReplayServer};
+use testenv::env::{RUNNER_IMAGE, TestEnv};
+
+/// The operator's image in `manifests/install.yaml` (without its tag).
+pub const OPERATOR_IMAGE: &str = "ghcr.io/llmjob-dev/llmjob-operator";
+/// Namespace the demo's LlmJob runs in.
+pub const NAMESPACE: &str = "demo";
+/// Namespace `manifests/` installs the operator into.
+const OPERATOR_NAMESPACE: &str = "llmjob-system";
+/// The example the demo applies.
+const EXAMPLE: &str = "manifests/examples/prompt.yaml";
+/// The key the replay server accepts (the demo's Secret holds it).
+const REPLAY_KEY: &str = "sk-demo-replay-key";
+/// Upper bound of each wait: a guard against a hang, not a performance target.
+const WAIT: Duration = Duration::from_secs(300);
+
+/// Options of `cargo xtask demo`.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Keep the stack running after the run, until Ctrl-C.
+    pub keep: bool,
+    /// Use the binaries already built (the end-to-end test, after `cargo build`).
+    pub no_build: bool,
+}
+
+/// Where OpenAI is.
+enum OpenAi {
+    Replay(ReplayServer),
+    Real {
+        key: String,
+        base_url: Option<String>,
+    },
+}
+
+impl OpenAi {
+    fn describe(&self) -> String {
+        match self {
+            OpenAi::Replay(s) => format!(
+                "the local replay server at {} (recorded responses; set OPENAI_API_KEY to call the real API)",
+                s.base_url()
+            ),
+            OpenAi::Real { base_url, .. } => format!(
+                "the real API at {} (OPENAI_API_KEY is set)",
+                base_url.as_deref().unwrap_or("https://api.openai.com/v1")
+            ),
+        }
+    }
+}
+
+fn step(what: &str) {
+    eprintln!("\n==> {what}");
+}
+
+/// Runs the demo.
+pub fn run(root: &Path, options: &Options) -> Result<()> {
+    if !options.no_build {
+        crate::tools(root)?;
+        step("building the operator, the job-runner and the OpenAI replay server");
+        crate::cargo(
+            root,
+            &[
+                "build",
+                "-p",
+                "llmjob-operator",
+                "-p",
+                "llmjob-runner",
+                "-p",
+                "openai-replay",
+            ],
+        )?;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(demo(root, options))
+}
+
+async fn demo(root: &Path, options: &Options) -> Result<()> {
+    let bin = testenv::tools::target_dir().join("debug");
+    let operator_bin = bin.join("llmjob-operator");
+    let runner_bin = bin.join("llmjob-runner");
+    for (path, package) in [
+        (&operator_bin, "llmjob-operator"),
+        (&runner_bin, "llmjob-runner"),
+    ] {
+        if !path.is_file() {
+            bail!(
+                "{} is missing: run `cargo build -p {package}` (or `cargo xtask demo` without --no-build)",
+                path.display()
+            );
+        }
+    }
+
+    step(
+        "starting the stack: etcd, kube-apiserver, kube-controller-manager, a kubelet, an OpenTelemetry Collector",
+    );
+    let env = TestEnv::builder()
+        .image(OPERATOR_IMAGE, &operator_bin)
+        .image(RUNNER_IMAGE, &runner_bin)
+        .collector(true)
+        .start()
+        .await
+        .context("starting the stack")?;
+    let result = demo_on(root, &env, options).await;
+    if options.keep && result.is_ok() {
+        keep(&env).await;
+    }
+    if let Err(e) = env.shutdown().await {
+        eprintln!("demo: stopping the stack: {e}");
+    }
+    result
+}
+
+async fn demo_on(root: &Path, env: &TestEnv, options: &Options) -> Result<()> {
+    let collector = env.collector().context("the stack runs a collector")?;
+
+    step(
+        "installing the CRD and the operator: kubectl apply --server-side -k (an overlay of manifests/)",
+    );
+    let overlay = write_overlay(root, env, &collector.grpc_endpoint())?;
+    kubectl(
+        env,
+        &["apply", "--server-side", "-k", &overlay.to_string_lossy()],
+    )
+    .await?;
+    wait_for_operator(env).await?;
+    eprintln!("the operator is Available in namespace {OPERATOR_NAMESPACE}");
+
+    let openai = match std::env::var("OPENAI_API_KEY")
+        .ok()
+        .filter(|k| !k.trim().is_empty())
+    {
+        Some(key) => OpenAi::Real {
+            key,
+            base_url: std::env::var("OPENAI_BASE_URL")
+                .ok()
+                .filter(|u| !u.is_empty()),
+        },
+        None => OpenAi::Replay(
+            ReplayServer::start(ReplayConfig::new().with_api_key(REPLAY_KEY))
+                .await
+                .context("starting the OpenAI replay server")?,
+        ),
+    };
+    step(&format!("OpenAI is {}", openai.describe()));
+
+    step(&format!(
+        "creating namespace {NAMESPACE}, the API-key Secret and the LlmJob from {EXAMPLE}"
+    ));
+    kubectl(env, &["create", "namespace", NAMESPACE]).await?;
+    let llmjob = example(root, &openai)?;
+    let secret_name = llmjob.spec.openai.api_key_secret_ref.name.clone();
+    let secret_key = llmjob.spec.openai.api_key_secret_ref.key.clone();
+    let key = match &openai {
+        OpenAi::Replay(_) => REPLAY_KEY.to_owned(),
+        OpenAi::Real { key, .. } => key.clone(),
+    };
+    create_secret(env, &secret_name, &secret_key, &key).await?;
+    let name = llmjob.name_any();
+    Api::<LlmJob>::namespaced(env.client(), NAMESPACE)
+        .patch(
+            &name,
+            &PatchParams::apply("kubectl").force(),
+            &Patch::Apply(&llmjob),
+        )
+        .await
+        .context("applying the LlmJob")?;
+    eprintln!("llmjob.llmjob.dev/{name} created");
+
+    step("watching it: kubectl get llmjobs");
+    let done = watch_phases(env, &name).await?;
+
+    let status = done.status.clone().unwrap_or_default();
+    let phase = status.phase;
+    step("the LlmJob, with its trace id and token usage: kubectl get llmjobs -o wide");
+    print!(
+        "{}",
+        kubectl(env, &["get", "llmjobs", "-n", NAMESPACE, "-o", "wide"]).await?
+    );
+    if let Some(usage) = status.result.as_ref().and_then(|r| r.usage.as_ref()) {
+        println!(
+            "tokens: {} input + {} output = {} total",
+            usage.input_tokens.unwrap_or_default(),
+            usage.output_tokens.unwrap_or_default(),
+            usage.total_tokens.unwrap_or_default()
+        );
+    }
+    if let Some(pod) = first_pod(env).await {
+        let answer = env.pod_log(NAMESPACE, &pod, "runner");
+        let answer: Vec<&str> = answer
+            .lines()
+            .filter(|l| !l.contains(" INFO ") && !l.contains(" WARN "))
+            .collect();
+        if !answer.is_empty() {
+            println!("\nthe answer (the pod's stdout):\n{}", answer.join("\n"));
+        }
+    }
+
+    if let Some(trace_id) = status.trace_id.clone() {
+        let telemetry = collector
+            .wait_for(Duration::from_secs(30), |t| {
+                let spans = t.trace(&trace_id);
+                let complete = spans.iter().any(|s| s.name == "llm_job.workflow")
+                    && spans.iter().any(|s| s.name == "llmjob.launch");
+                let metrics = !t.metrics_named("gen_ai.client.token.usage").is_empty()
+                    || phase == Some(Phase::Failed);
+                (complete && metrics).then(|| t.clone())
+            })
+            .await
+            .or_else(|_| collector.read())
+            .context("reading the collector's output")?;
+        step("the run's trace, as received by the collector");
+        print!("{}", report::waterfall(&telemetry, &trace_id));
+        step("its GenAI metrics");
+        print!("{}", report::metrics(&telemetry, &trace_id));
+        step("its log records (with their trace and span ids)");
+        print!("{}", report::logs(&telemetry, &trace_id));
+        eprintln!(
+            "\nthe collector's output: {} (traces.jsonl, metrics.jsonl, logs.jsonl)",
+            collector.output_dir().display()
+        );
+    }
+
+    if phase != Some(Phase::Succeeded) {
+        let why = done
+            .status
+            .as_ref()
+            .and_then(|s| {
+                s.conditions
+                    .iter()
+                    .find(|c| c.type_ == "Failed" && c.status == "True")
+            })
+            .map(|c| format!("{}: {}", c.reason, c.message))
+            .unwrap_or_else(|| "no Failed condition".to_owned());
+        bail!("the LlmJob {NAMESPACE}/{name} failed: {why}");
+    }
+    eprintln!("\ndemo: the LlmJob succeeded");
+    if !options.keep {
+        eprintln!(
+            "(run `cargo xtask demo --keep` to keep the stack up and apply your own LlmJobs)"
+        );
+    }
+    Ok(())
+}
+
+/// Writes the demo's kustomize overlay of `manifests/` under the target directory.
+fn write_overlay(root: &Path, env: &TestEnv, collector: &str) -> Result<PathBuf> {
+    let port = testenv::process::free_loopback_port().context("finding a free port")?;
+    let dir = env.dir().join("overlay");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let manifests = relative(&dir, &root.join("manifests"));
+    let args = [
+        format!("--http-addr=127.0.0.1:{port}"),
+        format!("--default-otlp-endpoint={collector}"),
+        "--default-environment=demo".to_owned(),
+    ];
+    let ops: Vec<serde_json::Value> = args
+        .iter()
+        .map(|a| serde_json::json!({"op": "add", "path": "/spec/template/spec/containers/0/args/-", "value": a}))
+        .chain(std::iter::once(serde_json::json!({
+            "op": "add", "path": "/spec/template/spec/containers/0/env/-",
+            "value": {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": collector}
+        })))
+        .collect();
+    let kustomization = serde_json::json!({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [manifests],
+        "patches": [{
+            "target": {"kind": "Deployment", "name": "llmjob-operator"},
+            "patch": serde_json::to_string(&ops)?,
+        }],
+    });
+    let path = dir.join("kustomization.yaml");
+    std::fs::write(&path, serde_yaml::to_string(&kustomization)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(dir)
+}
+
+/// `to` relative to `from` (kustomize wants relative resource paths).
+fn relative(from: &Path, to: &Path) -> String {
+    let from: Vec<_> = from.components().collect();
+    let to: Vec<_> = to.components().collect();
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut parts: Vec<String> = vec!["..".to_owned(); from.len() - common];
+    parts.extend(
+        to[common..]
+            .iter()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned()),
+    );
+    parts.join("/")
+}
+
+async fn kubectl(env: &TestEnv, args: &[&str]) -> Result<String> {
+    let out = env.kubectl(args).await?;
+    if !out.status.success() {
+        bail!(
+            "`kubectl {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+async fn wait_for_operator(env: &TestEnv) -> Result<()> {
+    let api: Api<Deployment> = Api::namespaced(env.client(), OPERATOR_NAMESPACE);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let available = api
+            .get_opt("llmjob-operator")
+            .await?
+            .and_then(|d| d.status)
+            .and_then(|s| s.conditions)
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c.type_ == "Available" && c.status == "True")
+            });
+        if available {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "the operator's Deployment did not become Available; its log: {}",
+                env.dir().join("pods").display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The example LlmJob, in the demo's namespace, pointed at the replay server when used.
+fn example(root: &Path, openai: &OpenAi) -> Result<LlmJob> {
+    let path = root.join(EXAMPLE);
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut llmjob: LlmJob =
+        serde_yaml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    llmjob.metadata.namespace = Some(NAMESPACE.to_owned());
+    llmjob.spec.openai.base_url = match openai {
+        OpenAi::Replay(s) => Some(s.base_url()),
+        OpenAi::Real { base_url, .. } => base_url.clone(),
+    };
+    Ok(llmjob)
+}
+
+async fn create_secret(env: &TestEnv, name: &str, key: &str, value: &str) -> Result<()> {
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "stringData": {key: value}
+    }))?;
+    Api::<Secret>::namespaced(env.client(), NAMESPACE)
+        .patch(
+            name,
+            &PatchParams::apply("kubectl").force(),
+            &Patch::Apply(&secret),
+        )
+        .await
+        .context("creating the API-key Secret")?;
+    eprintln!("secret/{name} created (key {key})");
+    Ok(())
+}
+
+/// Prints a `kubectl get llmjobs` row at every phase change until the run finishes. It watches
+/// the LlmJob (every status write arrives as an event), so short phases are not missed.
+async fn watch_phases(env: &TestEnv, name: &str) -> Result<LlmJob> {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+
+    let api: Api<LlmJob> = Api::namespaced(env.client(), NAMESPACE);
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut events = std::pin::pin!(watcher(api, config).default_backoff().applied_objects());
+    println!(
+        "{:<8}{:<12}{:<14}{:<8}AGE",
+        "NAME", "STATUS", "MODEL", "TOKENS"
+    );
+    let started = std::time::Instant::now();
+    let mut last: Option<Option<Phase>> = None;
+    let deadline = tokio::time::sleep(WAIT);
+    tokio::pin!(deadline);
+    loop {
+        let llmjob = tokio::select! {
+            next = events.next() => match next {
+                Some(Ok(llmjob)) => llmjob,
+                Some(Err(e)) => {
+                    eprintln!("demo: watching the LlmJob: {e} (retrying)");
+                    continue;
+                }
+                None => bail!("the watch of the LlmJob ended"),
+            },
+            () = &mut deadline => bail!("the LlmJob did not finish within {WAIT:?}"),
+        };
+        let status = llmjob.status.as_ref();
+        let phase = status.and_then(|s| s.phase);
+        if last != Some(phase) {
+            last = Some(phase);
+            let tokens = status
+                .and_then(|s| s.result.as_ref())
+                .and_then(|r| r.usage.as_ref())
+                .and_then(|u| u.total_tokens)
+                .map(|t| t.to_string())
+                .unwrap_or_default();
+            println!(
+                "{:<8}{:<12}{:<14}{:<8}{}s",
+                name,
+                phase.map(|p| format!("{p:?}")).unwrap_or_default(),
+                llmjob.spec.model,
+                tokens,
+                started.elapsed().as_secs()
+            );
+        }
+        if phase.is_some_and(Phase::is_finished) {
+            return Ok(llmjob);
+        }
+    }
+}
+
+async fn first_pod(env: &TestEnv) -> Option<String> {
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(env.client(), NAMESPACE);
+    pods.list(&Default::default())
+        .await
+        .ok()?
+        .items
+        .first()
+        .map(ResourceExt::name_any)
+}
+
+/// Keeps the stack up until Ctrl-C, printing how to use it.
+async fn keep(env: &TestEnv) {
+    println!("\nthe stack stays up; press Ctrl-C to stop it.");
+    println!("  export KUBECONFIG={}", env.kubeconfig_path().display());
+    println!(
+        "  export PATH={}:$PATH    # the stack's kubectl",
+        testenv::tools::bin_dir().display()
+    );
+    if let Some(c) = env.collector() {
+        println!(
+            "  collector: OTLP gRPC {}  OTLP HTTP {}  output {}",
+            c.grpc_endpoint(),
+            c.http_endpoint(),
+            c.output_dir().display()
+        );
+    }
+    println!("  kubectl get llmj -A");
+    println!(
+        "  kubectl apply -n {NAMESPACE} -f manifests/examples/messages.yaml   # set spec.openai.baseURL as in `kubectl get llmj haiku -n {NAMESPACE} -o yaml`"
+    );
+    println!("  logs: {}", env.dir().display());
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths() {
+        assert_eq!(
+            relative(Path::new("/w/target/x/overlay"), Path::new("/w/manifests")),
+            "../../../manifests"
+        );
+        assert_eq!(relative(Path::new("/a"), Path::new("/a/b")), "b");
+    }
+}
