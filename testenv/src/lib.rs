@@ -13,3 +13,4 @@ pub mod kubelet;
 pub mod process;
 pub mod telemetry;
 pub mod tools;
+pub mod wait;

@@ -23,23 +23,14 @@ const WAIT: Duration = Duration::from_secs(90);
 
 /// Polls `check` every 100 ms until it returns `Some`, failing the test after `timeout` with
 /// `what` and the environment's directory.
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+async fn eventually<T, F, Fut>(what: &str, timeout: Duration, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}; logs in {}",
-            TestEnv::shared().dir().display()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    testenv::wait::until(what, timeout, check)
+        .await
+        .unwrap_or_else(|e| panic!("{e}; logs in {}", TestEnv::shared().dir().display()))
 }
 
 fn meta(name: &str) -> ObjectMeta {

@@ -33,23 +33,14 @@ fn shared_env() -> &'static TestEnv {
 
 /// Polls `check` every 100 ms until it returns `Some`; fails after `timeout` naming `what` and
 /// the environment's directory.
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+async fn eventually<T, F, Fut>(what: &str, timeout: Duration, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}; logs in {}",
-            shared_env().dir().display()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    testenv::wait::until(what, timeout, check)
+        .await
+        .unwrap_or_else(|e| panic!("{e}; logs in {}", shared_env().dir().display()))
 }
 
 fn from_json<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {

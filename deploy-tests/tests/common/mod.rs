@@ -34,22 +34,15 @@ pub const WAIT_FLAG: &str = "120s";
 /// Name of the example LlmJob (`manifests/examples/prompt.yaml`).
 pub const EXAMPLE_JOB: &str = "haiku";
 
-/// Polls `f` every 200 ms until it returns `Some`, panicking after [`WAIT`] with `what`.
-pub async fn wait_until<T, F, Fut>(what: &str, mut f: F) -> T
+/// Polls `f` until it returns `Some`, panicking after [`WAIT`] with `what`.
+pub async fn wait_until<T, F, Fut>(what: &str, f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!("timed out after {WAIT:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    testenv::wait::until(what, WAIT, f)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A binary of this workspace, or a panic saying how to build it.

@@ -64,22 +64,15 @@ pub async fn install_crd(client: &Client) {
     .await;
 }
 
-/// Polls `f` every 100 ms until it returns `Some`, panicking after [`WAIT`] with `what`.
-pub async fn wait_until<T, F, Fut>(what: &str, mut f: F) -> T
+/// Polls `f` until it returns `Some`, panicking after [`WAIT`] with `what`.
+pub async fn wait_until<T, F, Fut>(what: &str, f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!("timed out after {WAIT:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    testenv::wait::until(what, WAIT, f)
+        .await
+        .unwrap_or_else(|e| panic!("{e}; logs in {}", TestEnv::shared().dir().display()))
 }
 
 /// The real operator binary, watching one namespace.
