@@ -109,7 +109,8 @@ pub struct Config {
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     pub leader_election_namespace: String,
 
-    /// Identity of this replica in the Lease (default: the pod name, else the host name).
+    /// Identity of this replica in the Lease (default: the pod name, else the host name with
+    /// the process id and start time).
     #[arg(long, env = "POD_NAME")]
     pub leader_election_identity: Option<String>,
 
@@ -144,19 +145,37 @@ impl Config {
         }
     }
 
-    /// The identity of this replica in the leader-election Lease.
+    /// The identity of this replica in the leader-election Lease: the pod name when given (unique
+    /// per pod), else the host name with the process id and start time, as controller-runtime
+    /// does, so that two processes on one host never share an identity (both would lead).
     pub fn identity(&self) -> String {
-        self.leader_election_identity
+        if let Some(name) = self
+            .leader_election_identity
             .clone()
             .filter(|s| !s.is_empty())
-            .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
-            .or_else(|| {
-                std::fs::read_to_string("/etc/hostname")
+        {
+            return name;
+        }
+        static DEFAULT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        DEFAULT
+            .get_or_init(|| {
+                let host = std::env::var("HOSTNAME")
                     .ok()
-                    .map(|s| s.trim().to_owned())
                     .filter(|s| !s.is_empty())
+                    .or_else(|| {
+                        std::fs::read_to_string("/etc/hostname")
+                            .ok()
+                            .map(|s| s.trim().to_owned())
+                            .filter(|s| !s.is_empty())
+                    })
+                    .unwrap_or_else(|| "llmjob-operator".to_owned());
+                let started = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or_default();
+                format!("{host}_{}_{started:x}", std::process::id())
             })
-            .unwrap_or_else(|| format!("llmjob-operator-{}", std::process::id()))
+            .clone()
     }
 }
 
@@ -287,6 +306,18 @@ mod tests {
         assert_eq!(c.runner_image, DEFAULT_RUNNER_IMAGE);
         assert_eq!(c.job_defaults().service_name, "llm-job");
         assert!(parse(&["--leader-elect"]).leader_elect);
+    }
+
+    #[test]
+    fn identity_is_the_pod_name_or_unique_to_the_process() {
+        let c = parse(&[]);
+        if c.leader_election_identity.is_none() {
+            let id = c.identity();
+            assert!(id.contains(&format!("_{}_", std::process::id())), "{id}");
+            assert_eq!(id, parse(&[]).identity(), "stable within the process");
+        }
+        let named = parse(&["--leader-election-identity=pod-a"]);
+        assert_eq!(named.identity(), "pod-a");
     }
 
     #[test]

@@ -352,3 +352,48 @@ async fn a_job_deleted_mid_run_fails_the_llmjob_and_is_not_recreated() {
         "no second Job"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_with_leader_election_run_one_job_and_hand_over() {
+    let env = env().await;
+    let ns = namespace_with_secret(env, "leader").await;
+    let replay = replay().await;
+    let lease = format!("--leader-election-lease-name=llmjob-{ns}");
+    let args = ["--leader-elect=true", lease.as_str()];
+    let first = Operator::start(env, &ns, &args).await;
+    let second = Operator::start(env, &ns, &args).await;
+    let leader_gauge = |text: &str| text.lines().any(|l| l == "llmjob_operator_leader 1");
+    let (leader, standby) = wait_until("one replica to lead", || async {
+        let a = leader_gauge(&first.get("/metrics").await?.1);
+        let b = leader_gauge(&second.get("/metrics").await?.1);
+        match (a, b) {
+            (true, false) => Some((first.http, second.http)),
+            (false, true) => Some((second.http, first.http)),
+            _ => None,
+        }
+    })
+    .await;
+    let (leader, standby) = if leader == first.http {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    assert_eq!(
+        standby.get("/readyz").await.map(|r| r.1).as_deref(),
+        Some("standby")
+    );
+
+    create_llmjob(env, &ns, llmjob_json("led", &replay.base_url())).await;
+    wait_for_phase(env, &ns, "led", Phase::Succeeded).await;
+    assert_eq!(jobs(env, &ns).await.len(), 1);
+
+    // A clean shutdown releases the Lease, and the standby takes over.
+    assert!(leader.stop().await.success());
+    wait_until("the standby to lead", || async {
+        leader_gauge(&standby.get("/metrics").await?.1).then_some(())
+    })
+    .await;
+    create_llmjob(env, &ns, llmjob_json("after", &replay.base_url())).await;
+    wait_for_phase(env, &ns, "after", Phase::Succeeded).await;
+    assert_eq!(jobs(env, &ns).await.len(), 2);
+}
