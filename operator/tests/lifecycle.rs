@@ -363,17 +363,17 @@ async fn two_replicas_with_leader_election_run_one_job_and_hand_over() {
     let first = Operator::start(env, &ns, &args).await;
     let second = Operator::start(env, &ns, &args).await;
     let leader_gauge = |text: &str| text.lines().any(|l| l == "llmjob_operator_leader 1");
-    let (leader, standby) = wait_until("one replica to lead", || async {
+    let leader_addr = wait_until("one replica to lead", || async {
         let a = leader_gauge(&first.get("/metrics").await?.1);
         let b = leader_gauge(&second.get("/metrics").await?.1);
         match (a, b) {
-            (true, false) => Some((first.http, second.http)),
-            (false, true) => Some((second.http, first.http)),
+            (true, false) => Some(first.http),
+            (false, true) => Some(second.http),
             _ => None,
         }
     })
     .await;
-    let (leader, standby) = if leader == first.http {
+    let (leader, standby) = if leader_addr == first.http {
         (first, second)
     } else {
         (second, first)
