@@ -379,6 +379,16 @@ pub async fn client_from_kubeconfig(
     path: &Path,
     url: &str,
 ) -> Result<kube::Client, ClusterError> {
+    let config = config_from_kubeconfig(yaml, path).await?;
+    kube::Client::try_from(config).map_err(|source| ClusterError::Client {
+        url: url.to_owned(),
+        source,
+    })
+}
+
+/// The client configuration of a kubeconfig (read from `path`, for errors), with a 5 s connect
+/// timeout.
+pub async fn config_from_kubeconfig(yaml: &str, path: &Path) -> Result<kube::Config, ClusterError> {
     install_crypto_provider();
     let kubeconfig_err = |source| ClusterError::Kubeconfig {
         path: path.to_owned(),
@@ -390,10 +400,7 @@ pub async fn client_from_kubeconfig(
             .await
             .map_err(kubeconfig_err)?;
     config.connect_timeout = Some(Duration::from_secs(5));
-    kube::Client::try_from(config).map_err(|source| ClusterError::Client {
-        url: url.to_owned(),
-        source,
-    })
+    Ok(config)
 }
 
 /// Prefix of etcd's data directories; the owning process id follows it.

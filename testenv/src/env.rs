@@ -176,7 +176,15 @@ impl TestEnvBuilder {
             None
         };
         let kubelet = start_kubelet(&cluster, dir, self.images, self.host_images).await?;
+        let kubeconfig_path = cluster.kubeconfig_path().to_owned();
+        let kubeconfig =
+            std::fs::read_to_string(&kubeconfig_path).map_err(|source| EnvError::Prepare {
+                path: kubeconfig_path.clone(),
+                source,
+            })?;
+        let config = cluster::config_from_kubeconfig(&kubeconfig, &kubeconfig_path).await?;
         Ok(TestEnv {
+            config,
             client: cluster.client(),
             dir: dir.to_owned(),
             kubelet: Some(kubelet),
@@ -213,6 +221,7 @@ pub struct TestEnv {
     kubelet: Option<KubeletHandle>,
     collector: Option<Collector>,
     cluster: Option<Cluster>,
+    config: kube::Config,
     client: kube::Client,
     dir: PathBuf,
 }
@@ -284,9 +293,15 @@ impl TestEnv {
             .map_err(|e| EnvError::Shared(e.clone()))
     }
 
-    /// An admin client (`system:masters`). It works from any tokio runtime.
+    /// An admin client (`system:masters`), new at each call and bound to the calling tokio
+    /// runtime. hyper keeps each pooled connection on the runtime that opened it, so one client
+    /// shared by tests on different runtimes fails ("runtime dropped the dispatch task") once
+    /// the test that opened a connection ends. Call it once per test or task, not per request.
+    /// Must be called inside a tokio runtime.
     pub fn client(&self) -> kube::Client {
-        self.client.clone()
+        // Building a client from a configuration that built one before cannot fail; if it ever
+        // did, the environment's own client is still a working client.
+        kube::Client::try_from(self.config.clone()).unwrap_or_else(|_| self.client.clone())
     }
 
     /// The admin kubeconfig (`<dir>/kubeconfig`).
