@@ -39,7 +39,8 @@ pub fn samples(text: &str, name: &str) -> Vec<Sample> {
 
 /// The sum of all samples of `name`.
 pub fn sum(text: &str, name: &str) -> f64 {
-    samples(text, name).iter().map(|s| s.value).sum()
+    // `+ 0.0`: an empty f64 sum is -0.0, which prints as "-0".
+    samples(text, name).iter().map(|s| s.value).sum::<f64>() + 0.0
 }
 
 /// `a="x",b="y \"q\""` → {a: x, b: y "q"}.
