@@ -92,7 +92,7 @@ struct RunFigures {
     llmjobs_succeeded: Option<Duration>,
     /// apiserver_request_total, after minus before.
     api_requests: f64,
-    /// The same by resource.
+    /// The same by resource and verb.
     api_by_resource: BTreeMap<String, f64>,
     /// CPU seconds of each control-plane process during the run.
     control_plane_cpu: BTreeMap<String, f64>,
@@ -412,8 +412,8 @@ async fn run_operator(
         api_requests: scrape::sum(&api_after, "apiserver_request_total")
             - scrape::sum(&api_before, "apiserver_request_total"),
         api_by_resource: delta_map(
-            &scrape::requests_by_resource(&api_after),
-            &scrape::requests_by_resource(&api_before),
+            &scrape::requests_by_resource_and_verb(&api_after),
+            &scrape::requests_by_resource_and_verb(&api_before),
         ),
         control_plane_cpu: delta_map(&cpu_after, &cpu_before),
         operator: Some(operator_figures),
@@ -483,8 +483,8 @@ async fn run_direct(cli: &Cli, runner_bin: &Path, template: &Job) -> anyhow::Res
         api_requests: scrape::sum(&api_after, "apiserver_request_total")
             - scrape::sum(&api_before, "apiserver_request_total"),
         api_by_resource: delta_map(
-            &scrape::requests_by_resource(&api_after),
-            &scrape::requests_by_resource(&api_before),
+            &scrape::requests_by_resource_and_verb(&api_after),
+            &scrape::requests_by_resource_and_verb(&api_before),
         ),
         control_plane_cpu: delta_map(&cpu_after, &cpu_before),
         operator: None,
@@ -764,10 +764,12 @@ fn print_report(
     out.push(String::new());
 
     // Where the requests went.
-    out.push("API requests by resource (apiserver_request_total delta, all clients):".into());
+    out.push(
+        "API requests by resource and verb (apiserver_request_total delta, all clients):".into(),
+    );
     out.push(String::new());
-    out.push("| resource | A | B | A − B |".into());
-    out.push("|---|---|---|---|".into());
+    out.push("| resource | verb | A | B | A − B | (A − B) / N |".into());
+    out.push("|---|---|---|---|---|---|".into());
     let empty = BTreeMap::new();
     let b_by = b.map_or(&empty, |b| &b.api_by_resource);
     let mut keys: Vec<&String> = a.api_by_resource.keys().chain(b_by.keys()).collect();
@@ -783,10 +785,31 @@ fn print_report(
         };
         v(y).total_cmp(&v(x))
     });
+    // Rows of at least 1% of N requests (10 at least); the rest summed.
+    let floor = (n / 100.0).max(10.0);
+    let (mut rest_a, mut rest_b, mut rest_rows) = (0.0, 0.0, 0);
     for k in keys {
         let va = a.api_by_resource.get(k).copied().unwrap_or(0.0);
         let vb = b_by.get(k).copied().unwrap_or(0.0);
-        out.push(format!("| {k} | {va:.0} | {vb:.0} | {:+.0} |", va - vb));
+        if va.max(vb) >= floor {
+            let (resource, verb) = k.rsplit_once(' ').unwrap_or((k.as_str(), ""));
+            out.push(format!(
+                "| {resource} | {verb} | {va:.0} | {vb:.0} | {:+.0} | {:.2} |",
+                va - vb,
+                (va - vb) / n
+            ));
+        } else {
+            rest_a += va;
+            rest_b += vb;
+            rest_rows += 1;
+        }
+    }
+    if rest_rows > 0 {
+        out.push(format!(
+            "| ({rest_rows} smaller rows) | | {rest_a:.0} | {rest_b:.0} | {:+.0} | {:.2} |",
+            rest_a - rest_b,
+            (rest_a - rest_b) / n
+        ));
     }
     out.push(String::new());
     let cpu_line = |label: &str, f: &RunFigures| {

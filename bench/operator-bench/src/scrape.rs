@@ -74,8 +74,8 @@ fn parse_labels(s: &str) -> BTreeMap<String, String> {
     }
 }
 
-/// `apiserver_request_total` summed by resource (`resource[.group][/subresource]`).
-pub fn requests_by_resource(text: &str) -> BTreeMap<String, f64> {
+/// `apiserver_request_total` summed by resource and verb (`resource[.group][/subresource] VERB`).
+pub fn requests_by_resource_and_verb(text: &str) -> BTreeMap<String, f64> {
     let mut by = BTreeMap::new();
     for s in samples(text, "apiserver_request_total") {
         let get = |k: &str| s.labels.get(k).map(String::as_str).unwrap_or_default();
@@ -92,6 +92,7 @@ pub fn requests_by_resource(text: &str) -> BTreeMap<String, f64> {
             }
             key
         };
+        let key = format!("{key} {}", get("verb"));
         *by.entry(key).or_insert(0.0) += s.value;
     }
     by
@@ -172,10 +173,10 @@ llmjob_operator_reconciles_total 42
     #[test]
     fn parses_and_groups_requests() {
         assert_eq!(sum(TEXT, "apiserver_request_total"), 17.0);
-        let by = requests_by_resource(TEXT);
-        assert_eq!(by["jobs.batch"], 10.0);
-        assert_eq!(by["pods/status"], 5.0);
-        assert_eq!(by["(non-resource)"], 2.0);
+        let by = requests_by_resource_and_verb(TEXT);
+        assert_eq!(by["jobs.batch POST"], 10.0);
+        assert_eq!(by["pods/status PATCH"], 5.0);
+        assert_eq!(by["(non-resource) GET"], 2.0);
         assert_eq!(sum(TEXT, "llmjob_operator_reconciles_total"), 42.0);
     }
 
