@@ -229,7 +229,9 @@ fn write_or_check(path: &Path, content: &[u8], check: bool, command: &str) -> Re
 }
 
 fn bench(root: &Path) -> Result<()> {
-    step("job-runner vs the Python reference job");
+    step("job-runner vs the Python reference job: bench/runner/run.sh");
     run_cmd(root, "bash", &["bench/runner/run.sh"])?;
+    step("operator vs direct Jobs: bench/operator-bench/run.sh");
+    run_cmd(root, "bash", &["bench/operator-bench/run.sh"])?;
     Ok(())
 }
