@@ -192,14 +192,34 @@ async fn flux_examples_apply(env: &TestEnv, dir: &Path) {
     );
     let overlay = dir.join("flux-llmjobs");
     std::fs::create_dir(&overlay).unwrap();
+    // Files the GitRepository's ignore rules leave out never reach Flux (exact-path rules only,
+    // which is what the example uses).
+    let source = load_one(&flux.join("gitrepository.yaml"));
+    let ignored: Vec<PathBuf> = source["spec"]["ignore"]
+        .as_str()
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("/manifests/") && !l.ends_with('/'))
+        .map(|l| root().join(l.trim_start_matches('/')))
+        .collect();
+    assert!(
+        ignored.iter().any(|f| f.ends_with("examples/secret.yaml")),
+        "the Flux GitRepository must not sync the placeholder API-key Secret"
+    );
     let resources: Vec<String> = yaml_files(&path)
         .iter()
+        .filter(|f| !ignored.contains(f))
         .map(|f| {
             let name = f.file_name().unwrap().to_string_lossy().into_owned();
             std::fs::copy(f, overlay.join(&name)).unwrap();
             name
         })
         .collect();
+    assert!(
+        !resources.iter().any(|r| r == "secret.yaml"),
+        "ignored files are left out: {resources:?}"
+    );
     let kustomization = serde_json::json!({
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",

@@ -11,7 +11,7 @@ const BAR_WIDTH: usize = 32;
 
 /// Attributes worth showing next to a span, in this order (absent ones are skipped).
 const KEY_ATTRIBUTES: &[&str] = &[
-    "k8s.llmjob.name",
+    "llmjob.name",
     "gen_ai.request.model",
     "gen_ai.response.model",
     "gen_ai.usage.input_tokens",
