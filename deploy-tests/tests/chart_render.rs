@@ -164,13 +164,13 @@ fn grants(role: &Value) -> BTreeSet<Grant> {
 /// The operator's needs, from the names contract: nothing more, nothing less.
 fn operator_grants() -> BTreeSet<Grant> {
     let table: &[(&str, &str, &[&str])] = &[
-        ("llmjob.dev", "llmjobs", &["get", "list", "watch", "patch"]),
-        ("llmjob.dev", "llmjobs/status", &["get", "patch", "update"]),
+        ("llmjob.dev", "llmjobs", &["get", "list", "watch"]),
+        ("llmjob.dev", "llmjobs/status", &["get", "patch"]),
         ("llmjob.dev", "llmjobs/finalizers", &["update"]),
         (
             "batch",
             "jobs",
-            &["get", "list", "watch", "create", "patch", "delete"],
+            &["get", "list", "watch", "create", "patch"],
         ),
         ("", "pods", &["get", "list", "watch"]),
         ("", "secrets", &["get", "list", "watch"]),

@@ -62,26 +62,27 @@ Used by the ClusterRole (cluster-wide mode) and by each Role (namespaced mode), 
 grant exactly the same verbs. No wildcards.
 */}}
 {{- define "llmjob-operator.rules" -}}
-# Why: the controller watches LlmJobs (list/watch), reads one before reconciling (get) and
-# adds/removes its finalizer with a patch.
+# Why: the controller watches LlmJobs (list/watch) and reads one before reconciling (get). It
+# never writes the spec or metadata (no finalizer: deletion cascades through owner references).
 - apiGroups: ["llmjob.dev"]
   resources: ["llmjobs"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["get", "list", "watch"]
 # Why: phase, conditions, observedGeneration and the run's result are written to the status
-# subresource (server-side apply = patch; update for conflict-checked writes).
+# subresource, by server-side apply (a patch).
 - apiGroups: ["llmjob.dev"]
   resources: ["llmjobs/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["get", "patch"]
 # Why: the Jobs the operator creates carry an owner reference with blockOwnerDeletion, which the
 # API server only allows to a client that may update the owner's finalizers.
 - apiGroups: ["llmjob.dev"]
   resources: ["llmjobs/finalizers"]
   verbs: ["update"]
-# Why: each LlmJob runs as one batch Job: the operator creates it, watches it to follow the run,
-# patches it (suspend/resume for Kueue-style admission) and deletes it on cleanup.
+# Why: each LlmJob runs as one batch Job: the operator creates it by server-side apply (create +
+# patch), watches it to follow the run and patches spec.suspend (suspend/resume). It never
+# deletes one: the garbage collector does, through the owner reference.
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 # Why: the run's result (tokens, finish reason, trace id) is read from the runner pod's
 # termination message; read-only.
 - apiGroups: [""]
