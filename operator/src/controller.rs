@@ -1,7 +1,8 @@
 //! The controller: kube-rs `Controller`s that watch LlmJobs (and their Jobs, the Jobs' pods and
 //! the API-key Secrets) and the reconcile that ties the steps together.
 //!
-//! One reconcile, for one LlmJob, read fresh from the API server:
+//! One reconcile, for one LlmJob read fresh from the API server (its Job and pods from the
+//! scope's watch caches, see [`crate::fetch`]):
 //! 1. finished (`Succeeded`/`Failed`): nothing runs again; only `observedGeneration` follows;
 //! 2. [`validate`](crate::validate) fails → `Stalled` with reason `InvalidSpec`, a Warning event;
 //! 3. its Job exists → owned by this LlmJob? (else `JobConflict`), `spec.suspend` follows the
@@ -11,8 +12,10 @@
 //!    change of that Secret triggers the next reconcile), then the launch span starts, the Job is
 //!    created by server-side apply with `TRACEPARENT` = the launch span, and the status follows.
 //!
-//! The status is written only when it changed, so the watch event of the operator's own status
-//! patch ends in a no-op reconcile. Requeue decisions are explicit: a finished or blocked LlmJob
+//! The status is written only when it changed, and only a new `metadata.generation` of an
+//! LlmJob triggers a reconcile (the operator is the only writer of the status, so its own writes
+//! need none); Job, pod and Secret events do the rest. Requeue decisions are explicit: a finished
+//! or blocked LlmJob
 //! waits for a change; an unfinished one is re-checked every [`RESYNC`] as a safety net; errors
 //! retry after [`ERROR_REQUEUE`].
 
@@ -26,8 +29,8 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, PartialObjectMeta};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{EventType, Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::{self as cache, ObjectRef, Store};
+use kube::runtime::{PredicateConfig, WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use llmjob_crds::v1alpha1::{LlmJob, LlmJobStatus, Phase};
 use opentelemetry_sdk::trace::SdkTracer;
@@ -115,7 +118,8 @@ impl Error {
     }
 }
 
-/// What every reconcile shares.
+/// What every reconcile shares (one per watched scope: the caches are the scope's).
+#[derive(Clone)]
 pub struct Context {
     /// The Kubernetes client.
     pub client: Client,
@@ -127,6 +131,17 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// The tracer of launch spans.
     pub tracer: SdkTracer,
+    /// The scope's Jobs and pods as its watches see them; `None` reads the API server.
+    pub caches: Option<Caches>,
+}
+
+/// The watch caches of one scope's Jobs and pods (only the operator's, by label).
+#[derive(Clone)]
+pub struct Caches {
+    /// The operator's Jobs.
+    pub jobs: Store<Job>,
+    /// The pods of the operator's Jobs.
+    pub pods: Store<Pod>,
 }
 
 impl Context {
@@ -142,6 +157,7 @@ impl Context {
             defaults: config.job_defaults(),
             metrics,
             tracer,
+            caches: None,
         }
     }
 }
@@ -248,6 +264,57 @@ fn llmjob_of_pod(store: &Store<LlmJob>, pod: &Pod) -> Option<ObjectRef<LlmJob>> 
         .map(|j| ObjectRef::from_obj(j.as_ref()))
 }
 
+/// Drops what the reconcile never reads from a cached Job (managed fields, the pod template), so
+/// that caching thousands of Jobs stays cheap.
+fn prune_job(job: &mut Job) {
+    job.metadata.managed_fields = None;
+    if let Some(spec) = job.spec.as_mut() {
+        spec.template = Default::default();
+    }
+}
+
+/// Drops what the reconcile never reads from a cached pod: it needs the metadata that ties the pod
+/// to its Job and LlmJob, the phase and the container statuses.
+fn prune_pod(pod: &mut Pod) {
+    pod.metadata.managed_fields = None;
+    pod.metadata.annotations = None;
+    pod.spec = None;
+    if let Some(status) = pod.status.as_mut() {
+        status.conditions = None;
+    }
+}
+
+/// What about a pod can change an LlmJob's status: its phase and its containers' states (a
+/// binding or the Job controller removing its finalizer changes nothing and triggers nothing).
+fn pod_progress(pod: &Pod) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let status = pod.status.as_ref();
+    status.and_then(|s| s.phase.as_deref()).hash(&mut h);
+    for c in status
+        .and_then(|s| s.container_statuses.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        c.name.hash(&mut h);
+        let state = c.state.as_ref();
+        state
+            .and_then(|s| s.running.as_ref())
+            .is_some()
+            .hash(&mut h);
+        state
+            .and_then(|s| s.waiting.as_ref())
+            .map(|w| (&w.reason, &w.message))
+            .hash(&mut h);
+        state
+            .and_then(|s| s.terminated.as_ref())
+            .map(|t| (t.exit_code, &t.message))
+            .hash(&mut h);
+    }
+    pod.metadata.deletion_timestamp.is_some().hash(&mut h);
+    Some(h.finish())
+}
+
 /// Runs the controllers (one per watched namespace, or one for the cluster) until `shutdown`.
 pub async fn run(
     ctx: Arc<Context>,
@@ -264,10 +331,38 @@ pub async fn run(
     for scope in scopes {
         let ns = scope.as_deref();
         let managed = watcher::Config::default().labels(&managed_selector());
-        let controller =
-            Controller::new(api::<LlmJob>(&ctx.client, ns), watcher::Config::default())
-                .owns(api::<Job>(&ctx.client, ns), managed.clone());
-        let store = controller.store();
+        // LlmJobs: only spec changes (a new generation) trigger a reconcile; the operator is the
+        // only writer of the status, so its own status writes need none.
+        let (store, llmjob_writer) = cache::store::<LlmJob>();
+        let llmjobs = reflector(
+            llmjob_writer,
+            watcher(api::<LlmJob>(&ctx.client, ns), watcher::Config::default())
+                .modify(|j: &mut LlmJob| j.metadata.managed_fields = None),
+        )
+        .default_backoff()
+        .applied_objects()
+        .predicate_filter(predicates::generation, PredicateConfig::default());
+        // Jobs and pods are cached: a reconcile reads them from these stores, not the API server.
+        let (jobs, job_writer) = cache::store::<Job>();
+        let job_events = reflector(
+            job_writer,
+            watcher(api::<Job>(&ctx.client, ns), managed.clone()).modify(prune_job),
+        )
+        .default_backoff()
+        .touched_objects();
+        let (pods, pod_writer) = cache::store::<Pod>();
+        let pod_events = reflector(
+            pod_writer,
+            watcher(api::<Pod>(&ctx.client, ns), managed).modify(prune_pod),
+        )
+        .default_backoff()
+        .touched_objects()
+        .predicate_filter(pod_progress, PredicateConfig::default());
+        let scope_ctx = Arc::new(Context {
+            caches: Some(Caches { jobs, pods }),
+            ..(*ctx).clone()
+        });
+        let controller = Controller::for_stream(llmjobs, store.clone()).owns_stream(job_events);
         let pod_store = store.clone();
         let secret_store = store.clone();
         // Secrets are watched as metadata only: the operator never holds a secret value.
@@ -278,9 +373,7 @@ pub async fn run(
         .default_backoff()
         .touched_objects();
         let controller = controller
-            .watches(api::<Pod>(&ctx.client, ns), managed, move |pod: Pod| {
-                llmjob_of_pod(&pod_store, &pod)
-            })
+            .watches_stream(pod_events, move |pod: Pod| llmjob_of_pod(&pod_store, &pod))
             .watches_stream(secret_events, move |secret: PartialObjectMeta<Secret>| {
                 let namespace = secret.namespace().unwrap_or_default();
                 secrets::llmjobs_using(&secret_store, &namespace, &secret.name_any())
@@ -288,16 +381,14 @@ pub async fn run(
             .graceful_shutdown_on(shutdown.wait());
         stores.push(store);
         let scope_name = scope.clone().unwrap_or_else(|| "all namespaces".to_owned());
-        controllers.push(
-            controller
-                .run(reconcile, error_policy, ctx.clone())
-                .for_each(move |result| {
-                    if let Err(e) = result {
-                        tracing::debug!(scope = %scope_name, error = %e, "controller event");
-                    }
-                    std::future::ready(())
-                }),
-        );
+        controllers.push(controller.run(reconcile, error_policy, scope_ctx).for_each(
+            move |result| {
+                if let Err(e) = result {
+                    tracing::debug!(scope = %scope_name, error = %e, "controller event");
+                }
+                std::future::ready(())
+            },
+        ));
     }
 
     let ready_stores = stores.clone();
@@ -413,9 +504,18 @@ impl Reconciler<'_> {
         };
         let jobs: Api<Job> = Api::namespaced(client.clone(), self.namespace);
         let job_name = build_job::job_name(self.name);
-        let existing = fetch::job(&jobs, &job_name)
-            .await
-            .map_err(self.read_error("Job of LlmJob"))?;
+        let cached = self
+            .ctx
+            .caches
+            .as_ref()
+            .and_then(|c| fetch::cached_job(&c.jobs, self.namespace, &job_name));
+        let existing = match cached {
+            Some(job) => Some(job),
+            // Not in the cache: ask the API server before deciding to create it.
+            None => fetch::job(&jobs, &job_name)
+                .await
+                .map_err(self.read_error("Job of LlmJob"))?,
+        };
 
         if let Some(mut job) = existing {
             if !owned_by(&job, &llmjob) {
@@ -440,10 +540,16 @@ impl Reconciler<'_> {
                         })?;
                 }
             }
-            let pods_api: Api<Pod> = Api::namespaced(client.clone(), self.namespace);
-            let pods = fetch::pods(&pods_api, &job)
-                .await
-                .map_err(self.read_error("pods of LlmJob"))?;
+            let pods = match &self.ctx.caches {
+                Some(c) if !status::job_finished(&job) => fetch::cached_pods(&c.pods, &job),
+                // A finished run's result is in its pod's termination message: read it fresh.
+                _ => {
+                    let pods_api: Api<Pod> = Api::namespaced(client.clone(), self.namespace);
+                    fetch::pods(&pods_api, &job)
+                        .await
+                        .map_err(self.read_error("pods of LlmJob"))?
+                }
+            };
             return self
                 .observe(
                     &llmjobs,
