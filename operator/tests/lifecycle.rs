@@ -14,11 +14,16 @@ use kube::{Api, ResourceExt};
 use llmjob_crds::v1alpha1::{LlmJob, Phase};
 use openai_replay::{ReplayConfig, ReplayServer};
 
+/// The replay server accepting [`API_KEY`], answering after `delay`.
 #[allow(clippy::expect_used)]
-async fn replay() -> ReplayServer {
-    ReplayServer::start(ReplayConfig::new().with_api_key(API_KEY))
+async fn replay_after(delay: Duration) -> ReplayServer {
+    ReplayServer::start(ReplayConfig::new().with_api_key(API_KEY).with_delay(delay))
         .await
         .expect("replay server")
+}
+
+async fn replay() -> ReplayServer {
+    replay_after(Duration::ZERO).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -225,13 +230,7 @@ async fn deleting_an_llmjob_cascades_to_its_job_and_pod() {
     let env = env().await;
     let ns = namespace_with_secret(env, "cascade").await;
     // The replay server answers slowly, so the pod is still running when the LlmJob goes.
-    let replay = ReplayServer::start(
-        ReplayConfig::new()
-            .with_api_key(API_KEY)
-            .with_delay(Duration::from_secs(30)),
-    )
-    .await
-    .expect("replay");
+    let replay = replay_after(Duration::from_secs(30)).await;
     let _op = Operator::start(env, &ns, &[]).await;
 
     create_llmjob(env, &ns, llmjob_json("doomed", &replay.base_url())).await;
@@ -294,13 +293,7 @@ async fn suspend_and_resume() {
 async fn a_restarted_operator_never_creates_a_second_job() {
     let env = env().await;
     let ns = namespace_with_secret(env, "restart").await;
-    let replay = ReplayServer::start(
-        ReplayConfig::new()
-            .with_api_key(API_KEY)
-            .with_delay(Duration::from_secs(3)),
-    )
-    .await
-    .expect("replay");
+    let replay = replay_after(Duration::from_secs(3)).await;
     let first = Operator::start(env, &ns, &[]).await;
     create_llmjob(env, &ns, llmjob_json("once", &replay.base_url())).await;
     wait_until("the Job", || async {
@@ -326,13 +319,7 @@ async fn a_restarted_operator_never_creates_a_second_job() {
 async fn a_job_deleted_mid_run_fails_the_llmjob_and_is_not_recreated() {
     let env = env().await;
     let ns = namespace_with_secret(env, "jobgone").await;
-    let replay = ReplayServer::start(
-        ReplayConfig::new()
-            .with_api_key(API_KEY)
-            .with_delay(Duration::from_secs(30)),
-    )
-    .await
-    .expect("replay");
+    let replay = replay_after(Duration::from_secs(30)).await;
     let _op = Operator::start(env, &ns, &[]).await;
     create_llmjob(env, &ns, llmjob_json("orphan", &replay.base_url())).await;
     wait_for_phase(env, &ns, "orphan", Phase::Running).await;

@@ -270,9 +270,10 @@ impl Drop for ManagedProcess {
 }
 
 /// Asks the kernel to SIGKILL the child when the thread that spawned it exits (see the module
-/// docs for the thread caveat).
+/// docs for the thread caveat). The one place of this `unsafe` block: the kubelet's container
+/// processes use it too.
 #[allow(unsafe_code)]
-fn kill_with_parent(command: &mut Command) {
+pub(crate) fn kill_with_parent(command: &mut Command) {
     // SAFETY: the closure runs in the forked child before `exec`. It only performs the `prctl`
     // and `getppid` system calls through rustix (no allocation, no locks, nothing that is not
     // async-signal-safe), touches no memory shared with the parent and returns an io::Error on

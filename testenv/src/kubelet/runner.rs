@@ -116,7 +116,7 @@ impl ContainerProcess {
             .stderr(stderr)
             .process_group(0)
             .kill_on_drop(true);
-        die_with_parent(&mut command);
+        crate::process::kill_with_parent(&mut command);
         let child = command.spawn()?;
         // `id()` is `Some` until the child has been reaped; nothing has waited on it yet. With
         // `process_group(0)` the group id is the child's pid.
@@ -175,24 +175,6 @@ fn exit_code(status: ExitStatus) -> i32 {
         .code()
         .or_else(|| status.signal().map(|s| 128 + s))
         .unwrap_or(255)
-}
-
-/// Asks the kernel to SIGKILL the child when the thread that spawned it exits.
-#[allow(unsafe_code)]
-fn die_with_parent(command: &mut Command) {
-    // SAFETY: the closure runs in the forked child before `exec`. It only performs the `prctl`
-    // and `getppid` system calls through rustix (no allocation, no locks, nothing that is not
-    // async-signal-safe), touches no memory shared with the parent and returns an io::Error on
-    // failure, which makes `spawn` fail cleanly. Same as `crate::process`.
-    unsafe {
-        command.pre_exec(|| {
-            rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
-            if rustix::process::getppid().is_none() {
-                return Err(io::Error::other("parent exited before exec"));
-            }
-            Ok(())
-        });
-    }
 }
 
 #[cfg(test)]
