@@ -1,8 +1,8 @@
 //! The controller: kube-rs `Controller`s that watch LlmJobs (and their Jobs, the Jobs' pods and
 //! the API-key Secrets) and the reconcile that ties the steps together.
 //!
-//! One reconcile, for one LlmJob read fresh from the API server (its Job and pods from the
-//! scope's watch caches, see [`crate::fetch`]):
+//! One reconcile, for one LlmJob as the watch cache holds it (its Job and pods from the scope's
+//! watch caches too; what is read fresh from the API server, and when, is in [`crate::fetch`]):
 //! 1. finished (`Succeeded`/`Failed`): nothing runs again; only `observedGeneration` follows;
 //! 2. [`validate`](crate::validate) fails → `Stalled` with reason `InvalidSpec`, a Warning event;
 //! 3. its Job exists → owned by this LlmJob? (else `JobConflict`), `spec.suspend` follows the
@@ -22,7 +22,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::jiff::Timestamp;
@@ -41,10 +41,11 @@ use crate::build_job::{self, BuildError, MANAGED_BY, MANAGED_BY_LABEL, NAME_LABE
 use crate::config::{Config, JobDefaults};
 use crate::http::Health;
 use crate::metrics::Metrics;
-use crate::secrets::{self, SecretError};
+use crate::own_writes::OwnWrites;
+use crate::secrets::{self, SecretError, SecretKeys};
 use crate::status::{self, Observation};
 use crate::telemetry::{self, LaunchInfo, LaunchSpan};
-use crate::{FIELD_MANAGER, apply, events, fetch, validate};
+use crate::{FIELD_MANAGER, apply, events, fetch, triggers, validate};
 
 /// How often an unfinished LlmJob is re-checked even without a watch event.
 pub const RESYNC: Duration = Duration::from_secs(300);
@@ -106,6 +107,11 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the status write failed because the LlmJob changed since it was read.
+    fn is_conflict(&self) -> bool {
+        matches!(self, Error::Status { source: kube::Error::Api(s), .. } if s.is_conflict())
+    }
+
     /// A low-cardinality category, the label of the reconcile-error metric.
     pub fn category(&self) -> &'static str {
         match self {
@@ -133,6 +139,10 @@ pub struct Context {
     pub tracer: SdkTracer,
     /// The scope's Jobs and pods as its watches see them; `None` reads the API server.
     pub caches: Option<Caches>,
+    /// The key names of the API-key Secrets, by version.
+    pub secret_keys: SecretKeys,
+    /// The operator's own status writes the LlmJob cache does not show yet.
+    pub own_writes: OwnWrites,
 }
 
 /// The watch caches of one scope's Jobs and pods (only the operator's, by label).
@@ -158,6 +168,8 @@ impl Context {
             metrics,
             tracer,
             caches: None,
+            secret_keys: SecretKeys::default(),
+            own_writes: OwnWrites::default(),
         }
     }
 }
@@ -284,37 +296,6 @@ fn prune_pod(pod: &mut Pod) {
     }
 }
 
-/// What about a pod can change an LlmJob's status: its phase and its containers' states (a
-/// binding or the Job controller removing its finalizer changes nothing and triggers nothing).
-fn pod_progress(pod: &Pod) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    let status = pod.status.as_ref();
-    status.and_then(|s| s.phase.as_deref()).hash(&mut h);
-    for c in status
-        .and_then(|s| s.container_statuses.as_ref())
-        .into_iter()
-        .flatten()
-    {
-        c.name.hash(&mut h);
-        let state = c.state.as_ref();
-        state
-            .and_then(|s| s.running.as_ref())
-            .is_some()
-            .hash(&mut h);
-        state
-            .and_then(|s| s.waiting.as_ref())
-            .map(|w| (&w.reason, &w.message))
-            .hash(&mut h);
-        state
-            .and_then(|s| s.terminated.as_ref())
-            .map(|t| (t.exit_code, &t.message))
-            .hash(&mut h);
-    }
-    pod.metadata.deletion_timestamp.is_some().hash(&mut h);
-    Some(h.finish())
-}
-
 /// Runs the controllers (one per watched namespace, or one for the cluster) until `shutdown`.
 pub async fn run(
     ctx: Arc<Context>,
@@ -334,44 +315,60 @@ pub async fn run(
         // LlmJobs: only spec changes (a new generation) trigger a reconcile; the operator is the
         // only writer of the status, so its own status writes need none.
         let (store, llmjob_writer) = cache::store::<LlmJob>();
+        let own_writes = ctx.own_writes.clone();
         let llmjobs = reflector(
             llmjob_writer,
             watcher(api::<LlmJob>(&ctx.client, ns), watcher::Config::default())
                 .modify(|j: &mut LlmJob| j.metadata.managed_fields = None),
         )
         .default_backoff()
+        .inspect_ok(move |event| own_writes.observe(event))
         .applied_objects()
         .predicate_filter(predicates::generation, PredicateConfig::default());
         // Jobs and pods are cached: a reconcile reads them from these stores, not the API server.
         let (jobs, job_writer) = cache::store::<Job>();
-        let job_events = reflector(
-            job_writer,
-            watcher(api::<Job>(&ctx.client, ns), managed.clone()).modify(prune_job),
+        let job_events = triggers::on_progress(
+            reflector(
+                job_writer,
+                watcher(api::<Job>(&ctx.client, ns), managed.clone()).modify(prune_job),
+            )
+            .default_backoff(),
+            triggers::job_progress,
+        );
+        let (pods, pod_writer) = cache::store::<Pod>();
+        let pod_events = triggers::on_progress(
+            reflector(
+                pod_writer,
+                watcher(api::<Pod>(&ctx.client, ns), managed).modify(prune_pod),
+            )
+            .default_backoff(),
+            triggers::pod_progress,
+        );
+        // Secrets are watched as metadata only: the operator never holds a secret value. The
+        // cache tells which version of a Secret is current, so its key names are read once.
+        let (secret_meta, secret_writer) = cache::store::<PartialObjectMeta<Secret>>();
+        let secret_events = reflector(
+            secret_writer,
+            watcher(
+                api::<PartialObjectMeta<Secret>>(&ctx.client, ns),
+                watcher::Config::default(),
+            )
+            .modify(|s: &mut PartialObjectMeta<Secret>| {
+                s.metadata.managed_fields = None;
+                s.metadata.annotations = None;
+                s.metadata.labels = None;
+            }),
         )
         .default_backoff()
         .touched_objects();
-        let (pods, pod_writer) = cache::store::<Pod>();
-        let pod_events = reflector(
-            pod_writer,
-            watcher(api::<Pod>(&ctx.client, ns), managed).modify(prune_pod),
-        )
-        .default_backoff()
-        .touched_objects()
-        .predicate_filter(pod_progress, PredicateConfig::default());
         let scope_ctx = Arc::new(Context {
             caches: Some(Caches { jobs, pods }),
+            secret_keys: SecretKeys::new(secret_meta),
             ..(*ctx).clone()
         });
         let controller = Controller::for_stream(llmjobs, store.clone()).owns_stream(job_events);
         let pod_store = store.clone();
         let secret_store = store.clone();
-        // Secrets are watched as metadata only: the operator never holds a secret value.
-        let secret_events = watcher(
-            api::<PartialObjectMeta<Secret>>(&ctx.client, ns),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .touched_objects();
         let controller = controller
             .watches_stream(pod_events, move |pod: Pod| llmjob_of_pod(&pod_store, &pod))
             .watches_stream(secret_events, move |secret: PartialObjectMeta<Secret>| {
@@ -456,12 +453,21 @@ pub async fn reconcile(llmjob: Arc<LlmJob>, ctx: Arc<Context>) -> Result<Action,
         ctx: &ctx,
         namespace: &namespace,
         name: &name,
+        cached_rv: llmjob.resource_version(),
     }
-    .run()
+    .run(llmjob)
     .instrument(span)
     .await;
     ctx.metrics.reconciled(started.elapsed());
     result
+}
+
+/// Where one pass of a reconcile ended.
+enum Step {
+    /// Done, with the requeue decision.
+    Done(Action),
+    /// The decision needs the LlmJob as stored now, not the watch cache's copy.
+    NeedsFresh,
 }
 
 /// One reconcile of one LlmJob.
@@ -469,6 +475,8 @@ struct Reconciler<'a> {
     ctx: &'a Context,
     namespace: &'a str,
     name: &'a str,
+    /// The `resourceVersion` of the watch cache's copy this reconcile started from.
+    cached_rv: Option<String>,
 }
 
 impl Reconciler<'_> {
@@ -477,30 +485,72 @@ impl Reconciler<'_> {
         move |source| Error::Read { what, source }
     }
 
-    async fn run(&self) -> Result<Action, Error> {
+    /// Reconciles from the watch cache's copy of the LlmJob, and reads it fresh from the API
+    /// server only when the cache may be behind and that matters: before a Job is created (a
+    /// finished LlmJob must never run again), and when a status write finds that the copy was
+    /// stale (a `Conflict`: every status write is conditional on the copy's `resourceVersion`,
+    /// so events, which follow status changes, never repeat).
+    async fn run(&self, cached: Arc<LlmJob>) -> Result<Action, Error> {
+        let llmjobs: Api<LlmJob> = Api::namespaced(self.ctx.client.clone(), self.namespace);
+        let mut llmjob = Arc::unwrap_or_clone(self.ctx.own_writes.newest(cached));
+        let mut fresh = false;
+        loop {
+            let outcome = self.step(&llmjobs, &llmjob, fresh).await;
+            let reason = match &outcome {
+                Ok(Step::NeedsFresh) => "create",
+                Err(e) if e.is_conflict() => "conflict",
+                _ => "",
+            };
+            if reason.is_empty() || fresh {
+                return match outcome? {
+                    Step::Done(action) => Ok(action),
+                    // A fresh copy never asks for another one.
+                    Step::NeedsFresh => Ok(Action::requeue(ERROR_REQUEUE)),
+                };
+            }
+            self.ctx.metrics.fresh_read(reason);
+            match fetch::llmjob(&llmjobs, self.name)
+                .await
+                .map_err(self.read_error("LlmJob"))?
+            {
+                Some(j) => llmjob = j,
+                None => return Ok(Action::await_change()),
+            }
+            fresh = true;
+        }
+    }
+
+    /// One pass over `llmjob`; `fresh` tells whether it was just read from the API server.
+    async fn step(
+        &self,
+        llmjobs: &Api<LlmJob>,
+        llmjob: &LlmJob,
+        fresh: bool,
+    ) -> Result<Step, Error> {
         let client = &self.ctx.client;
-        let llmjobs: Api<LlmJob> = Api::namespaced(client.clone(), self.namespace);
-        let Some(llmjob) = fetch::llmjob(&llmjobs, self.name)
-            .await
-            .map_err(self.read_error("LlmJob"))?
-        else {
-            return Ok(Action::await_change());
-        };
         if llmjob.meta().deletion_timestamp.is_some() {
             // Garbage collection deletes the Job and its pod with the LlmJob.
-            return Ok(Action::await_change());
+            return Ok(Step::Done(Action::await_change()));
         }
         let old = llmjob.status.clone().unwrap_or_default();
         if let Some(phase) = old.phase {
             tracing::Span::current().record("llmjob.phase", status::phase_name(phase));
             if phase.is_finished() {
-                return self.follow_generation(&llmjobs, &llmjob, old).await;
+                return self
+                    .follow_generation(llmjobs, llmjob, old)
+                    .await
+                    .map(Step::Done);
             }
         }
 
-        let valid = match validate::validate(&llmjob) {
+        let valid = match validate::validate(llmjob) {
             Ok(v) => v,
-            Err(e) => return self.blocked(&llmjob, "InvalidSpec", e.to_string()).await,
+            Err(e) => {
+                return self
+                    .blocked(llmjob, "InvalidSpec", e.to_string())
+                    .await
+                    .map(Step::Done);
+            }
         };
         let jobs: Api<Job> = Api::namespaced(client.clone(), self.namespace);
         let job_name = build_job::job_name(self.name);
@@ -511,22 +561,27 @@ impl Reconciler<'_> {
             .and_then(|c| fetch::cached_job(&c.jobs, self.namespace, &job_name));
         let existing = match cached {
             Some(job) => Some(job),
-            // Not in the cache: ask the API server before deciding to create it.
+            // Not in the cache: no Job yet, or the cache is behind. The decision to create it
+            // is made on a fresh LlmJob and a fresh read of the Job.
+            None if !fresh => return Ok(Step::NeedsFresh),
             None => fetch::job(&jobs, &job_name)
                 .await
                 .map_err(self.read_error("Job of LlmJob"))?,
         };
 
         if let Some(mut job) = existing {
-            if !owned_by(&job, &llmjob) {
+            if !owned_by(&job, llmjob) {
                 let message = format!(
                     "Job {}/{job_name} exists and is not owned by this LlmJob: delete that Job, or \
                      create the LlmJob under another name",
                     self.namespace
                 );
-                return self.blocked(&llmjob, "JobConflict", message).await;
+                return self
+                    .blocked(llmjob, "JobConflict", message)
+                    .await
+                    .map(Step::Done);
             }
-            if !build_job::is_queued(&llmjob) && !status::job_finished(&job) {
+            if !build_job::is_queued(llmjob) && !status::job_finished(&job) {
                 let want = llmjob.spec.suspend == Some(true);
                 let have = job.spec.as_ref().and_then(|s| s.suspend) == Some(true);
                 if want != have {
@@ -540,10 +595,16 @@ impl Reconciler<'_> {
                         })?;
                 }
             }
-            let pods = match &self.ctx.caches {
-                Some(c) if !status::job_finished(&job) => fetch::cached_pods(&c.pods, &job),
-                // A finished run's result is in its pod's termination message: read it fresh.
-                _ => {
+            let cached_pods = self.ctx.caches.as_ref().and_then(|c| {
+                let pods = fetch::cached_pods(&c.pods, &job);
+                // A finished run's result is in its pod's termination message: the cache must
+                // hold every pod the Job counts as finished, else they are read fresh.
+                (!status::job_finished(&job) || fetch::has_finished_pods(&job, &pods))
+                    .then_some(pods)
+            });
+            let pods = match cached_pods {
+                Some(pods) => pods,
+                None => {
                     let pods_api: Api<Pod> = Api::namespaced(client.clone(), self.namespace);
                     fetch::pods(&pods_api, &job)
                         .await
@@ -552,32 +613,43 @@ impl Reconciler<'_> {
             };
             return self
                 .observe(
-                    &llmjobs,
-                    &llmjob,
+                    llmjobs,
+                    llmjob,
                     Observation::Job {
                         job: &job,
                         pods: &pods,
                     },
                 )
-                .await;
+                .await
+                .map(Step::Done);
         }
 
         if let Some(gone) = old.job_name.as_deref() {
             return self
-                .observe(&llmjobs, &llmjob, Observation::JobGone { job_name: gone })
-                .await;
+                .observe(llmjobs, llmjob, Observation::JobGone { job_name: gone })
+                .await
+                .map(Step::Done);
         }
 
         let selector = &llmjob.spec.openai.api_key_secret_ref;
-        match secrets::check(client, self.namespace, selector).await {
+        match self
+            .ctx
+            .secret_keys
+            .check(client, self.namespace, selector)
+            .await
+        {
             Ok(()) => {}
             Err(e @ SecretError::NotFound { .. }) => {
-                return self.blocked(&llmjob, "SecretNotFound", e.to_string()).await;
+                return self
+                    .blocked(llmjob, "SecretNotFound", e.to_string())
+                    .await
+                    .map(Step::Done);
             }
             Err(e @ SecretError::KeyNotFound { .. }) => {
                 return self
-                    .blocked(&llmjob, "SecretKeyNotFound", e.to_string())
-                    .await;
+                    .blocked(llmjob, "SecretKeyNotFound", e.to_string())
+                    .await
+                    .map(Step::Done);
             }
             Err(e) => return Err(Error::Secret(e)),
         }
@@ -594,15 +666,18 @@ impl Reconciler<'_> {
             },
             telemetry::current_span_context(),
         );
-        let job = match build_job::build_job(&llmjob, &self.ctx.defaults, &launch.traceparent()) {
+        let job = match build_job::build_job(llmjob, &self.ctx.defaults, &launch.traceparent()) {
             Ok(job) => job,
             Err(BuildError::Finished(_)) => {
                 launch.end(None);
-                return Ok(Action::await_change());
+                return Ok(Step::Done(Action::await_change()));
             }
             Err(e @ (BuildError::Invalid(_) | BuildError::Messages(_))) => {
                 launch.end(Some(&e.to_string()));
-                return self.blocked(&llmjob, "InvalidSpec", e.to_string()).await;
+                return self
+                    .blocked(llmjob, "InvalidSpec", e.to_string())
+                    .await
+                    .map(Step::Done);
             }
         };
         let created = match apply::create_job(&jobs, &job).await {
@@ -620,7 +695,7 @@ impl Reconciler<'_> {
         launch.end(None);
         tracing::info!(job = %job_name, trace_id = %trace_id, "created the Job");
         self.event(
-            &llmjob,
+            llmjob,
             EventType::Normal,
             events::JOB_CREATED,
             format!("Created Job {job_name}; the run's trace id is {trace_id}"),
@@ -628,7 +703,7 @@ impl Reconciler<'_> {
         .await;
         if let Some(e) = &valid.parent_error {
             self.event(
-                &llmjob,
+                llmjob,
                 EventType::Warning,
                 "InvalidTraceParent",
                 format!(
@@ -639,14 +714,15 @@ impl Reconciler<'_> {
             .await;
         }
         self.observe(
-            &llmjobs,
-            &llmjob,
+            llmjobs,
+            llmjob,
             Observation::Job {
                 job: &created,
                 pods: &[],
             },
         )
         .await
+        .map(Step::Done)
     }
 
     /// A finished LlmJob never runs again: only `observedGeneration` follows spec edits.
@@ -663,7 +739,7 @@ impl Reconciler<'_> {
             for c in &mut new.conditions {
                 c.observed_generation = generation;
             }
-            self.write_status(llmjobs, &new).await?;
+            self.write_status(llmjobs, llmjob, &new).await?;
         }
         Ok(Action::await_change())
     }
@@ -691,7 +767,7 @@ impl Reconciler<'_> {
             Timestamp::now(),
         );
         if new != old {
-            self.write_status(&llmjobs, &new).await?;
+            self.write_status(&llmjobs, llmjob, &new).await?;
         }
         if !already {
             tracing::warn!(reason, %message, "the LlmJob cannot run yet");
@@ -715,7 +791,7 @@ impl Reconciler<'_> {
         let old = llmjob.status.clone().unwrap_or_default();
         let new = status::derive(llmjob, observation, Timestamp::now());
         if new != old {
-            self.write_status(llmjobs, &new).await?;
+            self.write_status(llmjobs, llmjob, &new).await?;
         }
         let Some(phase) = new.phase else {
             return Ok(Action::requeue(RESYNC));
@@ -755,15 +831,25 @@ impl Reconciler<'_> {
         })
     }
 
-    async fn write_status(&self, llmjobs: &Api<LlmJob>, new: &LlmJobStatus) -> Result<(), Error> {
-        status::apply(llmjobs, self.name, new)
+    /// Writes the status, on condition that the LlmJob is still at `base`'s `resourceVersion`.
+    async fn write_status(
+        &self,
+        llmjobs: &Api<LlmJob>,
+        base: &LlmJob,
+        new: &LlmJobStatus,
+    ) -> Result<(), Error> {
+        let base_rv = base.resource_version();
+        let written = status::apply(llmjobs, self.name, base_rv.as_deref(), new)
             .await
-            .map(|_| ())
             .map_err(|source| Error::Status {
                 namespace: self.namespace.to_owned(),
                 name: self.name.to_owned(),
                 source,
-            })
+            })?;
+        self.ctx
+            .own_writes
+            .record([base_rv, self.cached_rv.clone()], written);
+        Ok(())
     }
 
     async fn event(&self, llmjob: &LlmJob, type_: EventType, reason: &str, note: String) {

@@ -1,10 +1,11 @@
 //! Fetch step: reads the LlmJob, its Job and the Job's pods. Read-only.
 //!
-//! The LlmJob is read from the API server (its status is the base of the next one, and a stale
-//! copy would repeat events). The Job and pods come from the controller's watch caches while the
-//! run is in progress; the decision "create the Job" and the final read of a finished run's pods
-//! go to the API server, so a Job created a moment ago, or a termination message just written,
-//! is never missed.
+//! A reconcile works on the watch caches: the LlmJob as the controller's store holds it, its Job
+//! and the Job's pods from the scope's pruned caches. The API server is asked only where a cache
+//! that is behind would lead to a wrong decision: the decision "create the Job" reads the LlmJob
+//! and the Job fresh (a finished LlmJob never runs again), a status write found stale is redone on
+//! a fresh LlmJob (see the controller), and a finished Job whose finished pods are not all in the
+//! cache yet has its pods listed, so a termination message just written is never missed.
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
@@ -55,9 +56,92 @@ pub fn cached_job(store: &Store<Job>, namespace: &str, name: &str) -> Option<Job
         .map(|j| Job::clone(&j))
 }
 
+/// Whether `pods` hold every pod the finished `job` counts as succeeded or failed, each with its
+/// final state (so the result in the termination message is there).
+pub fn has_finished_pods(job: &Job, pods: &[Pod]) -> bool {
+    let status = job.status.as_ref();
+    // Pods the Job controller has seen finish but not counted yet (it adds `SuccessCriteriaMet` or
+    // `FailureTarget` while they are still listed here) count too.
+    let uncounted = status
+        .and_then(|s| s.uncounted_terminated_pods.as_ref())
+        .map(|u| u.succeeded.as_ref().map_or(0, Vec::len) + u.failed.as_ref().map_or(0, Vec::len))
+        .unwrap_or(0);
+    let counted = usize::try_from(
+        status.and_then(|s| s.succeeded).unwrap_or(0) + status.and_then(|s| s.failed).unwrap_or(0),
+    )
+    .unwrap_or(0)
+        + uncounted;
+    let finished = pods
+        .iter()
+        .filter(|p| {
+            matches!(
+                p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                Some("Succeeded" | "Failed")
+            )
+        })
+        .count();
+    counted > 0 && finished >= counted
+}
+
 fn controlled_by(pod: &Pod, job: &Job) -> bool {
     let uid = job.uid();
     pod.owner_references()
         .iter()
         .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_fixtures::{job, pod};
+
+    const OWNER: &str = "ownerReferences: [{apiVersion: batch/v1, kind: Job, name: j, uid: job-1, controller: true}]";
+
+    fn job_with(status: &str) -> Job {
+        job(&format!(
+            "metadata: {{name: j, namespace: n, uid: job-1}}\nstatus: {status}"
+        ))
+    }
+
+    fn pod_in(name: &str, phase: &str) -> Pod {
+        pod(&format!(
+            "metadata: {{name: {name}, namespace: n, {OWNER}}}\nstatus: {{phase: {phase}}}"
+        ))
+    }
+
+    #[test]
+    fn finished_pods_must_cover_what_the_job_counts() {
+        let done = job_with("{succeeded: 1}");
+        assert!(has_finished_pods(&done, &[pod_in("a", "Succeeded")]));
+        // The cache has not seen the pod finish yet.
+        assert!(!has_finished_pods(&done, &[pod_in("a", "Running")]));
+        assert!(!has_finished_pods(&done, &[]));
+        // A retry: one failed and one succeeded pod, both needed.
+        let retried = job_with("{succeeded: 1, failed: 1}");
+        assert!(!has_finished_pods(&retried, &[pod_in("b", "Succeeded")]));
+        assert!(has_finished_pods(
+            &retried,
+            &[pod_in("a", "Failed"), pod_in("b", "Succeeded")]
+        ));
+        // Success criteria met, the pod not counted yet (the Job controller's first step).
+        let uncounted = job_with("{uncountedTerminatedPods: {succeeded: [pod-uid]}}");
+        assert!(has_finished_pods(&uncounted, &[pod_in("a", "Succeeded")]));
+        assert!(!has_finished_pods(&uncounted, &[]));
+        // A Job that finished without a pod (a deadline before any ran) is listed fresh.
+        assert!(!has_finished_pods(&job_with("{}"), &[]));
+    }
+
+    #[test]
+    fn cached_pods_are_the_jobs_own() {
+        let (reader, mut writer) = kube::runtime::reflector::store::<Pod>();
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(pod_in(
+            "mine", "Running",
+        )));
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(pod(
+            "metadata: {name: other, namespace: n}",
+        )));
+        let pods = cached_pods(&reader, &job_with("{}"));
+        assert_eq!(pods.len(), 1);
+        assert_eq!(pods[0].name_any(), "mine");
+    }
 }

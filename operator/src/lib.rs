@@ -17,10 +17,12 @@ pub mod fetch;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod own_writes;
 pub mod secrets;
 pub mod status;
 pub mod telemetry;
 pub mod traceparent;
+pub mod triggers;
 pub mod validate;
 
 #[cfg(test)]

@@ -30,6 +30,14 @@ pub struct PhaseLabels {
     pub phase: String,
 }
 
+/// Labels of the fresh-read counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FreshReadLabels {
+    /// `create`: no Job in the cache, so the create decision reads the LlmJob fresh;
+    /// `conflict`: a status write found the cached copy stale.
+    pub reason: String,
+}
+
 /// Labels of the token counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TokenLabels {
@@ -51,6 +59,8 @@ pub struct Metrics {
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     /// Duration of reconciles in seconds.
     pub reconcile_duration: Histogram,
+    /// Reconciles that read the LlmJob from the API server instead of the watch cache, by reason.
+    pub fresh_reads: Family<FreshReadLabels, Counter>,
     /// LlmJobs by phase, as last seen by the controller.
     pub llmjobs: Family<PhaseLabels, Gauge>,
     /// Tokens of finished runs, by namespace, model and type.
@@ -84,6 +94,13 @@ impl Metrics {
             prometheus_client::registry::Unit::Seconds,
             reconcile_duration.clone(),
         );
+        let fresh_reads = Family::<FreshReadLabels, Counter>::default();
+        registry.register(
+            "fresh_reads",
+            "Reconciles that read the LlmJob from the API server instead of the watch cache, by \
+             reason (create: deciding to create its Job; conflict: the cached copy was stale)",
+            fresh_reads.clone(),
+        );
         let llmjobs = Family::<PhaseLabels, Gauge>::default();
         registry.register("llmjobs", "LlmJobs by phase", llmjobs.clone());
         let tokens = Family::<TokenLabels, Counter>::default();
@@ -103,10 +120,20 @@ impl Metrics {
             reconciles,
             reconcile_errors,
             reconcile_duration,
+            fresh_reads,
             llmjobs,
             tokens,
             leader,
         }
+    }
+
+    /// Counts a fresh read of an LlmJob for `reason` (see [`FreshReadLabels`]).
+    pub fn fresh_read(&self, reason: &str) {
+        self.fresh_reads
+            .get_or_create(&FreshReadLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts a reconcile error of `category`.
@@ -183,6 +210,7 @@ mod tests {
         m.reconciles.inc();
         m.error("SecretNotFound");
         m.reconciled(Duration::from_millis(20));
+        m.fresh_read("create");
         m.set_phases([Some(Phase::Running), Some(Phase::Running), None]);
         let result = RunResult {
             status: RunStatus::Succeeded,
@@ -208,6 +236,7 @@ mod tests {
             "llmjob_operator_reconciles_total 1",
             "llmjob_operator_reconcile_errors_total{category=\"SecretNotFound\"} 1",
             "llmjob_operator_reconcile_duration_seconds_count 1",
+            "llmjob_operator_fresh_reads_total{reason=\"create\"} 1",
             "llmjob_operator_llmjobs{phase=\"Running\"} 2",
             "llmjob_operator_llmjobs{phase=\"Unknown\"} 1",
             "llmjob_operator_llmjobs{phase=\"Failed\"} 0",

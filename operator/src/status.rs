@@ -18,6 +18,7 @@ use llmjob_crds::v1alpha1::{LlmJob, LlmJobStatus, Phase};
 use crate::FIELD_MANAGER;
 use crate::build_job::{CONTAINER_NAME, LAUNCH_TRACEPARENT_ANNOTATION, is_queued};
 use crate::traceparent::TraceParent;
+use crate::triggers::STARTING_REASONS;
 
 /// Condition type: the run succeeded (kstatus' readiness).
 pub const READY: &str = "Ready";
@@ -119,7 +120,7 @@ pub fn runner_state(pods: &[Pod]) -> RunnerState {
         state.waiting = cstate.and_then(|s| s.waiting.as_ref()).and_then(|w| {
             w.reason
                 .as_deref()
-                .filter(|r| *r != "ContainerCreating" && *r != "PodInitializing")
+                .filter(|r| !STARTING_REASONS.contains(r))
                 .map(|r| match w.message.as_deref() {
                     Some(m) if !m.is_empty() => format!("{r}: {m}"),
                     _ => r.to_owned(),
@@ -461,7 +462,16 @@ fn derive_from_job(
     let job_name = job.name_any();
     let runner = runner_state(pods);
     status.job_name = Some(job_name.clone());
-    if runner.result.is_some() {
+    // The result is copied when the Job finishes. A Job with `ttlSecondsAfterFinished` may be
+    // deleted right after it finishes, before a reconcile sees it finished: its result is copied
+    // as soon as the runner has written it, so it is in the status before the Job is gone.
+    let ttl = llmjob
+        .spec
+        .run
+        .as_ref()
+        .and_then(|r| r.ttl_seconds_after_finished)
+        .is_some();
+    if runner.result.is_some() && (ttl || job_finished(job)) {
         status.result = runner.result.clone();
     }
     if let Some(a) = status.result.as_ref().and_then(|r| r.attempts) {
@@ -573,28 +583,36 @@ fn derive_from_job(
         );
     }
     status.phase = Some(Phase::Pending);
+    // A pod that is merely being created or scheduled says nothing new (and is not worth a status
+    // write); one that waits for a reason (an image pull, a missing key) is named with it.
     let message = match (&runner.pod_name, &runner.waiting) {
         (Some(pod), Some(waiting)) => {
             format!("Job {job_name} created; pod {pod} is waiting: {waiting}")
         }
-        (Some(pod), None) => format!("Job {job_name} created; pod {pod} is starting"),
-        _ => format!("Job {job_name} created; waiting for its pod"),
+        _ => format!("Job {job_name} created; waiting for its pod to start"),
     };
     in_progress(Phase::Pending, "Pending", message)
 }
 
 /// Writes `status` to the LlmJob's `/status` by server-side apply with the operator's field
 /// manager, forced (the operator is the only writer of the status).
+///
+/// With `resource_version`, the write is conditional: it fails with `409 Conflict` when the
+/// LlmJob changed since that version, so a status derived from a stale copy is never written.
 pub async fn apply(
     api: &Api<LlmJob>,
     name: &str,
+    resource_version: Option<&str>,
     status: &LlmJobStatus,
 ) -> Result<LlmJob, kube::Error> {
-    let patch = serde_json::json!({
+    let mut patch = serde_json::json!({
         "apiVersion": LlmJob::api_version(&()),
         "kind": LlmJob::kind(&()),
         "status": status,
     });
+    if let Some(rv) = resource_version {
+        patch["metadata"] = serde_json::json!({ "name": name, "resourceVersion": rv });
+    }
     api.patch_status(
         name,
         &PatchParams::apply(FIELD_MANAGER).force(),
@@ -781,7 +799,6 @@ status:
 
     #[test]
     fn result_is_kept_before_the_job_catches_up_and_after_it_is_gone() {
-        let lj = llmjob(LLMJOB);
         let j = job_with("spec: {template: {}}\nstatus: {active: 1}\n");
         let p = runner_pod(
             "haiku-abcde",
@@ -789,14 +806,22 @@ status:
             &terminated(0, SUCCESS),
             "Succeeded",
         );
-        let s = derive(
-            &lj,
-            Observation::Job {
-                job: &j,
-                pods: &[p],
-            },
-            now(),
-        );
+        let observation = Observation::Job {
+            job: &j,
+            pods: std::slice::from_ref(&p),
+        };
+        // Without a TTL the Job stays: the result is copied when it finishes (one write less).
+        let s = derive(&llmjob(LLMJOB), observation, now());
+        assert_eq!(s.phase, Some(Phase::Running));
+        assert!(s.result.is_none(), "copied when the Job finishes");
+
+        // With a TTL the Job may vanish right after finishing: copied as soon as the runner
+        // finished, so that the outcome survives the Job.
+        let lj = llmjob(&LLMJOB.replace(
+            "prompt: hi,",
+            "prompt: hi, run: {ttlSecondsAfterFinished: 0},",
+        ));
+        let s = derive(&lj, observation, now());
         assert_eq!(s.phase, Some(Phase::Running));
         assert!(s.result.is_some(), "copied as soon as the runner finished");
 

@@ -317,3 +317,52 @@ async fn the_examples_are_accepted() {
         dir.display()
     );
 }
+
+/// The operator reconciles from its watch cache and relies on this: a status write carrying the
+/// `resourceVersion` it was derived from fails with `409 Conflict` once the LlmJob has moved on,
+/// so a status (and the events that follow it) is never derived from a stale copy.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_status_write_from_a_stale_copy_conflicts() {
+    use llmjob_crds::v1alpha1::{LlmJobStatus, Phase};
+    use llmjob_operator::status;
+
+    let env = env().await;
+    let ns = env.create_namespace("status-rv").await.expect("namespace");
+    let api: Api<LlmJob> = Api::namespaced(env.client(), &ns);
+    let created = create_llmjob(env, &ns, manifest(|_| {})).await;
+    let base = created
+        .metadata
+        .resource_version
+        .clone()
+        .expect("a resourceVersion");
+    let pending = LlmJobStatus {
+        phase: Some(Phase::Pending),
+        ..LlmJobStatus::default()
+    };
+    let written = status::apply(&api, "candidate", Some(&base), &pending)
+        .await
+        .expect("a write on the current version succeeds");
+    assert_eq!(written.status.and_then(|s| s.phase), Some(Phase::Pending));
+
+    let running = LlmJobStatus {
+        phase: Some(Phase::Running),
+        ..LlmJobStatus::default()
+    };
+    let err = status::apply(&api, "candidate", Some(&base), &running)
+        .await
+        .expect_err("a write on a stale version must fail");
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.is_conflict()),
+        "expected 409 Conflict, got {err}"
+    );
+    let now = api.get("candidate").await.expect("get");
+    assert_eq!(
+        now.status.and_then(|s| s.phase),
+        Some(Phase::Pending),
+        "the stale write changed nothing"
+    );
+    // Without a version the write is unconditional.
+    status::apply(&api, "candidate", None, &running)
+        .await
+        .expect("an unconditional write succeeds");
+}

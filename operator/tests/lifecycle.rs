@@ -70,6 +70,28 @@ async fn an_llmjob_succeeds_with_usage_trace_and_kubernetes_attributes() {
     // Events: the lifecycle is visible in `kubectl describe`.
     wait_for_event(env, &ns, "haiku", "JobCreated").await;
     wait_for_event(env, &ns, "haiku", "Succeeded").await;
+    // Each lifecycle event once: the operator reconciles from its watch cache, and a status
+    // derived from a stale copy must never repeat an event (a repeat would be a second Event or
+    // a series on the first).
+    let recorded: Vec<_> =
+        Api::<k8s_openapi::api::events::v1::Event>::namespaced(env.client(), &ns)
+            .list(&Default::default())
+            .await
+            .expect("listing Events")
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("haiku"))
+            .map(|e| (e.reason.unwrap_or_default(), e.series.map(|s| s.count)))
+            .collect();
+    for reason in ["JobCreated", "Succeeded"] {
+        let found: Vec<_> = recorded.iter().filter(|(r, _)| r == reason).collect();
+        assert_eq!(found.len(), 1, "one {reason} Event: {recorded:?}");
+        assert_eq!(found[0].1, None, "a {reason} Event repeated: {recorded:?}");
+    }
+    assert!(
+        recorded.iter().filter(|(r, _)| r == "Started").count() <= 1,
+        "{recorded:?}"
+    );
 
     // The trace: the operator's launch span parents the run's workflow span, and every run span
     // carries the Kubernetes resource attributes the operator injected.
@@ -313,6 +335,39 @@ async fn a_restarted_operator_never_creates_a_second_job() {
     );
     assert_eq!(replay.requests().len(), 1, "one run, one API call");
     assert!(done.status.and_then(|s| s.result).is_some());
+}
+
+/// `ttlSecondsAfterFinished: 0` lets the real TTL controller delete the Job the moment it finishes;
+/// the outcome must be in the status anyway, and the LlmJob must not read as `JobDeleted`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_deleted_by_its_ttl_keeps_the_outcome() {
+    let env = env().await;
+    let ns = namespace_with_secret(env, "ttl").await;
+    let replay = replay().await;
+    let _op = Operator::start(env, &ns, &[]).await;
+    let mut manifest = llmjob_json("short-lived", &replay.base_url());
+    manifest["spec"]["run"]["ttlSecondsAfterFinished"] = serde_json::json!(0);
+    create_llmjob(env, &ns, manifest).await;
+    let done = wait_for_phase(env, &ns, "short-lived", Phase::Succeeded).await;
+    let usage = done
+        .status
+        .as_ref()
+        .and_then(|s| s.result.as_ref())
+        .and_then(|r| r.usage.clone())
+        .expect("the usage survives the Job");
+    assert!(usage.total_tokens.unwrap_or_default() > 0, "{usage:?}");
+    wait_until("the TTL controller to delete the Job", || async {
+        jobs(env, &ns).await.is_empty().then_some(())
+    })
+    .await;
+    // Still Succeeded once the Job is gone: its deletion never turns into `JobDeleted`.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = Api::<LlmJob>::namespaced(env.client(), &ns)
+        .get("short-lived")
+        .await
+        .expect("get");
+    assert_eq!(after.status.and_then(|s| s.phase), Some(Phase::Succeeded));
+    assert_eq!(replay.requests().len(), 1, "one run, one API call");
 }
 
 #[tokio::test(flavor = "multi_thread")]

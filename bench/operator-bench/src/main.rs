@@ -104,6 +104,8 @@ struct RunFigures {
 struct OperatorFigures {
     reconciles: f64,
     reconcile_errors: f64,
+    /// Reads of an LlmJob from the API server instead of the watch cache.
+    fresh_reads: f64,
     peak_rss: u64,
     cpu: f64,
 }
@@ -387,6 +389,7 @@ async fn run_operator(
     let operator_figures = OperatorFigures {
         reconciles: scrape::sum(&metrics, "llmjob_operator_reconciles_total"),
         reconcile_errors: scrape::sum(&metrics, "llmjob_operator_reconcile_errors_total"),
+        fresh_reads: scrape::sum(&metrics, "llmjob_operator_fresh_reads_total"),
         peak_rss: scrape::peak_rss(operator.pid())?,
         cpu: scrape::cpu_seconds(operator.pid())?,
     };
@@ -726,6 +729,10 @@ fn print_report(
             op.reconciles / n,
             op.reconciles,
             op.reconcile_errors
+        ));
+        out.push(format!(
+            "| fresh LlmJob reads per LlmJob (create decision + stale-cache conflicts) | {:.2} | — | | | |",
+            op.fresh_reads / n
         ));
         let rss = op.peak_rss as f64 / 1_048_576.0;
         out.push(format!(
