@@ -9,8 +9,6 @@ use llmjob_crds::v1alpha1::{LlmJob, Phase};
 
 /// The Job was created.
 pub const JOB_CREATED: &str = "JobCreated";
-/// The run's pod started.
-pub const STARTED: &str = "Started";
 /// The run finished with a completion.
 pub const SUCCEEDED: &str = "Succeeded";
 /// The run ended without a completion.
@@ -21,21 +19,19 @@ pub const SUSPENDED: &str = "Suspended";
 pub const RESUMED: &str = "Resumed";
 
 /// A lifecycle event for a phase change, if the change deserves one.
+///
+/// Like the Job controller (`SuccessfulCreate`, `Completed`), the operator reports the start of
+/// the work and its end, not each step between: the pod's start is in the `Running` phase, the
+/// status' `startTime` and the pod's own events, and every Event is one more write to etcd.
 pub fn for_transition(old: Option<Phase>, new: Phase) -> Option<(EventType, &'static str)> {
     if old == Some(new) {
         return None;
     }
     match new {
-        Phase::Running => Some((
-            EventType::Normal,
-            if old == Some(Phase::Suspended) {
-                RESUMED
-            } else {
-                STARTED
-            },
-        )),
-        Phase::Pending if old == Some(Phase::Suspended) => Some((EventType::Normal, RESUMED)),
-        Phase::Pending => None,
+        Phase::Running | Phase::Pending if old == Some(Phase::Suspended) => {
+            Some((EventType::Normal, RESUMED))
+        }
+        Phase::Running | Phase::Pending => None,
         Phase::Succeeded => Some((EventType::Normal, SUCCEEDED)),
         Phase::Failed => Some((EventType::Warning, FAILED)),
         Phase::Suspended => Some((EventType::Normal, SUSPENDED)),
@@ -80,9 +76,10 @@ mod tests {
     #[test]
     fn transitions() {
         assert_eq!(for_transition(Some(Phase::Running), Phase::Running), None);
+        assert_eq!(for_transition(Some(Phase::Pending), Phase::Running), None);
         assert_eq!(
-            for_transition(Some(Phase::Pending), Phase::Running),
-            Some((EventType::Normal, STARTED))
+            for_transition(Some(Phase::Suspended), Phase::Running),
+            Some((EventType::Normal, RESUMED))
         );
         assert_eq!(
             for_transition(Some(Phase::Suspended), Phase::Pending),

@@ -153,6 +153,17 @@ pub fn runner_state(pods: &[Pod]) -> RunnerState {
                 state.result_error =
                     Some("the runner wrote no result (empty termination message)".to_owned())
             }
+            // The runtime, not the runner, wrote this message: say what it reported.
+            Some(message)
+                if t.reason
+                    .as_deref()
+                    .is_some_and(|r| RUNTIME_REASONS.contains(&r)) =>
+            {
+                state.result_error = Some(format!(
+                    "the container runtime reported: {}",
+                    truncate(message.to_owned(), RUNTIME_MESSAGE_BYTES)
+                ))
+            }
             Some(message) => match RunResult::parse(message) {
                 Ok(r) => state.result = Some(r),
                 Err(e) => {
@@ -165,6 +176,13 @@ pub fn runner_state(pods: &[Pod]) -> RunnerState {
     }
     state
 }
+
+/// Terminated reasons under which the container runtime, not the runner, wrote the message
+/// (the runner's process never ran).
+const RUNTIME_REASONS: &[&str] = &["StartError", "ContainerCannotRun"];
+
+/// How much of a runtime's message goes into a condition.
+const RUNTIME_MESSAGE_BYTES: usize = 300;
 
 /// One condition as the derivation wants it; [`derive`] adds times and generations.
 struct Want {
@@ -907,6 +925,43 @@ status:
             s.trace_id.as_deref(),
             Some("0af7651916cd43dd8448eb211c80319c"),
             "the launch trace id stays"
+        );
+    }
+
+    #[test]
+    fn a_runner_that_could_not_start_reports_the_runtimes_message() {
+        let lj = llmjob(LLMJOB);
+        let j = job_with(
+            "spec: {template: {}}\nstatus: {failed: 1, conditions: [{type: Failed, status: \"True\", reason: BackoffLimitExceeded, message: Job has reached the specified backoff limit}]}\n",
+        );
+        let cause = format!(
+            "exec: \"/llmjob-runner\": permission denied{}",
+            " x".repeat(400)
+        );
+        let state = terminated(128, &cause).replace("reason: Error", "reason: StartError");
+        let p = runner_pod("haiku-abcde", "2026-01-02T03:00:00Z", &state, "Failed");
+        let s = derive(
+            &lj,
+            Observation::Job {
+                job: &j,
+                pods: &[p],
+            },
+            now(),
+        );
+        assert_eq!(s.phase, Some(Phase::Failed));
+        let c = cond(&s, FAILED);
+        assert!(
+            c.message.contains(
+                "StartError); the container runtime reported: exec: \"/llmjob-runner\": permission denied"
+            ),
+            "{}",
+            c.message
+        );
+        assert!(!c.message.contains("not a valid result"), "{}", c.message);
+        assert!(
+            c.message.len() < 600,
+            "the runtime's message is cut: {}",
+            c.message
         );
     }
 

@@ -53,6 +53,12 @@ const DIRECT_LABEL: &str = "bench.llmjob.dev/direct";
 /// The targets.
 const TARGET_TIME_RATIO: f64 = 1.3;
 const TARGET_RSS_MIB: f64 = 64.0;
+/// How long after the CRD is installed run A's clock may start: kube-controller-manager's
+/// garbage collector looks for new resources in discovery every 30 s (`syncPeriod` in
+/// `cmd/kube-controller-manager/app/core.go`), then syncs a monitor for them. Until it watches
+/// LlmJobs, every Job owned by one costs it a GET of the owner, which a cluster whose CRD was
+/// installed with the operator, long before its LlmJobs, never pays.
+const GC_DISCOVERY_WAIT: Duration = Duration::from_secs(35);
 
 /// Compare N LlmJobs (through llmjob-operator) with N direct Jobs, on the real control plane.
 #[derive(Debug, Parser)]
@@ -160,7 +166,8 @@ fn release_binary(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
         "{} is missing: run `cargo build --release -p llmjob-operator -p llmjob-runner` first",
         path.display()
     );
-    Ok(path)
+    // Absolute: the fake kubelet starts each pod's process in the pod's own directory.
+    std::fs::canonicalize(&path).with_context(|| format!("resolving {}", path.display()))
 }
 
 /// Starts a fresh control plane with the runner image and a collector.
@@ -276,6 +283,7 @@ async fn run_operator(
     let env = start_env(runner_bin).await?;
     let client = env.client();
     install_crd(&client).await?;
+    let crd_installed = Instant::now();
     let ns = namespace(&env, "bench-operator").await?;
     let collector = env
         .collector()
@@ -334,6 +342,14 @@ async fn run_operator(
 
     let llmjob_api = Api::<LlmJob>::namespaced(client.clone(), &ns);
     warm_up(&llmjob_api, &llmjob(cli.count, &cli.prompt, base_url)?).await?;
+    let gc_ready = crd_installed + GC_DISCOVERY_WAIT;
+    if gc_ready > Instant::now() {
+        log(format!(
+            "run A: waiting {:.0?} for the garbage collector to watch LlmJobs",
+            gc_ready - Instant::now()
+        ));
+        tokio::time::sleep_until(gc_ready).await;
+    }
     let api_before = scrape::apiserver_metrics(&client).await?;
     let cpu_before = control_plane_cpu(&env);
     let t0 = Instant::now();
@@ -568,7 +584,13 @@ fn job_outcome(job: &Job) -> Outcome {
     if is("Complete") {
         Outcome::Done
     } else if is("Failed") {
-        Outcome::Failed
+        let failed = conditions
+            .iter()
+            .find(|c| c.type_ == "Failed" && c.status == "True");
+        Outcome::Failed(why(
+            failed.and_then(|c| c.reason.as_deref()),
+            failed.and_then(|c| c.message.as_deref()),
+        ))
     } else {
         Outcome::Running
     }
@@ -577,9 +599,28 @@ fn job_outcome(job: &Job) -> Outcome {
 fn llmjob_outcome(llmjob: &LlmJob) -> Outcome {
     match llmjob.status.as_ref().and_then(|s| s.phase) {
         Some(Phase::Succeeded) => Outcome::Done,
-        Some(Phase::Failed) => Outcome::Failed,
+        Some(Phase::Failed) => {
+            let failed = llmjob.status.as_ref().and_then(|s| {
+                s.conditions
+                    .iter()
+                    .find(|c| c.type_ == "Failed" && c.status == "True")
+            });
+            Outcome::Failed(why(
+                failed.map(|c| c.reason.as_str()),
+                failed.map(|c| c.message.as_str()),
+            ))
+        }
         _ => Outcome::Running,
     }
+}
+
+/// "reason: message" of a `Failed` condition, for the bench's error.
+fn why(reason: Option<&str>, message: Option<&str>) -> String {
+    format!(
+        "{}: {}",
+        reason.unwrap_or("no reason"),
+        message.unwrap_or("no message")
+    )
 }
 
 /// The operator's Job as a plain Job: no owner, no server-set fields, no selector or controller

@@ -4,7 +4,7 @@
 //!
 //! It only observes: it never writes to the cluster.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -19,14 +19,14 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 /// Where an object stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// Not finished.
     Running,
     /// Finished well (a Job `Complete`, an LlmJob `Succeeded`).
     Done,
-    /// Finished badly (a Job `Failed`, an LlmJob `Failed`).
-    Failed,
+    /// Finished badly (a Job `Failed`, an LlmJob `Failed`), with the object's reason and message.
+    Failed(String),
 }
 
 #[derive(Debug, Default)]
@@ -34,7 +34,8 @@ struct State {
     synced: bool,
     seen: HashSet<String>,
     done: HashSet<String>,
-    failed: HashSet<String>,
+    /// Name to why it failed.
+    failed: HashMap<String, String>,
     all_seen_at: Option<Instant>,
     all_done_at: Option<Instant>,
 }
@@ -94,8 +95,8 @@ impl Tracker {
                                 Outcome::Done => {
                                     s.done.insert(name);
                                 }
-                                Outcome::Failed => {
-                                    s.failed.insert(name);
+                                Outcome::Failed(why) => {
+                                    s.failed.insert(name, why);
                                 }
                                 Outcome::Running => {}
                             }
@@ -156,9 +157,9 @@ impl Tracker {
         )
         .await?;
         let s = self.lock();
-        if let Some(name) = s.failed.iter().next() {
+        if let Some((name, why)) = s.failed.iter().next() {
             anyhow::bail!(
-                "{}: {} failed (e.g. {name}); {} of {target} done",
+                "{}: {} failed (e.g. {name}: {why}); {} of {target} done",
                 self.what,
                 s.failed.len(),
                 s.done.len()
