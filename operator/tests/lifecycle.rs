@@ -80,7 +80,12 @@ async fn an_llmjob_succeeds_with_usage_trace_and_kubernetes_attributes() {
             .expect("listing Events")
             .items
             .into_iter()
-            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("haiku"))
+            // The Job has the LlmJob's name: the job controller's events are about the Job.
+            .filter(|e| {
+                e.regarding.as_ref().is_some_and(|r| {
+                    r.kind.as_deref() == Some("LlmJob") && r.name.as_deref() == Some("haiku")
+                })
+            })
             .map(|e| (e.reason.unwrap_or_default(), e.series.map(|s| s.count)))
             .collect();
     for reason in ["JobCreated", "Succeeded"] {
