@@ -696,6 +696,11 @@ status:
         )
     }
 
+    /// The status derived from a Job with one pod, now.
+    fn derive_one(lj: &LlmJob, job: &Job, pod: Pod) -> LlmJobStatus {
+        derive(lj, Observation::Job { job, pods: &[pod] }, now())
+    }
+
     fn cond<'a>(s: &'a LlmJobStatus, type_: &str) -> &'a Condition {
         s.conditions.iter().find(|c| c.type_ == type_).unwrap()
     }
@@ -729,14 +734,7 @@ status:
             "{waiting: {reason: ImagePullBackOff, message: back-off pulling}}",
             "Pending",
         );
-        let s = derive(
-            &lj,
-            Observation::Job {
-                job: &j,
-                pods: &[p],
-            },
-            now(),
-        );
+        let s = derive_one(&lj, &j, p);
         assert_eq!(s.phase, Some(Phase::Pending));
         assert!(
             cond(&s, RECONCILING)
@@ -757,14 +755,7 @@ status:
             "{running: {startedAt: \"2026-01-02T03:00:01Z\"}}",
             "Running",
         );
-        let s = derive(
-            &lj,
-            Observation::Job {
-                job: &j,
-                pods: &[p],
-            },
-            now(),
-        );
+        let s = derive_one(&lj, &j, p);
         assert_eq!(s.phase, Some(Phase::Running));
         assert_eq!(
             s.start_time,
@@ -785,14 +776,7 @@ status:
             &terminated(0, SUCCESS),
             "Succeeded",
         );
-        let s = derive(
-            &lj,
-            Observation::Job {
-                job: &j,
-                pods: &[p],
-            },
-            now(),
-        );
+        let s = derive_one(&lj, &j, p);
         assert_eq!(s.phase, Some(Phase::Succeeded));
         let r = s.result.as_ref().unwrap();
         assert_eq!(r.response_id.as_deref(), Some("chatcmpl-1"));
@@ -863,14 +847,7 @@ status:
             &terminated(3, msg),
             "Failed",
         );
-        let s = derive(
-            &lj,
-            Observation::Job {
-                job: &j,
-                pods: &[p],
-            },
-            now(),
-        );
+        let s = derive_one(&lj, &j, p);
         assert_eq!(s.phase, Some(Phase::Failed));
         let c = cond(&s, FAILED);
         assert_eq!(c.status, "True");
@@ -903,14 +880,7 @@ status:
             &terminated(1, "panicked at src/main.rs:1"),
             "Failed",
         );
-        let s = derive(
-            &lj,
-            Observation::Job {
-                job: &j,
-                pods: &[p],
-            },
-            now(),
-        );
+        let s = derive_one(&lj, &j, p);
         assert_eq!(s.phase, Some(Phase::Failed));
         assert!(s.result.is_none());
         let c = cond(&s, FAILED);
@@ -940,14 +910,7 @@ status:
         );
         let state = terminated(128, &cause).replace("reason: Error", "reason: StartError");
         let p = runner_pod("haiku-abcde", "2026-01-02T03:00:00Z", &state, "Failed");
-        let s = derive(
-            &lj,
-            Observation::Job {
-                job: &j,
-                pods: &[p],
-            },
-            now(),
-        );
+        let s = derive_one(&lj, &j, p);
         assert_eq!(s.phase, Some(Phase::Failed));
         let c = cond(&s, FAILED);
         assert!(
@@ -977,14 +940,7 @@ status:
             &terminated(0, "{not json"),
             "Succeeded",
         );
-        let s = derive(
-            &lj,
-            Observation::Job {
-                job: &j,
-                pods: &[p],
-            },
-            now(),
-        );
+        let s = derive_one(&lj, &j, p);
         assert_eq!(s.phase, Some(Phase::Succeeded));
         assert!(cond(&s, SUCCEEDED).message.contains("not a valid result"));
     }
