@@ -342,13 +342,12 @@ async fn run_operator(
 
     let llmjob_api = Api::<LlmJob>::namespaced(client.clone(), &ns);
     warm_up(&llmjob_api, &llmjob(cli.count, &cli.prompt, base_url)?).await?;
-    let gc_ready = crd_installed + GC_DISCOVERY_WAIT;
-    if gc_ready > Instant::now() {
+    let gc_wait = (crd_installed + GC_DISCOVERY_WAIT).saturating_duration_since(Instant::now());
+    if !gc_wait.is_zero() {
         log(format!(
-            "run A: waiting {:.0?} for the garbage collector to watch LlmJobs",
-            gc_ready - Instant::now()
+            "run A: waiting {gc_wait:.0?} for the garbage collector to watch LlmJobs"
         ));
-        tokio::time::sleep_until(gc_ready).await;
+        tokio::time::sleep(gc_wait).await;
     }
     let api_before = scrape::apiserver_metrics(&client).await?;
     let cpu_before = control_plane_cpu(&env);
@@ -576,21 +575,15 @@ fn job_outcome(job: &Job) -> Outcome {
         .as_ref()
         .and_then(|s| s.conditions.as_deref())
         .unwrap_or_default();
-    let is = |t: &str| {
+    let find = |t: &str| {
         conditions
             .iter()
-            .any(|c| c.type_ == t && c.status == "True")
+            .find(|c| c.type_ == t && c.status == "True")
     };
-    if is("Complete") {
+    if find("Complete").is_some() {
         Outcome::Done
-    } else if is("Failed") {
-        let failed = conditions
-            .iter()
-            .find(|c| c.type_ == "Failed" && c.status == "True");
-        Outcome::Failed(why(
-            failed.and_then(|c| c.reason.as_deref()),
-            failed.and_then(|c| c.message.as_deref()),
-        ))
+    } else if let Some(failed) = find("Failed") {
+        Outcome::Failed(why(failed.reason.as_deref(), failed.message.as_deref()))
     } else {
         Outcome::Running
     }
