@@ -85,6 +85,8 @@ pub struct RunnerState {
     pub terminated: Option<(i32, Option<String>)>,
     /// Whether a pod is running (or its runner finished and the Job has not caught up yet).
     pub running: bool,
+    /// Whether the latest pod succeeded (phase `Succeeded`: the runner exited 0).
+    pub succeeded: bool,
     /// Name of the latest pod.
     pub pod_name: Option<String>,
     /// Why the latest pod's runner container is waiting (e.g. `ImagePullBackOff: ...`).
@@ -116,6 +118,7 @@ pub fn runner_state(pods: &[Pod]) -> RunnerState {
         if phase == Some("Running") {
             state.running = true;
         }
+        state.succeeded = phase == Some("Succeeded");
         state.pod_name = pod.metadata.name.clone();
         state.waiting = cstate.and_then(|s| s.waiting.as_ref()).and_then(|w| {
             w.reason
@@ -489,7 +492,16 @@ fn derive_from_job(
         .as_ref()
         .and_then(|r| r.ttl_seconds_after_finished)
         .is_some();
-    if runner.result.is_some() && (ttl || job_finished(job)) {
+    // A pod that succeeded with a successful result is the run's success, and final: the Job has
+    // one completion and never restarts a succeeded pod. It is reported at once, not when the Job
+    // controller gets to mark the Job `Complete` (seconds later on a busy cluster). A failed
+    // attempt waits for the Job's verdict, as the Job may retry it.
+    let pod_succeeded = runner.succeeded
+        && runner
+            .result
+            .as_ref()
+            .is_some_and(|r| r.status == RunStatus::Succeeded);
+    if runner.result.is_some() && (ttl || pod_succeeded || job_finished(job)) {
         status.result = runner.result.clone();
     }
     if let Some(a) = status.result.as_ref().and_then(|r| r.attempts) {
@@ -512,7 +524,7 @@ fn derive_from_job(
         .as_ref()
         .is_some_and(|r| r.status == RunStatus::Failed);
 
-    if complete.is_some() || job_failed.is_some() {
+    if pod_succeeded || complete.is_some() || job_failed.is_some() {
         status.completion_time = old
             .completion_time
             .clone()
@@ -522,7 +534,7 @@ fn derive_from_job(
             .or(Some(Time(now)));
     }
 
-    if complete.is_some() && !result_failed {
+    if pod_succeeded || (complete.is_some() && !result_failed) {
         status.phase = Some(Phase::Succeeded);
         let mut message = success_message(status.result.as_ref());
         if let Some(e) = &runner.result_error {
@@ -800,20 +812,62 @@ status:
     }
 
     #[test]
-    fn result_is_kept_before_the_job_catches_up_and_after_it_is_gone() {
-        let j = job_with("spec: {template: {}}\nstatus: {active: 1}\n");
-        let p = runner_pod(
+    fn a_succeeded_pod_is_the_runs_success_before_the_job_catches_up() {
+        let active = job_with("spec: {template: {}}\nstatus: {active: 1}\n");
+        let done = runner_pod(
             "haiku-abcde",
             "2026-01-02T03:00:00Z",
             &terminated(0, SUCCESS),
             "Succeeded",
         );
-        let observation = Observation::Job {
-            job: &j,
-            pods: std::slice::from_ref(&p),
-        };
-        // Without a TTL the Job stays: the result is copied when it finishes (one write less).
-        let s = derive(&llmjob(LLMJOB), observation, now());
+        let s = derive_one(&llmjob(LLMJOB), &active, done.clone());
+        assert_eq!(s.phase, Some(Phase::Succeeded));
+        assert_eq!(
+            s.result.as_ref().unwrap().response_id.as_deref(),
+            Some("chatcmpl-1")
+        );
+        assert_eq!(
+            s.completion_time,
+            Some(Time("2026-01-02T03:00:02Z".parse().unwrap())),
+            "the runner's end, not the Job's"
+        );
+        assert_eq!(cond(&s, READY).status, "True");
+
+        // The Job controller then lands on the same status (no second write) or, when the
+        // deadline passed before it counted the pod, fails the Job: the run still succeeded.
+        for job_status in [
+            "{succeeded: 1, conditions: [{type: Complete, status: \"True\"}]}",
+            "{failed: 1, conditions: [{type: Failed, status: \"True\", reason: DeadlineExceeded}]}",
+        ] {
+            let j = job_with(&format!("spec: {{template: {{}}}}\nstatus: {job_status}\n"));
+            assert_eq!(derive_one(&llmjob(LLMJOB), &j, done.clone()), s);
+        }
+
+        // A pod that exited 0 without a valid result waits for the Job.
+        let no_result = runner_pod(
+            "haiku-abcde",
+            "2026-01-02T03:00:00Z",
+            &terminated(0, "not json"),
+            "Succeeded",
+        );
+        let s = derive_one(&llmjob(LLMJOB), &active, no_result);
+        assert_eq!(s.phase, Some(Phase::Running));
+        assert!(s.result.is_none());
+    }
+
+    #[test]
+    fn a_failed_attempts_result_is_kept_before_the_job_decides_and_after_it_is_gone() {
+        let j = job_with("spec: {template: {}}\nstatus: {active: 1}\n");
+        let failure = r#"{"status":"failed","attempts":1,"error":{"type":"rate_limited","message":"slow down","httpStatus":429}}"#;
+        let p = runner_pod(
+            "haiku-abcde",
+            "2026-01-02T03:00:00Z",
+            &terminated(4, failure),
+            "Failed",
+        );
+        // The Job may retry a failed attempt: the phase waits for its verdict, and without a TTL
+        // the Job stays, so the result is copied when it finishes (one write less).
+        let s = derive_one(&llmjob(LLMJOB), &j, p.clone());
         assert_eq!(s.phase, Some(Phase::Running));
         assert!(s.result.is_none(), "copied when the Job finishes");
 
@@ -823,15 +877,15 @@ status:
             "prompt: hi,",
             "prompt: hi, run: {ttlSecondsAfterFinished: 0},",
         ));
-        let s = derive(&lj, observation, now());
+        let s = derive_one(&lj, &j, p);
         assert_eq!(s.phase, Some(Phase::Running));
         assert!(s.result.is_some(), "copied as soon as the runner finished");
 
         let mut lj2 = lj.clone();
         lj2.status = Some(s);
         let s2 = derive(&lj2, Observation::JobGone { job_name: "haiku" }, later());
-        assert_eq!(s2.phase, Some(Phase::Succeeded));
-        assert_eq!(cond(&s2, READY).status, "True");
+        assert_eq!(s2.phase, Some(Phase::Failed));
+        assert_eq!(cond(&s2, FAILED).reason, "RateLimited");
     }
 
     #[test]

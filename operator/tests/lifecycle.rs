@@ -51,6 +51,34 @@ async fn an_llmjob_succeeds_with_usage_trace_and_kubernetes_attributes() {
     assert_eq!(trace_id.len(), 32);
     assert_eq!(result.trace_id.as_deref(), Some(trace_id.as_str()));
     assert!(status.start_time.is_some() && status.completion_time.is_some());
+    // Success is reported from the runner's pod, not when the Job controller marks the Job
+    // Complete: the completion time is the runner's end, and the Job completes too.
+    let pods = Api::<Pod>::namespaced(env.client(), &ns)
+        .list(&ListParams::default().labels("batch.kubernetes.io/job-name=haiku"))
+        .await
+        .expect("listing pods");
+    let runner_end = pods
+        .items
+        .iter()
+        .filter_map(|p| p.status.as_ref()?.container_statuses.as_ref())
+        .flatten()
+        .find_map(|c| c.state.as_ref()?.terminated.as_ref()?.finished_at.clone());
+    assert_eq!(status.completion_time, runner_end, "{pods:?}");
+    let job_done = wait_until("the Job to complete", || async {
+        Api::<Job>::namespaced(env.client(), &ns)
+            .get("haiku")
+            .await
+            .ok()?
+            .status?
+            .completion_time
+    })
+    .await;
+    assert!(
+        status
+            .completion_time
+            .as_ref()
+            .is_some_and(|t| t.0 <= job_done.0)
+    );
     let (ready, reason, message) = condition(&done, "Ready").expect("Ready condition");
     assert_eq!(
         (ready.as_str(), reason.as_str()),
