@@ -17,6 +17,7 @@ rows of the same run, not runs.
 """
 
 import argparse
+import atexit
 import base64
 import http.client
 import json
@@ -36,6 +37,7 @@ def file_of(entry: dict, key: str) -> str:
     f = tempfile.NamedTemporaryFile(delete=False)
     f.write(base64.b64decode(entry[key + "-data"]))
     f.close()
+    atexit.register(os.unlink, f.name)  # the client key is among them
     return f.name
 
 

@@ -53,31 +53,34 @@ async fn an_llmjob_succeeds_with_usage_trace_and_kubernetes_attributes() {
     assert!(status.start_time.is_some() && status.completion_time.is_some());
     // Success is reported from the runner's pod, not when the Job controller marks the Job
     // Complete: the completion time is the runner's end, and the Job completes too.
-    let pods = Api::<Pod>::namespaced(env.client(), &ns)
-        .list(&ListParams::default().labels("batch.kubernetes.io/job-name=haiku"))
+    let job = wait_until("the Job to complete", || async {
+        let job = Api::<Job>::namespaced(env.client(), &ns)
+            .get("haiku")
+            .await
+            .ok()?;
+        job.status
+            .as_ref()?
+            .completion_time
+            .is_some()
+            .then_some(job)
+    })
+    .await;
+    let pods = llmjob_operator::fetch::pods(&Api::namespaced(env.client(), &ns), &job)
         .await
-        .expect("listing pods");
+        .expect("listing the Job's pods");
     let runner_end = pods
-        .items
         .iter()
         .filter_map(|p| p.status.as_ref()?.container_statuses.as_ref())
         .flatten()
         .find_map(|c| c.state.as_ref()?.terminated.as_ref()?.finished_at.clone());
     assert_eq!(status.completion_time, runner_end, "{pods:?}");
-    let job_done = wait_until("the Job to complete", || async {
-        Api::<Job>::namespaced(env.client(), &ns)
-            .get("haiku")
-            .await
-            .ok()?
-            .status?
-            .completion_time
-    })
-    .await;
+    let job_done = job.status.and_then(|s| s.completion_time);
     assert!(
         status
             .completion_time
             .as_ref()
-            .is_some_and(|t| t.0 <= job_done.0)
+            .zip(job_done.as_ref())
+            .is_some_and(|(t, j)| t.0 <= j.0)
     );
     let (ready, reason, message) = condition(&done, "Ready").expect("Ready condition");
     assert_eq!(
