@@ -523,7 +523,7 @@ mod tests {
 
     #[test]
     fn installed_crd_uses_kubernetes_integer_formats() {
-        let yaml = serde_yaml::to_string(&crd()).unwrap_or_default();
+        let yaml = serde_norway::to_string(&crd()).unwrap_or_default();
         assert!(
             !yaml.contains("format: uint"),
             "unknown integer format left in the CRD"
@@ -565,7 +565,7 @@ mod tests {
     fn spec_round_trips_with_defaults() {
         let yaml =
             "model: gpt-4o-mini\nprompt: hi\nopenai:\n  apiKeySecretRef:\n    name: openai\n";
-        let spec: LlmJobSpec = match serde_yaml::from_str(yaml) {
+        let spec: LlmJobSpec = match serde_norway::from_str(yaml) {
             Ok(s) => s,
             Err(e) => panic!("{e}"),
         };

@@ -7,7 +7,7 @@ fn committed_crd_yaml_is_up_to_date() {
         "/llmjobs.llmjob.dev.yaml"
     ))
     .unwrap_or_default();
-    let generated = serde_yaml::to_string(&llmjob_crds::v1alpha1::crd()).unwrap_or_default();
+    let generated = serde_norway::to_string(&llmjob_crds::v1alpha1::crd()).unwrap_or_default();
     assert!(
         committed.ends_with(&generated) && !generated.is_empty(),
         "crds/llmjobs.llmjob.dev.yaml is out of date: run `cargo xtask generate` and commit the result"

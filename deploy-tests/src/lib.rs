@@ -49,7 +49,7 @@ pub struct YamlError {
     /// Which text was parsed.
     pub what: String,
     /// Why.
-    pub source: serde_yaml::Error,
+    pub source: serde_norway::Error,
 }
 
 /// The workspace root.
@@ -137,11 +137,11 @@ pub fn helm_template(namespace: &str, extra: &[&str]) -> Result<String, CmdError
 }
 
 /// The non-null documents of a multi-document YAML text.
-pub fn yaml_docs(text: &str, what: &str) -> Result<Vec<serde_yaml::Value>, YamlError> {
+pub fn yaml_docs(text: &str, what: &str) -> Result<Vec<serde_norway::Value>, YamlError> {
     use serde::Deserialize as _;
     let mut docs = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(text) {
-        let value = serde_yaml::Value::deserialize(doc).map_err(|source| YamlError {
+    for doc in serde_norway::Deserializer::from_str(text) {
+        let value = serde_norway::Value::deserialize(doc).map_err(|source| YamlError {
             what: what.to_owned(),
             source,
         })?;
@@ -153,7 +153,7 @@ pub fn yaml_docs(text: &str, what: &str) -> Result<Vec<serde_yaml::Value>, YamlE
 }
 
 /// `kind/name` (with `namespace/` when namespaced) of a Kubernetes object, for messages.
-pub fn object_id(obj: &serde_yaml::Value) -> String {
+pub fn object_id(obj: &serde_norway::Value) -> String {
     let kind = obj["kind"].as_str().unwrap_or("?");
     let name = obj["metadata"]["name"].as_str().unwrap_or("?");
     match obj["metadata"]["namespace"].as_str() {
@@ -163,7 +163,7 @@ pub fn object_id(obj: &serde_yaml::Value) -> String {
 }
 
 /// The objects of `docs` with the given kind.
-pub fn of_kind<'a>(docs: &'a [serde_yaml::Value], kind: &str) -> Vec<&'a serde_yaml::Value> {
+pub fn of_kind<'a>(docs: &'a [serde_norway::Value], kind: &str) -> Vec<&'a serde_norway::Value> {
     docs.iter()
         .filter(|d| d["kind"].as_str() == Some(kind))
         .collect()

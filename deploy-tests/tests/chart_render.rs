@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 
 use deploy_tests::{chart_dir, helm_template, object_id, of_kind, run_tool, yaml_docs};
-use serde_yaml::Value;
+use serde_norway::Value;
 
 const NS: &str = "llmjob-system";
 

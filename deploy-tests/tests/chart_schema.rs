@@ -140,7 +140,7 @@ fn documented_valid_values_are_accepted() {
 }
 
 /// Dotted paths of every leaf (and every empty map/list) of a YAML mapping.
-fn leaf_keys(prefix: &str, v: &serde_yaml::Value, out: &mut BTreeSet<String>) {
+fn leaf_keys(prefix: &str, v: &serde_norway::Value, out: &mut BTreeSet<String>) {
     match v.as_mapping() {
         Some(m) if !m.is_empty() => {
             for (k, child) in m {
@@ -167,7 +167,7 @@ fn leaf_keys(prefix: &str, v: &serde_yaml::Value, out: &mut BTreeSet<String>) {
 #[test]
 fn every_value_is_documented_in_the_readme_table() {
     let values = std::fs::read_to_string(chart_dir().join("values.yaml")).unwrap();
-    let values: serde_yaml::Value = serde_yaml::from_str(&values).unwrap();
+    let values: serde_norway::Value = serde_norway::from_str(&values).unwrap();
     let mut keys = BTreeSet::new();
     leaf_keys("", &values, &mut keys);
     let readme = std::fs::read_to_string(chart_dir().join("README.md")).unwrap();
@@ -191,7 +191,7 @@ fn every_value_is_documented_in_the_readme_table() {
 #[test]
 fn every_value_is_typed_in_the_schema() {
     let values = std::fs::read_to_string(chart_dir().join("values.yaml")).unwrap();
-    let values: serde_yaml::Value = serde_yaml::from_str(&values).unwrap();
+    let values: serde_norway::Value = serde_norway::from_str(&values).unwrap();
     let schema = std::fs::read_to_string(chart_dir().join("values.schema.json")).unwrap();
     let schema: serde_json::Value = serde_json::from_str(&schema).unwrap();
     let mut keys = BTreeSet::new();

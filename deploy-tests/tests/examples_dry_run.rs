@@ -25,7 +25,7 @@ use deploy_tests::{manifests_dir, root, validate_kubernetes, yaml_docs};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::Api;
 use kube::api::PostParams;
-use serde_yaml::Value;
+use serde_norway::Value;
 use testenv::env::TestEnv;
 
 /// (kind, apiVersion) of the objects under `manifests/` that have no Kubernetes schema, and where
@@ -228,7 +228,7 @@ async fn flux_examples_apply(env: &TestEnv, dir: &Path) {
     });
     std::fs::write(
         overlay.join("kustomization.yaml"),
-        serde_yaml::to_string(&kustomization).unwrap(),
+        serde_norway::to_string(&kustomization).unwrap(),
     )
     .unwrap();
     let out = dry_run(env, &["-k", &overlay.to_string_lossy()]).await;

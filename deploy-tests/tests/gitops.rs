@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use deploy_tests::{manifests_dir, root, yaml_docs};
-use serde_yaml::Value;
+use serde_norway::Value;
 
 fn load(rel: &str) -> Value {
     let path = manifests_dir().join("gitops").join(rel);
@@ -40,7 +40,7 @@ fn argocd_applications_point_at_the_chart_and_the_examples() {
     assert!(sync.contains(&"ServerSideApply=true"), "{sync:?}");
     // The Helm values it sets must be values the chart knows (the schema forbids others).
     let values = app["spec"]["source"]["helm"]["valuesObject"].clone();
-    let chart_values: Value = serde_yaml::from_str(
+    let chart_values: Value = serde_norway::from_str(
         &std::fs::read_to_string(deploy_tests::chart_dir().join("values.yaml")).unwrap(),
     )
     .unwrap();

@@ -9,7 +9,7 @@ use deploy_tests::{manifests_dir, object_id, root, run_tool, yaml_docs};
 
 const NS: &str = "llmjob-system";
 
-fn ids(docs: &[serde_yaml::Value]) -> BTreeSet<String> {
+fn ids(docs: &[serde_norway::Value]) -> BTreeSet<String> {
     docs.iter().map(object_id).collect()
 }
 

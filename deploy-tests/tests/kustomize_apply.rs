@@ -86,7 +86,7 @@ async fn kubectl_apply_k_of_an_overlay_runs_an_llmjob_and_delete_k_cleans_up() {
     });
     std::fs::write(
         overlay.join("kustomization.yaml"),
-        serde_yaml::to_string(&kustomization).unwrap(),
+        serde_norway::to_string(&kustomization).unwrap(),
     )
     .unwrap();
     let overlay = overlay.to_string_lossy().into_owned();

@@ -7,7 +7,7 @@ use llmjob_crds::v1alpha1::LlmJob;
 /// An LlmJob from YAML; `apiVersion` and `kind` are added when missing.
 pub fn llmjob(yaml: &str) -> LlmJob {
     let mut value: serde_json::Value =
-        serde_yaml::from_str(yaml).unwrap_or_else(|e| panic!("fixture: {e}\n{yaml}"));
+        serde_norway::from_str(yaml).unwrap_or_else(|e| panic!("fixture: {e}\n{yaml}"));
     if let Some(obj) = value.as_object_mut() {
         obj.entry("apiVersion")
             .or_insert_with(|| "llmjob.dev/v1alpha1".into());
@@ -18,10 +18,10 @@ pub fn llmjob(yaml: &str) -> LlmJob {
 
 /// A Job from YAML.
 pub fn job(yaml: &str) -> Job {
-    serde_yaml::from_str(yaml).unwrap_or_else(|e| panic!("fixture: {e}\n{yaml}"))
+    serde_norway::from_str(yaml).unwrap_or_else(|e| panic!("fixture: {e}\n{yaml}"))
 }
 
 /// A Pod from YAML.
 pub fn pod(yaml: &str) -> Pod {
-    serde_yaml::from_str(yaml).unwrap_or_else(|e| panic!("fixture: {e}\n{yaml}"))
+    serde_norway::from_str(yaml).unwrap_or_else(|e| panic!("fixture: {e}\n{yaml}"))
 }

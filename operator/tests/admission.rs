@@ -299,7 +299,7 @@ async fn the_examples_are_accepted() {
             continue;
         }
         let text = std::fs::read_to_string(&path).expect("read");
-        for doc in serde_yaml::Deserializer::from_str(&text) {
+        for doc in serde_norway::Deserializer::from_str(&text) {
             let value: serde_json::Value =
                 serde::Deserialize::deserialize(doc).expect("YAML document");
             if value["kind"] != "LlmJob" {

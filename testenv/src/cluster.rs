@@ -113,7 +113,7 @@ pub enum ClusterError {
     },
     /// The kubeconfig could not be rendered.
     #[error("cannot render the kubeconfig: {0}")]
-    RenderKubeconfig(#[from] serde_yaml::Error),
+    RenderKubeconfig(#[from] serde_norway::Error),
     /// The kubeconfig could not be turned into a client configuration.
     #[error("cannot load the kubeconfig {path}: {source}")]
     Kubeconfig {
@@ -647,7 +647,7 @@ async fn wait_for_readyz(
 
 /// The admin kubeconfig: the CA, the admin client certificate and key embedded as data, one
 /// context `testenv` with namespace `default`.
-pub fn render_kubeconfig(url: &str, pki: &Pki) -> Result<String, serde_yaml::Error> {
+pub fn render_kubeconfig(url: &str, pki: &Pki) -> Result<String, serde_norway::Error> {
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let config = serde_json::json!({
         "apiVersion": "v1",
@@ -672,7 +672,7 @@ pub fn render_kubeconfig(url: &str, pki: &Pki) -> Result<String, serde_yaml::Err
         }],
         "current-context": "testenv",
     });
-    serde_yaml::to_string(&config)
+    serde_norway::to_string(&config)
 }
 
 fn start_controller_manager(

@@ -45,7 +45,7 @@ pub enum CollectorError {
     },
     /// The config could not be rendered.
     #[error("cannot render the collector config: {0}")]
-    Config(#[from] serde_yaml::Error),
+    Config(#[from] serde_norway::Error),
     /// No free port could be found.
     #[error("cannot pick a free loopback port: {0}")]
     Port(#[source] std::io::Error),
@@ -277,7 +277,7 @@ fn render_config(
     grpc: SocketAddr,
     http: SocketAddr,
     output_dir: &Path,
-) -> Result<String, serde_yaml::Error> {
+) -> Result<String, serde_norway::Error> {
     let file = |name: &str| {
         serde_json::json!({
             "path": output_dir.join(name),
@@ -306,7 +306,7 @@ fn render_config(
             },
         },
     });
-    serde_yaml::to_string(&config)
+    serde_norway::to_string(&config)
 }
 
 #[cfg(test)]
@@ -317,7 +317,7 @@ mod tests {
     #[test]
     fn config_names_ports_files_and_no_self_metrics() {
         let yaml = render_config(loopback(1111), loopback(2222), Path::new("/tmp/x y")).unwrap();
-        let v: serde_yaml::Value = serde_yaml::from_str(&yaml).unwrap();
+        let v: serde_norway::Value = serde_norway::from_str(&yaml).unwrap();
         assert_eq!(
             v["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"],
             "127.0.0.1:1111"

@@ -512,7 +512,7 @@ fn service_account_kubeconfig(
     namespace: &str,
     name: &str,
     token: &str,
-) -> Result<String, serde_yaml::Error> {
+) -> Result<String, serde_norway::Error> {
     use base64::Engine as _;
     let user = format!("system:serviceaccount:{namespace}:{name}");
     let config = serde_json::json!({
@@ -532,7 +532,7 @@ fn service_account_kubeconfig(
         }],
         "current-context": "testenv",
     });
-    serde_yaml::to_string(&config)
+    serde_norway::to_string(&config)
 }
 
 /// A fresh directory name under `parent`, unique across processes and within this one.

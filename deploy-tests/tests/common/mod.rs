@@ -60,8 +60,8 @@ pub fn workspace_binary(name: &str) -> PathBuf {
 pub fn chart_images() -> (String, String) {
     let path = deploy_tests::chart_dir().join("values.yaml");
     let text = std::fs::read_to_string(&path).unwrap();
-    let values: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
-    let repo = |v: &serde_yaml::Value| {
+    let values: serde_norway::Value = serde_norway::from_str(&text).unwrap();
+    let repo = |v: &serde_norway::Value| {
         v.as_str()
             .unwrap_or_else(|| panic!("{}: no image repository", path.display()))
             .to_owned()
@@ -204,7 +204,7 @@ pub async fn wait_for_leader(env: &TestEnv, ns: &str, name: &str, pod: &str) {
 /// replay server is told to expect it, so the Secret is applied unchanged.
 pub fn example_api_key() -> String {
     let text = std::fs::read_to_string(example("secret.yaml")).unwrap();
-    let secret: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let secret: serde_norway::Value = serde_norway::from_str(&text).unwrap();
     secret["stringData"]["api-key"]
         .as_str()
         .expect("secret.yaml: stringData.api-key")
@@ -232,11 +232,11 @@ pub async fn run_example(env: &TestEnv, ns: &str, replay: &ReplayServer, dir: &P
     kubectl(env, &["apply", "-n", ns, "-f", &secret.to_string_lossy()]).await;
 
     let text = std::fs::read_to_string(example("prompt.yaml")).unwrap();
-    let mut job: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let mut job: serde_norway::Value = serde_norway::from_str(&text).unwrap();
     assert_eq!(job["metadata"]["name"], EXAMPLE_JOB, "prompt.yaml's LlmJob");
-    job["spec"]["openai"]["baseURL"] = serde_yaml::Value::from(replay.base_url());
+    job["spec"]["openai"]["baseURL"] = serde_norway::Value::from(replay.base_url());
     let file = dir.join("prompt.yaml");
-    std::fs::write(&file, serde_yaml::to_string(&job).unwrap()).unwrap();
+    std::fs::write(&file, serde_norway::to_string(&job).unwrap()).unwrap();
     kubectl(env, &["apply", "-n", ns, "-f", &file.to_string_lossy()]).await;
 
     let api: Api<LlmJob> = Api::namespaced(env.client(), ns);

@@ -876,7 +876,7 @@ mod tests {
 
     #[test]
     fn grace_is_capped() {
-        let mut pod: Pod = serde_yaml::from_str(
+        let mut pod: Pod = serde_norway::from_str(
             "metadata: {name: p}\nspec: {containers: [], terminationGracePeriodSeconds: 2}",
         )
         .unwrap();
@@ -892,7 +892,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let msg = dir.path().join("msg");
         let log = dir.path().join("log");
-        let mut c: Container = serde_yaml::from_str("{name: c}").unwrap();
+        let mut c: Container = serde_norway::from_str("{name: c}").unwrap();
         std::fs::write(&log, "line1\nboom\n").unwrap();
         assert_eq!(termination_message(&c, &msg, &log, 1), None);
         c.termination_message_policy = Some("FallbackToLogsOnError".into());

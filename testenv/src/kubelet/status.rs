@@ -504,7 +504,7 @@ mod tests {
     }
 
     fn pod(yaml: &str) -> Pod {
-        serde_yaml::from_str(yaml).unwrap()
+        serde_norway::from_str(yaml).unwrap()
     }
 
     const JOB_POD: &str = r#"

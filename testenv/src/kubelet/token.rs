@@ -149,7 +149,7 @@ mod tests {
             "system:serviceaccount:ns1:sa",
             "tok",
         );
-        let parsed: kube::config::Kubeconfig = serde_yaml::from_str(&text).unwrap();
+        let parsed: kube::config::Kubeconfig = serde_norway::from_str(&text).unwrap();
         assert_eq!(parsed.current_context.as_deref(), Some("testenv"));
         let cluster = parsed.clusters[0].cluster.as_ref().unwrap();
         assert_eq!(cluster.server.as_deref(), Some("https://127.0.0.1:6443"));

@@ -302,7 +302,7 @@ fn write_overlay(root: &Path, env: &TestEnv, collector: &str) -> Result<PathBuf>
         }],
     });
     let path = dir.join("kustomization.yaml");
-    std::fs::write(&path, serde_yaml::to_string(&kustomization)?)
+    std::fs::write(&path, serde_norway::to_string(&kustomization)?)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(dir)
 }
@@ -365,7 +365,7 @@ fn example(root: &Path, openai: &OpenAi) -> Result<LlmJob> {
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let mut llmjob: LlmJob =
-        serde_yaml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        serde_norway::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     llmjob.metadata.namespace = Some(NAMESPACE.to_owned());
     llmjob.spec.openai.base_url = match openai {
         OpenAi::Replay(s) => Some(s.base_url()),
