@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::text::{self, ELLIPSIS};
+
 /// The kubelet keeps at most 4096 bytes of a termination message.
 pub const MAX_BYTES: usize = 4096;
 
@@ -102,15 +104,12 @@ impl RunResult {
             }
             match result.error.as_mut() {
                 Some(err) if !err.message.is_empty() => {
-                    let excess = line.len() - MAX_BYTES + 3;
-                    let mut keep = err.message.len().saturating_sub(excess.max(16));
-                    while !err.message.is_char_boundary(keep) {
-                        keep -= 1;
-                    }
-                    err.message.truncate(keep);
-                    err.message.push_str("...");
+                    let excess = line.len() - MAX_BYTES + ELLIPSIS.len();
+                    let keep = err.message.len().saturating_sub(excess.max(16));
                     if keep == 0 {
                         err.message.clear();
+                    } else {
+                        text::truncate(&mut err.message, keep + ELLIPSIS.len());
                     }
                 }
                 _ => {
