@@ -1,7 +1,6 @@
 //! `values.schema.json` rejects wrong values at `helm template`/`install` time with a message
 //! naming the key, and accepts every value documented as valid. Also: every key of
 //! `values.yaml` is documented in the chart README's table.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
 

@@ -511,7 +511,6 @@ async fn read_stream(
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
 
     use super::*;
 
