@@ -14,8 +14,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::status::phase_name;
-
 /// Labels of the reconcile-error counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
@@ -180,7 +178,9 @@ impl Metrics {
             ("Unknown", 0),
         ]);
         for p in phases {
-            *counts.entry(p.map_or("Unknown", phase_name)).or_default() += 1;
+            *counts
+                .entry(p.map_or("Unknown", Phase::as_str))
+                .or_default() += 1;
         }
         for (phase, n) in counts {
             self.llmjobs
