@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 
 use clap::{Parser, ValueEnum};
+use llmjob_crds::env::{self, Var};
 use llmjob_crds::v1alpha1::OtlpProtocol;
 
 /// The runner image used when `--runner-image` is not given: the job-runner of the same version.
@@ -15,12 +16,23 @@ pub const DEFAULT_RUNNER_IMAGE: &str = concat!(
     env!("CARGO_PKG_VERSION")
 );
 
+/// The default of a variable of the runner's contract (`""` for one without a default).
+const fn contract_default(var: Var) -> &'static str {
+    match var.default {
+        Some(value) => value,
+        None => "",
+    }
+}
+
 /// The OTLP endpoint of runs whose LlmJob sets none, when `--default-otlp-endpoint` is not given
-/// (the same default as the job-runner's and the chart's).
-pub const DEFAULT_OTLP_ENDPOINT: &str = "http://collector:4317";
+/// (the job-runner's own default, and the chart's).
+pub const DEFAULT_OTLP_ENDPOINT: &str = contract_default(env::OTEL_EXPORTER_OTLP_ENDPOINT);
 
 /// `service.name` of runs whose LlmJob sets none (the job-runner's own default).
-pub const DEFAULT_SERVICE_NAME: &str = "llm-job";
+pub const DEFAULT_SERVICE_NAME: &str = contract_default(env::OTEL_SERVICE_NAME);
+
+/// `deployment.environment.name` of runs whose LlmJob sets none (the job-runner's own default).
+pub const DEFAULT_ENVIRONMENT: &str = contract_default(env::DEPLOYMENT_ENVIRONMENT);
 
 /// The operator's configuration.
 #[derive(Parser, Debug, Clone, PartialEq, Eq)]
@@ -63,7 +75,7 @@ pub struct Config {
     #[arg(
         long,
         env = "LLMJOB_DEFAULT_ENVIRONMENT",
-        default_value = "development"
+        default_value = DEFAULT_ENVIRONMENT
     )]
     pub default_environment: String,
 
@@ -203,7 +215,7 @@ impl Default for JobDefaults {
             pull_policy: PullPolicy::IfNotPresent,
             otlp_endpoint: DEFAULT_OTLP_ENDPOINT.to_owned(),
             otlp_protocol: OtlpProtocol::Grpc,
-            environment: "development".to_owned(),
+            environment: DEFAULT_ENVIRONMENT.to_owned(),
             service_name: DEFAULT_SERVICE_NAME.to_owned(),
         }
     }

@@ -59,10 +59,21 @@ pub fn is_queued(llmjob: &LlmJob) -> bool {
     queue(llmjob).is_some()
 }
 
+/// Whether `owner` is the controller of `child` (by uid): a Job of its LlmJob, a pod of its Job.
+pub fn controlled_by(child: &impl Resource, owner: &impl Resource) -> bool {
+    let uid = owner.meta().uid.as_ref();
+    child
+        .meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true) && Some(&o.uid) == uid)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_fixtures::llmjob;
+    use crate::test_fixtures::{job, llmjob};
 
     #[test]
     fn job_names() {
@@ -94,5 +105,22 @@ mod tests {
         assert!(!is_queued(&llmjob(&format!(
             "metadata: {{name: a}}\n{spec}"
         ))));
+    }
+
+    #[test]
+    fn ownership_is_by_uid() {
+        let lj = llmjob(
+            "metadata: {name: a, namespace: n, uid: u-1}\nspec: {prompt: hi, openai: {apiKeySecretRef: {name: s}}}",
+        );
+        let mine = job(
+            "metadata: {name: a, ownerReferences: [{apiVersion: llmjob.dev/v1alpha1, kind: LlmJob, name: a, uid: u-1, controller: true}]}",
+        );
+        let other = job(
+            "metadata: {name: a, ownerReferences: [{apiVersion: llmjob.dev/v1alpha1, kind: LlmJob, name: a, uid: u-2, controller: true}]}",
+        );
+        let none = job("metadata: {name: a}");
+        assert!(controlled_by(&mine, &lj));
+        assert!(!controlled_by(&other, &lj));
+        assert!(!controlled_by(&none, &lj));
     }
 }

@@ -643,7 +643,7 @@ impl Reconciler<'_> {
         mut job: Job,
     ) -> Result<Action, Error> {
         let job_name = job.name_any();
-        if !owned_by(&job, llmjob) {
+        if !contract::controlled_by(&job, llmjob) {
             let conflict = Blocked::JobConflict {
                 namespace: self.namespace.to_owned(),
                 name: job_name,
@@ -917,35 +917,10 @@ impl Reconciler<'_> {
     }
 }
 
-/// Whether `job` is controlled by `llmjob` (its uid).
-fn owned_by(job: &Job, llmjob: &LlmJob) -> bool {
-    let uid = llmjob.uid();
-    job.owner_references()
-        .iter()
-        .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_fixtures::{job, llmjob, pod};
-
-    #[test]
-    fn ownership_is_by_uid() {
-        let lj = llmjob(
-            "metadata: {name: a, namespace: n, uid: u-1}\nspec: {prompt: hi, openai: {apiKeySecretRef: {name: s}}}",
-        );
-        let mine = job(
-            "metadata: {name: a, ownerReferences: [{apiVersion: llmjob.dev/v1alpha1, kind: LlmJob, name: a, uid: u-1, controller: true}]}",
-        );
-        let other = job(
-            "metadata: {name: a, ownerReferences: [{apiVersion: llmjob.dev/v1alpha1, kind: LlmJob, name: a, uid: u-2, controller: true}]}",
-        );
-        let none = job("metadata: {name: a}");
-        assert!(owned_by(&mine, &lj));
-        assert!(!owned_by(&other, &lj));
-        assert!(!owned_by(&none, &lj));
-    }
+    use crate::test_fixtures::{llmjob, pod};
 
     #[test]
     fn pods_map_to_their_llmjob() {
