@@ -512,6 +512,8 @@ pub async fn reconcile(llmjob: Arc<LlmJob>, ctx: Arc<Context>) -> Result<Action,
         namespace: &namespace,
         name: &name,
         cached_rv: llmjob.resource_version(),
+        llmjobs: Api::namespaced(ctx.client.clone(), &namespace),
+        jobs: Api::namespaced(ctx.client.clone(), &namespace),
     }
     .run(llmjob)
     .instrument(span)
@@ -535,6 +537,10 @@ struct Reconciler<'a> {
     name: &'a str,
     /// The `resourceVersion` of the watch cache's copy this reconcile started from.
     cached_rv: Option<String>,
+    /// The LlmJobs of the namespace.
+    llmjobs: Api<LlmJob>,
+    /// The Jobs of the namespace.
+    jobs: Api<Job>,
 }
 
 impl Reconciler<'_> {
@@ -549,11 +555,10 @@ impl Reconciler<'_> {
     /// stale (a `Conflict`: every status write is conditional on the copy's `resourceVersion`,
     /// so events, which follow status changes, never repeat).
     async fn run(&self, cached: Arc<LlmJob>) -> Result<Action, Error> {
-        let llmjobs: Api<LlmJob> = Api::namespaced(self.ctx.client.clone(), self.namespace);
         let mut llmjob = Arc::unwrap_or_clone(self.ctx.own_writes.newest(cached));
         let mut fresh = false;
         loop {
-            let outcome = self.step(&llmjobs, &llmjob, fresh).await;
+            let outcome = self.step(&llmjob, fresh).await;
             let reason = match &outcome {
                 Ok(Step::NeedsFresh) => "create",
                 Err(e) if e.is_conflict() => "conflict",
@@ -567,7 +572,7 @@ impl Reconciler<'_> {
                 };
             }
             self.ctx.metrics.fresh_read(reason);
-            match fetch::llmjob(&llmjobs, self.name)
+            match fetch::llmjob(&self.llmjobs, self.name)
                 .await
                 .map_err(self.read_error("LlmJob"))?
             {
@@ -582,12 +587,7 @@ impl Reconciler<'_> {
     /// After the checks every LlmJob goes through, it takes one of three paths:
     /// [`with_job`](Self::with_job), [`without_job`](Self::without_job) (which may
     /// [`launch`](Self::launch)).
-    async fn step(
-        &self,
-        llmjobs: &Api<LlmJob>,
-        llmjob: &LlmJob,
-        fresh: bool,
-    ) -> Result<Step, Error> {
+    async fn step(&self, llmjob: &LlmJob, fresh: bool) -> Result<Step, Error> {
         if llmjob.meta().deletion_timestamp.is_some() {
             // Garbage collection deletes the Job and its pod with the LlmJob.
             return Ok(Step::Done(Action::await_change()));
@@ -596,10 +596,7 @@ impl Reconciler<'_> {
         if let Some(phase) = old.phase {
             tracing::Span::current().record("llmjob.phase", phase.as_str());
             if phase.is_finished() {
-                return self
-                    .follow_generation(llmjobs, llmjob, old)
-                    .await
-                    .map(Step::Done);
+                return self.follow_generation(llmjob, old).await.map(Step::Done);
             }
         }
         let valid = match validate::validate(llmjob) {
@@ -607,7 +604,6 @@ impl Reconciler<'_> {
             Err(e) => return self.blocked(llmjob, e.into()).await.map(Step::Done),
         };
 
-        let jobs: Api<Job> = Api::namespaced(self.ctx.client.clone(), self.namespace);
         let job_name = contract::job_name(self.name);
         let cached = self
             .ctx
@@ -619,29 +615,20 @@ impl Reconciler<'_> {
             // Not in the cache: no Job yet, or the cache is behind. The decision to create it
             // is made on a fresh LlmJob and a fresh read of the Job.
             None if !fresh => return Ok(Step::NeedsFresh),
-            None => fetch::job(&jobs, &job_name)
+            None => fetch::job(&self.jobs, &job_name)
                 .await
                 .map_err(self.read_error("Job of LlmJob"))?,
         };
         let action = match existing {
-            Some(job) => self.with_job(llmjobs, llmjob, &jobs, job).await?,
-            None => {
-                self.without_job(llmjobs, llmjob, &valid, &jobs, job_name)
-                    .await?
-            }
+            Some(job) => self.with_job(llmjob, job).await?,
+            None => self.without_job(llmjob, &valid, job_name).await?,
         };
         Ok(Step::Done(action))
     }
 
     /// The Job exists: it must be this LlmJob's; its `spec.suspend` follows the LlmJob's; the
     /// status follows the Job and its pods.
-    async fn with_job(
-        &self,
-        llmjobs: &Api<LlmJob>,
-        llmjob: &LlmJob,
-        jobs: &Api<Job>,
-        mut job: Job,
-    ) -> Result<Action, Error> {
+    async fn with_job(&self, llmjob: &LlmJob, mut job: Job) -> Result<Action, Error> {
         let job_name = job.name_any();
         if !contract::controlled_by(&job, llmjob) {
             let conflict = Blocked::JobConflict {
@@ -654,7 +641,7 @@ impl Reconciler<'_> {
             let want = llmjob.spec.suspend == Some(true);
             let have = job.spec.as_ref().and_then(|s| s.suspend) == Some(true);
             if want != have {
-                job = apply::set_suspend(jobs, &job_name, want)
+                job = apply::set_suspend(&self.jobs, &job_name, want)
                     .await
                     .map_err(|source| Error::Suspend {
                         namespace: self.namespace.to_owned(),
@@ -680,7 +667,6 @@ impl Reconciler<'_> {
             }
         };
         self.observe(
-            llmjobs,
             llmjob,
             Observation::Job {
                 job: &job,
@@ -694,16 +680,14 @@ impl Reconciler<'_> {
     /// API-key Secret and its key must exist before the launch.
     async fn without_job(
         &self,
-        llmjobs: &Api<LlmJob>,
         llmjob: &LlmJob,
         valid: &Validated,
-        jobs: &Api<Job>,
         job_name: String,
     ) -> Result<Action, Error> {
         let old_job = llmjob.status.as_ref().and_then(|s| s.job_name.as_deref());
         if let Some(gone) = old_job {
             return self
-                .observe(llmjobs, llmjob, Observation::JobGone { job_name: gone })
+                .observe(llmjob, Observation::JobGone { job_name: gone })
                 .await;
         }
         let selector = &llmjob.spec.openai.api_key_secret_ref;
@@ -713,7 +697,7 @@ impl Reconciler<'_> {
             .check(&self.ctx.client, self.namespace, selector)
             .await
         {
-            Ok(()) => self.launch(llmjobs, llmjob, valid, jobs, job_name).await,
+            Ok(()) => self.launch(llmjob, valid, job_name).await,
             Err(e) if e.is_missing() => self.blocked(llmjob, Blocked::SecretMissing(e)).await,
             Err(e) => Err(Error::Secret(e)),
         }
@@ -722,10 +706,8 @@ impl Reconciler<'_> {
     /// Creates the Job under a new launch span, whose trace context the run's trace continues.
     async fn launch(
         &self,
-        llmjobs: &Api<LlmJob>,
         llmjob: &LlmJob,
         valid: &Validated,
-        jobs: &Api<Job>,
         job_name: String,
     ) -> Result<Action, Error> {
         let launch = LaunchSpan::start(
@@ -752,7 +734,7 @@ impl Reconciler<'_> {
                     return self.blocked(llmjob, Blocked::Build(e)).await;
                 }
             };
-        let created = match apply::create_job(jobs, &job).await {
+        let created = match apply::create_job(&self.jobs, &job).await {
             Ok(created) => created,
             Err(source) => {
                 launch.end(Some(&source.to_string()));
@@ -783,7 +765,6 @@ impl Reconciler<'_> {
             .await;
         }
         self.observe(
-            llmjobs,
             llmjob,
             Observation::Job {
                 job: &created,
@@ -794,12 +775,7 @@ impl Reconciler<'_> {
     }
 
     /// A finished LlmJob never runs again: only `observedGeneration` follows spec edits.
-    async fn follow_generation(
-        &self,
-        llmjobs: &Api<LlmJob>,
-        llmjob: &LlmJob,
-        old: LlmJobStatus,
-    ) -> Result<Action, Error> {
+    async fn follow_generation(&self, llmjob: &LlmJob, old: LlmJobStatus) -> Result<Action, Error> {
         let generation = llmjob.meta().generation;
         if old.observed_generation != generation {
             let mut new = old;
@@ -807,7 +783,7 @@ impl Reconciler<'_> {
             for c in &mut new.conditions {
                 c.observed_generation = generation;
             }
-            self.write_status(llmjobs, llmjob, &new).await?;
+            self.write_status(llmjob, &new).await?;
         }
         Ok(Action::await_change())
     }
@@ -815,7 +791,6 @@ impl Reconciler<'_> {
     /// The LlmJob cannot progress until something changes: status `Stalled`, one Warning event
     /// when the reason is new.
     async fn blocked(&self, llmjob: &LlmJob, problem: Blocked) -> Result<Action, Error> {
-        let llmjobs: Api<LlmJob> = Api::namespaced(self.ctx.client.clone(), self.namespace);
         let reason = problem.reason();
         let message = problem.to_string();
         let old = llmjob.status.clone().unwrap_or_default();
@@ -832,7 +807,7 @@ impl Reconciler<'_> {
             Timestamp::now(),
         );
         if new != old {
-            self.write_status(&llmjobs, llmjob, &new).await?;
+            self.write_status(llmjob, &new).await?;
         }
         if !already {
             tracing::warn!(reason = reason.as_str(), %message, "the LlmJob cannot run yet");
@@ -844,14 +819,13 @@ impl Reconciler<'_> {
     /// Derives and writes the status from an observation; events and metrics for transitions.
     async fn observe(
         &self,
-        llmjobs: &Api<LlmJob>,
         llmjob: &LlmJob,
         observation: Observation<'_>,
     ) -> Result<Action, Error> {
         let old = llmjob.status.clone().unwrap_or_default();
         let new = status::derive(llmjob, observation, Timestamp::now());
         if new != old {
-            self.write_status(llmjobs, llmjob, &new).await?;
+            self.write_status(llmjob, &new).await?;
         }
         let Some(phase) = new.phase else {
             return Ok(Action::requeue(RESYNC));
@@ -892,14 +866,9 @@ impl Reconciler<'_> {
     }
 
     /// Writes the status, on condition that the LlmJob is still at `base`'s `resourceVersion`.
-    async fn write_status(
-        &self,
-        llmjobs: &Api<LlmJob>,
-        base: &LlmJob,
-        new: &LlmJobStatus,
-    ) -> Result<(), Error> {
+    async fn write_status(&self, base: &LlmJob, new: &LlmJobStatus) -> Result<(), Error> {
         let base_rv = base.resource_version();
-        let written = status::apply(llmjobs, self.name, base_rv.as_deref(), new)
+        let written = status::apply(&self.llmjobs, self.name, base_rv.as_deref(), new)
             .await
             .map_err(|source| Error::Status {
                 namespace: self.namespace.to_owned(),
