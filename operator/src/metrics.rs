@@ -17,7 +17,8 @@ use prometheus_client::registry::Registry;
 /// Labels of the reconcile-error counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
-    /// The error's category (the same string as the event and condition reason).
+    /// The error's category: an [`events::Reason`](crate::events::Reason), the type that also
+    /// names the reasons of events and conditions.
     pub category: String,
 }
 
