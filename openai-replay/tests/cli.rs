@@ -1,7 +1,6 @@
 //! The `openai-replay` binary: prints its listening line, serves, keeps the key out of its
 //! logs, and exits cleanly on SIGTERM.
 
-
 use std::process::Stdio;
 use std::time::Duration;
 
