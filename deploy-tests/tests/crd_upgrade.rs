@@ -9,7 +9,9 @@
 //!   --server-side -f crds/llmjobs.llmjob.dev.yaml`, first to install, then again with the changed
 //!   CRD to upgrade.
 //!
-//! Both also check the CRD's categories as the API server serves them: `llmjob`, not `all`.
+//! Both also check the CRD's categories as the API server serves them: `llmjob`, not `all`. And,
+//! with the operator's pod never ready (no image here), the chart's `helm test` command,
+//! `llmjob-operator check`, fails and says why.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -171,6 +173,21 @@ async fn helm_upgrade_upgrades_the_crd() {
     wait_established(&env).await;
     assert_categories(&env).await;
     assert!(!served_has_new_field(&env).await);
+    // What the helm test pod runs, here as the admin: the CRD is served but no replica is ready.
+    let operator = common::workspace_binary("llmjob-operator");
+    let kubeconfig = env.kubeconfig_path().to_string_lossy().into_owned();
+    let err = deploy_tests::run_program(
+        &operator,
+        &[
+            "check",
+            &format!("--namespace={release_ns}"),
+            &format!("--deployment={RELEASE}"),
+        ],
+        &deploy_tests::root(),
+        &[("KUBECONFIG", &kubeconfig)],
+    )
+    .expect_err("no operator replica is ready: the check must fail");
+    assert!(err.to_string().contains("has no ready replica"), "{err}");
     // An LlmJob that must survive the upgrade.
     let example = common::example("prompt.yaml")
         .to_string_lossy()
