@@ -6,10 +6,12 @@
 //! derivation, then one status patch) → [`events`]. [`controller`] wires them into kube-rs
 //! `Controller`s; [`leader`], [`http`] (health and metrics), [`metrics`] and [`telemetry`] (the
 //! operator's own traces and the launch span that parents every run's trace) surround it.
-//! [`run`] is the whole operator; `main.rs` only parses flags and calls it.
+//! [`run`] is the whole operator; `main.rs` only parses flags and calls it (or, for
+//! `llmjob-operator check`, the chart's `helm test`, [`check`]).
 
 pub mod apply;
 pub mod build_job;
+pub mod check;
 pub mod config;
 pub mod controller;
 pub mod events;
