@@ -2,7 +2,7 @@
 //! semantic conventions plus the `traceloop.*` / `llm.*` names the OpenLLMetry (Traceloop) SDK
 //! emits, so dashboards built on either keep working. One place, so a name is spelled once.
 //!
-//! The contract is `docs/telemetry-contract.md`; change both together.
+//! The contract is the Telemetry section of `docs/job-runner.md`; change both together.
 
 /// `gen_ai.operation.name`.
 pub const GEN_AI_OPERATION_NAME: &str = "gen_ai.operation.name";

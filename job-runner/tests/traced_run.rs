@@ -1,6 +1,6 @@
 //! A successful run of the real `llmjob-runner` binary against `openai-replay` and a real
 //! OpenTelemetry Collector: the answer, the result file and every span, attribute, metric and
-//! log record that `docs/telemetry-contract.md` promises, over OTLP/gRPC and OTLP/HTTP, joined
+//! log record that `docs/job-runner.md` promises, over OTLP/gRPC and OTLP/HTTP, joined
 //! to a `TRACEPARENT`, streamed, with the SDK disabled and with the collector down.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
