@@ -448,3 +448,33 @@ async fn a_collector_that_never_answers_delays_the_exit_by_at_most_the_flush_bud
     }
     blackhole.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_too_large_for_the_clock_does_not_panic() {
+    let collector = collector().await;
+    // Accepted by the parser, far beyond what `Instant` can add: the deadline saturates. A failed
+    // attempt (the retry decision reads the deadline) and a successful run.
+    let server = replay(ReplayConfig::new().with_hostile(Hostile::RetryAfter("1e15".into()))).await;
+    let (run, _) = run_with(
+        &collector,
+        &server,
+        "it-huge-timeout",
+        &[
+            ("LLMJOB_TIMEOUT", "500000000y"),
+            ("LLMJOB_MAX_ATTEMPTS", "1"),
+        ],
+    )
+    .await;
+    let result = failed(&run, 4, "rate_limited");
+    assert_eq!(result.attempts, Some(1));
+    let server = replay(ReplayConfig::new()).await;
+    let (run, _) = run_with(
+        &collector,
+        &server,
+        "it-huge-timeout-ok",
+        &[("LLMJOB_TIMEOUT", "500000000y")],
+    )
+    .await;
+    run.assert_exit(0);
+    assert_eq!(run.stdout, format!("{ANSWER}\n"));
+}
