@@ -106,7 +106,8 @@ pub const SERVICE_INSTANCE_ID: &str = "service.instance.id";
 pub const WORKFLOW: &str = "llm_job";
 /// The task's name (`@task(name="openai_call")` in the reference).
 pub const TASK: &str = "openai_call";
-/// The provider.
+/// The provider of the OpenAI API, and of any server not recognised by
+/// [`crate::openai::provider_of`].
 pub const PROVIDER: &str = "openai";
 /// The operation.
 pub const OPERATION_CHAT: &str = "chat";

@@ -307,6 +307,25 @@ pub fn api_base(url: &Url) -> String {
     url.to_string()
 }
 
+/// `gen_ai.provider.name` of a base URL, detected as OpenLLMetry's OpenAI instrumentation
+/// detects it (a substring of the URL): Azure OpenAI, AWS Bedrock, Google Vertex AI and
+/// OpenRouter by their host names; anything else is `openai`. Credentials and the query are
+/// removed first, so they cannot change the answer.
+pub fn provider_of(url: &Url) -> &'static str {
+    let base = api_base(url);
+    if base.contains("openai.azure.com") {
+        "azure.ai.openai"
+    } else if base.contains("amazonaws.com") || base.contains("bedrock") {
+        "aws.bedrock"
+    } else if base.contains("googleapis.com") || base.contains("vertex") {
+        "gcp.vertex_ai"
+    } else if base.contains("openrouter.ai") {
+        "openrouter"
+    } else {
+        crate::attributes::PROVIDER
+    }
+}
+
 /// Shapes of API keys and tokens of common providers. Each must start at a word boundary; a
 /// match counts only when it contains a digit or a `*` (see [`scrub`]).
 static KEY_SHAPES: LazyLock<regex::Regex> = LazyLock::new(|| {
@@ -1011,6 +1030,31 @@ mod tests {
     fn api_base_drops_credentials_and_query() {
         let url = Url::parse("https://user:pass@llm.example:8443/v1?api-key=SECRET#frag").unwrap();
         assert_eq!(api_base(&url), "https://llm.example:8443/v1");
+    }
+
+    #[test]
+    fn the_provider_is_detected_from_the_base_url() {
+        let provider = |u: &str| provider_of(&Url::parse(u).unwrap());
+        assert_eq!(provider("https://api.openai.com/v1"), "openai");
+        assert_eq!(provider("http://127.0.0.1:8089/v1"), "openai");
+        assert_eq!(
+            provider("https://my.openai.azure.com/openai/deployments/d"),
+            "azure.ai.openai"
+        );
+        assert_eq!(
+            provider("https://bedrock-runtime.us-east-1.amazonaws.com/openai/v1"),
+            "aws.bedrock"
+        );
+        assert_eq!(
+            provider("https://us-central1-aiplatform.googleapis.com/v1/projects/p"),
+            "gcp.vertex_ai"
+        );
+        assert_eq!(provider("https://openrouter.ai/api/v1"), "openrouter");
+        assert_eq!(
+            provider("https://u:bedrock@llm.example/v1?vertex=1"),
+            "openai",
+            "neither credentials nor the query count"
+        );
     }
 
     #[test]

@@ -100,6 +100,8 @@ struct CallContext<'a> {
     telemetry: &'a Telemetry,
     server_address: String,
     server_port: u16,
+    /// `gen_ai.provider.name` (and `gen_ai.system`), detected from the base URL.
+    provider: &'static str,
     /// `gen_ai.input.messages` when capture is on.
     input_json: Option<String>,
 }
@@ -109,7 +111,7 @@ impl CallContext<'_> {
     fn metric_attributes(&self, response_model: Option<&str>) -> Vec<KeyValue> {
         let mut attrs = vec![
             KeyValue::new(attr::GEN_AI_OPERATION_NAME, attr::OPERATION_CHAT),
-            KeyValue::new(attr::GEN_AI_PROVIDER_NAME, attr::PROVIDER),
+            KeyValue::new(attr::GEN_AI_PROVIDER_NAME, self.provider),
             KeyValue::new(attr::GEN_AI_REQUEST_MODEL, self.config.model.clone()),
             KeyValue::new(attr::SERVER_ADDRESS, self.server_address.clone()),
             KeyValue::new(attr::SERVER_PORT, i64::from(self.server_port)),
@@ -126,8 +128,8 @@ impl CallContext<'_> {
         let p = &c.parameters;
         let mut attrs = vec![
             KeyValue::new(attr::GEN_AI_OPERATION_NAME, attr::OPERATION_CHAT),
-            KeyValue::new(attr::GEN_AI_PROVIDER_NAME, attr::PROVIDER),
-            KeyValue::new(attr::GEN_AI_SYSTEM, attr::PROVIDER),
+            KeyValue::new(attr::GEN_AI_PROVIDER_NAME, self.provider),
+            KeyValue::new(attr::GEN_AI_SYSTEM, self.provider),
             KeyValue::new(attr::LLM_REQUEST_TYPE, attr::OPERATION_CHAT),
             KeyValue::new(attr::TRACELOOP_WORKFLOW_NAME, attr::WORKFLOW),
             KeyValue::new(attr::TRACELOOP_ENTITY_PATH, attr::TASK),
@@ -223,6 +225,7 @@ pub async fn run(config: &Config, telemetry: &Telemetry) -> Outcome {
         telemetry,
         server_address,
         server_port,
+        provider: openai::provider_of(&config.base_url),
         input_json,
     };
 
