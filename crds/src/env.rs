@@ -3,7 +3,7 @@
 //! Every variable the job-runner reads is named here, with its default. The operator uses these
 //! constants to build a run's pod environment and the job-runner uses them to read its
 //! configuration, so the two can never drift apart. The meaning of each name is documented in
-//! `docs/telemetry-contract.md` (and the README's reference); names may be added but never change
+//! `docs/job-runner.md` (its table is generated from [`ALL`]); names may be added but never change
 //! meaning.
 //!
 //! Parsing and validation live in the job-runner (`job-runner/src/config.rs`); this module only
@@ -144,11 +144,6 @@ pub mod downward {
     pub const NODE_NAME: &str = "LLMJOB_NODE_NAME";
 }
 
-/// Looks a variable of the contract up by name.
-pub fn by_name(name: &str) -> Option<&'static Var> {
-    ALL.iter().find(|v| v.name == name)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,10 +165,7 @@ mod tests {
             OTEL_EXPORTER_OTLP_ENDPOINT.default,
             Some("http://collector:4317")
         );
-        assert_eq!(
-            by_name("DEPLOYMENT_ENVIRONMENT").and_then(|v| v.default),
-            Some("development")
-        );
+        assert_eq!(DEPLOYMENT_ENVIRONMENT.default, Some("development"));
         assert!(OPENAI_API_KEY.default.is_none());
         assert_eq!(LLMJOB_TIMEOUT.default, Some("300s"));
         assert_eq!(LLMJOB_MAX_ATTEMPTS.default, Some("4"));

@@ -1,5 +1,5 @@
-//! Cutting text to a size in bytes without splitting a character: the one helper for messages
-//! that have a limit (condition messages, event notes, the run result's error, a log tail).
+//! Cutting text to a size without splitting a character: the one helper for messages that have
+//! a limit (condition messages, event notes, the run result's fields, a log tail, quoted values).
 //!
 //! Pure. `str::floor_char_boundary` does this in std only from Rust 1.91, above the workspace's
 //! `rust-version`.
@@ -27,6 +27,15 @@ pub fn truncate(s: &mut String, max: usize) {
     }
     s.truncate(floor_char_boundary(s, max.saturating_sub(ELLIPSIS.len())));
     s.push_str(ELLIPSIS);
+}
+
+/// At most `max_chars` characters of `s`, ending with [`ELLIPSIS`] when it was cut (for quoting
+/// a value a person reads, where a count of characters is what matters).
+pub fn shorten_chars(s: &str, max_chars: usize) -> String {
+    match s.char_indices().nth(max_chars) {
+        Some((end, _)) => format!("{}{ELLIPSIS}", &s[..end]),
+        None => s.to_owned(),
+    }
 }
 
 /// The end of `s`: its last `max` bytes at the most, starting on a character boundary.
@@ -63,6 +72,13 @@ mod tests {
         let mut tiny = "abcdef".to_owned();
         truncate(&mut tiny, 2);
         assert_eq!(tiny, "...", "no room: only the ellipsis");
+    }
+
+    #[test]
+    fn shorten_chars_counts_characters() {
+        assert_eq!(shorten_chars("abc", 3), "abc");
+        assert_eq!(shorten_chars("abcd", 3), "abc...");
+        assert_eq!(shorten_chars("éééé", 2), "éé...");
     }
 
     #[test]

@@ -85,8 +85,9 @@ fn reserved_env_rule() -> Rule {
     plural = "llmjobs",
     namespaced,
     shortname = "llmj",
+    // Not in `all`: `kubectl delete all --all` must not delete LlmJobs, whose status holds
+    // the runs' results (and deleting one deletes its Job and pods).
     category = "llmjob",
-    category = "all",
     status = "LlmJobStatus",
     derive = "PartialEq",
     doc = "An LLM job: one OpenAI chat completion, run as a Kubernetes Job whose pod exports traces, metrics and logs over OTLP.",
@@ -586,9 +587,11 @@ mod tests {
         let crd = LlmJob::crd();
         assert_eq!(crd.spec.group, GROUP);
         assert_eq!(crd.spec.names.short_names, Some(vec!["llmj".to_owned()]));
+        // `all` would make `kubectl delete all --all` delete every LlmJob and its result.
         assert_eq!(
             crd.spec.names.categories,
-            Some(vec!["llmjob".to_owned(), "all".to_owned()])
+            Some(vec!["llmjob".to_owned()]),
+            "LlmJob must not be in the `all` category"
         );
         let version = &crd.spec.versions[0];
         assert_eq!(version.name, VERSION);

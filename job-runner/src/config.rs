@@ -45,6 +45,14 @@ pub enum ConfigError {
         /// The accepted values.
         help: &'static str,
     },
+    /// A secret variable has a value that cannot be used; the value is never quoted.
+    #[error("invalid {name}: {reason} (the value is not shown)")]
+    InvalidSecret {
+        /// The variable.
+        name: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// Two variables that exclude each other are both set.
     #[error("{first} and {second} are both set: set only one of them")]
     Conflict {
@@ -68,11 +76,7 @@ impl ConfigError {
 
 /// Quotes at most 120 characters of a bad value (a messages array can be long).
 fn shorten(value: &str) -> String {
-    const MAX: usize = 120;
-    match value.char_indices().nth(MAX) {
-        Some((idx, _)) => format!("{}...", &value[..idx]),
-        None => value.to_owned(),
-    }
+    llmjob_crds::text::shorten_chars(value, 120)
 }
 
 /// The OpenAI API key. Its `Debug` and `Display` never show the value.
@@ -325,6 +329,20 @@ fn parse_protocol(value: &str) -> Result<OtlpProtocol, String> {
     }
 }
 
+/// The error for a variable whose value is not UTF-8 (`lossy` is the value with the bad bytes
+/// replaced; the API key is never quoted).
+fn not_unicode(var: &Var, lossy: &str) -> ConfigError {
+    const REASON: &str = "not valid UTF-8";
+    if var.name == env::OPENAI_API_KEY.name {
+        ConfigError::InvalidSecret {
+            name: var.name,
+            reason: REASON,
+        }
+    } else {
+        ConfigError::invalid(var, lossy, REASON)
+    }
+}
+
 fn parse_duration(value: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(value).map_err(|e| e.to_string())?;
     if d.is_zero() {
@@ -334,8 +352,14 @@ fn parse_duration(value: &str) -> Result<Duration, String> {
 }
 
 impl Config {
-    /// Reads the configuration from the process environment.
+    /// Reads the configuration from the process environment. A variable of the contract whose
+    /// value is not UTF-8 is an error (it is not silently treated as unset).
     pub fn from_env() -> Result<Self, ConfigError> {
+        for var in env::ALL {
+            if let Err(std::env::VarError::NotUnicode(value)) = std::env::var(var.name) {
+                return Err(not_unicode(var, &value.to_string_lossy()));
+            }
+        }
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
@@ -364,6 +388,15 @@ impl Config {
 
         let model = env.or_default(&env::OPENAI_MODEL).trim().to_owned();
 
+        // A blank prompt is a mistake (an empty ConfigMap key, a template that rendered to
+        // nothing), not a request for the default prompt: unset the variable for that.
+        if let Some(blank) = (env.lookup)(env::OPENAI_PROMPT.name).filter(|v| v.trim().is_empty()) {
+            return Err(ConfigError::invalid(
+                &env::OPENAI_PROMPT,
+                &blank,
+                "the prompt is blank (unset OPENAI_PROMPT to send the default prompt)",
+            ));
+        }
         let prompt = env.raw(&env::OPENAI_PROMPT);
         let messages = env.parse(&env::LLMJOB_MESSAGES, parse_messages)?;
         let input = match (prompt, messages) {
@@ -442,8 +475,16 @@ impl Config {
             parse_traceparent(v, tracestate.as_deref())
         })?;
 
+        let api_key = api_key.trim().to_owned();
+        if http::HeaderValue::from_str(&format!("Bearer {api_key}")).is_err() {
+            return Err(ConfigError::InvalidSecret {
+                name: env::OPENAI_API_KEY.name,
+                reason: "it holds characters an HTTP header cannot carry (control characters or line breaks)",
+            });
+        }
+
         Ok(Config {
-            api_key: ApiKey(api_key.trim().to_owned()),
+            api_key: ApiKey(api_key),
             base_url,
             model,
             input,
@@ -718,6 +759,51 @@ mod tests {
         .unwrap();
         assert_eq!(c.telemetry.service_name, "explicit");
         assert_eq!(c.telemetry.environment, "prod");
+    }
+
+    #[test]
+    fn a_key_a_header_cannot_carry_is_a_configuration_error() {
+        let message = err(&[("OPENAI_API_KEY", "sk-abc\ndef")]);
+        assert!(message.starts_with("invalid OPENAI_API_KEY"), "{message}");
+        assert!(!message.contains("sk-abc"), "{message}");
+    }
+
+    #[test]
+    fn a_blank_prompt_is_a_configuration_error() {
+        for blank in ["", "   ", "\n\t"] {
+            let message = err(&[("OPENAI_API_KEY", "k"), ("OPENAI_PROMPT", blank)]);
+            assert!(message.contains("OPENAI_PROMPT"), "{message}");
+            assert!(message.contains("blank"), "{message}");
+        }
+    }
+
+    #[test]
+    fn non_utf8_values_are_named() {
+        let e = not_unicode(&env::OPENAI_PROMPT, "a\u{fffd}b").to_string();
+        assert!(e.contains("OPENAI_PROMPT") && e.contains("UTF-8"), "{e}");
+        let e = not_unicode(&env::OPENAI_API_KEY, "sk-\u{fffd}secret").to_string();
+        assert!(e.contains("OPENAI_API_KEY") && !e.contains("secret"), "{e}");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, ..Default::default() })]
+
+        #[test]
+        fn any_values_give_a_config_or_an_error(
+            values in proptest::collection::vec("\\PC{0,24}|[0-9a-z./:_ -]{0,16}", 26),
+        ) {
+            let vars: Vec<(&str, &str)> = env::ALL
+                .iter()
+                .zip(values.iter())
+                .map(|(var, value)| (var.name, value.as_str()))
+                .collect();
+            let _ = config(&vars);
+        }
+
+        #[test]
+        fn any_duration_is_handled(value in "[0-9]{1,30}(ns|us|ms|s|m|h|d|w|y)?") {
+            let _ = parse_duration(&value);
+        }
     }
 
     #[test]

@@ -71,6 +71,9 @@ pub enum TelemetryError {
     },
 }
 
+/// Shuts one pipeline down, returning what went wrong.
+type FlushJob = Box<dyn FnOnce() -> Result<(), String> + Send>;
+
 /// The GenAI client metrics.
 #[derive(Debug, Clone)]
 pub struct Instruments {
@@ -251,35 +254,87 @@ impl Telemetry {
         })
     }
 
-    /// Flushes and shuts down the three pipelines within `budget`. Never fails the run: returns
-    /// the problems found (as text for stderr), empty when everything was exported.
+    /// Flushes and shuts down the three pipelines, concurrently, within `budget` in total. Never
+    /// fails the run: returns the problems found (as text for stderr), empty when everything was
+    /// exported.
+    ///
+    /// Each provider shuts down on a thread of its own, not a runtime's blocking pool: a runtime
+    /// waits for its blocking tasks when it is dropped, so an exporter stuck past the budget
+    /// would hold the process. A thread still running when the budget is spent is abandoned and
+    /// ends with the process.
     pub async fn shutdown(self, budget: Duration) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + budget;
         let Telemetry {
             tracer_provider,
             meter_provider,
             logger_provider,
             ..
         } = self;
-        let work = tokio::task::spawn_blocking(move || {
-            let mut problems = Vec::new();
-            if let Err(e) = tracer_provider.shutdown_with_timeout(budget) {
-                problems.push(format!("traces: {e}"));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        let mut problems = Vec::new();
+        let jobs: [(&'static str, FlushJob); 3] = [
+            (
+                "traces",
+                Box::new(move || {
+                    tracer_provider
+                        .shutdown_with_timeout(budget)
+                        .map_err(|e| e.to_string())
+                }),
+            ),
+            (
+                "metrics",
+                Box::new(move || {
+                    meter_provider
+                        .shutdown_with_timeout(budget)
+                        .map_err(|e| e.to_string())
+                }),
+            ),
+            (
+                "logs",
+                Box::new(move || {
+                    logger_provider
+                        .shutdown_with_timeout(budget)
+                        .map_err(|e| e.to_string())
+                }),
+            ),
+        ];
+        let mut pending = Vec::new();
+        for (signal, job) in jobs {
+            let tx = tx.clone();
+            let runtime = runtime.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("flush {signal}"))
+                .spawn(move || {
+                    let _entered = runtime.as_ref().map(tokio::runtime::Handle::enter);
+                    // The receiver may be gone (budget spent): nobody to tell then.
+                    let _ = tx.send((signal, job()));
+                });
+            match spawned {
+                Ok(_) => pending.push(signal),
+                Err(e) => problems.push(format!("{signal}: cannot start the flush thread: {e}")),
             }
-            if let Err(e) = meter_provider.shutdown_with_timeout(budget) {
-                problems.push(format!("metrics: {e}"));
-            }
-            if let Err(e) = logger_provider.shutdown_with_timeout(budget) {
-                problems.push(format!("logs: {e}"));
-            }
-            problems
-        });
-        match tokio::time::timeout(budget, work).await {
-            Ok(Ok(problems)) => problems,
-            Ok(Err(join)) => vec![format!("flush task failed: {join}")],
-            Err(_) => vec![format!(
-                "export did not finish within {budget:?}; giving up on the rest"
-            )],
         }
+        drop(tx);
+        while !pending.is_empty() {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some((signal, result))) => {
+                    pending.retain(|s| *s != signal);
+                    if let Err(e) = result {
+                        problems.push(format!("{signal}: {e}"));
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    problems.push(format!(
+                        "export of {} did not finish within {budget:?}; giving up on it",
+                        pending.join(", ")
+                    ));
+                    break;
+                }
+            }
+        }
+        problems
     }
 }
 

@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use llmjob_crds::env::{self, Var};
 use llmjob_crds::v1alpha1::OtlpProtocol;
 
@@ -129,6 +129,26 @@ pub struct Config {
     /// Log format on stderr: text or json.
     #[arg(long, env = "LLMJOB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Something else than running the operator (none: run it).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What `llmjob-operator <command>` does instead of running the operator.
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Check a running operator and exit (the Helm chart's `helm test`): the LlmJob CRD is
+    /// served and the operator's Deployment has a ready replica. Exit 0 when healthy, 1 with the
+    /// reason on stderr.
+    Check {
+        /// Namespace of the operator's Deployment (LlmJobs are listed there too).
+        #[arg(long, env = "POD_NAMESPACE")]
+        namespace: String,
+        /// Name of the operator's Deployment.
+        #[arg(long)]
+        deployment: String,
+    },
 }
 
 impl Config {
@@ -275,6 +295,23 @@ mod tests {
             Ok(c) => c,
             Err(e) => panic!("{e}"),
         }
+    }
+
+    #[test]
+    fn the_charts_helm_test_command_parses() {
+        let c = parse(&[
+            "check",
+            "--namespace=llmjob-system",
+            "--deployment=llmjob-operator",
+        ]);
+        assert_eq!(
+            c.command,
+            Some(Command::Check {
+                namespace: "llmjob-system".to_owned(),
+                deployment: "llmjob-operator".to_owned(),
+            })
+        );
+        assert_eq!(parse(&[]).command, None, "no command: run the operator");
     }
 
     #[test]

@@ -8,13 +8,15 @@
 //! container) and imports none of them. [`controller`] wires them into kube-rs `Controller`s;
 //! [`leader`], [`http`] (health and metrics), [`metrics`] and [`telemetry`] (the operator's own
 //! traces and the launch span that parents every run's trace) surround it. [`run`] is the whole
-//! operator; `main.rs` only parses flags and calls it.
+//! operator; `main.rs` only parses flags and calls it (or, for `llmjob-operator check`, the
+//! chart's `helm test`, [`check`]).
 //!
 //! Imports between these modules run one way (`operator/tests/module_graph.rs` fails on a
 //! circle and prints the graph).
 
 pub mod apply;
 pub mod build_job;
+pub mod check;
 pub mod config;
 pub mod contract;
 pub mod controller;
