@@ -7,7 +7,7 @@
 //! meaning.
 //!
 //! Parsing and validation live in the job-runner (`job-runner/src/config.rs`); this module only
-//! names things.
+//! names things and their defaults.
 
 /// An environment variable of the contract: its name, its default (if any) and what it means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +30,24 @@ macro_rules! vars {
         pub const ALL: &[Var] = &[$($ident),*];
     };
 }
+
+// The contract's defaults are numbers for the operator and text for the runner's variables: each
+// is written once, in a macro, and both forms are made from it.
+macro_rules! default_timeout_secs {
+    () => {
+        300
+    };
+}
+macro_rules! default_max_attempts {
+    () => {
+        4
+    };
+}
+
+/// The run's deadline in seconds when `LLMJOB_TIMEOUT` (`spec.run.timeout`) is unset.
+pub const DEFAULT_TIMEOUT_SECS: u64 = default_timeout_secs!();
+/// Attempts of the API call when `LLMJOB_MAX_ATTEMPTS` (`spec.run.maxAttempts`) is unset.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = default_max_attempts!();
 
 /// The prompt used when neither `OPENAI_PROMPT` nor `LLMJOB_MESSAGES` is set (the same request the
 /// Python reference job makes).
@@ -67,10 +85,10 @@ vars! {
     LLMJOB_STREAM = "LLMJOB_STREAM", Some("false"),
         "stream the response: true or false";
     /// Overall deadline for all attempts.
-    LLMJOB_TIMEOUT = "LLMJOB_TIMEOUT", Some("300s"),
+    LLMJOB_TIMEOUT = "LLMJOB_TIMEOUT", Some(concat!(default_timeout_secs!(), "s")),
         "overall deadline for all attempts, a duration such as 90s, 5m or 1h";
     /// Attempts on retryable failures.
-    LLMJOB_MAX_ATTEMPTS = "LLMJOB_MAX_ATTEMPTS", Some("4"),
+    LLMJOB_MAX_ATTEMPTS = "LLMJOB_MAX_ATTEMPTS", Some(concat!(default_max_attempts!())),
         "attempts on retryable failures (429, 5xx, timeouts), a whole number from 1 to 20";
     /// Content capture mode.
     LLMJOB_CONTENT_CAPTURE = "LLMJOB_CONTENT_CAPTURE", Some("none"),
@@ -149,5 +167,8 @@ mod tests {
         );
         assert_eq!(DEPLOYMENT_ENVIRONMENT.default, Some("development"));
         assert!(OPENAI_API_KEY.default.is_none());
+        assert_eq!(LLMJOB_TIMEOUT.default, Some("300s"));
+        assert_eq!(LLMJOB_MAX_ATTEMPTS.default, Some("4"));
+        assert_eq!((DEFAULT_TIMEOUT_SECS, DEFAULT_MAX_ATTEMPTS), (300, 4));
     }
 }

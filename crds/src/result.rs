@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::text;
+
 /// The kubelet keeps at most 4096 bytes of a termination message.
 pub const MAX_BYTES: usize = 4096;
 
@@ -109,9 +111,9 @@ impl RunResult {
             match step {
                 0 => {
                     if let Some(err) = result.error.as_mut() {
-                        let excess = line.len() - MAX_BYTES + 3;
+                        let excess = line.len() - MAX_BYTES + text::ELLIPSIS.len();
                         let keep = err.message.len().saturating_sub(excess);
-                        cut(&mut err.message, keep);
+                        text::truncate(&mut err.message, keep);
                     }
                 }
                 1 => {
@@ -127,10 +129,10 @@ impl RunResult {
                     .into_iter()
                     .flatten()
                     {
-                        cut(field, FIELD_CUT);
+                        text::truncate(field, FIELD_CUT);
                     }
                     if let Some(err) = result.error.as_mut() {
-                        cut(&mut err.kind, FIELD_CUT);
+                        text::truncate(&mut err.kind, FIELD_CUT);
                     }
                 }
                 3 => {
@@ -183,19 +185,6 @@ impl RunResult {
     pub fn parse(message: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(message.trim())
     }
-}
-
-/// Shortens `text` to at most `max_bytes` (on a character boundary), marking the cut with `...`.
-fn cut(text: &mut String, max_bytes: usize) {
-    if text.len() <= max_bytes {
-        return;
-    }
-    let mut keep = max_bytes.saturating_sub(3);
-    while !text.is_char_boundary(keep) {
-        keep -= 1;
-    }
-    text.truncate(keep);
-    text.push_str("...");
 }
 
 #[cfg(test)]

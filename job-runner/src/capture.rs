@@ -98,7 +98,6 @@ pub fn output_messages(
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
 
     use super::*;
 

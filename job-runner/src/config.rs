@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use async_openai::types::chat::ChatCompletionRequestMessage;
 use llmjob_crds::env::{self, Var};
+use llmjob_crds::v1alpha1::{ContentCapture, OtlpProtocol};
 use opentelemetry::Context;
 use opentelemetry::propagation::TextMapPropagator as _;
 use opentelemetry::trace::TraceContextExt as _;
@@ -75,11 +76,7 @@ impl ConfigError {
 
 /// Quotes at most 120 characters of a bad value (a messages array can be long).
 fn shorten(value: &str) -> String {
-    const MAX: usize = 120;
-    match value.char_indices().nth(MAX) {
-        Some((idx, _)) => format!("{}...", &value[..idx]),
-        None => value.to_owned(),
-    }
+    llmjob_crds::text::shorten_chars(value, 120)
 }
 
 /// The OpenAI API key. Its `Debug` and `Display` never show the value.
@@ -128,38 +125,6 @@ pub struct Parameters {
     pub stream: bool,
 }
 
-/// Prompt and completion capture in telemetry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ContentCapture {
-    /// No content in telemetry (the default).
-    #[default]
-    None,
-    /// SHA-256 of the input and output messages.
-    Hash,
-    /// The input and output messages themselves.
-    Full,
-}
-
-impl ContentCapture {
-    /// The variable's spelling of the mode.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ContentCapture::None => "none",
-            ContentCapture::Hash => "hash",
-            ContentCapture::Full => "full",
-        }
-    }
-}
-
-/// OTLP transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    /// OTLP/gRPC (default).
-    Grpc,
-    /// OTLP/HTTP with protobuf bodies.
-    HttpProtobuf,
-}
-
 /// Telemetry settings.
 #[derive(Debug, Clone)]
 pub struct TelemetryConfig {
@@ -173,7 +138,7 @@ pub struct TelemetryConfig {
     /// OTLP endpoint with a scheme.
     pub endpoint: Url,
     /// OTLP transport.
-    pub protocol: Protocol,
+    pub protocol: OtlpProtocol,
     /// Pairs of `OTEL_RESOURCE_ATTRIBUTES`, decoded, in order.
     pub resource_attributes: Vec<(String, String)>,
     /// The parent context from `TRACEPARENT`/`TRACESTATE`, if any.
@@ -354,20 +319,13 @@ fn parse_messages(value: &str) -> Result<Vec<ChatCompletionRequestMessage>, Stri
 }
 
 fn parse_capture(value: &str) -> Result<ContentCapture, String> {
-    match value.to_ascii_lowercase().as_str() {
-        "none" => Ok(ContentCapture::None),
-        "hash" => Ok(ContentCapture::Hash),
-        "full" => Ok(ContentCapture::Full),
-        _ => Err("unknown mode".to_owned()),
-    }
+    ContentCapture::from_name(&value.to_ascii_lowercase()).ok_or_else(|| "unknown mode".to_owned())
 }
 
-fn parse_protocol(value: &str) -> Result<Protocol, String> {
+fn parse_protocol(value: &str) -> Result<OtlpProtocol, String> {
     match value {
-        "grpc" => Ok(Protocol::Grpc),
-        "http/protobuf" => Ok(Protocol::HttpProtobuf),
         "http/json" => Err("http/json is not supported by this runner".to_owned()),
-        _ => Err("unknown protocol".to_owned()),
+        _ => OtlpProtocol::from_name(value).ok_or_else(|| "unknown protocol".to_owned()),
     }
 }
 
@@ -466,13 +424,13 @@ impl Config {
 
         let timeout = env
             .parse(&env::LLMJOB_TIMEOUT, parse_duration)?
-            .unwrap_or(Duration::from_secs(300));
+            .unwrap_or(Duration::from_secs(env::DEFAULT_TIMEOUT_SECS));
         let max_attempts = env
             .parse(
                 &env::LLMJOB_MAX_ATTEMPTS,
                 parse_ranged_u32(1, MAX_ATTEMPTS_LIMIT),
             )?
-            .unwrap_or(4);
+            .unwrap_or(env::DEFAULT_MAX_ATTEMPTS);
 
         // LLMJOB_CONTENT_CAPTURE wins; otherwise the standard switches, when set explicitly.
         let capture = match env.raw(&env::LLMJOB_CONTENT_CAPTURE) {
@@ -508,7 +466,7 @@ impl Config {
             })?;
         let protocol = env
             .parse(&env::OTEL_EXPORTER_OTLP_PROTOCOL, parse_protocol)?
-            .unwrap_or(Protocol::Grpc);
+            .unwrap_or(OtlpProtocol::Grpc);
         let resource_attributes = env
             .parse(&env::OTEL_RESOURCE_ATTRIBUTES, parse_resource_attributes)?
             .unwrap_or_default();
@@ -561,7 +519,6 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use std::collections::HashMap;
 
@@ -590,7 +547,7 @@ mod tests {
         assert_eq!(c.telemetry.service_name, "llm-job");
         assert_eq!(c.telemetry.environment, "development");
         assert_eq!(c.telemetry.endpoint.as_str(), "http://collector:4317/");
-        assert_eq!(c.telemetry.protocol, Protocol::Grpc);
+        assert_eq!(c.telemetry.protocol, OtlpProtocol::Grpc);
         assert_eq!(c.capture, ContentCapture::None);
         assert_eq!(c.max_attempts, 4);
         assert_eq!(c.timeout, Duration::from_secs(300));

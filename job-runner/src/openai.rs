@@ -18,11 +18,12 @@ use async_openai::types::chat::{
 use eventsource_stream::{EventStreamError, Eventsource as _};
 use futures::StreamExt as _;
 use http::HeaderMap;
+use llmjob_crds::v1alpha1::ContentCapture;
 use serde::Deserialize;
 use serde_json::Value;
 use url::Url;
 
-use crate::config::{ApiKey, Config, ContentCapture, Input};
+use crate::config::{ApiKey, Config, Input};
 
 /// The most a successful response (a JSON body or a whole event stream) may take, in bytes.
 pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
@@ -378,22 +379,12 @@ pub fn scrub(message: &str, key: &ApiKey) -> String {
 
 /// At most [`MAX_MESSAGE_CHARS`] characters, `...` marking a cut.
 fn shorten(text: &str) -> String {
-    match text.char_indices().nth(MAX_MESSAGE_CHARS) {
-        Some((idx, _)) => format!("{}...", &text[..idx]),
-        None => text.to_owned(),
-    }
+    llmjob_crds::text::shorten_chars(text, MAX_MESSAGE_CHARS)
 }
 
 /// At most `max` bytes, cut on a character boundary.
 fn clip(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_owned()
+    text[..llmjob_crds::text::floor_char_boundary(text, max)].to_owned()
 }
 
 /// The chat-completions client: one per run.
@@ -891,7 +882,6 @@ fn finish_stream(
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
 
     use proptest::prelude::*;
 

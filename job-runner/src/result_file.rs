@@ -13,7 +13,6 @@ pub fn write(path: &Path, result: &RunResult) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
 
     use llmjob_crds::result::RunStatus;
 

@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use llmjob_crds::v1alpha1::OtlpProtocol;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram, MeterProvider as _};
 use opentelemetry::trace::TracerProvider as _;
@@ -23,7 +24,7 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
 
 use crate::attributes as attr;
-use crate::config::{Protocol, TelemetryConfig};
+use crate::config::TelemetryConfig;
 
 /// The instrumentation scope of everything the runner emits.
 pub const SCOPE: &str = "llmjob-runner";
@@ -123,8 +124,8 @@ pub fn resource(cfg: &TelemetryConfig) -> Resource {
 fn endpoint_for(cfg: &TelemetryConfig, signal_path: &str) -> String {
     let base = cfg.endpoint.as_str().trim_end_matches('/');
     match cfg.protocol {
-        Protocol::Grpc => base.to_owned(),
-        Protocol::HttpProtobuf => format!("{base}/{signal_path}"),
+        OtlpProtocol::Grpc => base.to_owned(),
+        OtlpProtocol::HttpProtobuf => format!("{base}/{signal_path}"),
     }
 }
 
@@ -132,12 +133,12 @@ macro_rules! exporter {
     ($kind:ty, $cfg:expr, $signal:literal, $path:literal) => {{
         let endpoint = endpoint_for($cfg, $path);
         let built = match $cfg.protocol {
-            Protocol::Grpc => <$kind>::builder()
+            OtlpProtocol::Grpc => <$kind>::builder()
                 .with_tonic()
                 .with_endpoint(endpoint.clone())
                 .with_timeout(EXPORT_TIMEOUT)
                 .build(),
-            Protocol::HttpProtobuf => <$kind>::builder()
+            OtlpProtocol::HttpProtobuf => <$kind>::builder()
                 .with_http()
                 .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
                 .with_endpoint(endpoint.clone())
@@ -348,7 +349,7 @@ mod tests {
             service_name: "svc".into(),
             environment: "prod".into(),
             endpoint: url::Url::parse("http://127.0.0.1:4317").unwrap_or_else(|_| unreachable!()),
-            protocol: Protocol::Grpc,
+            protocol: OtlpProtocol::Grpc,
             resource_attributes: vec![
                 ("service.name".into(), "other".into()),
                 ("k8s.pod.name".into(), "p".into()),
@@ -375,12 +376,12 @@ mod tests {
             service_name: String::new(),
             environment: String::new(),
             endpoint: url::Url::parse("http://c:4318/").unwrap_or_else(|_| unreachable!()),
-            protocol: Protocol::HttpProtobuf,
+            protocol: OtlpProtocol::HttpProtobuf,
             resource_attributes: vec![],
             parent: None,
         };
         assert_eq!(endpoint_for(&cfg, "v1/traces"), "http://c:4318/v1/traces");
-        cfg.protocol = Protocol::Grpc;
+        cfg.protocol = OtlpProtocol::Grpc;
         assert_eq!(endpoint_for(&cfg, "v1/traces"), "http://c:4318");
     }
 }

@@ -9,6 +9,7 @@ use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 use llmjob_crds::result::{RunError, RunResult, RunStatus, TokenUsage};
+use llmjob_crds::v1alpha1::ContentCapture;
 use opentelemetry::context::FutureExt as _;
 use opentelemetry::propagation::TextMapPropagator as _;
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _, Tracer as _};
@@ -18,7 +19,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 
 use crate::attributes as attr;
 use crate::capture;
-use crate::config::{Config, ContentCapture, Input};
+use crate::config::{Config, Input};
 use crate::openai::{self, CallError, ChatClient, Completion};
 use crate::retry::{Decision, RetryPolicy};
 use crate::telemetry::Telemetry;

@@ -5,8 +5,6 @@
 //! After changing `crds/src/env.rs`, regenerate the table with
 //! `LLMJOB_UPDATE_DOCS=1 cargo test -p llmjob-runner --test docs`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::path::PathBuf;
 
 use llmjob_crds::env::ALL;

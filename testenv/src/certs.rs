@@ -245,7 +245,6 @@ fn write(path: &Path, contents: &str, private: bool) -> Result<(), CertsError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -463,7 +463,6 @@ pub(crate) fn parse_quantity(text: &str) -> Result<i128, String> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
