@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod collector;
 pub mod env;
 pub mod kubelet;
+pub mod node;
 pub mod process;
 pub mod telemetry;
 pub mod tools;
