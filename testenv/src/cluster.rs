@@ -1,7 +1,9 @@
 //! The control plane of the test environment: etcd, kube-apiserver and kube-controller-manager as
 //! local processes on free loopback ports, with a throw-away PKI ([`crate::certs`]) and an admin
 //! kubeconfig. No scheduler and no kubelet: the fake kubelet ([`crate::kubelet`]) binds and runs
-//! pods; [`crate::env`] puts the two together.
+//! pods, or a real node ([`crate::node`]) brings both; [`crate::env`] puts them together.
+//! [`Cluster::start_with`] and [`ClusterOptions`] serve the real node: a non-loopback address,
+//! the Node authorizer and the kubelet client certificate.
 //!
 //! What [`Cluster::start`] does, in order (docs/test-infra.md explains each flag):
 //! 1. generates the PKI into `<dir>/pki/`;

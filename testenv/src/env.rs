@@ -1,6 +1,7 @@
 //! The harness the integration tests and the demo use: one [`TestEnv`] is a control plane
-//! ([`crate::cluster`]), the fake kubelet ([`crate::kubelet`]) running pods as local processes, and
-//! optionally an OpenTelemetry Collector ([`crate::collector`]), all logging into one directory.
+//! ([`crate::cluster`]), the fake kubelet ([`crate::kubelet`]) running pods as local processes
+//! (or, with [`TestEnvBuilder::real_node`], a real node from [`crate::node`]), and optionally an
+//! OpenTelemetry Collector ([`crate::collector`]), all logging into one directory.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), testenv::env::EnvError> {

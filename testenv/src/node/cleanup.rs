@@ -98,7 +98,7 @@ fn tree(hierarchy: &Path, root: &str) -> Vec<PathBuf> {
     out
 }
 
-/// SIGKILLs every process in `root`'s tree until none is left (or [`KILL_TIMEOUT`] passes),
+/// SIGKILLs every process in `root`'s tree until none is left (or 10 s pass),
 /// then removes the tree from every hierarchy. Best effort; returns what could not be removed.
 pub fn kill_tree(root: &str) -> Vec<PathBuf> {
     let deadline = Instant::now() + KILL_TIMEOUT;

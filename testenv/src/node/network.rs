@@ -4,7 +4,7 @@
 //! A slot `n` (0..[`SLOTS`]) is held by an exclusive `flock` on `/run/testenv-node/slot-<n>.lock`
 //! for the environment's lifetime, so environments side by side (test binaries in parallel, the
 //! demo) never share a name or an address, and a slot whose holder died is reused after cleaning
-//! what it left behind (see [`super::cleanup_slot`]). For slot `n`:
+//! what it left behind (see [`super::NodeHost::prepare`]). For slot `n`:
 //!
 //! | what | value |
 //! |---|---|
