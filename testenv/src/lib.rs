@@ -9,6 +9,7 @@ pub mod certs;
 pub mod cluster;
 pub mod collector;
 pub mod env;
+pub mod images;
 pub mod kubelet;
 pub mod process;
 pub mod telemetry;
