@@ -113,6 +113,10 @@ pub enum CallError {
     /// The response could not be read or parsed.
     #[error("unexpected response: {0}")]
     Decode(String),
+    /// The HTTP client could not be built (before any request): a configuration error of the
+    /// environment, e.g. a root file system without a CA store. Exit code 2.
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
 }
 
 impl CallError {
@@ -134,6 +138,7 @@ impl CallError {
             CallError::Timeout(_) => "timeout",
             CallError::Connect(_) => "connection_error",
             CallError::Decode(_) => "invalid_response",
+            CallError::Client(_) => "configuration_error",
         }
     }
 
@@ -143,7 +148,7 @@ impl CallError {
         match self {
             CallError::Status { status, .. } => matches!(status, 408 | 409 | 429 | 500..=599),
             CallError::Timeout(_) | CallError::Connect(_) => true,
-            CallError::Decode(_) => false,
+            CallError::Decode(_) | CallError::Client(_) => false,
         }
     }
 
@@ -221,6 +226,55 @@ pub fn scrub(message: &str, key: &ApiKey) -> String {
     }
 }
 
+/// The CA bundle the images carry (`images/`, `cargo xtask images`).
+pub const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// Where the TLS verifier (rustls-platform-verifier → rustls-native-certs → openssl-probe) looks
+/// for CA certificates on Linux when `SSL_CERT_FILE` and `SSL_CERT_DIR` are unset.
+const CA_LOCATIONS: &[&str] = &[
+    CA_BUNDLE,
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+    "/etc/ssl/certs",
+];
+
+/// Whether a CA store the verifier can load exists: `SSL_CERT_FILE` / `SSL_CERT_DIR` when set,
+/// else one of the standard locations.
+fn ca_store_present() -> bool {
+    let from_env: Vec<std::path::PathBuf> = ["SSL_CERT_FILE", "SSL_CERT_DIR"]
+        .iter()
+        .filter_map(|v| std::env::var_os(v).filter(|p| !p.is_empty()))
+        .map(std::path::PathBuf::from)
+        .collect();
+    if !from_env.is_empty() {
+        return from_env.iter().any(|p| p.exists());
+    }
+    CA_LOCATIONS
+        .iter()
+        .any(|p| std::path::Path::new(p).exists())
+}
+
+/// The error of a failed client construction, with its causes, saying what is missing when the
+/// CA store is.
+fn client_error(error: &(dyn std::error::Error + 'static), ca_store_present: bool) -> CallError {
+    let mut chain = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        chain.push_str(": ");
+        chain.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    if ca_store_present {
+        CallError::Client(chain)
+    } else {
+        CallError::Client(format!(
+            "no CA certificates found ({chain}); the image must carry {CA_BUNDLE} or set SSL_CERT_FILE"
+        ))
+    }
+}
+
 /// The chat-completions client: one per run.
 #[derive(Debug, Clone)]
 pub struct ChatClient {
@@ -241,7 +295,7 @@ impl ChatClient {
             .user_agent(concat!("llmjob-runner/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
             .build()
-            .map_err(|e| CallError::Connect(e.to_string()))?;
+            .map_err(|e| client_error(&e, ca_store_present()))?;
         Ok(ChatClient { http, url, api_key })
     }
 
@@ -533,6 +587,29 @@ mod tests {
         assert_eq!(status(503).error_type(), "server_error");
         assert!(CallError::Timeout(Duration::ZERO).is_retryable());
         assert!(!CallError::Decode(String::new()).is_retryable());
+        assert!(!CallError::Client(String::new()).is_retryable());
+        assert_eq!(
+            CallError::Client(String::new()).error_type(),
+            "configuration_error"
+        );
+    }
+
+    #[test]
+    fn a_client_error_names_the_missing_ca_store() {
+        let cause = std::io::Error::other("builder error");
+        let err = client_error(&cause, false).to_string();
+        assert!(
+            err.starts_with(
+                "cannot build the HTTP client: no CA certificates found (builder error)"
+            ),
+            "{err}"
+        );
+        assert!(
+            err.contains(CA_BUNDLE) && err.contains("SSL_CERT_FILE"),
+            "{err}"
+        );
+        let err = client_error(&cause, true).to_string();
+        assert_eq!(err, "cannot build the HTTP client: builder error");
     }
 
     #[test]

@@ -294,6 +294,9 @@ pub async fn run(config: &Config, telemetry: &Telemetry) -> Outcome {
                     http_status: error.http_status(),
                 });
                 let exit = match failure {
+                    // The client could not be built: nothing was sent; the environment (the
+                    // image's CA store, ...) is misconfigured.
+                    Failure::Permanent(CallError::Client(_)) => Exit::Config,
                     Failure::Permanent(_) => Exit::Permanent,
                     Failure::Exhausted { .. } => Exit::Exhausted,
                 };
