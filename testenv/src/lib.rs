@@ -10,6 +10,7 @@ pub mod certs;
 pub mod cluster;
 pub mod collector;
 pub mod env;
+pub mod images;
 pub mod kubelet;
 pub mod node;
 pub mod process;

@@ -26,13 +26,19 @@ pub fn bin_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os(TOOLS_BIN_ENV).filter(|d| !d.is_empty()) {
         return PathBuf::from(dir);
     }
+    cache_dir().join("bin")
+}
+
+/// The cache root that `tools/ensure-tools.sh` fills: `$LLMJOB_CACHE`, else
+/// `$HOME/.cache/llmjob-operator`.
+pub fn cache_dir() -> PathBuf {
     if let Some(cache) = std::env::var_os(CACHE_ENV).filter(|d| !d.is_empty()) {
-        return PathBuf::from(cache).join("bin");
+        return PathBuf::from(cache);
     }
     let home = std::env::var_os("HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/root"));
-    home.join(".cache").join("llmjob-operator").join("bin")
+    home.join(".cache").join("llmjob-operator")
 }
 
 /// The path of tool `name`, or an error that tells the user how to build it.

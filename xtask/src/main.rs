@@ -10,8 +10,10 @@
 //! | `cargo xtask test` | tools, fmt check, generated-files check, lint, build, then every test of the workspace |
 //! | `cargo xtask bench` | the benchmarks (job-runner vs the Python reference job; operator vs direct Jobs) |
 //! | `cargo xtask demo [--keep]` | the README demo |
+//! | `cargo xtask images` | the OCI images of the operator, the runner and pause, without Docker (`images.rs`) |
 
 mod demo;
+mod images;
 mod manifests;
 
 use std::path::{Path, PathBuf};
@@ -63,6 +65,13 @@ enum Task {
     },
     /// Run the benchmarks and print their tables.
     Bench,
+    /// Build the OCI image archives of the operator, the job-runner and pause, without Docker,
+    /// into $LLMJOB_IMAGES_DIR (default <cargo target dir>/images).
+    Images {
+        /// Only these images (pause, llmjob-operator, llmjob-runner); default all. pause alone
+        /// needs no release build.
+        names: Vec<String>,
+    },
     /// The README demo: the stack, the operator from manifests/, an example LlmJob, its trace.
     Demo {
         /// Keep the stack running afterwards (until Ctrl-C) and print its KUBECONFIG.
@@ -88,7 +97,7 @@ fn main() -> ExitCode {
 fn run(task: Task) -> Result<()> {
     let root = workspace_root()?;
     match task {
-        Task::Tools => tools(&root),
+        Task::Tools => tools(&root, "test"),
         Task::Generate { check } => generate(&root, check),
         Task::Manifests { check } => {
             step(if check {
@@ -101,12 +110,13 @@ fn run(task: Task) -> Result<()> {
         Task::Fmt { check } => fmt(&root, check),
         Task::Lint => lint(&root),
         Task::Test { cargo_args } => {
-            tools(&root)?;
+            tools(&root, "test")?;
             fmt(&root, true)?;
             generate(&root, true)?;
             lint(&root)?;
             step("building the workspace's binaries (the tests run them as real processes)");
             cargo(&root, &["build", "--workspace", "--bins"])?;
+            images::run(&root, &[])?;
             step("running every test of the workspace");
             let mut args = vec!["test", "--workspace", "--no-fail-fast"];
             if !cargo_args.is_empty() {
@@ -116,6 +126,7 @@ fn run(task: Task) -> Result<()> {
             cargo(&root, &args)
         }
         Task::Bench => bench(&root),
+        Task::Images { names } => images::run(&root, &names),
         Task::Demo { keep, no_build } => demo::run(&root, &demo::Options { keep, no_build }),
     }
 }
@@ -151,9 +162,12 @@ fn cargo(root: &Path, args: &[&str]) -> Result<()> {
     run_cmd(root, &cargo, args)
 }
 
-fn tools(root: &Path) -> Result<()> {
-    step("building (or finding in the cache) the Go tools: tools/ensure-tools.sh");
-    run_cmd(root, "bash", &["tools/ensure-tools.sh"])
+/// `tools/ensure-tools.sh <profile>`: `test` builds every tool, `demo` only what the demo runs.
+fn tools(root: &Path, profile: &str) -> Result<()> {
+    step(&format!(
+        "building (or finding in the cache) the Go tools: tools/ensure-tools.sh {profile}"
+    ));
+    run_cmd(root, "bash", &["tools/ensure-tools.sh", profile])
 }
 
 fn fmt(root: &Path, check: bool) -> Result<()> {

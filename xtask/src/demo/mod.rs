@@ -83,7 +83,7 @@ fn step(what: &str) {
 /// Runs the demo.
 pub fn run(root: &Path, options: &Options) -> Result<()> {
     if !options.no_build {
-        crate::tools(root)?;
+        crate::tools(root, "demo")?;
         step("building the operator, the job-runner and the OpenAI replay server");
         crate::cargo(
             root,
@@ -97,6 +97,8 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
                 "openai-replay",
             ],
         )?;
+        // The images the node runs (operator, runner, pause).
+        crate::images::run(root, &[])?;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
