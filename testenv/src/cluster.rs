@@ -322,15 +322,6 @@ impl Cluster {
             .collect()
     }
 
-    /// The log files of the running processes.
-    pub fn log_paths(&self) -> Vec<PathBuf> {
-        [&self.etcd, &self.apiserver, &self.controller_manager]
-            .into_iter()
-            .flatten()
-            .map(|p| p.log_path().to_owned())
-            .collect()
-    }
-
     /// Stops kube-controller-manager, kube-apiserver and etcd, in that order (SIGTERM, then
     /// SIGKILL after [`SHUTDOWN_GRACE`]), and removes etcd's data. The logs stay.
     pub async fn shutdown(mut self) -> Result<(), ClusterError> {

@@ -560,27 +560,17 @@ async fn mapped_images_run_their_binary_with_the_args() {
         "metadata": { "name": "echo" },
         "spec": {
             "restartPolicy": "Never",
-            "initContainers": [{
-                "name": "missing",
-                "image": "testenv.local/missing:v1",
-            }],
             "containers": [{
                 "name": "main",
-                "image": "testenv.local/echo:v1",
+                "image": "testenv.local/missing:v1",
             }],
         },
     }));
     pods.create(&PostParams::default(), &pod).await.unwrap();
     let pod = finished(&pods, "echo").await;
     assert_eq!(phase(&pod), Some("Failed"));
-    let init = &pod
-        .status
-        .as_ref()
-        .unwrap()
-        .init_container_statuses
-        .as_ref()
-        .unwrap()[0];
-    let terminated = init.state.clone().and_then(|s| s.terminated).unwrap();
+    let main = main_status(&pod).unwrap();
+    let terminated = main.state.clone().and_then(|s| s.terminated).unwrap();
     assert_eq!(terminated.exit_code, 128);
     assert_eq!(terminated.reason.as_deref(), Some("StartError"));
     assert!(
