@@ -382,15 +382,23 @@ impl TestEnv {
 
     /// Runs the built kubectl with `--kubeconfig` set to the admin kubeconfig.
     pub async fn kubectl(&self, args: &[&str]) -> Result<std::process::Output, EnvError> {
-        let kubectl = tools::bin("kubectl")?;
-        tokio::process::Command::new(kubectl)
-            .arg("--kubeconfig")
-            .arg(self.kubeconfig_path())
-            .args(args)
+        self.kubectl_command(args)?
             .stdin(std::process::Stdio::null())
             .output()
             .await
             .map_err(EnvError::Kubectl)
+    }
+
+    /// The built kubectl with `--kubeconfig` set to the admin kubeconfig and `args`, not started:
+    /// for feeding it stdin or reading its output as it comes (`kubectl get -w`).
+    pub fn kubectl_command(&self, args: &[&str]) -> Result<tokio::process::Command, EnvError> {
+        let mut command = tokio::process::Command::new(tools::bin("kubectl")?);
+        command
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig_path())
+            .args(args)
+            .kill_on_drop(true);
+        Ok(command)
     }
 
     /// The path of a container's log: `<dir>/pods/<ns>_<pod>_<container>.log`.
