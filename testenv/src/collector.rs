@@ -19,8 +19,9 @@ use crate::tools::{self, MissingTool};
 
 /// How long [`Collector::start`] waits for both receivers to accept connections.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
-/// How often [`Collector::wait_for`] re-reads the output files.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// How often [`Collector::wait_for`] re-reads the output files (the one polling interval of
+/// [`crate::wait`]).
+pub use crate::wait::POLL_INTERVAL;
 /// How long [`Collector::shutdown`] waits after SIGTERM before SIGKILL.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Lines of the collector's log quoted in errors.
@@ -229,21 +230,19 @@ impl Collector {
         timeout: Duration,
         mut f: impl FnMut(&Telemetry) -> Option<T>,
     ) -> Result<T, CollectorError> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let telemetry = self.read()?;
-            if let Some(found) = f(&telemetry) {
-                return Ok(found);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(CollectorError::Timeout {
-                    timeout,
-                    dir: self.output_dir.clone(),
-                    summary: telemetry.summary(),
-                });
-            }
-            tokio::time::sleep(POLL_INTERVAL).await;
-        }
+        // A read error (a line the collector is still writing) is retried like a miss.
+        crate::wait::until_ok("telemetry", timeout, || {
+            std::future::ready(match self.read() {
+                Ok(telemetry) => f(&telemetry).ok_or_else(|| telemetry.summary()),
+                Err(e) => Err(e.to_string()),
+            })
+        })
+        .await
+        .map_err(|e| CollectorError::Timeout {
+            timeout,
+            dir: self.output_dir.clone(),
+            summary: e.last.unwrap_or_default(),
+        })
     }
 
     /// Stops the collector: SIGTERM (it flushes its exporters), then SIGKILL after

@@ -163,18 +163,12 @@ pub async fn operator_pod(env: &TestEnv, ns: &str) -> String {
 pub async fn wait_ready(port: u16, log: impl Fn() -> String) {
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let what = format!("the operator's /readyz on {addr}");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if http_status(addr, "/readyz").await == Some(200) {
-            return;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!(
-                "timed out after {WAIT:?} waiting for {what}; operator log:\n{}",
-                log()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    let ready = testenv::wait::until(&what, WAIT, || async {
+        (http_status(addr, "/readyz").await == Some(200)).then_some(())
+    })
+    .await;
+    if let Err(e) = ready {
+        panic!("{e}; operator log:\n{}", log());
     }
 }
 
