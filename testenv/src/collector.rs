@@ -156,23 +156,36 @@ impl Collector {
     }
 
     async fn wait_ready(&mut self) -> Result<(), CollectorError> {
-        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
-        loop {
-            if let Some(process) = self.process.as_mut()
-                && let Some(status) = process.try_exit_status()?
-            {
-                return Err(self.not_ready(format!("otelcol-test exited with {status}")));
+        let (grpc, http) = (self.grpc, self.http);
+        let mut process = self.process.as_mut();
+        let ready = crate::wait::until_ok_or_abort("the OTLP ports", START_TIMEOUT, || {
+            let exited = process.as_mut().map(|p| p.try_exit_status()).transpose();
+            async move {
+                match exited {
+                    Err(e) => Err(CollectorError::from(e)),
+                    Ok(Some(Some(status))) => Err(CollectorError::NotReady {
+                        reason: format!("otelcol-test exited with {status}"),
+                        log: PathBuf::new(),
+                        tail: String::new(),
+                    }),
+                    Ok(_)
+                        if process::accepts_tcp(grpc).await && process::accepts_tcp(http).await =>
+                    {
+                        Ok(Ok(()))
+                    }
+                    Ok(_) => Ok(Err("not accepting yet")),
+                }
             }
-            if process::accepts_tcp(self.grpc).await && process::accepts_tcp(self.http).await {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(self.not_ready(format!(
-                    "ports {} (gRPC) and {} (HTTP) not accepting after {START_TIMEOUT:?}",
-                    self.grpc, self.http
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        })
+        .await;
+        match ready {
+            Ok(Ok(())) => Ok(()),
+            // The exit, with the log's path and tail filled in.
+            Err(CollectorError::NotReady { reason, .. }) => Err(self.not_ready(reason)),
+            Err(e) => Err(e),
+            Ok(Err(_)) => Err(self.not_ready(format!(
+                "ports {grpc} (gRPC) and {http} (HTTP) not accepting after {START_TIMEOUT:?}"
+            ))),
         }
     }
 

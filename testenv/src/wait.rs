@@ -1,10 +1,13 @@
-//! Waiting until something holds: the one polling helper of the harness, the tests, the demo and
-//! the benchmarks. [`until`] waits for a `Some`; [`until_ok`] also keeps what it saw last, so a
-//! timeout says what state things were stuck in. The timeout is a guard against a hung run,
-//! never a performance assertion.
+//! Waiting until something holds: the one polling helper of the harness, the tests and the demo.
+//! [`until`] waits for a `Some`; [`until_ok`] also keeps what it saw last, so a timeout says what
+//! state things were stuck in; [`until_ok_or_abort`] also stops at once on a fatal observation
+//! (a process that exited). The timeout is a guard against a hung run, never a performance
+//! assertion.
 
+use std::convert::Infallible;
 use std::fmt::Display;
 use std::future::Future;
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 /// How often [`until`] and [`until_ok`] check again.
@@ -36,11 +39,17 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    poll(what, timeout, || {
+    let done = poll(what, timeout, || {
         let next = check();
-        async move { next.await.ok_or(None) }
+        async move {
+            match next.await {
+                Some(value) => ControlFlow::Break(Ok::<_, Infallible>(value)),
+                None => ControlFlow::Continue(None),
+            }
+        }
     })
-    .await
+    .await;
+    flatten(done)
 }
 
 /// Calls `check` every [`POLL_INTERVAL`] until it returns `Ok`, or fails after `timeout`. An
@@ -56,32 +65,72 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, O>>,
 {
+    let done = until_ok_or_abort(what, timeout, || {
+        let next = check();
+        async move { Ok::<_, Infallible>(next.await) }
+    })
+    .await;
+    flatten(done)
+}
+
+/// [`until_ok`] whose check can also give up at once: `Err(fatal)` ends the wait with `Err(fatal)`
+/// (e.g. the process being waited for exited); `Ok(Err(observation))` means not yet. The inner
+/// result is the timeout.
+pub async fn until_ok_or_abort<T, O, E, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    mut check: F,
+) -> Result<Result<T, TimedOut>, E>
+where
+    O: Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Result<T, O>, E>>,
+{
     poll(what, timeout, || {
         let next = check();
-        async move { next.await.map_err(|seen| Some(seen.to_string())) }
+        async move {
+            match next.await {
+                Ok(Ok(value)) => ControlFlow::Break(Ok(value)),
+                Ok(Err(seen)) => ControlFlow::Continue(Some(seen.to_string())),
+                Err(fatal) => ControlFlow::Break(Err(fatal)),
+            }
+        }
     })
     .await
 }
 
-async fn poll<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T, TimedOut>
+fn flatten<T>(done: Result<Result<T, TimedOut>, Infallible>) -> Result<T, TimedOut> {
+    match done {
+        Ok(result) => result,
+        Err(never) => match never {},
+    }
+}
+
+/// The loop: `Break(Ok)` is done, `Break(Err)` aborts, `Continue(observation)` polls again.
+async fn poll<T, E, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    mut check: F,
+) -> Result<Result<T, TimedOut>, E>
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, Option<String>>>,
+    Fut: Future<Output = ControlFlow<Result<T, E>, Option<String>>>,
 {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut last = None;
     loop {
         match check().await {
-            Ok(value) => return Ok(value),
-            Err(Some(seen)) => last = Some(seen),
-            Err(None) => {}
+            ControlFlow::Break(Ok(value)) => return Ok(Ok(value)),
+            ControlFlow::Break(Err(fatal)) => return Err(fatal),
+            ControlFlow::Continue(Some(seen)) => last = Some(seen),
+            ControlFlow::Continue(None) => {}
         }
         if tokio::time::Instant::now() >= deadline {
-            return Err(TimedOut {
+            return Ok(Err(TimedOut {
                 what: what.to_owned(),
                 timeout,
                 last,
-            });
+            }));
         }
         tokio::time::sleep(POLL_INTERVAL).await;
     }
@@ -136,5 +185,21 @@ mod tests {
             "{gave_up}"
         );
         assert!(gave_up.ends_with(&format!("(check {n})")), "{gave_up}");
+    }
+
+    #[tokio::test]
+    async fn until_ok_or_abort_stops_at_a_fatal_observation() {
+        let mut n = 0;
+        let aborted = until_ok_or_abort("never", Duration::from_secs(30), || {
+            n += 1;
+            std::future::ready(if n == 2 {
+                Err("exited")
+            } else {
+                Ok(Err::<(), _>("running"))
+            })
+        })
+        .await;
+        assert_eq!(aborted, Err("exited"));
+        assert_eq!(n, 2);
     }
 }
