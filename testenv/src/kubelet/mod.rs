@@ -214,13 +214,14 @@ impl KubeletHandle {
         self.dispatcher.abort();
         // Dropping the dispatcher drops every worker's pod channel: workers take that as "pod
         // gone" and stop their containers.
-        let deadline = tokio::time::Instant::now() + SHUTDOWN_TIMEOUT;
-        while !(self.tasks.all_finished() && self.registry.is_empty())
-            && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        // Drop aborts what is left and kills the remaining process groups.
+        // A timeout is no error here: Drop aborts what is left and kills the remaining process
+        // groups.
+        let _ = crate::wait::until("the pod workers to stop", SHUTDOWN_TIMEOUT, || {
+            std::future::ready(
+                (self.tasks.all_finished() && self.registry.is_empty()).then_some(()),
+            )
+        })
+        .await;
     }
 }
 
