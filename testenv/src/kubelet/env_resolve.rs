@@ -410,10 +410,7 @@ spec:
     #[test]
     fn unimplemented_sources_fail_naming_the_field() {
         for (env, field) in [
-            (
-                "    envFrom:\n    - secretRef: {name: creds}\n",
-                "envFrom",
-            ),
+            ("    envFrom:\n    - secretRef: {name: creds}\n", "envFrom"),
             (
                 "    env:\n    - name: MODE\n      valueFrom: {configMapKeyRef: {name: cfg, key: mode}}\n",
                 "env[].valueFrom.configMapKeyRef",

@@ -444,17 +444,7 @@ async fn supervise(
             _ = stop_requested(&mut stop) => return Outcome::Stopped,
         };
         let run = match prepared {
-            Ok(launch) => {
-                run_once(
-                    &ctx,
-                    slot,
-                    &container,
-                    &launch,
-                    &mut rt,
-                    &mut stop,
-                )
-                .await
-            }
+            Ok(launch) => run_once(&ctx, slot, &container, &launch, &mut rt, &mut stop).await,
             Err(PrepareError::Image(message)) => {
                 tracing::warn!(pod = %ctx.name, container = %container.name, %message, "unknown image");
                 rt.state = RunState::Waiting {
@@ -543,9 +533,7 @@ async fn run_containers(ctx: Arc<PodCtx>, spec: PodSpec, stop: StopRx) {
         let rt = ContainerRuntime {
             state: RunState::Waiting {
                 reason: "CreateContainerConfigError".to_owned(),
-                message: Some(
-                    "initContainers are not supported by the testenv kubelet".to_owned(),
-                ),
+                message: Some("initContainers are not supported by the testenv kubelet".to_owned()),
             },
             ..ContainerRuntime::waiting("CreateContainerConfigError")
         };
