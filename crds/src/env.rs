@@ -3,11 +3,11 @@
 //! Every variable the job-runner reads is named here, with its default. The operator uses these
 //! constants to build a run's pod environment and the job-runner uses them to read its
 //! configuration, so the two can never drift apart. The meaning of each name is documented in
-//! `docs/telemetry-contract.md` (and the README's reference); names may be added but never change
+//! `docs/job-runner.md` (its table is generated from [`ALL`]); names may be added but never change
 //! meaning.
 //!
 //! Parsing and validation live in the job-runner (`job-runner/src/config.rs`); this module only
-//! names things.
+//! names things and their defaults.
 
 /// An environment variable of the contract: its name, its default (if any) and what it means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +30,24 @@ macro_rules! vars {
         pub const ALL: &[Var] = &[$($ident),*];
     };
 }
+
+// The contract's defaults are numbers for the operator and text for the runner's variables: each
+// is written once, in a macro, and both forms are made from it.
+macro_rules! default_timeout_secs {
+    () => {
+        300
+    };
+}
+macro_rules! default_max_attempts {
+    () => {
+        4
+    };
+}
+
+/// The run's deadline in seconds when `LLMJOB_TIMEOUT` (`spec.run.timeout`) is unset.
+pub const DEFAULT_TIMEOUT_SECS: u64 = default_timeout_secs!();
+/// Attempts of the API call when `LLMJOB_MAX_ATTEMPTS` (`spec.run.maxAttempts`) is unset.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = default_max_attempts!();
 
 /// The prompt used when neither `OPENAI_PROMPT` nor `LLMJOB_MESSAGES` is set (the same request the
 /// Python reference job makes).
@@ -67,10 +85,10 @@ vars! {
     LLMJOB_STREAM = "LLMJOB_STREAM", Some("false"),
         "stream the response: true or false";
     /// Overall deadline for all attempts.
-    LLMJOB_TIMEOUT = "LLMJOB_TIMEOUT", Some("300s"),
+    LLMJOB_TIMEOUT = "LLMJOB_TIMEOUT", Some(concat!(default_timeout_secs!(), "s")),
         "overall deadline for all attempts, a duration such as 90s, 5m or 1h";
     /// Attempts on retryable failures.
-    LLMJOB_MAX_ATTEMPTS = "LLMJOB_MAX_ATTEMPTS", Some("4"),
+    LLMJOB_MAX_ATTEMPTS = "LLMJOB_MAX_ATTEMPTS", Some(concat!(default_max_attempts!())),
         "attempts on retryable failures (429, 5xx, timeouts), a whole number from 1 to 20";
     /// Content capture mode.
     LLMJOB_CONTENT_CAPTURE = "LLMJOB_CONTENT_CAPTURE", Some("none"),
@@ -126,11 +144,6 @@ pub mod downward {
     pub const NODE_NAME: &str = "LLMJOB_NODE_NAME";
 }
 
-/// Looks a variable of the contract up by name.
-pub fn by_name(name: &str) -> Option<&'static Var> {
-    ALL.iter().find(|v| v.name == name)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,10 +165,10 @@ mod tests {
             OTEL_EXPORTER_OTLP_ENDPOINT.default,
             Some("http://collector:4317")
         );
-        assert_eq!(
-            by_name("DEPLOYMENT_ENVIRONMENT").and_then(|v| v.default),
-            Some("development")
-        );
+        assert_eq!(DEPLOYMENT_ENVIRONMENT.default, Some("development"));
         assert!(OPENAI_API_KEY.default.is_none());
+        assert_eq!(LLMJOB_TIMEOUT.default, Some("300s"));
+        assert_eq!(LLMJOB_MAX_ATTEMPTS.default, Some("4"));
+        assert_eq!((DEFAULT_TIMEOUT_SECS, DEFAULT_MAX_ATTEMPTS), (300, 4));
     }
 }

@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::text;
+
 /// The kubelet keeps at most 4096 bytes of a termination message.
 pub const MAX_BYTES: usize = 4096;
 
@@ -91,34 +93,91 @@ pub struct RunResult {
 }
 
 impl RunResult {
-    /// Serialises the result as one line of JSON no longer than [`MAX_BYTES`]: an over-long error
-    /// message is shortened (on a character boundary) until it fits.
+    /// Serialises the result as one line of JSON no longer than [`MAX_BYTES`]. What does not fit is
+    /// given up in this order, each step at most once, so the loop always ends: the error message
+    /// is shortened (on a character boundary), the content hashes are dropped, the server's
+    /// strings (`responseId`, `model`, `finishReason`, the error's `type`) are cut to 256 bytes,
+    /// then dropped, then the error message; what is left (status, ids, numbers) always fits.
     pub fn to_line(&self) -> String {
+        const FIELD_CUT: usize = 256;
+        let serialise =
+            |r: &RunResult| serde_json::to_string(r).unwrap_or_else(|_| String::from("{}"));
         let mut result = self.clone();
-        loop {
-            let line = serde_json::to_string(&result).unwrap_or_else(|_| String::from("{}"));
+        let mut line = serialise(&result);
+        for step in 0..=5u8 {
             if line.len() <= MAX_BYTES {
                 return line;
             }
-            match result.error.as_mut() {
-                Some(err) if !err.message.is_empty() => {
-                    let excess = line.len() - MAX_BYTES + 3;
-                    let mut keep = err.message.len().saturating_sub(excess.max(16));
-                    while !err.message.is_char_boundary(keep) {
-                        keep -= 1;
+            match step {
+                0 => {
+                    if let Some(err) = result.error.as_mut() {
+                        let excess = line.len() - MAX_BYTES + text::ELLIPSIS.len();
+                        let keep = err.message.len().saturating_sub(excess);
+                        text::truncate(&mut err.message, keep);
                     }
-                    err.message.truncate(keep);
-                    err.message.push_str("...");
-                    if keep == 0 {
+                }
+                1 => {
+                    result.input_sha256 = None;
+                    result.output_sha256 = None;
+                }
+                2 => {
+                    for field in [
+                        &mut result.response_id,
+                        &mut result.model,
+                        &mut result.finish_reason,
+                    ]
+                    .into_iter()
+                    .flatten()
+                    {
+                        text::truncate(field, FIELD_CUT);
+                    }
+                    if let Some(err) = result.error.as_mut() {
+                        text::truncate(&mut err.kind, FIELD_CUT);
+                    }
+                }
+                3 => {
+                    result.response_id = None;
+                    result.model = None;
+                    result.finish_reason = None;
+                }
+                4 => {
+                    if let Some(err) = result.error.as_mut() {
                         err.message.clear();
                     }
                 }
                 _ => {
+                    // Only the status, the ids and numbers can be left: a few hundred bytes.
                     result.error = None;
-                    result.input_sha256 = None;
-                    result.output_sha256 = None;
+                    result.trace_id = result.trace_id.filter(|t| t.len() <= 64);
+                    result.span_id = result.span_id.filter(|t| t.len() <= 64);
+                    let line = serialise(&result);
+                    return if line.len() <= MAX_BYTES {
+                        line
+                    } else {
+                        serialise(&RunResult::status_only(result.status))
+                    };
                 }
             }
+            line = serialise(&result);
+        }
+        line
+    }
+
+    /// A result with only its status.
+    fn status_only(status: RunStatus) -> RunResult {
+        RunResult {
+            status,
+            trace_id: None,
+            span_id: None,
+            response_id: None,
+            model: None,
+            finish_reason: None,
+            usage: None,
+            duration_ms: None,
+            attempts: None,
+            input_sha256: None,
+            output_sha256: None,
+            error: None,
         }
     }
 
@@ -182,5 +241,34 @@ mod tests {
         assert!(line.len() <= MAX_BYTES, "{}", line.len());
         let parsed = RunResult::parse(&line).map_err(|e| e.to_string());
         assert!(parsed.is_ok(), "{parsed:?}");
+    }
+
+    #[test]
+    fn oversized_server_strings_are_cut_and_the_loop_ends() {
+        let r = RunResult {
+            status: RunStatus::Succeeded,
+            trace_id: Some("0af7651916cd43dd8448eb211c80319c".into()),
+            span_id: Some("b7ad6b7169203331".into()),
+            response_id: Some("i".repeat(10_000)),
+            model: Some("m\u{1}".repeat(5_000)),
+            finish_reason: Some("\"".repeat(3_000)),
+            usage: None,
+            duration_ms: Some(1),
+            attempts: Some(1),
+            input_sha256: None,
+            output_sha256: None,
+            error: Some(RunError {
+                kind: "k".repeat(9_000),
+                message: "\u{0}".repeat(9_000),
+                http_status: None,
+            }),
+        };
+        let line = r.to_line();
+        assert!(line.len() <= MAX_BYTES, "{}", line.len());
+        let parsed = RunResult::parse(&line).map_err(|e| e.to_string());
+        assert_eq!(
+            parsed.map(|p| (p.status, p.trace_id)),
+            Ok((RunStatus::Succeeded, r.trace_id.clone()))
+        );
     }
 }

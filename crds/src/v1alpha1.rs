@@ -85,8 +85,9 @@ fn reserved_env_rule() -> Rule {
     plural = "llmjobs",
     namespaced,
     shortname = "llmj",
+    // Not in `all`: `kubectl delete all --all` must not delete LlmJobs, whose status holds
+    // the runs' results (and deleting one deletes its Job and pods).
     category = "llmjob",
-    category = "all",
     status = "LlmJobStatus",
     derive = "PartialEq",
     doc = "An LLM job: one OpenAI chat completion, run as a Kubernetes Job whose pod exports traces, metrics and logs over OTLP.",
@@ -271,12 +272,21 @@ pub enum OtlpProtocol {
 }
 
 impl OtlpProtocol {
+    /// Every protocol.
+    pub const ALL: [OtlpProtocol; 2] = [OtlpProtocol::Grpc, OtlpProtocol::HttpProtobuf];
+
     /// The value of `OTEL_EXPORTER_OTLP_PROTOCOL`.
     pub fn as_str(self) -> &'static str {
         match self {
             OtlpProtocol::Grpc => "grpc",
             OtlpProtocol::HttpProtobuf => "http/protobuf",
         }
+    }
+
+    /// The protocol a value of `OTEL_EXPORTER_OTLP_PROTOCOL` names (spelled exactly as
+    /// [`as_str`](Self::as_str) spells it).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == name)
     }
 }
 
@@ -296,6 +306,13 @@ pub enum ContentCapture {
 }
 
 impl ContentCapture {
+    /// Every mode.
+    pub const ALL: [ContentCapture; 3] = [
+        ContentCapture::None,
+        ContentCapture::Hash,
+        ContentCapture::Full,
+    ];
+
     /// The value of `LLMJOB_CONTENT_CAPTURE`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -303,6 +320,12 @@ impl ContentCapture {
             ContentCapture::Hash => "hash",
             ContentCapture::Full => "full",
         }
+    }
+
+    /// The mode a value of `LLMJOB_CONTENT_CAPTURE` names (spelled exactly as
+    /// [`as_str`](Self::as_str) spells it).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == name)
     }
 }
 
@@ -431,6 +454,34 @@ impl Phase {
     pub fn is_finished(self) -> bool {
         matches!(self, Phase::Succeeded | Phase::Failed)
     }
+
+    /// The CamelCase name of the phase, as in `status.phase`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Running => "Running",
+            Phase::Succeeded => "Succeeded",
+            Phase::Failed => "Failed",
+            Phase::Suspended => "Suspended",
+        }
+    }
+}
+
+/// The types of the conditions in `status.conditions`, following kstatus: every status holds
+/// each of them once.
+pub mod condition {
+    /// The run succeeded (kstatus' readiness).
+    pub const READY: &str = "Ready";
+    /// The run finished with a completion (terminal).
+    pub const SUCCEEDED: &str = "Succeeded";
+    /// The run finished without a completion (terminal).
+    pub const FAILED: &str = "Failed";
+    /// The operator is still working towards the end of the run (kstatus).
+    pub const RECONCILING: &str = "Reconciling";
+    /// The LlmJob cannot progress until something changes (kstatus).
+    pub const STALLED: &str = "Stalled";
+    /// Every condition type, in the order the status lists them.
+    pub const ALL: [&str; 5] = [READY, SUCCEEDED, FAILED, RECONCILING, STALLED];
 }
 
 /// The observed state of an LlmJob.
@@ -536,9 +587,11 @@ mod tests {
         let crd = LlmJob::crd();
         assert_eq!(crd.spec.group, GROUP);
         assert_eq!(crd.spec.names.short_names, Some(vec!["llmj".to_owned()]));
+        // `all` would make `kubectl delete all --all` delete every LlmJob and its result.
         assert_eq!(
             crd.spec.names.categories,
-            Some(vec!["llmjob".to_owned(), "all".to_owned()])
+            Some(vec!["llmjob".to_owned()]),
+            "LlmJob must not be in the `all` category"
         );
         let version = &crd.spec.versions[0];
         assert_eq!(version.name, VERSION);
@@ -605,6 +658,36 @@ mod tests {
         }
         if let Some(items) = schema.get("items") {
             walk(items, &format!("{path}[]"), missing);
+        }
+    }
+
+    #[test]
+    fn protocol_and_capture_names_round_trip() {
+        for p in OtlpProtocol::ALL {
+            assert_eq!(OtlpProtocol::from_name(p.as_str()), Some(p));
+            assert_eq!(serde_json::to_value(p).unwrap_or_default(), p.as_str());
+        }
+        for c in ContentCapture::ALL {
+            assert_eq!(ContentCapture::from_name(c.as_str()), Some(c));
+            assert_eq!(serde_json::to_value(c).unwrap_or_default(), c.as_str());
+        }
+        assert_eq!(OtlpProtocol::from_name("http/json"), None);
+        assert_eq!(ContentCapture::from_name("Full"), None);
+    }
+
+    #[test]
+    fn phase_names_are_the_serialised_ones() {
+        for phase in [
+            Phase::Pending,
+            Phase::Running,
+            Phase::Succeeded,
+            Phase::Failed,
+            Phase::Suspended,
+        ] {
+            assert_eq!(
+                serde_json::to_value(phase).unwrap_or_default(),
+                phase.as_str()
+            );
         }
     }
 

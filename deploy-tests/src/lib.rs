@@ -62,6 +62,12 @@ pub fn chart_dir() -> PathBuf {
     root().join("charts").join("llmjob-operator")
 }
 
+/// The generated CRD, `crds/llmjobs.llmjob.dev.yaml`: what `kubectl apply --server-side -f`
+/// installs or upgrades when the CRD is managed apart from the chart (docs/install.md).
+pub fn crd_file() -> PathBuf {
+    root().join("crds").join("llmjobs.llmjob.dev.yaml")
+}
+
 /// The `manifests/` directory.
 pub fn manifests_dir() -> PathBuf {
     root().join("manifests")
@@ -118,21 +124,28 @@ pub fn stdout_text(out: Output, command: &str) -> Result<String, CmdError> {
 }
 
 /// `helm template llmjob-operator charts/llmjob-operator --namespace <ns> --kube-version 1.36.2
-/// <extra>`: the rendered manifests, or the error (which carries helm's message).
+/// --skip-tests <extra>`: the manifests an install applies (without the `helm test` hooks), or the
+/// error (which carries helm's message).
 pub fn helm_template(namespace: &str, extra: &[&str]) -> Result<String, CmdError> {
+    let mut args = vec!["--kube-version", KUBE_VERSION, "--skip-tests"];
+    args.extend_from_slice(extra);
+    helm_template_raw(namespace, &args)
+}
+
+/// `helm template llmjob-operator charts/llmjob-operator --namespace <ns> <args>`, with nothing
+/// added: no `--kube-version` (helm's built-in default applies), `helm test` hooks included.
+pub fn helm_template_raw(namespace: &str, args: &[&str]) -> Result<String, CmdError> {
     let chart = chart_dir();
     let chart = chart.to_string_lossy();
-    let mut args = vec![
+    let mut all = vec![
         "template",
         "llmjob-operator",
         chart.as_ref(),
         "--namespace",
         namespace,
-        "--kube-version",
-        KUBE_VERSION,
     ];
-    args.extend_from_slice(extra);
-    let out = run_tool("helm", &args, &root(), &[])?;
+    all.extend_from_slice(args);
+    let out = run_tool("helm", &all, &root(), &[])?;
     stdout_text(out, "helm template")
 }
 

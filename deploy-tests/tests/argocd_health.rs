@@ -1,7 +1,6 @@
 //! The Argo CD health check `manifests/gitops/argocd/health-llmjob.lua`, run by the real Lua
 //! interpreter from the tools cache through the harness in `manifests/gitops/argocd/test/`
 //! (one status sample per phase and edge case, in `cases.lua`).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use deploy_tests::{manifests_dir, run_tool};
 

@@ -1,13 +1,17 @@
 //! The Helm chart, linted and rendered by the real `helm` (default values and the non-default
 //! `ci/namespaced-values.yaml`), validated strictly against the Kubernetes 1.36 schemas, and
 //! checked for what the operator needs: exact least-privilege RBAC in both modes, a restricted
-//! pod, flags and env matching the operator's CLI, and consistent Service/ServiceMonitor/
-//! NetworkPolicy/PDB selectors.
+//! pod whose security contexts are values (OpenShift), flags and env matching the operator's CLI,
+//! consistent Service/ServiceMonitor/NetworkPolicy/PDB selectors, the CRD as a template, the
+//! `helm test` hook, and the `kubeVersion` constraint.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
 
-use deploy_tests::{chart_dir, helm_template, object_id, of_kind, run_tool, yaml_docs};
+use deploy_tests::{
+    KUBE_VERSION, chart_dir, helm_template, helm_template_raw, object_id, of_kind, run_tool,
+    yaml_docs,
+};
 use serde_norway::Value;
 
 const NS: &str = "llmjob-system";
@@ -98,13 +102,16 @@ fn assert_valid(text: &str, what: &str, allowed_missing: &[&str]) {
 
 #[test]
 fn default_render_is_valid_kubernetes_1_36() {
-    let crd = chart_dir().join("crds").join("llmjobs.llmjob.dev.yaml");
+    let crd = chart_dir()
+        .join("files")
+        .join("crds")
+        .join("llmjobs.llmjob.dev.yaml");
     assert!(
         crd.is_file(),
         "{} is missing: run `cargo xtask manifests` (after `cargo xtask generate`)",
         crd.display()
     );
-    let (text, docs) = render(&["--include-crds"]);
+    let (text, docs) = render_default();
     assert_valid(&text, "default", &[]);
     let kinds: BTreeSet<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
     let want: BTreeSet<&str> = [
@@ -209,7 +216,27 @@ fn leader_election_grants(lease: &str) -> BTreeSet<Grant> {
     .into()
 }
 
+/// The RBAC documents (Roles, ClusterRoles and their bindings) of a rendered multi-document text.
+fn rbac_text(text: &str) -> String {
+    text.split("\n---\n")
+        .filter(|doc| {
+            doc.lines().any(|l| {
+                matches!(
+                    l,
+                    "kind: Role"
+                        | "kind: ClusterRole"
+                        | "kind: RoleBinding"
+                        | "kind: ClusterRoleBinding"
+                )
+            })
+        })
+        .collect::<Vec<_>>()
+        .join("\n---\n")
+}
+
+/// No `*` in the rendered RBAC objects (comments aside).
 fn assert_no_wildcards(text: &str) {
+    let text = rbac_text(text);
     for (i, line) in text.lines().enumerate() {
         let code = line.split('#').next().unwrap_or("");
         assert!(
@@ -452,13 +479,31 @@ fn ci_values_reach_the_deployment() {
     assert_eq!(pod["terminationGracePeriodSeconds"], 60);
     let meta = &deploy["spec"]["template"]["metadata"];
     assert_eq!(meta["labels"]["team"], "platform");
+    assert_eq!(meta["labels"]["example.com/cost-center"], "ml-platform");
+    let spread = pod["topologySpreadConstraints"].as_sequence().unwrap();
+    assert_eq!(spread.len(), 2);
+    assert_eq!(
+        spread[0]["labelSelector"]["matchLabels"], deploy["spec"]["selector"]["matchLabels"],
+        "a constraint without labelSelector spreads the operator's pods"
+    );
+    assert_eq!(spread[0]["topologyKey"], "topology.kubernetes.io/zone");
+    assert_eq!(
+        spread[1]["labelSelector"]["matchLabels"]["team"], "platform",
+        "an explicit labelSelector is kept"
+    );
     assert_eq!(meta["annotations"]["example.com/scrape"], "true");
     let c = &pod["containers"][0];
     assert_eq!(c["image"], "ghcr.io/llmjob-dev/llmjob-operator:0.1.0-test");
     assert_eq!(c["imagePullPolicy"], "Always");
     let args = strs(&c["args"]);
+    assert_eq!(
+        args.last().map(String::as_str),
+        Some("--default-service-name=team-llm-jobs"),
+        "extraArgs come last, so they win over the chart's flags: {args:?}"
+    );
     for want in [
-        "--runner-image=registry.example.com/llmjob/llmjob-runner:0.1.0-test",
+        // runner.image.digest wins over runner.image.tag.
+        "--runner-image=registry.example.com/llmjob/llmjob-runner@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
         "--default-otlp-endpoint=http://otel-collector.observability:4318",
         "--default-otlp-protocol=http/protobuf",
         "--default-environment=staging",
@@ -569,4 +614,294 @@ fn optional_objects_are_off_by_default() {
             "{kind} rendered by default"
         );
     }
+}
+
+#[test]
+fn two_replicas_or_none_a_pdb_over_one_replica_is_refused() {
+    for replicas in ["replicaCount=1", "replicaCount=0"] {
+        let err = helm_template(
+            NS,
+            &[
+                "--set",
+                replicas,
+                "--set",
+                "podDisruptionBudget.enabled=true",
+            ],
+        )
+        .expect_err("a PDB over a single replica must not render");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("podDisruptionBudget.enabled needs replicaCount >= 2")
+                && msg.contains("block every node drain"),
+            "{replicas}: {msg}"
+        );
+    }
+    let (_, docs) = render(&[
+        "--set",
+        "replicaCount=2",
+        "--set",
+        "podDisruptionBudget.enabled=true",
+    ]);
+    one(&docs, "PodDisruptionBudget");
+}
+
+#[test]
+fn openshift_can_leave_the_ids_to_its_scc() {
+    // What the README tells OpenShift users: null the ids, keep the rest of the restricted settings.
+    let (text, docs) = render(&[
+        "--set",
+        "securityContext.runAsUser=null",
+        "--set",
+        "securityContext.runAsGroup=null",
+        "--set",
+        "securityContext.fsGroup=null",
+        "--set",
+        "containerSecurityContext.runAsUser=null",
+        "--set",
+        "containerSecurityContext.runAsGroup=null",
+    ]);
+    assert_valid(&text, "openshift", &[]);
+    let pod = &one(&docs, "Deployment")["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    for sc in [&pod["securityContext"], &c["securityContext"]] {
+        for id in ["runAsUser", "runAsGroup", "fsGroup"] {
+            assert!(sc.get(id).is_none(), "{id} still set: {sc:?}");
+        }
+        assert_eq!(sc["runAsNonRoot"], true);
+        assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+    }
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(
+        strs(&c["securityContext"]["capabilities"]["drop"]),
+        vec!["ALL"]
+    );
+
+    // A context can also be left out as a whole.
+    let (_, docs) = render(&["--set", "securityContext=null"]);
+    let pod = &one(&docs, "Deployment")["spec"]["template"]["spec"];
+    assert!(pod.get("securityContext").is_none(), "{pod:?}");
+}
+
+/// `v` with every number as an f64 (a YAML `1.0` and `1` are the same number to the API server).
+fn numbers_as_f64(v: &Value) -> Value {
+    match v {
+        Value::Number(n) => Value::from(n.as_f64().unwrap_or(f64::NAN)),
+        Value::Sequence(items) => Value::Sequence(items.iter().map(numbers_as_f64).collect()),
+        Value::Mapping(m) => Value::Mapping(
+            m.iter()
+                .map(|(k, v)| (k.clone(), numbers_as_f64(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+#[test]
+fn an_image_digest_wins_over_the_tag() {
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let (_, docs) = render(&[
+        "--set",
+        "image.tag=9.9.9",
+        "--set",
+        &format!("image.digest={digest}"),
+        "--set",
+        &format!("runner.image.digest={digest}"),
+    ]);
+    let c = &one(&docs, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        c["image"].as_str(),
+        Some(format!("ghcr.io/llmjob-dev/llmjob-operator@{digest}").as_str())
+    );
+    let runner = format!("--runner-image=ghcr.io/llmjob-dev/llmjob-runner@{digest}");
+    assert!(strs(&c["args"]).contains(&runner), "{:?}", c["args"]);
+}
+
+#[test]
+fn common_labels_are_on_every_object_and_never_replace_the_charts() {
+    let values = ci_values();
+    let text = helm_template_raw(
+        NS,
+        &[
+            "--kube-version",
+            KUBE_VERSION,
+            "-f",
+            &values,
+            "--set",
+            "commonLabels.app\\.kubernetes\\.io/name=other",
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let docs = yaml_docs(&text, "helm template").unwrap();
+    assert!(of_kind(&docs, "CustomResourceDefinition").len() == 1);
+    assert!(of_kind(&docs, "Pod").len() == 1, "the helm test pod");
+    for obj in &docs {
+        let labels = &obj["metadata"]["labels"];
+        assert_eq!(
+            labels["example.com/cost-center"],
+            "ml-platform",
+            "{}",
+            object_id(obj)
+        );
+        assert_eq!(
+            labels["app.kubernetes.io/name"],
+            "llmjob-operator",
+            "{}: commonLabels replaced a chart label",
+            object_id(obj)
+        );
+    }
+    let deploy = one(&docs, "Deployment");
+    assert_eq!(
+        deploy["spec"]["template"]["metadata"]["labels"]["example.com/cost-center"],
+        "ml-platform"
+    );
+}
+
+#[test]
+fn the_crd_is_a_template_kept_on_uninstall_and_not_in_the_all_category() {
+    let (_, docs) = render_default();
+    let crd = one(&docs, "CustomResourceDefinition");
+    assert_eq!(crd["metadata"]["name"], "llmjobs.llmjob.dev");
+    assert_eq!(
+        crd["metadata"]["annotations"]["helm.sh/resource-policy"],
+        "keep"
+    );
+    assert_eq!(
+        crd["metadata"]["labels"]["app.kubernetes.io/part-of"],
+        "llmjob-operator"
+    );
+    // `kubectl delete all --all` must not delete LlmJobs (and their results).
+    assert_eq!(strs(&crd["spec"]["names"]["categories"]), vec!["llmjob"]);
+    // The rendered CRD is the generated one: the template adds metadata only.
+    let source = std::fs::read_to_string(deploy_tests::crd_file()).unwrap();
+    let mut source = numbers_as_f64(&serde_norway::from_str(&source).unwrap());
+    let mut rendered = numbers_as_f64(crd);
+    source["metadata"] = Value::Null;
+    rendered["metadata"] = Value::Null;
+    assert!(
+        source == rendered,
+        "the chart's CRD differs from crds/llmjobs.llmjob.dev.yaml beyond its metadata"
+    );
+
+    let (_, docs) = render(&["--set", "crds.keep=false"]);
+    let crd = one(&docs, "CustomResourceDefinition");
+    assert!(crd["metadata"].get("annotations").is_none(), "{crd:?}");
+    let (_, docs) = render(&["--set", "crds.enabled=false"]);
+    assert!(of_kind(&docs, "CustomResourceDefinition").is_empty());
+}
+
+#[test]
+fn helm_test_hook_checks_the_operator_with_its_own_image_and_minimal_rbac() {
+    let text = helm_template_raw(
+        NS,
+        &[
+            "--kube-version",
+            KUBE_VERSION,
+            "--show-only",
+            "templates/tests/operator-ready.yaml",
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_valid(&text, "helm test hook", &[]);
+    assert_every_rule_has_a_why(&text);
+    assert_no_wildcards(&text);
+    let docs = yaml_docs(&text, "helm test hook").unwrap();
+    for obj in &docs {
+        assert_eq!(
+            obj["metadata"]["annotations"]["helm.sh/hook"],
+            "test",
+            "{}",
+            object_id(obj)
+        );
+        assert_eq!(
+            obj["metadata"]["labels"]["app.kubernetes.io/component"],
+            "test",
+            "{}: must not carry the operator pods' selector labels",
+            object_id(obj)
+        );
+    }
+    let pod = one(&docs, "Pod");
+    let (_, install) = render_default();
+    let operator = &one(&install, "Deployment")["spec"]["template"]["spec"];
+    let c = &pod["spec"]["containers"][0];
+    assert_eq!(
+        c["image"], operator["containers"][0]["image"],
+        "the test runs the operator's image"
+    );
+    assert_eq!(
+        strs(&c["args"]),
+        vec![
+            "check",
+            "--namespace=llmjob-system",
+            "--deployment=llmjob-operator"
+        ]
+    );
+    assert_eq!(pod["spec"]["restartPolicy"], "Never");
+    assert_eq!(pod["spec"]["securityContext"], operator["securityContext"]);
+    assert_eq!(
+        c["securityContext"],
+        operator["containers"][0]["securityContext"]
+    );
+    let sa = one(&docs, "ServiceAccount");
+    assert_eq!(pod["spec"]["serviceAccountName"], sa["metadata"]["name"]);
+    let rb = one(&docs, "RoleBinding");
+    assert_eq!(rb["subjects"][0]["name"], sa["metadata"]["name"]);
+    let role = one(&docs, "Role");
+    assert_eq!(rb["roleRef"]["name"], role["metadata"]["name"]);
+    let g = |group: &str, resource: &str, verb: &str, name: Option<&str>| {
+        (
+            group.to_owned(),
+            resource.to_owned(),
+            verb.to_owned(),
+            name.map(str::to_owned),
+        )
+    };
+    assert_eq!(
+        grants(role),
+        BTreeSet::from([
+            g("llmjob.dev", "llmjobs", "list", None),
+            g("apps", "deployments", "get", Some("llmjob-operator")),
+        ])
+    );
+}
+
+/// The chart's `kubeVersion` (`>=1.29.0-0`) is what the CRD (CEL rules with `fieldPath`, GA in
+/// 1.29) and the operator's Jobs (`podReplacementPolicy`, on by default from 1.29) need; the
+/// README says so and tells `helm template` users to pass `--kube-version`.
+#[test]
+fn kube_version_constraint_is_what_the_chart_needs() {
+    let chart: Value =
+        serde_norway::from_str(&std::fs::read_to_string(chart_dir().join("Chart.yaml")).unwrap())
+            .unwrap();
+    assert_eq!(chart["kubeVersion"], ">=1.29.0-0");
+
+    // Without --kube-version, helm checks its built-in default: the project's helm is built with
+    // the pinned control plane's version (tools/ensure-tools.sh), as Helm's releases are built
+    // with their client-go's, so a plain `helm template` renders.
+    let text = helm_template_raw(NS, &[]).unwrap_or_else(|e| {
+        panic!("`helm template` without --kube-version must render with this helm: {e}")
+    });
+    assert!(text.contains("kind: Deployment"));
+
+    // What a helm with an older default (a plain `go install` of Helm: 1.20) does, and the
+    // boundary of the constraint.
+    for old in ["1.20.0", "1.28.9"] {
+        let err = helm_template_raw(NS, &["--kube-version", old])
+            .expect_err("an API server older than 1.29 must be refused");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("chart requires kubeVersion: >=1.29.0-0"),
+            "{old}: {msg}"
+        );
+    }
+    helm_template_raw(NS, &["--kube-version", "1.29.0"]).unwrap_or_else(|e| panic!("{e}"));
+    // Managed clusters report pre-release versions (v1.29.4-eks-…): the `-0` accepts them.
+    helm_template_raw(NS, &["--kube-version", "1.29.4-eks-036c24b"])
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let readme = std::fs::read_to_string(chart_dir().join("README.md.gotmpl")).unwrap();
+    assert!(
+        readme.contains("--kube-version"),
+        "README.md.gotmpl must tell `helm template` users to pass --kube-version"
+    );
 }

@@ -3,7 +3,6 @@
 //! (from the tools cache) and parsed for what the chart relies on: a multi-stage build whose
 //! final stage is distroless, runs as uid 65532, has no shell (no RUN, exec-form ENTRYPOINT) and
 //! starts the binary the fake kubelet maps the image to.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use deploy_tests::{root, run_tool};
 

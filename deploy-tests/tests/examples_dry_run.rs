@@ -132,13 +132,14 @@ async fn dry_run(env: &TestEnv, args: &[&str]) -> String {
     kubectl(env, &all).await
 }
 
-/// A control plane (no images, no collector) with the chart's CRD installed as a user would.
+/// A control plane (no images, no collector) with the CRD installed as docs/install.md tells a user
+/// who manages it apart from the chart.
 async fn env_with_crd() -> TestEnv {
     let env = TestEnv::builder()
         .start()
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let crds = deploy_tests::chart_dir().join("crds");
+    let crds = deploy_tests::crd_file();
     kubectl(
         &env,
         &["apply", "--server-side", "-f", &crds.to_string_lossy()],

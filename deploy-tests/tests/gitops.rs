@@ -2,7 +2,6 @@
 //! repository, reference each other consistently, and the `argocd-cm` snippet carries exactly the
 //! tested health script under the key Argo CD looks up for `llmjob.dev/LlmJob`. (Argo CD and Flux
 //! CRDs are not installed in the test API server, so these objects are checked structurally.)
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use deploy_tests::{manifests_dir, root, yaml_docs};
 use serde_norway::Value;

@@ -2,8 +2,9 @@
 //! fake kubelet runs the operator's pod as the cargo-built `llmjob-operator`, authenticated as the
 //! chart's ServiceAccount (a TokenRequest token), so an LlmJob that succeeds proves the chart's
 //! RBAC, flags and environment are enough for the operator to do its job. Both RBAC modes:
-//! cluster-wide (the default) and namespaced (`watchNamespaces`). Then `helm uninstall` removes
-//! the release and stops the operator, and keeps the CRD (Helm never deletes `crds/`).
+//! cluster-wide (the default) and namespaced (`watchNamespaces`). Then `helm test` runs the chart's
+//! test hook (`llmjob-operator check` in the operator's image, as its own ServiceAccount), and
+//! `helm uninstall` removes the release and stops the operator, and keeps the CRD (`crds.keep`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -15,33 +16,11 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
 use kube::api::ListParams;
-use testenv::env::TestEnv;
 
 /// The release name of the chart's README (`helm install llmjob-operator ...`), so the objects are
 /// named `llmjob-operator`.
 const RELEASE: &str = "llmjob-operator";
 const LEASE: &str = "llmjob-operator";
-
-/// Runs the real `helm` with `--kubeconfig` and its cache, config and data homes in `home`.
-async fn helm(env: &TestEnv, home: &std::path::Path, args: &[&str]) -> String {
-    let kubeconfig = env.kubeconfig_path().to_string_lossy().into_owned();
-    let mut all: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    all.extend(["--kubeconfig".to_owned(), kubeconfig]);
-    let home = home.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = all.iter().map(String::as_str).collect();
-        let dirs: Vec<(String, String)> = ["HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME"]
-            .iter()
-            .map(|k| ((*k).to_owned(), home.join(k).to_string_lossy().into_owned()))
-            .collect();
-        let env: Vec<(&str, &str)> = dirs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let out = deploy_tests::run_tool("helm", &args, &deploy_tests::root(), &env)
-            .unwrap_or_else(|e| panic!("{e}"));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    })
-    .await
-    .expect("the helm task")
-}
 
 /// Installs the chart (cluster-wide, or watching only the LlmJobs' namespace), runs the example
 /// LlmJob through it, checks RBAC, leader election and telemetry, and uninstalls.
@@ -146,6 +125,25 @@ async fn install_run_uninstall(namespaced: bool) {
     wait_for_operator_span(&env, &trace_id, &pod).await;
     assert_no_rbac_denials(&log(), &format!("helm install (namespaced: {namespaced})"));
 
+    // What the chart's README tells the user to run after installing.
+    let tested = helm(
+        &env,
+        home.path(),
+        &[
+            "test",
+            RELEASE,
+            "--namespace",
+            &release_ns,
+            "--timeout",
+            WAIT_FLAG,
+        ],
+    )
+    .await;
+    assert!(
+        tested.contains(&format!("TEST SUITE:     {RELEASE}-test")) && tested.contains("Succeeded"),
+        "helm test:\n{tested}"
+    );
+
     helm(
         &env,
         home.path(),
@@ -180,7 +178,18 @@ async fn install_run_uninstall(namespaced: bool) {
     assert!(cluster_roles.get_opt(RELEASE).await.unwrap().is_none());
     let roles: Api<Role> = Api::namespaced(env.client(), &jobs_ns);
     assert!(roles.get_opt(RELEASE).await.unwrap().is_none());
-    // Helm keeps the CRD (and so every LlmJob), as the chart's README says.
+    // The test hook's objects went with the passed test (hook-delete-policy hook-succeeded).
+    let test_pods: Api<Pod> = Api::namespaced(env.client(), &release_ns);
+    wait_until("the helm test pod to be deleted", || async {
+        test_pods
+            .get_opt(&format!("{RELEASE}-test"))
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    // Helm keeps the CRD (and so every LlmJob): `crds.keep`, as the chart's README says.
     let crds: Api<CustomResourceDefinition> = Api::all(env.client());
     assert!(crds.get_opt("llmjobs.llmjob.dev").await.unwrap().is_some());
     env.shutdown().await.unwrap();

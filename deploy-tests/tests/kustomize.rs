@@ -1,7 +1,6 @@
 //! `manifests/kustomization.yaml` builds, with the kustomize embedded in the tools' `kubectl`, to
 //! exactly the objects of `manifests/install.yaml`, every namespaced one in `llmjob-system`; and
 //! `install.yaml` itself holds the Namespace, the CRD and the chart's default objects.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
 

@@ -2,7 +2,7 @@
 //! semantic conventions plus the `traceloop.*` / `llm.*` names the OpenLLMetry (Traceloop) SDK
 //! emits, so dashboards built on either keep working. One place, so a name is spelled once.
 //!
-//! The contract is `docs/telemetry-contract.md`; change both together.
+//! The contract is the Telemetry section of `docs/job-runner.md`; change both together.
 
 /// `gen_ai.operation.name`.
 pub const GEN_AI_OPERATION_NAME: &str = "gen_ai.operation.name";
@@ -106,7 +106,8 @@ pub const SERVICE_INSTANCE_ID: &str = "service.instance.id";
 pub const WORKFLOW: &str = "llm_job";
 /// The task's name (`@task(name="openai_call")` in the reference).
 pub const TASK: &str = "openai_call";
-/// The provider.
+/// The provider of the OpenAI API, and of any server not recognised by
+/// [`crate::openai::provider_of`].
 pub const PROVIDER: &str = "openai";
 /// The operation.
 pub const OPERATION_CHAT: &str = "chat";

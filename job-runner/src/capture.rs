@@ -3,21 +3,12 @@
 //! of exactly those strings.
 //!
 //! Pure functions only; deciding where captured content goes (spans, logs, result) is the
-//! workflow's job, following the mode table of `docs/telemetry-contract.md`.
+//! workflow's job, following the content-capture table of `docs/job-runner.md`.
 
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
 use crate::config::Input;
-
-/// The captured form of one run's content, built only when capture is on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Captured {
-    /// `gen_ai.input.messages` JSON.
-    pub input: String,
-    /// `gen_ai.output.messages` JSON, once there is an answer.
-    pub output: Option<String>,
-}
 
 /// Hex SHA-256 of a string.
 pub fn sha256_hex(text: &str) -> String {
@@ -107,7 +98,6 @@ pub fn output_messages(
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
 
     use super::*;
 

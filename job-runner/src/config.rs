@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use async_openai::types::chat::ChatCompletionRequestMessage;
 use llmjob_crds::env::{self, Var};
+use llmjob_crds::v1alpha1::{ContentCapture, OtlpProtocol};
 use opentelemetry::Context;
 use opentelemetry::propagation::TextMapPropagator as _;
 use opentelemetry::trace::TraceContextExt as _;
@@ -44,6 +45,14 @@ pub enum ConfigError {
         /// The accepted values.
         help: &'static str,
     },
+    /// A secret variable has a value that cannot be used; the value is never quoted.
+    #[error("invalid {name}: {reason} (the value is not shown)")]
+    InvalidSecret {
+        /// The variable.
+        name: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// Two variables that exclude each other are both set.
     #[error("{first} and {second} are both set: set only one of them")]
     Conflict {
@@ -67,11 +76,7 @@ impl ConfigError {
 
 /// Quotes at most 120 characters of a bad value (a messages array can be long).
 fn shorten(value: &str) -> String {
-    const MAX: usize = 120;
-    match value.char_indices().nth(MAX) {
-        Some((idx, _)) => format!("{}...", &value[..idx]),
-        None => value.to_owned(),
-    }
+    llmjob_crds::text::shorten_chars(value, 120)
 }
 
 /// The OpenAI API key. Its `Debug` and `Display` never show the value.
@@ -120,38 +125,6 @@ pub struct Parameters {
     pub stream: bool,
 }
 
-/// Prompt and completion capture in telemetry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ContentCapture {
-    /// No content in telemetry (the default).
-    #[default]
-    None,
-    /// SHA-256 of the input and output messages.
-    Hash,
-    /// The input and output messages themselves.
-    Full,
-}
-
-impl ContentCapture {
-    /// The variable's spelling of the mode.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ContentCapture::None => "none",
-            ContentCapture::Hash => "hash",
-            ContentCapture::Full => "full",
-        }
-    }
-}
-
-/// OTLP transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    /// OTLP/gRPC (default).
-    Grpc,
-    /// OTLP/HTTP with protobuf bodies.
-    HttpProtobuf,
-}
-
 /// Telemetry settings.
 #[derive(Debug, Clone)]
 pub struct TelemetryConfig {
@@ -165,7 +138,7 @@ pub struct TelemetryConfig {
     /// OTLP endpoint with a scheme.
     pub endpoint: Url,
     /// OTLP transport.
-    pub protocol: Protocol,
+    pub protocol: OtlpProtocol,
     /// Pairs of `OTEL_RESOURCE_ATTRIBUTES`, decoded, in order.
     pub resource_attributes: Vec<(String, String)>,
     /// The parent context from `TRACEPARENT`/`TRACESTATE`, if any.
@@ -346,20 +319,27 @@ fn parse_messages(value: &str) -> Result<Vec<ChatCompletionRequestMessage>, Stri
 }
 
 fn parse_capture(value: &str) -> Result<ContentCapture, String> {
-    match value.to_ascii_lowercase().as_str() {
-        "none" => Ok(ContentCapture::None),
-        "hash" => Ok(ContentCapture::Hash),
-        "full" => Ok(ContentCapture::Full),
-        _ => Err("unknown mode".to_owned()),
+    ContentCapture::from_name(&value.to_ascii_lowercase()).ok_or_else(|| "unknown mode".to_owned())
+}
+
+fn parse_protocol(value: &str) -> Result<OtlpProtocol, String> {
+    match value {
+        "http/json" => Err("http/json is not supported by this runner".to_owned()),
+        _ => OtlpProtocol::from_name(value).ok_or_else(|| "unknown protocol".to_owned()),
     }
 }
 
-fn parse_protocol(value: &str) -> Result<Protocol, String> {
-    match value {
-        "grpc" => Ok(Protocol::Grpc),
-        "http/protobuf" => Ok(Protocol::HttpProtobuf),
-        "http/json" => Err("http/json is not supported by this runner".to_owned()),
-        _ => Err("unknown protocol".to_owned()),
+/// The error for a variable whose value is not UTF-8 (`lossy` is the value with the bad bytes
+/// replaced; the API key is never quoted).
+fn not_unicode(var: &Var, lossy: &str) -> ConfigError {
+    const REASON: &str = "not valid UTF-8";
+    if var.name == env::OPENAI_API_KEY.name {
+        ConfigError::InvalidSecret {
+            name: var.name,
+            reason: REASON,
+        }
+    } else {
+        ConfigError::invalid(var, lossy, REASON)
     }
 }
 
@@ -372,8 +352,14 @@ fn parse_duration(value: &str) -> Result<Duration, String> {
 }
 
 impl Config {
-    /// Reads the configuration from the process environment.
+    /// Reads the configuration from the process environment. A variable of the contract whose
+    /// value is not UTF-8 is an error (it is not silently treated as unset).
     pub fn from_env() -> Result<Self, ConfigError> {
+        for var in env::ALL {
+            if let Err(std::env::VarError::NotUnicode(value)) = std::env::var(var.name) {
+                return Err(not_unicode(var, &value.to_string_lossy()));
+            }
+        }
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
@@ -402,6 +388,15 @@ impl Config {
 
         let model = env.or_default(&env::OPENAI_MODEL).trim().to_owned();
 
+        // A blank prompt is a mistake (an empty ConfigMap key, a template that rendered to
+        // nothing), not a request for the default prompt: unset the variable for that.
+        if let Some(blank) = (env.lookup)(env::OPENAI_PROMPT.name).filter(|v| v.trim().is_empty()) {
+            return Err(ConfigError::invalid(
+                &env::OPENAI_PROMPT,
+                &blank,
+                "the prompt is blank (unset OPENAI_PROMPT to send the default prompt)",
+            ));
+        }
         let prompt = env.raw(&env::OPENAI_PROMPT);
         let messages = env.parse(&env::LLMJOB_MESSAGES, parse_messages)?;
         let input = match (prompt, messages) {
@@ -429,13 +424,13 @@ impl Config {
 
         let timeout = env
             .parse(&env::LLMJOB_TIMEOUT, parse_duration)?
-            .unwrap_or(Duration::from_secs(300));
+            .unwrap_or(Duration::from_secs(env::DEFAULT_TIMEOUT_SECS));
         let max_attempts = env
             .parse(
                 &env::LLMJOB_MAX_ATTEMPTS,
                 parse_ranged_u32(1, MAX_ATTEMPTS_LIMIT),
             )?
-            .unwrap_or(4);
+            .unwrap_or(env::DEFAULT_MAX_ATTEMPTS);
 
         // LLMJOB_CONTENT_CAPTURE wins; otherwise the standard switches, when set explicitly.
         let capture = match env.raw(&env::LLMJOB_CONTENT_CAPTURE) {
@@ -471,7 +466,7 @@ impl Config {
             })?;
         let protocol = env
             .parse(&env::OTEL_EXPORTER_OTLP_PROTOCOL, parse_protocol)?
-            .unwrap_or(Protocol::Grpc);
+            .unwrap_or(OtlpProtocol::Grpc);
         let resource_attributes = env
             .parse(&env::OTEL_RESOURCE_ATTRIBUTES, parse_resource_attributes)?
             .unwrap_or_default();
@@ -480,8 +475,16 @@ impl Config {
             parse_traceparent(v, tracestate.as_deref())
         })?;
 
+        let api_key = api_key.trim().to_owned();
+        if http::HeaderValue::from_str(&format!("Bearer {api_key}")).is_err() {
+            return Err(ConfigError::InvalidSecret {
+                name: env::OPENAI_API_KEY.name,
+                reason: "it holds characters an HTTP header cannot carry (control characters or line breaks)",
+            });
+        }
+
         Ok(Config {
-            api_key: ApiKey(api_key.trim().to_owned()),
+            api_key: ApiKey(api_key),
             base_url,
             model,
             input,
@@ -516,7 +519,6 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use std::collections::HashMap;
 
@@ -545,7 +547,7 @@ mod tests {
         assert_eq!(c.telemetry.service_name, "llm-job");
         assert_eq!(c.telemetry.environment, "development");
         assert_eq!(c.telemetry.endpoint.as_str(), "http://collector:4317/");
-        assert_eq!(c.telemetry.protocol, Protocol::Grpc);
+        assert_eq!(c.telemetry.protocol, OtlpProtocol::Grpc);
         assert_eq!(c.capture, ContentCapture::None);
         assert_eq!(c.max_attempts, 4);
         assert_eq!(c.timeout, Duration::from_secs(300));
@@ -757,6 +759,51 @@ mod tests {
         .unwrap();
         assert_eq!(c.telemetry.service_name, "explicit");
         assert_eq!(c.telemetry.environment, "prod");
+    }
+
+    #[test]
+    fn a_key_a_header_cannot_carry_is_a_configuration_error() {
+        let message = err(&[("OPENAI_API_KEY", "sk-abc\ndef")]);
+        assert!(message.starts_with("invalid OPENAI_API_KEY"), "{message}");
+        assert!(!message.contains("sk-abc"), "{message}");
+    }
+
+    #[test]
+    fn a_blank_prompt_is_a_configuration_error() {
+        for blank in ["", "   ", "\n\t"] {
+            let message = err(&[("OPENAI_API_KEY", "k"), ("OPENAI_PROMPT", blank)]);
+            assert!(message.contains("OPENAI_PROMPT"), "{message}");
+            assert!(message.contains("blank"), "{message}");
+        }
+    }
+
+    #[test]
+    fn non_utf8_values_are_named() {
+        let e = not_unicode(&env::OPENAI_PROMPT, "a\u{fffd}b").to_string();
+        assert!(e.contains("OPENAI_PROMPT") && e.contains("UTF-8"), "{e}");
+        let e = not_unicode(&env::OPENAI_API_KEY, "sk-\u{fffd}secret").to_string();
+        assert!(e.contains("OPENAI_API_KEY") && !e.contains("secret"), "{e}");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, ..Default::default() })]
+
+        #[test]
+        fn any_values_give_a_config_or_an_error(
+            values in proptest::collection::vec("\\PC{0,24}|[0-9a-z./:_ -]{0,16}", 26),
+        ) {
+            let vars: Vec<(&str, &str)> = env::ALL
+                .iter()
+                .zip(values.iter())
+                .map(|(var, value)| (var.name, value.as_str()))
+                .collect();
+            let _ = config(&vars);
+        }
+
+        #[test]
+        fn any_duration_is_handled(value in "[0-9]{1,30}(ns|us|ms|s|m|h|d|w|y)?") {
+            let _ = parse_duration(&value);
+        }
     }
 
     #[test]

@@ -4,12 +4,13 @@
 //! all exported over OTLP and flushed before exit.
 //!
 //! Configuration comes from environment variables (names in [`llmjob_crds::env`]); the contract
-//! is `docs/telemetry-contract.md`. The binary (`main.rs`) wires [`config`], [`telemetry`] and
+//! (variables, telemetry, exit codes, result) is `docs/job-runner.md`. The binary (`main.rs`) wires [`config`], [`telemetry`] and
 //! [`workflow`] together and owns the process's output and exit code.
 
 pub mod attributes;
 pub mod capture;
 pub mod config;
+pub mod crash;
 pub mod openai;
 pub mod result_file;
 pub mod retry;

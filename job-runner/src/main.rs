@@ -1,6 +1,6 @@
 //! `llmjob-runner`: runs one traced OpenAI chat completion and exits with a documented code
-//! (0 success, 1 internal error, 2 configuration error, 3 permanent API error, 4 retries
-//! exhausted or deadline passed). See the README's job-runner reference.
+//! (0 success, 1 internal error, including a panic, 2 configuration error, 3 permanent API error,
+//! 4 retries exhausted or deadline passed). See `docs/job-runner.md`.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -8,14 +8,21 @@ use std::process::ExitCode;
 
 use llmjob_crds::env;
 use llmjob_runner::config::Config;
-use llmjob_runner::result_file;
 use llmjob_runner::telemetry::{FLUSH_BUDGET, Telemetry};
 use llmjob_runner::workflow::{self, Exit};
+use llmjob_runner::{crash, result_file};
 
 fn main() -> ExitCode {
     // `--help` and `--version` print and exit 0; any other argument is a usage error (exit 2, the
     // configuration-error code). The runner takes its configuration from the environment only.
     cli().get_matches();
+    crash::install_hook();
+    // A panic during the run is caught in `run` (result written, telemetry flushed); one anywhere
+    // else still exits with the internal-error code, not Rust's 101.
+    std::panic::catch_unwind(start).unwrap_or_else(|_| ExitCode::from(Exit::Internal.code()))
+}
+
+fn start() -> ExitCode {
     // Configuration first: a bad value exits 2 before anything is sent anywhere.
     let config = match Config::from_env() {
         Ok(config) => config,
@@ -50,7 +57,7 @@ async fn run(config: Config) -> ExitCode {
         }
     };
 
-    let outcome = workflow::run(&config, &telemetry).await;
+    let outcome = crash::guarded(workflow::run(&config, &telemetry)).await;
 
     if let Some(answer) = &outcome.answer {
         let mut stdout = std::io::stdout().lock();
@@ -105,7 +112,7 @@ fn env_help() -> String {
     text.push_str("\nExit codes:\n");
     for (exit, meaning) in [
         (Exit::Success, "the completion was received"),
-        (Exit::Internal, "internal error (a bug)"),
+        (Exit::Internal, "internal error (a bug), including a panic"),
         (
             Exit::Config,
             "configuration error (a bad or missing variable)",

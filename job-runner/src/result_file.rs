@@ -13,7 +13,6 @@ pub fn write(path: &Path, result: &RunResult) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
 
     use llmjob_crds::result::RunStatus;
 
@@ -41,5 +40,53 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(!text.contains('\n'));
         assert_eq!(RunResult::parse(&text).unwrap(), result);
+    }
+
+    fn any_string() -> impl proptest::strategy::Strategy<Value = Option<String>> {
+        proptest::option::of(proptest::prop_oneof![
+            "\\PC{0,64}",
+            (proptest::char::any(), 0usize..12_000).prop_map(|(c, n)| c.to_string().repeat(n)),
+        ])
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// `to_line` ends, fits and parses back, whatever the server's strings are.
+        #[test]
+        fn any_result_becomes_one_short_line(
+            response_id in any_string(),
+            model in any_string(),
+            finish_reason in any_string(),
+            kind in any_string(),
+            message in any_string(),
+            hash in any_string(),
+        ) {
+            let result = RunResult {
+                status: RunStatus::Failed,
+                trace_id: Some("0af7651916cd43dd8448eb211c80319c".into()),
+                span_id: Some("b7ad6b7169203331".into()),
+                response_id,
+                model,
+                finish_reason,
+                usage: None,
+                duration_ms: Some(u64::MAX),
+                attempts: Some(u32::MAX),
+                input_sha256: hash.clone(),
+                output_sha256: hash,
+                error: kind.map(|kind| llmjob_crds::result::RunError {
+                    kind,
+                    message: message.unwrap_or_default(),
+                    http_status: Some(599),
+                }),
+            };
+            let line = result.to_line();
+            prop_assert!(line.len() <= llmjob_crds::result::MAX_BYTES);
+            prop_assert!(!line.contains('\n'));
+            let parsed = RunResult::parse(&line);
+            prop_assert!(parsed.is_ok());
+        }
     }
 }

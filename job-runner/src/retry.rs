@@ -31,6 +31,24 @@ pub enum Decision {
 }
 
 impl RetryPolicy {
+    /// The policy of a run that starts at `now` and may take `timeout`. A timeout too large for
+    /// the clock (`LLMJOB_TIMEOUT=500000000y`) is shortened to the largest deadline it can
+    /// represent, never a panic.
+    pub fn new(max_attempts: u32, timeout: Duration, now: Instant) -> Self {
+        let mut step = timeout;
+        let deadline = loop {
+            // Halving ends at zero, which `checked_add` always accepts.
+            if let Some(deadline) = now.checked_add(step) {
+                break deadline;
+            }
+            step /= 2;
+        };
+        RetryPolicy {
+            max_attempts,
+            deadline,
+        }
+    }
+
     /// The decision after failed attempt number `attempt` (1-based). `server_wait` is the
     /// server's `Retry-After`, which replaces the computed backoff when present.
     pub fn decide(&self, attempt: u32, server_wait: Option<Duration>, now: Instant) -> Decision {
@@ -70,6 +88,17 @@ mod tests {
         assert_eq!(backoff(10, 1.0), MAX_DELAY);
         assert_eq!(backoff(40, 1.0), MAX_DELAY);
         assert_eq!(backoff(1, 0.75), Duration::from_millis(375));
+    }
+
+    #[test]
+    fn a_huge_timeout_saturates() {
+        let now = Instant::now();
+        let policy = RetryPolicy::new(2, Duration::MAX, now);
+        assert!(policy.remaining(now) > Duration::from_secs(86_400 * 365));
+        assert_eq!(
+            policy.decide(1, Some(Duration::MAX), now),
+            Decision::DeadlineExceeded
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use llmjob_crds::v1alpha1::OtlpProtocol;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram, MeterProvider as _};
 use opentelemetry::trace::TracerProvider as _;
@@ -23,7 +24,7 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
 
 use crate::attributes as attr;
-use crate::config::{Protocol, TelemetryConfig};
+use crate::config::TelemetryConfig;
 
 /// The instrumentation scope of everything the runner emits.
 pub const SCOPE: &str = "llmjob-runner";
@@ -69,6 +70,9 @@ pub enum TelemetryError {
         reason: String,
     },
 }
+
+/// Shuts one pipeline down, returning what went wrong.
+type FlushJob = Box<dyn FnOnce() -> Result<(), String> + Send>;
 
 /// The GenAI client metrics.
 #[derive(Debug, Clone)]
@@ -120,8 +124,8 @@ pub fn resource(cfg: &TelemetryConfig) -> Resource {
 fn endpoint_for(cfg: &TelemetryConfig, signal_path: &str) -> String {
     let base = cfg.endpoint.as_str().trim_end_matches('/');
     match cfg.protocol {
-        Protocol::Grpc => base.to_owned(),
-        Protocol::HttpProtobuf => format!("{base}/{signal_path}"),
+        OtlpProtocol::Grpc => base.to_owned(),
+        OtlpProtocol::HttpProtobuf => format!("{base}/{signal_path}"),
     }
 }
 
@@ -129,12 +133,12 @@ macro_rules! exporter {
     ($kind:ty, $cfg:expr, $signal:literal, $path:literal) => {{
         let endpoint = endpoint_for($cfg, $path);
         let built = match $cfg.protocol {
-            Protocol::Grpc => <$kind>::builder()
+            OtlpProtocol::Grpc => <$kind>::builder()
                 .with_tonic()
                 .with_endpoint(endpoint.clone())
                 .with_timeout(EXPORT_TIMEOUT)
                 .build(),
-            Protocol::HttpProtobuf => <$kind>::builder()
+            OtlpProtocol::HttpProtobuf => <$kind>::builder()
                 .with_http()
                 .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
                 .with_endpoint(endpoint.clone())
@@ -250,35 +254,87 @@ impl Telemetry {
         })
     }
 
-    /// Flushes and shuts down the three pipelines within `budget`. Never fails the run: returns
-    /// the problems found (as text for stderr), empty when everything was exported.
+    /// Flushes and shuts down the three pipelines, concurrently, within `budget` in total. Never
+    /// fails the run: returns the problems found (as text for stderr), empty when everything was
+    /// exported.
+    ///
+    /// Each provider shuts down on a thread of its own, not a runtime's blocking pool: a runtime
+    /// waits for its blocking tasks when it is dropped, so an exporter stuck past the budget
+    /// would hold the process. A thread still running when the budget is spent is abandoned and
+    /// ends with the process.
     pub async fn shutdown(self, budget: Duration) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + budget;
         let Telemetry {
             tracer_provider,
             meter_provider,
             logger_provider,
             ..
         } = self;
-        let work = tokio::task::spawn_blocking(move || {
-            let mut problems = Vec::new();
-            if let Err(e) = tracer_provider.shutdown_with_timeout(budget) {
-                problems.push(format!("traces: {e}"));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        let mut problems = Vec::new();
+        let jobs: [(&'static str, FlushJob); 3] = [
+            (
+                "traces",
+                Box::new(move || {
+                    tracer_provider
+                        .shutdown_with_timeout(budget)
+                        .map_err(|e| e.to_string())
+                }),
+            ),
+            (
+                "metrics",
+                Box::new(move || {
+                    meter_provider
+                        .shutdown_with_timeout(budget)
+                        .map_err(|e| e.to_string())
+                }),
+            ),
+            (
+                "logs",
+                Box::new(move || {
+                    logger_provider
+                        .shutdown_with_timeout(budget)
+                        .map_err(|e| e.to_string())
+                }),
+            ),
+        ];
+        let mut pending = Vec::new();
+        for (signal, job) in jobs {
+            let tx = tx.clone();
+            let runtime = runtime.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("flush {signal}"))
+                .spawn(move || {
+                    let _entered = runtime.as_ref().map(tokio::runtime::Handle::enter);
+                    // The receiver may be gone (budget spent): nobody to tell then.
+                    let _ = tx.send((signal, job()));
+                });
+            match spawned {
+                Ok(_) => pending.push(signal),
+                Err(e) => problems.push(format!("{signal}: cannot start the flush thread: {e}")),
             }
-            if let Err(e) = meter_provider.shutdown_with_timeout(budget) {
-                problems.push(format!("metrics: {e}"));
-            }
-            if let Err(e) = logger_provider.shutdown_with_timeout(budget) {
-                problems.push(format!("logs: {e}"));
-            }
-            problems
-        });
-        match tokio::time::timeout(budget, work).await {
-            Ok(Ok(problems)) => problems,
-            Ok(Err(join)) => vec![format!("flush task failed: {join}")],
-            Err(_) => vec![format!(
-                "export did not finish within {budget:?}; giving up on the rest"
-            )],
         }
+        drop(tx);
+        while !pending.is_empty() {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some((signal, result))) => {
+                    pending.retain(|s| *s != signal);
+                    if let Err(e) = result {
+                        problems.push(format!("{signal}: {e}"));
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    problems.push(format!(
+                        "export of {} did not finish within {budget:?}; giving up on it",
+                        pending.join(", ")
+                    ));
+                    break;
+                }
+            }
+        }
+        problems
     }
 }
 
@@ -293,7 +349,7 @@ mod tests {
             service_name: "svc".into(),
             environment: "prod".into(),
             endpoint: url::Url::parse("http://127.0.0.1:4317").unwrap_or_else(|_| unreachable!()),
-            protocol: Protocol::Grpc,
+            protocol: OtlpProtocol::Grpc,
             resource_attributes: vec![
                 ("service.name".into(), "other".into()),
                 ("k8s.pod.name".into(), "p".into()),
@@ -320,12 +376,12 @@ mod tests {
             service_name: String::new(),
             environment: String::new(),
             endpoint: url::Url::parse("http://c:4318/").unwrap_or_else(|_| unreachable!()),
-            protocol: Protocol::HttpProtobuf,
+            protocol: OtlpProtocol::HttpProtobuf,
             resource_attributes: vec![],
             parent: None,
         };
         assert_eq!(endpoint_for(&cfg, "v1/traces"), "http://c:4318/v1/traces");
-        cfg.protocol = Protocol::Grpc;
+        cfg.protocol = OtlpProtocol::Grpc;
         assert_eq!(endpoint_for(&cfg, "v1/traces"), "http://c:4318");
     }
 }

@@ -1,6 +1,6 @@
 //! The traced job: the `llm_job` workflow span, the `openai_call` task span and one
 //! `chat {model}` client span per HTTP attempt, with the GenAI and OpenLLMetry attributes, the
-//! GenAI metrics and the runner's log events, exactly as `docs/telemetry-contract.md` lists them.
+//! GenAI metrics and the runner's log events, exactly as the Telemetry section of `docs/job-runner.md` lists them.
 //!
 //! It decides the run's [`Outcome`] (exit code, answer, result line) but performs no output of its
 //! own: printing, writing the result file and flushing telemetry are `main`'s.
@@ -9,6 +9,7 @@ use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 use llmjob_crds::result::{RunError, RunResult, RunStatus, TokenUsage};
+use llmjob_crds::v1alpha1::ContentCapture;
 use opentelemetry::context::FutureExt as _;
 use opentelemetry::propagation::TextMapPropagator as _;
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _, Tracer as _};
@@ -18,7 +19,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 
 use crate::attributes as attr;
 use crate::capture;
-use crate::config::{Config, ContentCapture, Input};
+use crate::config::{Config, Input};
 use crate::openai::{self, CallError, ChatClient, Completion};
 use crate::retry::{Decision, RetryPolicy};
 use crate::telemetry::Telemetry;
@@ -74,10 +75,22 @@ impl Failure {
         }
     }
 
-    fn message(&self) -> String {
+    /// The failure's description as `capture` allows it (see [`CallError::describe`]).
+    fn message(&self, capture: ContentCapture) -> String {
         match self {
-            Failure::Permanent(e) => e.to_string(),
-            Failure::Exhausted { last, reason } => format!("{reason}; last error: {last}"),
+            Failure::Permanent(e) => e.describe(capture),
+            Failure::Exhausted { last, reason } => {
+                format!("{reason}; last error: {}", last.describe(capture))
+            }
+        }
+    }
+
+    /// How the process exits.
+    fn exit(&self) -> Exit {
+        match self {
+            Failure::Permanent(CallError::Request(_)) => Exit::Config,
+            Failure::Permanent(_) => Exit::Permanent,
+            Failure::Exhausted { .. } => Exit::Exhausted,
         }
     }
 }
@@ -88,6 +101,8 @@ struct CallContext<'a> {
     telemetry: &'a Telemetry,
     server_address: String,
     server_port: u16,
+    /// `gen_ai.provider.name` (and `gen_ai.system`), detected from the base URL.
+    provider: &'static str,
     /// `gen_ai.input.messages` when capture is on.
     input_json: Option<String>,
 }
@@ -97,7 +112,7 @@ impl CallContext<'_> {
     fn metric_attributes(&self, response_model: Option<&str>) -> Vec<KeyValue> {
         let mut attrs = vec![
             KeyValue::new(attr::GEN_AI_OPERATION_NAME, attr::OPERATION_CHAT),
-            KeyValue::new(attr::GEN_AI_PROVIDER_NAME, attr::PROVIDER),
+            KeyValue::new(attr::GEN_AI_PROVIDER_NAME, self.provider),
             KeyValue::new(attr::GEN_AI_REQUEST_MODEL, self.config.model.clone()),
             KeyValue::new(attr::SERVER_ADDRESS, self.server_address.clone()),
             KeyValue::new(attr::SERVER_PORT, i64::from(self.server_port)),
@@ -114,8 +129,8 @@ impl CallContext<'_> {
         let p = &c.parameters;
         let mut attrs = vec![
             KeyValue::new(attr::GEN_AI_OPERATION_NAME, attr::OPERATION_CHAT),
-            KeyValue::new(attr::GEN_AI_PROVIDER_NAME, attr::PROVIDER),
-            KeyValue::new(attr::GEN_AI_SYSTEM, attr::PROVIDER),
+            KeyValue::new(attr::GEN_AI_PROVIDER_NAME, self.provider),
+            KeyValue::new(attr::GEN_AI_SYSTEM, self.provider),
             KeyValue::new(attr::LLM_REQUEST_TYPE, attr::OPERATION_CHAT),
             KeyValue::new(attr::TRACELOOP_WORKFLOW_NAME, attr::WORKFLOW),
             KeyValue::new(attr::TRACELOOP_ENTITY_PATH, attr::TASK),
@@ -124,7 +139,7 @@ impl CallContext<'_> {
             KeyValue::new(attr::LLM_IS_STREAMING, p.stream),
             KeyValue::new(attr::SERVER_ADDRESS, self.server_address.clone()),
             KeyValue::new(attr::SERVER_PORT, i64::from(self.server_port)),
-            KeyValue::new(attr::GEN_AI_OPENAI_API_BASE, c.base_url.to_string()),
+            KeyValue::new(attr::GEN_AI_OPENAI_API_BASE, openai::api_base(&c.base_url)),
             KeyValue::new(attr::LLMJOB_ATTEMPT, i64::from(attempt)),
         ];
         if let Some(t) = p.temperature {
@@ -211,6 +226,7 @@ pub async fn run(config: &Config, telemetry: &Telemetry) -> Outcome {
         telemetry,
         server_address,
         server_port,
+        provider: openai::provider_of(&config.base_url),
         input_json,
     };
 
@@ -278,7 +294,7 @@ pub async fn run(config: &Config, telemetry: &Telemetry) -> Outcome {
             }
             Err(failure) => {
                 let error = failure.error();
-                let message = failure.message();
+                let message = failure.message(config.capture);
                 fail_span(&workflow_cx, error.error_type(), &message);
                 tracing::error!(
                     error.type = error.error_type(),
@@ -293,11 +309,7 @@ pub async fn run(config: &Config, telemetry: &Telemetry) -> Outcome {
                     message,
                     http_status: error.http_status(),
                 });
-                let exit = match failure {
-                    Failure::Permanent(_) => Exit::Permanent,
-                    Failure::Exhausted { .. } => Exit::Exhausted,
-                };
-                (exit, None)
+                (failure.exit(), None)
             }
         }
     };
@@ -347,20 +359,22 @@ fn log_content(mode: ContentCapture, input: Option<&str>, output: Option<&str>) 
     match mode {
         ContentCapture::None => {}
         ContentCapture::Full => tracing::event!(
-            name: "gen_ai.client.inference.operation.details",
+            name: attr::EVENT_OPERATION_DETAILS,
             tracing::Level::INFO,
             gen_ai.operation.name = attr::OPERATION_CHAT,
             gen_ai.input.messages = input.unwrap_or_default(),
             gen_ai.output.messages = output.unwrap_or_default(),
-            "gen_ai.client.inference.operation.details"
+            "{}",
+            attr::EVENT_OPERATION_DETAILS
         ),
         ContentCapture::Hash => tracing::event!(
-            name: "gen_ai.client.inference.operation.details",
+            name: attr::EVENT_OPERATION_DETAILS,
             tracing::Level::INFO,
             gen_ai.operation.name = attr::OPERATION_CHAT,
             llmjob.input.sha256 = input.map(capture::sha256_hex).unwrap_or_default(),
             llmjob.output.sha256 = output.map(capture::sha256_hex).unwrap_or_default(),
-            "gen_ai.client.inference.operation.details"
+            "{}",
+            attr::EVENT_OPERATION_DETAILS
         ),
     }
 }
@@ -401,7 +415,11 @@ async fn task(call: &CallContext<'_>) -> (Result<Completion, Failure>, u32) {
             }
             task_cx.span().set_status(Status::Ok);
         }
-        Err(failure) => fail_span(&task_cx, failure.error().error_type(), &failure.message()),
+        Err(failure) => fail_span(
+            &task_cx,
+            failure.error().error_type(),
+            &failure.message(call.config.capture),
+        ),
     }
     task_cx.span().end();
     (result, attempts)
@@ -409,10 +427,7 @@ async fn task(call: &CallContext<'_>) -> (Result<Completion, Failure>, u32) {
 
 async fn attempts(call: &CallContext<'_>, task_cx: &Context) -> (Result<Completion, Failure>, u32) {
     let config = call.config;
-    let policy = RetryPolicy {
-        max_attempts: config.max_attempts,
-        deadline: Instant::now() + config.timeout,
-    };
+    let policy = RetryPolicy::new(config.max_attempts, config.timeout, Instant::now());
     let client = match ChatClient::new(&config.base_url, config.api_key.clone()) {
         Ok(client) => client,
         Err(e) => return (Err(Failure::Permanent(e)), 0),
@@ -456,7 +471,8 @@ async fn attempts(call: &CallContext<'_>, task_cx: &Context) -> (Result<Completi
                     error.type = error.error_type(),
                     http.response.status_code = error.http_status(),
                     retry.delay_ms = delay_ms,
-                    "attempt {attempt} failed ({error}); retrying in {delay:?}"
+                    "attempt {attempt} failed ({}); retrying in {delay:?}",
+                    error.describe(config.capture)
                 );
                 tokio::time::sleep(delay).await;
                 continue;
@@ -468,7 +484,8 @@ async fn attempts(call: &CallContext<'_>, task_cx: &Context) -> (Result<Completi
             llmjob.attempt = attempt,
             error.type = error.error_type(),
             http.response.status_code = error.http_status(),
-            "attempt {attempt} failed ({error}); giving up: {reason}"
+            "attempt {attempt} failed ({}); giving up: {reason}",
+            error.describe(config.capture)
         );
         return (
             Err(Failure::Exhausted {
@@ -594,7 +611,9 @@ async fn chat_attempt(
                 };
                 span.set_attribute(KeyValue::new(key, value.into_owned()));
             }
-            span.set_status(Status::Ok);
+            if c.refusal.is_none() {
+                span.set_status(Status::Ok);
+            }
         }
         Err(e) => {
             let mut attrs = call.metric_attributes(None);
@@ -606,9 +625,21 @@ async fn chat_attempt(
                     i64::from(status),
                 ));
             }
-            fail_span(&cx, e.error_type(), &e.to_string());
+            fail_span(&cx, e.error_type(), &e.describe(call.config.capture));
         }
     }
+    // A refusal is a complete response (recorded above) that answers nothing: the run fails.
+    let result = match result {
+        Ok(c) => match c.refusal {
+            Some(text) => {
+                let e = CallError::Refused { text };
+                fail_span(&cx, e.error_type(), &e.describe(call.config.capture));
+                Err(e)
+            }
+            None => Ok(c),
+        },
+        Err(e) => Err(e),
+    };
     span.end();
     result
 }

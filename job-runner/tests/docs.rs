@@ -1,11 +1,9 @@
 //! Keeps `docs/job-runner.md` honest: its environment-variable table is generated from
 //! `llmjob_crds::env::ALL` (the contract both the operator and the runner use), and every test
-//! its "Verified by" section names exists in `job-runner/tests/`.
+//! its "Verified by" section names exists in `job-runner/tests/` or `job-runner/src/`.
 //!
 //! After changing `crds/src/env.rs`, regenerate the table with
 //! `LLMJOB_UPDATE_DOCS=1 cargo test -p llmjob-runner --test docs`.
-
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
 
@@ -81,11 +79,15 @@ fn every_test_named_in_verified_by_exists() {
         .expect("a `## Verified by` section");
     let section = section.split("\n## ").next().unwrap_or(section);
     let tests_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests");
+    // Integration tests live in tests/, unit and property tests in src/.
+    let src_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut sources = String::new();
-    for entry in std::fs::read_dir(&tests_dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "rs") {
-            sources.push_str(&std::fs::read_to_string(&path).unwrap());
+    for dir in [&tests_dir, &src_dir] {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "rs") {
+                sources.push_str(&std::fs::read_to_string(&path).unwrap());
+            }
         }
     }
     let mut named = 0;

@@ -231,7 +231,12 @@ async fn unknown_model_exits_3_with_not_found() {
     let error = result.error.clone().unwrap();
     assert_eq!(error.kind, "not_found");
     assert_eq!(error.http_status, Some(404));
-    assert!(error.message.contains(GONE), "{}", error.message);
+    // The server's message names the model (it echoes the request): with the default capture
+    // only the error's type and code are reported.
+    assert_eq!(
+        error.message,
+        "HTTP 404 (type invalid_request_error, code model_not_found)"
+    );
 
     let trace_id = result.trace_id.unwrap();
     let telemetry = wait_for_run(&collector, &trace_id).await;
@@ -239,6 +244,20 @@ async fn unknown_model_exits_3_with_not_found() {
     assert_failed(chats[0], "not_found");
     assert_eq!(chats[0].attributes.str("gen_ai.request.model"), Some(GONE));
     assert_failed(workflow, "not_found");
+
+    let run = Runner::new("it-404-full")
+        .openai(&server)
+        .otlp_grpc(&collector)
+        .env("OPENAI_MODEL", GONE)
+        .env("LLMJOB_CONTENT_CAPTURE", "full")
+        .run()
+        .await;
+    run.assert_exit(3);
+    let message = run.result().error.unwrap().message;
+    assert!(
+        message.contains(GONE),
+        "full capture keeps the server's message: {message}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,6 @@
 //! A successful run of the real `llmjob-runner` binary against `openai-replay` and a real
 //! OpenTelemetry Collector: the answer, the result file and every span, attribute, metric and
-//! log record that `docs/telemetry-contract.md` promises, over OTLP/gRPC and OTLP/HTTP, joined
+//! log record that `docs/job-runner.md` promises, over OTLP/gRPC and OTLP/HTTP, joined
 //! to a `TRACEPARENT`, streamed, with the SDK disabled and with the collector down.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -652,5 +652,38 @@ async fn an_unsampled_traceparent_is_honoured() {
         telemetry.spans.is_empty(),
         "spans of an unsampled trace were exported: {}",
         telemetry.summary()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recognised_provider_url_names_the_provider() {
+    let collector = collector().await;
+    let server = replay(ReplayConfig::new()).await;
+    // "vertex" in the URL is how OpenLLMetry recognises Google Vertex AI; the replay server
+    // answers the unknown path with its 404, which is enough to see the request's attributes.
+    let base = server.base_url().replace("/v1", "/vertex/v1");
+    let run = Runner::new("it-provider")
+        .openai(&server)
+        .otlp_grpc(&collector)
+        .env("OPENAI_BASE_URL", base)
+        .run()
+        .await;
+    run.assert_exit(3);
+    let trace_id = run.trace_id();
+    let telemetry = wait_for_run(&collector, &trace_id).await;
+    let (_, _, chats) = span_tree(&telemetry, &trace_id, MODEL);
+    assert_eq!(
+        chats[0].attributes.str("gen_ai.provider.name"),
+        Some("gcp.vertex_ai")
+    );
+    assert_eq!(
+        chats[0].attributes.str("gen_ai.system"),
+        Some("gcp.vertex_ai")
+    );
+    let duration = metric(&telemetry, "gen_ai.client.operation.duration");
+    let points = duration.histogram_points().unwrap();
+    assert_eq!(
+        points[0].attributes.str("gen_ai.provider.name"),
+        Some("gcp.vertex_ai")
     );
 }

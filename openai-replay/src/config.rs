@@ -6,6 +6,8 @@ use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use crate::Hostile;
+
 /// How the fixture answering a chat-completions request is chosen.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Scenario {
@@ -84,6 +86,9 @@ pub struct ReplayConfig {
     pub scenario: Scenario,
     /// Errors injected before normal replies.
     pub faults: Faults,
+    /// When set, this misbehaviour replaces every fixture answer (after the key check and the
+    /// injected faults).
+    pub hostile: Option<Hostile>,
     /// How long to wait before answering each chat-completions request.
     pub delay: Duration,
     /// How long to wait between two server-sent events of a streamed reply.
@@ -98,6 +103,7 @@ impl Default for ReplayConfig {
             api_key: None,
             scenario: Scenario::Auto,
             faults: Faults::default(),
+            hostile: None,
             delay: Duration::ZERO,
             chunk_delay: Duration::ZERO,
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
@@ -111,6 +117,7 @@ impl fmt::Debug for ReplayConfig {
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("scenario", &self.scenario)
             .field("faults", &self.faults)
+            .field("hostile", &self.hostile)
             .field("delay", &self.delay)
             .field("chunk_delay", &self.chunk_delay)
             .field("addr", &self.addr)
@@ -149,6 +156,13 @@ impl ReplayConfig {
     #[must_use]
     pub fn with_faults(mut self, faults: Faults) -> Self {
         self.faults = faults;
+        self
+    }
+
+    /// Misbehaves this way instead of answering from the fixtures.
+    #[must_use]
+    pub fn with_hostile(mut self, hostile: Hostile) -> Self {
+        self.hostile = Some(hostile);
         self
     }
 

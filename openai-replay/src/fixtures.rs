@@ -291,7 +291,6 @@ fn dedent(raw: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use std::path::{Path, PathBuf};
 

@@ -54,14 +54,16 @@
 //!
 //! # Order of checks for a chat request
 //!
-//! API key (401, when [`ReplayConfig::api_key`] is set) → injected [`Faults`] → body must be a
-//! JSON object with a `model` string (400) → the fixture. Every answer, whichever step produced
+//! API key (401, when [`ReplayConfig::api_key`] is set) → injected [`Faults`] → the
+//! [`Hostile`] misbehaviour, when one is set ([`ReplayConfig::hostile`]; see its module for the
+//! list) → body must be a JSON object with a `model` string (400) → the fixture. Every answer, whichever step produced
 //! it, waits [`ReplayConfig::delay`] first, and every request is recorded
 //! ([`ReplayServer::requests`]) with its `authorization` header redacted.
 
 mod config;
 mod error;
 mod fixtures;
+mod hostile;
 mod openai_error;
 mod record;
 mod select;
@@ -70,5 +72,6 @@ mod server;
 pub use config::{Faults, ReplayConfig, Scenario};
 pub use error::ReplayError;
 pub use fixtures::{FIXTURE_NAMES, fixture_file};
+pub use hostile::{HOSTILE_ANSWER, HOSTILE_NAMES, Hostile, REFUSAL, UnknownHostile};
 pub use record::RecordedRequest;
 pub use server::ReplayServer;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use openai_replay::{FIXTURE_NAMES, Faults, ReplayConfig, ReplayServer, Scenario};
+use openai_replay::{FIXTURE_NAMES, Faults, Hostile, ReplayConfig, ReplayServer, Scenario};
 
 /// An OpenAI-compatible server that answers with recorded OpenAI responses.
 #[derive(Debug, Parser)]
@@ -38,6 +38,13 @@ struct Cli {
     #[arg(long, value_name = "MS")]
     retry_after_ms: Option<u64>,
 
+    /// Misbehave instead of answering from the fixtures: retry-after=VALUE, non-json,
+    /// truncated-body, oversized-body=BYTES, oversized-fields=BYTES, unknown-enums,
+    /// empty-choices, refusal, stream-error, stream-drop, done-only, slow-drip=MS,
+    /// echo-error=STATUS (after the key check and --fail-first).
+    #[arg(long, value_name = "BEHAVIOUR")]
+    hostile: Option<Hostile>,
+
     /// Wait this long before answering each chat request.
     #[arg(long, value_name = "MS", default_value_t = 0)]
     delay_ms: u64,
@@ -57,6 +64,7 @@ impl Cli {
                 status: self.fail_status,
                 retry_after: self.retry_after_ms.map(Duration::from_millis),
             },
+            hostile: self.hostile,
             delay: Duration::from_millis(self.delay_ms),
             chunk_delay: Duration::from_millis(self.chunk_delay_ms),
             addr: self.addr,
@@ -137,6 +145,8 @@ mod tests {
             "5",
             "--chunk-delay-ms",
             "7",
+            "--hostile",
+            "retry-after=1e308",
         ]);
         let config = cli.config();
         assert_eq!(config.scenario, Scenario::Fixed("chat_basic".into()));
@@ -148,6 +158,8 @@ mod tests {
         );
         assert_eq!(config.delay, Duration::from_millis(5));
         assert_eq!(config.chunk_delay, Duration::from_millis(7));
+        assert_eq!(config.hostile, Some(Hostile::RetryAfter("1e308".into())));
+        assert!(Cli::try_parse_from(["openai-replay", "--hostile", "nope"]).is_err());
         assert!(Cli::try_parse_from(["openai-replay", "--fixture", "nope"]).is_err());
         assert!(Cli::try_parse_from(["openai-replay", "--fail-status", "200"]).is_err());
     }

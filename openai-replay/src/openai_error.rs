@@ -109,7 +109,6 @@ pub(crate) fn fault(status: u16) -> String {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
 
     use super::*;
 

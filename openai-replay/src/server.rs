@@ -20,7 +20,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::fixtures::{Catalog, FIXTURE_NAMES, Fixture, FixtureBody, catalog};
 use crate::record::{RecordedRequest, bearer_token, redacted_headers};
-use crate::{Faults, ReplayConfig, ReplayError, Scenario, openai_error, select};
+use crate::{Faults, Hostile, ReplayConfig, ReplayError, Scenario, openai_error, select};
 
 /// How long a stopping server lets open responses finish before cutting them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -90,6 +90,7 @@ impl ReplayServer {
             catalog,
             api_key: config.api_key,
             fixed,
+            hostile: config.hostile,
             delay: config.delay,
             chunk_delay: config.chunk_delay,
             faults: Mutex::new(FaultState {
@@ -228,6 +229,7 @@ struct Shared {
     catalog: &'static Catalog,
     api_key: Option<String>,
     fixed: Option<&'static Fixture>,
+    hostile: Option<Hostile>,
     delay: Duration,
     chunk_delay: Duration,
     faults: Mutex<FaultState>,
@@ -245,6 +247,8 @@ enum Reply {
         body: String,
         headers: HeaderMap,
     },
+    /// A misbehaviour, answered as [`Hostile::respond`] builds it.
+    Hostile(Response),
 }
 
 impl Reply {
@@ -260,13 +264,14 @@ impl Reply {
         match self {
             Reply::Fixture(f) => f.status,
             Reply::Json { status, .. } => *status,
+            Reply::Hostile(response) => response.status(),
         }
     }
 
     fn fixture(&self) -> Option<&'static str> {
         match self {
             Reply::Fixture(f) => Some(f.name),
-            Reply::Json { .. } => None,
+            Reply::Json { .. } | Reply::Hostile(_) => None,
         }
     }
 }
@@ -299,6 +304,9 @@ impl Shared {
         }
         if let Some(faults) = self.take_fault() {
             return fault_reply(&faults);
+        }
+        if let Some(hostile) = &self.hostile {
+            return Reply::Hostile(hostile.respond(body, headers));
         }
         let Some(body) = body.filter(|b| b.is_object()) else {
             return Reply::json(StatusCode::BAD_REQUEST, openai_error::invalid_json());
@@ -380,6 +388,7 @@ impl Shared {
                 h.extend(headers);
                 response
             }
+            Reply::Hostile(response) => response,
         }
     }
 }
@@ -519,7 +528,6 @@ fn pretty(value: &Value) -> String {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
 
     use super::*;
 

@@ -1,8 +1,6 @@
 //! The `openai-replay` binary: prints its listening line, serves, keeps the key out of its
 //! logs, and exits cleanly on SIGTERM.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::process::Stdio;
 use std::time::Duration;
 

@@ -2,9 +2,10 @@
 //! and the launch span's trace context.
 //!
 //! Pure: no client, no clock, no randomness (the trace context is an input), so the same inputs
-//! always give the same Job and every rule is unit-tested. It must never produce a Job for a
-//! finished LlmJob, never copy the API key (only a `secretKeyRef`), and it owns the order of the
-//! pod's environment: `OTEL_RESOURCE_ATTRIBUTES` comes after the downward-API variables it
+//! always give the same Job and every rule is unit-tested. It builds from what
+//! [`validate`](crate::validate) accepted and never validates again. It must never produce a Job
+//! for a finished LlmJob, never copy the API key (only a `secretKeyRef`), and it owns the order
+//! of the pod's environment: `OTEL_RESOURCE_ATTRIBUTES` comes after the downward-API variables it
 //! references with `$(VAR)`.
 
 use std::collections::BTreeMap;
@@ -16,87 +17,39 @@ use k8s_openapi::api::core::v1::{
     SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
-use llmjob_crds::env;
+use llmjob_crds::env::{self, DEFAULT_MAX_ATTEMPTS};
 use llmjob_crds::v1alpha1::{KUEUE_QUEUE_LABEL, LlmJob};
-use sha2::{Digest, Sha256};
 
 use crate::config::JobDefaults;
+use crate::contract::{
+    CONTAINER_NAME, LAUNCH_TRACEPARENT_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL, NAME_LABEL,
+    is_queued, job_name, queue,
+};
 use crate::traceparent::TraceParent;
-use crate::validate::{self, ValidationError};
+use crate::validate::{Input, Validated};
 
-/// Label on every Job and pod the operator creates.
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
-/// Value of [`MANAGED_BY_LABEL`].
-pub const MANAGED_BY: &str = "llmjob-operator";
-/// Label naming the LlmJob a Job or pod belongs to (its name, shortened like the Job's name
-/// when longer than 63 characters).
-pub const NAME_LABEL: &str = "llmjob.dev/name";
-/// Annotation on the Job holding the `traceparent` of the operator's launch span: the run's trace
-/// is its child, so its trace id is the run's trace id.
-pub const LAUNCH_TRACEPARENT_ANNOTATION: &str = "llmjob.dev/launch-traceparent";
-/// Name of the runner container.
-pub const CONTAINER_NAME: &str = "runner";
 /// Where the runner writes its one-line JSON result: the container's termination-message file.
 pub const TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
 /// UID and GID the runner runs as (the distroless `nonroot` user).
 pub const RUNNER_UID: i64 = 65532;
-/// The run's deadline when `spec.run.timeout` is unset (the runner's own default).
-pub const DEFAULT_TIMEOUT_SECS: u64 = 300;
 /// Added to the run's deadline for the Job's `activeDeadlineSeconds`: pod scheduling, image pull,
 /// runner start-up and the final telemetry flush happen outside the runner's own deadline.
 pub const DEADLINE_MARGIN_SECS: u64 = 120;
-/// Attempts of the API call when `spec.run.maxAttempts` is unset (the runner's own default).
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 4;
 /// Pod retries of the Job when `spec.run.backoffLimit` is unset: the runner already retries the
 /// API call, and a second pod would repeat a call that may have been billed.
 pub const DEFAULT_BACKOFF_LIMIT: i32 = 0;
 
-/// Longest Job name: the Job controller copies it into the `batch.kubernetes.io/job-name` label,
-/// whose values are limited to 63 characters.
-const MAX_NAME: usize = 63;
-/// Hex digits of the hash that keeps a shortened name unique.
-const HASH_LEN: usize = 10;
-
 /// Why no Job could be built.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    /// The LlmJob is invalid.
-    #[error(transparent)]
-    Invalid(#[from] ValidationError),
     /// The LlmJob already finished: it never runs again.
     #[error("the LlmJob already finished ({0}); it never runs again")]
     Finished(&'static str),
     /// The messages could not be encoded as JSON.
     #[error("spec.messages could not be encoded as JSON: {0}")]
     Messages(#[source] serde_json::Error),
-}
-
-/// The name of the Job of the LlmJob `name`: the name itself when it has at most 63 characters,
-/// else its first characters and a hash of the whole name, so different long names never share
-/// a Job.
-pub fn job_name(name: &str) -> String {
-    if name.len() <= MAX_NAME {
-        return name.to_owned();
-    }
-    let hash = hex::encode(Sha256::digest(name.as_bytes()));
-    let keep = MAX_NAME - HASH_LEN - 1;
-    // LlmJob names are DNS subdomains (ASCII), so byte slicing is on character boundaries.
-    let prefix = name.get(..keep).unwrap_or(name);
-    let prefix = prefix.trim_end_matches(['-', '.']);
-    format!("{prefix}-{}", &hash[..HASH_LEN])
-}
-
-/// Whether the LlmJob is managed by a Kueue queue: its Job starts suspended and Kueue decides
-/// when it runs (the operator then never touches the Job's `spec.suspend`).
-pub fn is_queued(llmjob: &LlmJob) -> bool {
-    llmjob
-        .meta()
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(KUEUE_QUEUE_LABEL))
-        .is_some_and(|q| !q.is_empty())
 }
 
 /// Whether the Job is created suspended: queued for Kueue, or `spec.suspend: true`.
@@ -192,11 +145,10 @@ fn field_ref(name: &str, path: &str) -> EnvVar {
 /// The runner container's environment, in order.
 fn environment(
     llmjob: &LlmJob,
+    valid: &Validated,
     defaults: &JobDefaults,
     launch: &TraceParent,
     job_name: &str,
-    uid: &str,
-    timeout_secs: u64,
 ) -> Result<Vec<EnvVar>, BuildError> {
     let spec = &llmjob.spec;
     let telemetry = spec.telemetry.clone().unwrap_or_default();
@@ -219,14 +171,12 @@ fn environment(
         vars.push(literal(env::OPENAI_BASE_URL.name, url));
     }
     vars.push(literal(env::OPENAI_MODEL.name, &spec.model));
-    match (&spec.prompt, &spec.messages) {
-        (Some(prompt), _) => vars.push(literal(env::OPENAI_PROMPT.name, prompt)),
-        (None, Some(messages)) => {
+    match &valid.input {
+        Input::Prompt(prompt) => vars.push(literal(env::OPENAI_PROMPT.name, prompt)),
+        Input::Messages(messages) => {
             let json = serde_json::to_string(messages).map_err(BuildError::Messages)?;
             vars.push(literal(env::LLMJOB_MESSAGES.name, json));
         }
-        // validate() rejects this case before we get here.
-        (None, None) => return Err(ValidationError::NoPrompt.into()),
     }
     if let Some(p) = &spec.parameters {
         if let Some(t) = p.temperature {
@@ -247,7 +197,7 @@ fn environment(
     }
     vars.push(literal(
         env::LLMJOB_TIMEOUT.name,
-        format!("{timeout_secs}s"),
+        format!("{}s", valid.timeout_secs),
     ));
     vars.push(literal(
         env::LLMJOB_MAX_ATTEMPTS.name,
@@ -301,7 +251,7 @@ fn environment(
     // is percent-encoded (no `$` left).
     vars.push(EnvVar {
         name: env::OTEL_RESOURCE_ATTRIBUTES.name.to_owned(),
-        value: Some(resource_attributes(llmjob, job_name, uid)),
+        value: Some(resource_attributes(llmjob, job_name, &valid.uid)),
         value_from: None,
     });
     // The user's variables, verbatim (CEL rejects the names the operator sets).
@@ -311,26 +261,31 @@ fn environment(
     Ok(vars)
 }
 
-/// Builds the Job that runs `llmjob`. `launch` is the trace context of the operator's launch
-/// span; the run's trace becomes its child through `TRACEPARENT`.
+/// Builds the Job that runs `llmjob`, which [`validate`](crate::validate::validate) accepted as
+/// `valid`. `launch` is the trace context of the operator's launch span; the run's trace becomes
+/// its child through `TRACEPARENT`.
 pub fn build_job(
     llmjob: &LlmJob,
+    valid: &Validated,
     defaults: &JobDefaults,
     launch: &TraceParent,
 ) -> Result<Job, BuildError> {
     if let Some(phase) = llmjob.status.as_ref().and_then(|s| s.phase)
         && phase.is_finished()
     {
-        return Err(BuildError::Finished(crate::status::phase_name(phase)));
+        return Err(BuildError::Finished(phase.as_str()));
     }
-    let valid = validate::validate(llmjob)?;
     let name = job_name(&valid.name);
-    let mut owner = llmjob
-        .controller_owner_ref(&())
-        .ok_or(ValidationError::MissingMetadata("metadata.uid"))?;
-    // Foreground deletion of the LlmJob waits for its Job (needs `update` on llmjobs/finalizers,
-    // which the chart's RBAC grants).
-    owner.block_owner_deletion = Some(true);
+    let owner = OwnerReference {
+        api_version: LlmJob::api_version(&()).into_owned(),
+        kind: LlmJob::kind(&()).into_owned(),
+        name: valid.name.clone(),
+        uid: valid.uid.clone(),
+        controller: Some(true),
+        // Foreground deletion of the LlmJob waits for its Job (needs `update` on
+        // llmjobs/finalizers, which the chart's RBAC grants).
+        block_owner_deletion: Some(true),
+    };
     let pod = llmjob.spec.pod.clone().unwrap_or_default();
     let run = llmjob.spec.run.clone().unwrap_or_default();
 
@@ -338,27 +293,14 @@ pub fn build_job(
         (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
         (NAME_LABEL.to_owned(), name.clone()),
     ]);
-    if let Some(queue) = llmjob
-        .meta()
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(KUEUE_QUEUE_LABEL))
-        .filter(|q| !q.is_empty())
-    {
-        job_labels.insert(KUEUE_QUEUE_LABEL.to_owned(), queue.clone());
+    if let Some(queue) = queue(llmjob) {
+        job_labels.insert(KUEUE_QUEUE_LABEL.to_owned(), queue.to_owned());
     }
     let mut pod_labels = pod.labels.clone();
     pod_labels.insert(MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned());
     pod_labels.insert(NAME_LABEL.to_owned(), name.clone());
 
-    let env = environment(
-        llmjob,
-        defaults,
-        launch,
-        &name,
-        &valid.uid,
-        valid.timeout_secs,
-    )?;
+    let env = environment(llmjob, valid, defaults, launch, &name)?;
 
     let container = Container {
         name: CONTAINER_NAME.to_owned(),
@@ -473,8 +415,14 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// The Job of a valid LlmJob.
+    fn build_from(lj: &LlmJob) -> Result<Job, BuildError> {
+        let valid = crate::validate::validate(lj).unwrap_or_else(|e| panic!("{e}"));
+        build_job(lj, &valid, &JobDefaults::default(), &tp())
+    }
+
     fn build(yaml: &str) -> Job {
-        build_job(&llmjob(yaml), &JobDefaults::default(), &tp()).unwrap_or_else(|e| panic!("{e}"))
+        build_from(&llmjob(yaml)).unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn env_of(job: &Job) -> Vec<EnvVar> {
@@ -784,40 +732,10 @@ status: {{phase: {phase}}}
 "#
             ));
             assert!(
-                matches!(
-                    build_job(&lj, &JobDefaults::default(), &tp()),
-                    Err(BuildError::Finished(_))
-                ),
+                matches!(build_from(&lj), Err(BuildError::Finished(_))),
                 "{phase}"
             );
         }
-    }
-
-    #[test]
-    fn invalid_llmjobs_are_rejected() {
-        let no_uid = llmjob(
-            "metadata: {name: x, namespace: default}\nspec: {prompt: hi, openai: {apiKeySecretRef: {name: o}}}\n",
-        );
-        assert!(build_job(&no_uid, &JobDefaults::default(), &tp()).is_err());
-        let neither = llmjob(
-            "metadata: {name: x, namespace: default, uid: u}\nspec: {openai: {apiKeySecretRef: {name: o}}}\n",
-        );
-        assert!(build_job(&neither, &JobDefaults::default(), &tp()).is_err());
-    }
-
-    #[test]
-    fn job_names() {
-        assert_eq!(job_name("haiku"), "haiku");
-        let long = "a".repeat(63);
-        assert_eq!(job_name(&long), long);
-        let longer = format!("{}-x", "b".repeat(70));
-        let name = job_name(&longer);
-        assert_eq!(name.len(), 63);
-        assert!(name.starts_with("bbbb"));
-        assert_ne!(name, job_name(&format!("{}-y", "b".repeat(70))));
-        assert_eq!(name, job_name(&longer), "deterministic");
-        let dashed = format!("{}-{}", "c".repeat(51), "d".repeat(20));
-        assert!(!job_name(&dashed).contains("--"));
     }
 
     #[test]

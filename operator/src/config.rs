@@ -6,7 +6,8 @@
 
 use std::net::SocketAddr;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
+use llmjob_crds::env::{self, Var};
 use llmjob_crds::v1alpha1::OtlpProtocol;
 
 /// The runner image used when `--runner-image` is not given: the job-runner of the same version.
@@ -15,12 +16,23 @@ pub const DEFAULT_RUNNER_IMAGE: &str = concat!(
     env!("CARGO_PKG_VERSION")
 );
 
+/// The default of a variable of the runner's contract (`""` for one without a default).
+const fn contract_default(var: Var) -> &'static str {
+    match var.default {
+        Some(value) => value,
+        None => "",
+    }
+}
+
 /// The OTLP endpoint of runs whose LlmJob sets none, when `--default-otlp-endpoint` is not given
-/// (the same default as the job-runner's and the chart's).
-pub const DEFAULT_OTLP_ENDPOINT: &str = "http://collector:4317";
+/// (the job-runner's own default, and the chart's).
+pub const DEFAULT_OTLP_ENDPOINT: &str = contract_default(env::OTEL_EXPORTER_OTLP_ENDPOINT);
 
 /// `service.name` of runs whose LlmJob sets none (the job-runner's own default).
-pub const DEFAULT_SERVICE_NAME: &str = "llm-job";
+pub const DEFAULT_SERVICE_NAME: &str = contract_default(env::OTEL_SERVICE_NAME);
+
+/// `deployment.environment.name` of runs whose LlmJob sets none (the job-runner's own default).
+pub const DEFAULT_ENVIRONMENT: &str = contract_default(env::DEPLOYMENT_ENVIRONMENT);
 
 /// The operator's configuration.
 #[derive(Parser, Debug, Clone, PartialEq, Eq)]
@@ -54,16 +66,16 @@ pub struct Config {
     #[arg(
         long,
         env = "LLMJOB_DEFAULT_OTLP_PROTOCOL",
-        value_enum,
-        default_value_t = Protocol::Grpc
+        default_value = "grpc",
+        value_parser = otlp_protocol_parser()
     )]
-    pub default_otlp_protocol: Protocol,
+    pub default_otlp_protocol: OtlpProtocol,
 
     /// `deployment.environment.name` of runs whose LlmJob sets no spec.telemetry.environment.
     #[arg(
         long,
         env = "LLMJOB_DEFAULT_ENVIRONMENT",
-        default_value = "development"
+        default_value = DEFAULT_ENVIRONMENT
     )]
     pub default_environment: String,
 
@@ -117,6 +129,26 @@ pub struct Config {
     /// Log format on stderr: text or json.
     #[arg(long, env = "LLMJOB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Something else than running the operator (none: run it).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What `llmjob-operator <command>` does instead of running the operator.
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Check a running operator and exit (the Helm chart's `helm test`): the LlmJob CRD is
+    /// served and the operator's Deployment has a ready replica. Exit 0 when healthy, 1 with the
+    /// reason on stderr.
+    Check {
+        /// Namespace of the operator's Deployment (LlmJobs are listed there too).
+        #[arg(long, env = "POD_NAMESPACE")]
+        namespace: String,
+        /// Name of the operator's Deployment.
+        #[arg(long)]
+        deployment: String,
+    },
 }
 
 impl Config {
@@ -139,7 +171,7 @@ impl Config {
             runner_image: self.runner_image.clone(),
             pull_policy: self.runner_image_pull_policy,
             otlp_endpoint: self.default_otlp_endpoint.clone(),
-            otlp_protocol: self.default_otlp_protocol.into(),
+            otlp_protocol: self.default_otlp_protocol,
             environment: self.default_environment.clone(),
             service_name: self.default_service_name.clone(),
         }
@@ -203,7 +235,7 @@ impl Default for JobDefaults {
             pull_policy: PullPolicy::IfNotPresent,
             otlp_endpoint: DEFAULT_OTLP_ENDPOINT.to_owned(),
             otlp_protocol: OtlpProtocol::Grpc,
-            environment: "development".to_owned(),
+            environment: DEFAULT_ENVIRONMENT.to_owned(),
             service_name: DEFAULT_SERVICE_NAME.to_owned(),
         }
     }
@@ -234,24 +266,13 @@ impl PullPolicy {
     }
 }
 
-/// OTLP protocol, as a flag value.
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    /// OTLP over gRPC.
-    #[value(name = "grpc")]
-    Grpc,
-    /// OTLP over HTTP with protobuf bodies.
-    #[value(name = "http/protobuf")]
-    HttpProtobuf,
-}
-
-impl From<Protocol> for OtlpProtocol {
-    fn from(p: Protocol) -> Self {
-        match p {
-            Protocol::Grpc => OtlpProtocol::Grpc,
-            Protocol::HttpProtobuf => OtlpProtocol::HttpProtobuf,
-        }
-    }
+/// Parses a flag value into the protocol type of the CRD, listing the accepted values in
+/// `--help` and in the error.
+fn otlp_protocol_parser() -> impl clap::builder::TypedValueParser<Value = OtlpProtocol> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(OtlpProtocol::ALL.map(OtlpProtocol::as_str))
+        // Only the listed names get here, and each is some protocol's name.
+        .map(|name| OtlpProtocol::from_name(&name).unwrap_or(OtlpProtocol::Grpc))
 }
 
 /// Log format on stderr.
@@ -277,6 +298,23 @@ mod tests {
     }
 
     #[test]
+    fn the_charts_helm_test_command_parses() {
+        let c = parse(&[
+            "check",
+            "--namespace=llmjob-system",
+            "--deployment=llmjob-operator",
+        ]);
+        assert_eq!(
+            c.command,
+            Some(Command::Check {
+                namespace: "llmjob-system".to_owned(),
+                deployment: "llmjob-operator".to_owned(),
+            })
+        );
+        assert_eq!(parse(&[]).command, None, "no command: run the operator");
+    }
+
+    #[test]
     fn the_charts_flags_parse() {
         let c = parse(&[
             "--runner-image=ghcr.io/llmjob-dev/llmjob-runner:0.1.0",
@@ -289,7 +327,7 @@ mod tests {
             "--leader-election-lease-name=my-lease",
             "--log-format=json",
         ]);
-        assert_eq!(c.default_otlp_protocol, Protocol::HttpProtobuf);
+        assert_eq!(c.default_otlp_protocol, OtlpProtocol::HttpProtobuf);
         assert_eq!(c.namespaces(), Some(vec!["a".to_owned(), "b".to_owned()]));
         assert!(c.leader_elect);
         assert_eq!(c.leader_election_lease_name, "my-lease");
@@ -324,6 +362,16 @@ mod tests {
     fn the_last_value_of_a_repeated_flag_wins() {
         let c = parse(&["--http-addr=0.0.0.0:8080", "--http-addr=127.0.0.1:9000"]);
         assert_eq!(c.http_addr.to_string(), "127.0.0.1:9000");
+    }
+
+    #[test]
+    fn otlp_protocol_values() {
+        assert_eq!(parse(&[]).default_otlp_protocol, OtlpProtocol::Grpc);
+        let err = Config::try_parse_from(["x", "--default-otlp-protocol=http/json"])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("grpc, http/protobuf"), "{err}");
     }
 
     #[test]

@@ -5,19 +5,25 @@
 //! watch caches too; what is read fresh from the API server, and when, is in [`crate::fetch`]):
 //! 1. finished (`Succeeded`/`Failed`): nothing runs again; only `observedGeneration` follows;
 //! 2. [`validate`](crate::validate) fails → `Stalled` with reason `InvalidSpec`, a Warning event;
-//! 3. its Job exists → owned by this LlmJob? (else `JobConflict`), `spec.suspend` follows the
-//!    LlmJob (unless a Kueue queue owns it), status derived from the Job and its pods;
-//! 4. no Job yet: the Job named in the status is gone → `Failed` (`JobDeleted`), never a second
-//!    run; else the API-key Secret must exist (else `SecretNotFound`/`SecretKeyNotFound`, and a
-//!    change of that Secret triggers the next reconcile), then the launch span starts, the Job is
-//!    created by server-side apply with `TRACEPARENT` = the launch span, and the status follows.
 //!
-//! The status is written only when it changed, and only a new `metadata.generation` of an
-//! LlmJob triggers a reconcile (the operator is the only writer of the status, so its own writes
-//! need none); Job, pod and Secret events do the rest. Requeue decisions are explicit: a finished
-//! or blocked LlmJob
-//! waits for a change; an unfinished one is re-checked every [`RESYNC`] as a safety net; errors
-//! retry after [`ERROR_REQUEUE`].
+//! then one of three paths:
+//!
+//! 3. a Job exists ([`Reconciler::with_job`]): owned by this LlmJob? (else `JobConflict`),
+//!    `spec.suspend` follows the LlmJob (unless a Kueue queue owns it), status derived from the
+//!    Job and its pods;
+//! 4. no Job yet ([`Reconciler::without_job`]): the Job named in the status is gone → `Failed`
+//!    (`JobDeleted`), never a second run; else the API-key Secret must exist (else
+//!    `SecretNotFound`/`SecretKeyNotFound`, and a change of that Secret triggers the next
+//!    reconcile);
+//! 5. launch ([`Reconciler::launch`]): the launch span starts, the Job is created by server-side
+//!    apply with `TRACEPARENT` = the launch span, and the status follows.
+//!
+//! A problem the LlmJob waits on is a [`Blocked`], a failed reconcile an [`Error`]; both name
+//! their category as an [`events::Reason`]. The status is written only when it changed, and only
+//! a new `metadata.generation` of an LlmJob triggers a reconcile (the operator is the only writer
+//! of the status, so its own writes need none); Job, pod and Secret events do the rest. Requeue
+//! decisions are explicit: a finished or blocked LlmJob waits for a change; an unfinished one is
+//! re-checked every [`RESYNC`] as a safety net; errors retry after [`ERROR_REQUEUE`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,24 +34,28 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, PartialObjectMeta};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{EventType, Recorder, Reporter};
+use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self as cache, ObjectRef, Store};
 use kube::runtime::{PredicateConfig, WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
-use llmjob_crds::v1alpha1::{LlmJob, LlmJobStatus, Phase};
+use llmjob_crds::v1alpha1::condition::{FAILED, READY, STALLED};
+use llmjob_crds::v1alpha1::{LlmJob, LlmJobStatus, Phase, TRACEPARENT_ANNOTATION};
 use opentelemetry_sdk::trace::SdkTracer;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::build_job::{self, BuildError, MANAGED_BY, MANAGED_BY_LABEL, NAME_LABEL};
+use crate::build_job::{self, BuildError};
 use crate::config::{Config, JobDefaults};
+use crate::contract::{self, MANAGED_BY, MANAGED_BY_LABEL, NAME_LABEL};
+use crate::events::Reason;
 use crate::http::Health;
 use crate::metrics::Metrics;
 use crate::own_writes::OwnWrites;
 use crate::secrets::{self, SecretError, SecretKeys};
 use crate::status::{self, Observation};
 use crate::telemetry::{self, LaunchInfo, LaunchSpan};
-use crate::{FIELD_MANAGER, apply, events, fetch, triggers, validate};
+use crate::validate::{self, Validated, ValidationError};
+use crate::{FIELD_MANAGER, apply, events, fetch, triggers};
 
 /// How often an unfinished LlmJob is re-checked even without a watch event.
 pub const RESYNC: Duration = Duration::from_secs(300);
@@ -112,14 +122,61 @@ impl Error {
         matches!(self, Error::Status { source: kube::Error::Api(s), .. } if s.is_conflict())
     }
 
-    /// A low-cardinality category, the label of the reconcile-error metric.
-    pub fn category(&self) -> &'static str {
+    /// The error's category: the label of the reconcile-error metric.
+    pub fn category(&self) -> Reason {
         match self {
-            Error::Read { .. } => "ReadFailed",
-            Error::CreateJob { .. } => "JobCreateFailed",
-            Error::Suspend { .. } => "SuspendFailed",
-            Error::Status { .. } => "StatusWriteFailed",
-            Error::Secret(_) => "SecretReadFailed",
+            Error::Read { .. } => Reason::ReadFailed,
+            Error::CreateJob { .. } => Reason::JobCreateFailed,
+            Error::Suspend { .. } => Reason::SuspendFailed,
+            Error::Status { .. } => Reason::StatusWriteFailed,
+            Error::Secret(e) => e.reason(),
+        }
+    }
+}
+
+/// Why an LlmJob cannot progress until something changes. Not a reconcile error: the status says
+/// `Stalled` with the problem's [`reason`](Blocked::reason), one Warning event under the same
+/// reason names it, and the reconcile waits.
+#[derive(Debug, thiserror::Error)]
+pub enum Blocked {
+    /// The spec is invalid.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// No Job can be built from the spec.
+    #[error(transparent)]
+    Build(BuildError),
+    /// A Job of the LlmJob's Job name exists and is not owned by the LlmJob.
+    #[error(
+        "Job {namespace}/{name} exists and is not owned by this LlmJob: delete that Job, or create \
+         the LlmJob under another name"
+    )]
+    JobConflict {
+        /// Namespace.
+        namespace: String,
+        /// Name of the Job.
+        name: String,
+    },
+    /// The API-key Secret, or its key, is missing ([`SecretError::is_missing`]).
+    #[error(transparent)]
+    SecretMissing(SecretError),
+}
+
+impl Blocked {
+    /// The problem's category: the reason of the `Stalled` condition and of the event.
+    pub fn reason(&self) -> Reason {
+        match self {
+            Blocked::Invalid(_) | Blocked::Build(_) => Reason::InvalidSpec,
+            Blocked::JobConflict { .. } => Reason::JobConflict,
+            Blocked::SecretMissing(e) => e.reason(),
+        }
+    }
+
+    /// When to look again.
+    fn requeue(&self) -> Action {
+        match self {
+            // The Secret watch triggers the next reconcile; the requeue covers a missed event.
+            Blocked::SecretMissing(_) => Action::requeue(RESYNC),
+            _ => Action::await_change(),
         }
     }
 }
@@ -271,7 +328,7 @@ fn llmjob_of_pod(store: &Store<LlmJob>, pod: &Pod) -> Option<ObjectRef<LlmJob>> 
         .iter()
         .find(|j| {
             j.namespace().as_deref() == Some(namespace.as_str())
-                && build_job::job_name(&j.name_any()) == *job_name
+                && contract::job_name(&j.name_any()) == *job_name
         })
         .map(|j| ObjectRef::from_obj(j.as_ref()))
 }
@@ -426,12 +483,13 @@ pub async fn run(
 
 /// Logs and counts a failed reconcile, and retries it after [`ERROR_REQUEUE`].
 pub fn error_policy(llmjob: Arc<LlmJob>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.error(error.category());
+    let category = error.category().as_str();
+    ctx.metrics.error(category);
     tracing::warn!(
         namespace = %llmjob.namespace().unwrap_or_default(),
         name = %llmjob.name_any(),
         error = %error,
-        category = error.category(),
+        category,
         "reconcile failed; retrying"
     );
     Action::requeue(ERROR_REQUEUE)
@@ -454,6 +512,8 @@ pub async fn reconcile(llmjob: Arc<LlmJob>, ctx: Arc<Context>) -> Result<Action,
         namespace: &namespace,
         name: &name,
         cached_rv: llmjob.resource_version(),
+        llmjobs: Api::namespaced(ctx.client.clone(), &namespace),
+        jobs: Api::namespaced(ctx.client.clone(), &namespace),
     }
     .run(llmjob)
     .instrument(span)
@@ -477,6 +537,10 @@ struct Reconciler<'a> {
     name: &'a str,
     /// The `resourceVersion` of the watch cache's copy this reconcile started from.
     cached_rv: Option<String>,
+    /// The LlmJobs of the namespace.
+    llmjobs: Api<LlmJob>,
+    /// The Jobs of the namespace.
+    jobs: Api<Job>,
 }
 
 impl Reconciler<'_> {
@@ -491,11 +555,10 @@ impl Reconciler<'_> {
     /// stale (a `Conflict`: every status write is conditional on the copy's `resourceVersion`,
     /// so events, which follow status changes, never repeat).
     async fn run(&self, cached: Arc<LlmJob>) -> Result<Action, Error> {
-        let llmjobs: Api<LlmJob> = Api::namespaced(self.ctx.client.clone(), self.namespace);
         let mut llmjob = Arc::unwrap_or_clone(self.ctx.own_writes.newest(cached));
         let mut fresh = false;
         loop {
-            let outcome = self.step(&llmjobs, &llmjob, fresh).await;
+            let outcome = self.step(&llmjob, fresh).await;
             let reason = match &outcome {
                 Ok(Step::NeedsFresh) => "create",
                 Err(e) if e.is_conflict() => "conflict",
@@ -509,7 +572,7 @@ impl Reconciler<'_> {
                 };
             }
             self.ctx.metrics.fresh_read(reason);
-            match fetch::llmjob(&llmjobs, self.name)
+            match fetch::llmjob(&self.llmjobs, self.name)
                 .await
                 .map_err(self.read_error("LlmJob"))?
             {
@@ -521,39 +584,27 @@ impl Reconciler<'_> {
     }
 
     /// One pass over `llmjob`; `fresh` tells whether it was just read from the API server.
-    async fn step(
-        &self,
-        llmjobs: &Api<LlmJob>,
-        llmjob: &LlmJob,
-        fresh: bool,
-    ) -> Result<Step, Error> {
-        let client = &self.ctx.client;
+    /// After the checks every LlmJob goes through, it takes one of three paths:
+    /// [`with_job`](Self::with_job), [`without_job`](Self::without_job) (which may
+    /// [`launch`](Self::launch)).
+    async fn step(&self, llmjob: &LlmJob, fresh: bool) -> Result<Step, Error> {
         if llmjob.meta().deletion_timestamp.is_some() {
             // Garbage collection deletes the Job and its pod with the LlmJob.
             return Ok(Step::Done(Action::await_change()));
         }
         let old = llmjob.status.clone().unwrap_or_default();
         if let Some(phase) = old.phase {
-            tracing::Span::current().record("llmjob.phase", status::phase_name(phase));
+            tracing::Span::current().record("llmjob.phase", phase.as_str());
             if phase.is_finished() {
-                return self
-                    .follow_generation(llmjobs, llmjob, old)
-                    .await
-                    .map(Step::Done);
+                return self.follow_generation(llmjob, old).await.map(Step::Done);
             }
         }
-
         let valid = match validate::validate(llmjob) {
             Ok(v) => v,
-            Err(e) => {
-                return self
-                    .blocked(llmjob, "InvalidSpec", e.to_string())
-                    .await
-                    .map(Step::Done);
-            }
+            Err(e) => return self.blocked(llmjob, e.into()).await.map(Step::Done),
         };
-        let jobs: Api<Job> = Api::namespaced(client.clone(), self.namespace);
-        let job_name = build_job::job_name(self.name);
+
+        let job_name = contract::job_name(self.name);
         let cached = self
             .ctx
             .caches
@@ -564,96 +615,101 @@ impl Reconciler<'_> {
             // Not in the cache: no Job yet, or the cache is behind. The decision to create it
             // is made on a fresh LlmJob and a fresh read of the Job.
             None if !fresh => return Ok(Step::NeedsFresh),
-            None => fetch::job(&jobs, &job_name)
+            None => fetch::job(&self.jobs, &job_name)
                 .await
                 .map_err(self.read_error("Job of LlmJob"))?,
         };
+        let action = match existing {
+            Some(job) => self.with_job(llmjob, job).await?,
+            None => self.without_job(llmjob, &valid, job_name).await?,
+        };
+        Ok(Step::Done(action))
+    }
 
-        if let Some(mut job) = existing {
-            if !owned_by(&job, llmjob) {
-                let message = format!(
-                    "Job {}/{job_name} exists and is not owned by this LlmJob: delete that Job, or \
-                     create the LlmJob under another name",
-                    self.namespace
-                );
-                return self
-                    .blocked(llmjob, "JobConflict", message)
-                    .await
-                    .map(Step::Done);
-            }
-            if !build_job::is_queued(llmjob) && !status::job_finished(&job) {
-                let want = llmjob.spec.suspend == Some(true);
-                let have = job.spec.as_ref().and_then(|s| s.suspend) == Some(true);
-                if want != have {
-                    job = apply::set_suspend(&jobs, &job_name, want)
-                        .await
-                        .map_err(|source| Error::Suspend {
-                            namespace: self.namespace.to_owned(),
-                            name: job_name.clone(),
-                            suspend: want,
-                            source,
-                        })?;
-                }
-            }
-            let cached_pods = self.ctx.caches.as_ref().and_then(|c| {
-                let pods = fetch::cached_pods(&c.pods, &job);
-                // A finished run's result is in its pod's termination message: the cache must
-                // hold every pod the Job counts as finished, else they are read fresh.
-                (!status::job_finished(&job) || fetch::has_finished_pods(&job, &pods))
-                    .then_some(pods)
-            });
-            let pods = match cached_pods {
-                Some(pods) => pods,
-                None => {
-                    let pods_api: Api<Pod> = Api::namespaced(client.clone(), self.namespace);
-                    fetch::pods(&pods_api, &job)
-                        .await
-                        .map_err(self.read_error("pods of LlmJob"))?
-                }
+    /// The Job exists: it must be this LlmJob's; its `spec.suspend` follows the LlmJob's; the
+    /// status follows the Job and its pods.
+    async fn with_job(&self, llmjob: &LlmJob, mut job: Job) -> Result<Action, Error> {
+        let job_name = job.name_any();
+        if !contract::controlled_by(&job, llmjob) {
+            let conflict = Blocked::JobConflict {
+                namespace: self.namespace.to_owned(),
+                name: job_name,
             };
-            return self
-                .observe(
-                    llmjobs,
-                    llmjob,
-                    Observation::Job {
-                        job: &job,
-                        pods: &pods,
-                    },
-                )
-                .await
-                .map(Step::Done);
+            return self.blocked(llmjob, conflict).await;
         }
-
-        if let Some(gone) = old.job_name.as_deref() {
-            return self
-                .observe(llmjobs, llmjob, Observation::JobGone { job_name: gone })
-                .await
-                .map(Step::Done);
+        if !contract::is_queued(llmjob) && !status::job_finished(&job) {
+            let want = llmjob.spec.suspend == Some(true);
+            let have = job.spec.as_ref().and_then(|s| s.suspend) == Some(true);
+            if want != have {
+                job = apply::set_suspend(&self.jobs, &job_name, want)
+                    .await
+                    .map_err(|source| Error::Suspend {
+                        namespace: self.namespace.to_owned(),
+                        name: job_name.clone(),
+                        suspend: want,
+                        source,
+                    })?;
+            }
         }
+        let cached_pods = self.ctx.caches.as_ref().and_then(|c| {
+            let pods = fetch::cached_pods(&c.pods, &job);
+            // A finished run's result is in its pod's termination message: the cache must
+            // hold every pod the Job counts as finished, else they are read fresh.
+            (!status::job_finished(&job) || fetch::has_finished_pods(&job, &pods)).then_some(pods)
+        });
+        let pods = match cached_pods {
+            Some(pods) => pods,
+            None => {
+                let pods_api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), self.namespace);
+                fetch::pods(&pods_api, &job)
+                    .await
+                    .map_err(self.read_error("pods of LlmJob"))?
+            }
+        };
+        self.observe(
+            llmjob,
+            Observation::Job {
+                job: &job,
+                pods: &pods,
+            },
+        )
+        .await
+    }
 
+    /// No Job yet: a Job the status names is gone (the run ends, never runs twice); else the
+    /// API-key Secret and its key must exist before the launch.
+    async fn without_job(
+        &self,
+        llmjob: &LlmJob,
+        valid: &Validated,
+        job_name: String,
+    ) -> Result<Action, Error> {
+        let old_job = llmjob.status.as_ref().and_then(|s| s.job_name.as_deref());
+        if let Some(gone) = old_job {
+            return self
+                .observe(llmjob, Observation::JobGone { job_name: gone })
+                .await;
+        }
         let selector = &llmjob.spec.openai.api_key_secret_ref;
         match self
             .ctx
             .secret_keys
-            .check(client, self.namespace, selector)
+            .check(&self.ctx.client, self.namespace, selector)
             .await
         {
-            Ok(()) => {}
-            Err(e @ SecretError::NotFound { .. }) => {
-                return self
-                    .blocked(llmjob, "SecretNotFound", e.to_string())
-                    .await
-                    .map(Step::Done);
-            }
-            Err(e @ SecretError::KeyNotFound { .. }) => {
-                return self
-                    .blocked(llmjob, "SecretKeyNotFound", e.to_string())
-                    .await
-                    .map(Step::Done);
-            }
-            Err(e) => return Err(Error::Secret(e)),
+            Ok(()) => self.launch(llmjob, valid, job_name).await,
+            Err(e) if e.is_missing() => self.blocked(llmjob, Blocked::SecretMissing(e)).await,
+            Err(e) => Err(Error::Secret(e)),
         }
+    }
 
+    /// Creates the Job under a new launch span, whose trace context the run's trace continues.
+    async fn launch(
+        &self,
+        llmjob: &LlmJob,
+        valid: &Validated,
+        job_name: String,
+    ) -> Result<Action, Error> {
         let launch = LaunchSpan::start(
             &self.ctx.tracer,
             &LaunchInfo {
@@ -666,21 +722,19 @@ impl Reconciler<'_> {
             },
             telemetry::current_span_context(),
         );
-        let job = match build_job::build_job(llmjob, &self.ctx.defaults, &launch.traceparent()) {
-            Ok(job) => job,
-            Err(BuildError::Finished(_)) => {
-                launch.end(None);
-                return Ok(Step::Done(Action::await_change()));
-            }
-            Err(e @ (BuildError::Invalid(_) | BuildError::Messages(_))) => {
-                launch.end(Some(&e.to_string()));
-                return self
-                    .blocked(llmjob, "InvalidSpec", e.to_string())
-                    .await
-                    .map(Step::Done);
-            }
-        };
-        let created = match apply::create_job(&jobs, &job).await {
+        let job =
+            match build_job::build_job(llmjob, valid, &self.ctx.defaults, &launch.traceparent()) {
+                Ok(job) => job,
+                Err(BuildError::Finished(_)) => {
+                    launch.end(None);
+                    return Ok(Action::await_change());
+                }
+                Err(e @ BuildError::Messages(_)) => {
+                    launch.end(Some(&e.to_string()));
+                    return self.blocked(llmjob, Blocked::Build(e)).await;
+                }
+            };
+        let created = match apply::create_job(&self.jobs, &job).await {
             Ok(created) => created,
             Err(source) => {
                 launch.end(Some(&source.to_string()));
@@ -696,25 +750,21 @@ impl Reconciler<'_> {
         tracing::info!(job = %job_name, trace_id = %trace_id, "created the Job");
         self.event(
             llmjob,
-            EventType::Normal,
-            events::JOB_CREATED,
+            Reason::JobCreated,
             format!("Created Job {job_name}; the run's trace id is {trace_id}"),
         )
         .await;
         if let Some(e) = &valid.parent_error {
             self.event(
                 llmjob,
-                EventType::Warning,
-                "InvalidTraceParent",
+                Reason::InvalidTraceParent,
                 format!(
-                    "annotation {} ignored ({e}); the run starts a new trace",
-                    llmjob_crds::v1alpha1::TRACEPARENT_ANNOTATION
+                    "annotation {TRACEPARENT_ANNOTATION} ignored ({e}); the run starts a new trace"
                 ),
             )
             .await;
         }
         self.observe(
-            llmjobs,
             llmjob,
             Observation::Job {
                 job: &created,
@@ -722,16 +772,10 @@ impl Reconciler<'_> {
             },
         )
         .await
-        .map(Step::Done)
     }
 
     /// A finished LlmJob never runs again: only `observedGeneration` follows spec edits.
-    async fn follow_generation(
-        &self,
-        llmjobs: &Api<LlmJob>,
-        llmjob: &LlmJob,
-        old: LlmJobStatus,
-    ) -> Result<Action, Error> {
+    async fn follow_generation(&self, llmjob: &LlmJob, old: LlmJobStatus) -> Result<Action, Error> {
         let generation = llmjob.meta().generation;
         if old.observed_generation != generation {
             let mut new = old;
@@ -739,25 +783,21 @@ impl Reconciler<'_> {
             for c in &mut new.conditions {
                 c.observed_generation = generation;
             }
-            self.write_status(llmjobs, llmjob, &new).await?;
+            self.write_status(llmjob, &new).await?;
         }
         Ok(Action::await_change())
     }
 
     /// The LlmJob cannot progress until something changes: status `Stalled`, one Warning event
     /// when the reason is new.
-    async fn blocked(
-        &self,
-        llmjob: &LlmJob,
-        reason: &'static str,
-        message: String,
-    ) -> Result<Action, Error> {
-        let llmjobs: Api<LlmJob> = Api::namespaced(self.ctx.client.clone(), self.namespace);
+    async fn blocked(&self, llmjob: &LlmJob, problem: Blocked) -> Result<Action, Error> {
+        let reason = problem.reason();
+        let message = problem.to_string();
         let old = llmjob.status.clone().unwrap_or_default();
         let already = old
             .conditions
             .iter()
-            .any(|c| c.type_ == status::STALLED && c.status == "True" && c.reason == reason);
+            .any(|c| c.type_ == STALLED && c.status == "True" && c.reason == reason.as_str());
         let new = status::derive(
             llmjob,
             Observation::Blocked {
@@ -767,41 +807,35 @@ impl Reconciler<'_> {
             Timestamp::now(),
         );
         if new != old {
-            self.write_status(&llmjobs, llmjob, &new).await?;
+            self.write_status(llmjob, &new).await?;
         }
         if !already {
-            tracing::warn!(reason, %message, "the LlmJob cannot run yet");
-            self.event(llmjob, EventType::Warning, reason, message)
-                .await;
+            tracing::warn!(reason = reason.as_str(), %message, "the LlmJob cannot run yet");
+            self.event(llmjob, reason, message).await;
         }
-        Ok(match reason {
-            // The Secret watch triggers the next reconcile; the requeue covers a missed event.
-            "SecretNotFound" | "SecretKeyNotFound" => Action::requeue(RESYNC),
-            _ => Action::await_change(),
-        })
+        Ok(problem.requeue())
     }
 
     /// Derives and writes the status from an observation; events and metrics for transitions.
     async fn observe(
         &self,
-        llmjobs: &Api<LlmJob>,
         llmjob: &LlmJob,
         observation: Observation<'_>,
     ) -> Result<Action, Error> {
         let old = llmjob.status.clone().unwrap_or_default();
         let new = status::derive(llmjob, observation, Timestamp::now());
         if new != old {
-            self.write_status(llmjobs, llmjob, &new).await?;
+            self.write_status(llmjob, &new).await?;
         }
         let Some(phase) = new.phase else {
             return Ok(Action::requeue(RESYNC));
         };
-        tracing::Span::current().record("llmjob.phase", status::phase_name(phase));
-        if let Some((type_, reason)) = events::for_transition(old.phase, phase) {
+        tracing::Span::current().record("llmjob.phase", phase.as_str());
+        if let Some(reason) = events::for_transition(old.phase, phase) {
             let condition = if phase == Phase::Failed {
-                status::FAILED
+                FAILED
             } else {
-                status::READY
+                READY
             };
             let note = new
                 .conditions
@@ -809,13 +843,13 @@ impl Reconciler<'_> {
                 .find(|c| c.type_ == condition)
                 .map(|c| c.message.clone())
                 .filter(|m| !m.is_empty())
-                .unwrap_or_else(|| format!("The LlmJob is {}", status::phase_name(phase)));
+                .unwrap_or_else(|| format!("The LlmJob is {}", phase.as_str()));
             tracing::info!(
-                from = old.phase.map(status::phase_name).unwrap_or("none"),
-                to = status::phase_name(phase),
+                from = old.phase.map(Phase::as_str).unwrap_or("none"),
+                to = phase.as_str(),
                 "phase changed"
             );
-            self.event(llmjob, type_, reason, note).await;
+            self.event(llmjob, reason, note).await;
         }
         if phase.is_finished() && !old.phase.is_some_and(Phase::is_finished) {
             if let Some(result) = &new.result {
@@ -832,14 +866,9 @@ impl Reconciler<'_> {
     }
 
     /// Writes the status, on condition that the LlmJob is still at `base`'s `resourceVersion`.
-    async fn write_status(
-        &self,
-        llmjobs: &Api<LlmJob>,
-        base: &LlmJob,
-        new: &LlmJobStatus,
-    ) -> Result<(), Error> {
+    async fn write_status(&self, base: &LlmJob, new: &LlmJobStatus) -> Result<(), Error> {
         let base_rv = base.resource_version();
-        let written = status::apply(llmjobs, self.name, base_rv.as_deref(), new)
+        let written = status::apply(&self.llmjobs, self.name, base_rv.as_deref(), new)
             .await
             .map_err(|source| Error::Status {
                 namespace: self.namespace.to_owned(),
@@ -852,44 +881,15 @@ impl Reconciler<'_> {
         Ok(())
     }
 
-    async fn event(&self, llmjob: &LlmJob, type_: EventType, reason: &str, note: String) {
-        let action = match reason {
-            events::JOB_CREATED => "Create",
-            _ => "Reconcile",
-        };
-        events::publish(&self.ctx.recorder, llmjob, type_, reason, action, note).await;
+    async fn event(&self, llmjob: &LlmJob, reason: Reason, note: String) {
+        events::publish(&self.ctx.recorder, llmjob, reason, note).await;
     }
-}
-
-/// Whether `job` is controlled by `llmjob` (its uid).
-fn owned_by(job: &Job, llmjob: &LlmJob) -> bool {
-    let uid = llmjob.uid();
-    job.owner_references()
-        .iter()
-        .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_fixtures::{job, llmjob, pod};
-
-    #[test]
-    fn ownership_is_by_uid() {
-        let lj = llmjob(
-            "metadata: {name: a, namespace: n, uid: u-1}\nspec: {prompt: hi, openai: {apiKeySecretRef: {name: s}}}",
-        );
-        let mine = job(
-            "metadata: {name: a, ownerReferences: [{apiVersion: llmjob.dev/v1alpha1, kind: LlmJob, name: a, uid: u-1, controller: true}]}",
-        );
-        let other = job(
-            "metadata: {name: a, ownerReferences: [{apiVersion: llmjob.dev/v1alpha1, kind: LlmJob, name: a, uid: u-2, controller: true}]}",
-        );
-        let none = job("metadata: {name: a}");
-        assert!(owned_by(&mine, &lj));
-        assert!(!owned_by(&other, &lj));
-        assert!(!owned_by(&none, &lj));
-    }
+    use crate::test_fixtures::{llmjob, pod};
 
     #[test]
     fn pods_map_to_their_llmjob() {
@@ -910,7 +910,7 @@ mod tests {
         );
         let p = pod(&format!(
             "metadata: {{name: p, namespace: n, labels: {{{NAME_LABEL}: {}}}}}",
-            build_job::job_name(&long)
+            contract::job_name(&long)
         ));
         assert_eq!(
             llmjob_of_pod(&reader, &p),

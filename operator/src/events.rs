@@ -1,71 +1,127 @@
 //! Kubernetes Events (`events.k8s.io/v1`) on LlmJobs: lifecycle and problems.
 //!
-//! Owns the event reasons and the one publish helper. Publishing is best effort: a failure is
-//! logged and never fails a reconcile. Notes never hold prompt, completion or secret data.
+//! Owns the reasons: each thing the operator reports is one [`Reason`], which is at once the
+//! Event's reason, the reason of the condition a problem sets, and the `category` label of the
+//! reconcile-error metric, so the three never disagree. Also owns the one publish helper.
+//! Publishing is best effort: a failure is logged and never fails a reconcile. Notes never hold
+//! prompt, completion or secret data.
 
 use kube::Resource;
 use kube::runtime::events::{Event, EventType, Recorder};
+use llmjob_crds::text;
 use llmjob_crds::v1alpha1::{LlmJob, Phase};
 
-/// The Job was created.
-pub const JOB_CREATED: &str = "JobCreated";
-/// The run finished with a completion.
-pub const SUCCEEDED: &str = "Succeeded";
-/// The run ended without a completion.
-pub const FAILED: &str = "Failed";
-/// The run was suspended.
-pub const SUSPENDED: &str = "Suspended";
-/// The run was resumed.
-pub const RESUMED: &str = "Resumed";
+/// Longest Event note, in bytes (the API server refuses more than 1 kB).
+const MAX_NOTE_BYTES: usize = 1000;
+
+/// Why the operator reports something: an Event's reason, a condition's reason, a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The Job was created.
+    JobCreated,
+    /// The run finished with a completion.
+    Succeeded,
+    /// The run ended without a completion.
+    Failed,
+    /// The run was suspended.
+    Suspended,
+    /// The run was resumed.
+    Resumed,
+    /// The spec is invalid (it slipped past admission, e.g. under an older CRD).
+    InvalidSpec,
+    /// A Job of the LlmJob's Job name exists and is not owned by the LlmJob.
+    JobConflict,
+    /// The API-key Secret does not exist.
+    SecretNotFound,
+    /// The API-key Secret exists without the key.
+    SecretKeyNotFound,
+    /// The `llmjob.dev/traceparent` annotation is invalid; the run starts a new trace.
+    InvalidTraceParent,
+    /// A reconcile could not read an object (retried).
+    ReadFailed,
+    /// A reconcile could not create the Job (retried).
+    JobCreateFailed,
+    /// A reconcile could not change the Job's `spec.suspend` (retried).
+    SuspendFailed,
+    /// A reconcile could not write the status (retried).
+    StatusWriteFailed,
+    /// A reconcile could not read the API-key Secret (retried).
+    SecretReadFailed,
+}
+
+impl Reason {
+    /// The CamelCase reason as users see it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::JobCreated => "JobCreated",
+            Reason::Succeeded => "Succeeded",
+            Reason::Failed => "Failed",
+            Reason::Suspended => "Suspended",
+            Reason::Resumed => "Resumed",
+            Reason::InvalidSpec => "InvalidSpec",
+            Reason::JobConflict => "JobConflict",
+            Reason::SecretNotFound => "SecretNotFound",
+            Reason::SecretKeyNotFound => "SecretKeyNotFound",
+            Reason::InvalidTraceParent => "InvalidTraceParent",
+            Reason::ReadFailed => "ReadFailed",
+            Reason::JobCreateFailed => "JobCreateFailed",
+            Reason::SuspendFailed => "SuspendFailed",
+            Reason::StatusWriteFailed => "StatusWriteFailed",
+            Reason::SecretReadFailed => "SecretReadFailed",
+        }
+    }
+
+    /// The type of its Event: `Normal` for the run's progress, `Warning` for a problem.
+    pub fn event_type(self) -> EventType {
+        match self {
+            Reason::JobCreated | Reason::Succeeded | Reason::Suspended | Reason::Resumed => {
+                EventType::Normal
+            }
+            _ => EventType::Warning,
+        }
+    }
+
+    /// The action of its Event: what the operator was doing.
+    pub fn action(self) -> &'static str {
+        match self {
+            Reason::JobCreated => "Create",
+            _ => "Reconcile",
+        }
+    }
+}
 
 /// A lifecycle event for a phase change, if the change deserves one.
 ///
 /// Like the Job controller (`SuccessfulCreate`, `Completed`), the operator reports the start of
 /// the work and its end, not each step between: the pod's start is in the `Running` phase, the
 /// status' `startTime` and the pod's own events, and every Event is one more write to etcd.
-pub fn for_transition(old: Option<Phase>, new: Phase) -> Option<(EventType, &'static str)> {
+pub fn for_transition(old: Option<Phase>, new: Phase) -> Option<Reason> {
     if old == Some(new) {
         return None;
     }
     match new {
-        Phase::Running | Phase::Pending if old == Some(Phase::Suspended) => {
-            Some((EventType::Normal, RESUMED))
-        }
+        Phase::Running | Phase::Pending if old == Some(Phase::Suspended) => Some(Reason::Resumed),
         Phase::Running | Phase::Pending => None,
-        Phase::Succeeded => Some((EventType::Normal, SUCCEEDED)),
-        Phase::Failed => Some((EventType::Warning, FAILED)),
-        Phase::Suspended => Some((EventType::Normal, SUSPENDED)),
+        Phase::Succeeded => Some(Reason::Succeeded),
+        Phase::Failed => Some(Reason::Failed),
+        Phase::Suspended => Some(Reason::Suspended),
     }
 }
 
 /// Publishes an event about `llmjob`; failures are logged, not returned.
-pub async fn publish(
-    recorder: &Recorder,
-    llmjob: &LlmJob,
-    type_: EventType,
-    reason: &str,
-    action: &str,
-    note: String,
-) {
+pub async fn publish(recorder: &Recorder, llmjob: &LlmJob, reason: Reason, note: String) {
     let mut note = note;
-    if note.len() > 1000 {
-        let mut cut = 997;
-        while !note.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        note.truncate(cut);
-        note.push_str("...");
-    }
+    text::truncate(&mut note, MAX_NOTE_BYTES);
     let reference = llmjob.object_ref(&());
     let event = Event {
-        type_,
-        reason: reason.to_owned(),
+        type_: reason.event_type(),
+        reason: reason.as_str().to_owned(),
         note: Some(note),
-        action: action.to_owned(),
+        action: reason.action().to_owned(),
         secondary: None,
     };
     if let Err(e) = recorder.publish(&event, &reference).await {
-        tracing::warn!(error = %e, reason, "publishing an event failed");
+        tracing::warn!(error = %e, reason = reason.as_str(), "publishing an event failed");
     }
 }
 
@@ -79,16 +135,25 @@ mod tests {
         assert_eq!(for_transition(Some(Phase::Pending), Phase::Running), None);
         assert_eq!(
             for_transition(Some(Phase::Suspended), Phase::Running),
-            Some((EventType::Normal, RESUMED))
+            Some(Reason::Resumed)
         );
         assert_eq!(
             for_transition(Some(Phase::Suspended), Phase::Pending),
-            Some((EventType::Normal, RESUMED))
+            Some(Reason::Resumed)
         );
-        assert_eq!(
-            for_transition(None, Phase::Failed),
-            Some((EventType::Warning, FAILED))
-        );
+        assert_eq!(for_transition(None, Phase::Failed), Some(Reason::Failed));
+        assert_eq!(Reason::Failed.event_type(), EventType::Warning);
         assert_eq!(for_transition(None, Phase::Pending), None);
+    }
+
+    #[test]
+    fn reasons_as_users_see_them() {
+        assert_eq!(Reason::JobCreated.as_str(), "JobCreated");
+        assert_eq!(Reason::JobCreated.event_type(), EventType::Normal);
+        assert_eq!(Reason::JobCreated.action(), "Create");
+        assert_eq!(Reason::SecretKeyNotFound.as_str(), "SecretKeyNotFound");
+        assert_eq!(Reason::SecretKeyNotFound.event_type(), EventType::Warning);
+        assert_eq!(Reason::SecretKeyNotFound.action(), "Reconcile");
+        assert_eq!(Reason::StatusWriteFailed.as_str(), "StatusWriteFailed");
     }
 }

@@ -14,6 +14,8 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, ResourceExt};
 use llmjob_crds::v1alpha1::LlmJob;
 
+use crate::contract::controlled_by;
+
 /// The label the Job controller puts on a Job's pods.
 pub const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
 
@@ -44,7 +46,10 @@ pub fn cached_pods(store: &Store<Pod>, job: &Job) -> Vec<Pod> {
     store
         .state()
         .iter()
-        .filter(|p| p.namespace() == job.namespace() && controlled_by(p, job))
+        .filter(|p| {
+            let pod: &Pod = p;
+            pod.namespace() == job.namespace() && controlled_by(pod, job)
+        })
         .map(|p| Pod::clone(p))
         .collect()
 }
@@ -81,13 +86,6 @@ pub fn has_finished_pods(job: &Job, pods: &[Pod]) -> bool {
         })
         .count();
     counted > 0 && finished >= counted
-}
-
-fn controlled_by(pod: &Pod, job: &Job) -> bool {
-    let uid = job.uid();
-    pod.owner_references()
-        .iter()
-        .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref())
 }
 
 #[cfg(test)]

@@ -3,14 +3,22 @@
 //! The reconcile is a pipeline of small steps, one module each:
 //! [`fetch`] (read the LlmJob, its Job and pods) → [`validate`] → [`secrets`] (the API-key Secret
 //! exists) → [`build_job`] (pure: the Job) → [`apply`] (server-side apply) → [`status`] (pure
-//! derivation, then one status patch) → [`events`]. [`controller`] wires them into kube-rs
-//! `Controller`s; [`leader`], [`http`] (health and metrics), [`metrics`] and [`telemetry`] (the
-//! operator's own traces and the launch span that parents every run's trace) surround it.
-//! [`run`] is the whole operator; `main.rs` only parses flags and calls it.
+//! derivation, then one status patch) → [`events`] (which also owns the reasons every problem is
+//! reported under). [`contract`] holds what the steps share about the Job (its name, labels,
+//! container) and imports none of them. [`controller`] wires them into kube-rs `Controller`s;
+//! [`leader`], [`http`] (health and metrics), [`metrics`] and [`telemetry`] (the operator's own
+//! traces and the launch span that parents every run's trace) surround it. [`run`] is the whole
+//! operator; `main.rs` only parses flags and calls it (or, for `llmjob-operator check`, the
+//! chart's `helm test`, [`check`]).
+//!
+//! Imports between these modules run one way (`operator/tests/module_graph.rs` fails on a
+//! circle and prints the graph).
 
 pub mod apply;
 pub mod build_job;
+pub mod check;
 pub mod config;
+pub mod contract;
 pub mod controller;
 pub mod events;
 pub mod fetch;

@@ -14,12 +14,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::status::phase_name;
-
 /// Labels of the reconcile-error counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
-    /// The error's category (the same string as the event and condition reason).
+    /// The error's category: an [`events::Reason`](crate::events::Reason), the type that also
+    /// names the reasons of events and conditions.
     pub category: String,
 }
 
@@ -180,7 +179,9 @@ impl Metrics {
             ("Unknown", 0),
         ]);
         for p in phases {
-            *counts.entry(p.map_or("Unknown", phase_name)).or_default() += 1;
+            *counts
+                .entry(p.map_or("Unknown", Phase::as_str))
+                .or_default() += 1;
         }
         for (phase, n) in counts {
             self.llmjobs

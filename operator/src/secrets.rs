@@ -13,6 +13,8 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 use llmjob_crds::v1alpha1::{LlmJob, SecretKeySelector};
 
+use crate::events::Reason;
+
 /// Why the API-key Secret is not usable.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
@@ -56,6 +58,23 @@ pub enum SecretError {
         #[source]
         source: kube::Error,
     },
+}
+
+impl SecretError {
+    /// The category of the problem (see [`Reason`]).
+    pub fn reason(&self) -> Reason {
+        match self {
+            SecretError::NotFound { .. } => Reason::SecretNotFound,
+            SecretError::KeyNotFound { .. } => Reason::SecretKeyNotFound,
+            SecretError::Read { .. } => Reason::SecretReadFailed,
+        }
+    }
+
+    /// Whether the Secret or its key is missing: the LlmJob waits for the user (a read that
+    /// failed is retried instead).
+    pub fn is_missing(&self) -> bool {
+        !matches!(self, SecretError::Read { .. })
+    }
 }
 
 /// The key names of the API-key Secrets checked so far, each remembered with the Secret's

@@ -13,40 +13,26 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
 use llmjob_crds::result::{RunResult, RunStatus};
+use llmjob_crds::text;
+use llmjob_crds::v1alpha1::condition::{FAILED, READY, RECONCILING, STALLED, SUCCEEDED};
 use llmjob_crds::v1alpha1::{LlmJob, LlmJobStatus, Phase};
 
 use crate::FIELD_MANAGER;
-use crate::build_job::{CONTAINER_NAME, LAUNCH_TRACEPARENT_ANNOTATION, is_queued};
+use crate::contract::{CONTAINER_NAME, LAUNCH_TRACEPARENT_ANNOTATION, queue};
+use crate::events::Reason;
 use crate::traceparent::TraceParent;
 use crate::triggers::STARTING_REASONS;
-
-/// Condition type: the run succeeded (kstatus' readiness).
-pub const READY: &str = "Ready";
-/// Condition type: the run finished with a completion (terminal).
-pub const SUCCEEDED: &str = "Succeeded";
-/// Condition type: the run finished without a completion (terminal).
-pub const FAILED: &str = "Failed";
-/// Condition type: the operator is still working towards the end of the run (kstatus).
-pub const RECONCILING: &str = "Reconciling";
-/// Condition type: the LlmJob cannot progress until something changes (kstatus).
-pub const STALLED: &str = "Stalled";
 
 /// What the reconcile saw, the input of [`derive`].
 #[derive(Debug, Clone, Copy)]
 pub enum Observation<'a> {
     /// The LlmJob cannot progress until something changes: an invalid spec, a missing Secret, a
-    /// Job of the same name owned by someone else. `reason` is the error's category.
+    /// Job of the same name owned by someone else. `reason` is the problem's category, the same
+    /// as the reason of the Warning event about it.
     Blocked {
-        /// CamelCase reason.
-        reason: &'static str,
+        /// The problem's category.
+        reason: Reason,
         /// What is wrong and what to do.
-        message: &'a str,
-    },
-    /// A transient problem the reconcile retries (an API error). `reason` is its category.
-    Retrying {
-        /// CamelCase reason.
-        reason: &'static str,
-        /// What went wrong.
         message: &'a str,
     },
     /// The Job exists (it may have just been created).
@@ -61,17 +47,6 @@ pub enum Observation<'a> {
         /// Its name.
         job_name: &'a str,
     },
-}
-
-/// The CamelCase name of a phase.
-pub fn phase_name(phase: Phase) -> &'static str {
-    match phase {
-        Phase::Pending => "Pending",
-        Phase::Running => "Running",
-        Phase::Succeeded => "Succeeded",
-        Phase::Failed => "Failed",
-        Phase::Suspended => "Suspended",
-    }
 }
 
 /// What the runner container of the Job's pods tells.
@@ -162,10 +137,9 @@ pub fn runner_state(pods: &[Pod]) -> RunnerState {
                     .as_deref()
                     .is_some_and(|r| RUNTIME_REASONS.contains(&r)) =>
             {
-                state.result_error = Some(format!(
-                    "the container runtime reported: {}",
-                    truncate(message.to_owned(), RUNTIME_MESSAGE_BYTES)
-                ))
+                let mut message = message.to_owned();
+                text::truncate(&mut message, RUNTIME_MESSAGE_BYTES);
+                state.result_error = Some(format!("the container runtime reported: {message}"))
             }
             Some(message) => match RunResult::parse(message) {
                 Ok(r) => state.result = Some(r),
@@ -187,52 +161,116 @@ const RUNTIME_REASONS: &[&str] = &["StartError", "ContainerCannotRun"];
 /// How much of a runtime's message goes into a condition.
 const RUNTIME_MESSAGE_BYTES: usize = 300;
 
-/// One condition as the derivation wants it; [`derive`] adds times and generations.
-struct Want {
-    ready: (bool, String, String),
-    succeeded: (bool, String, String),
-    failed: (bool, String, String),
-    reconciling: (bool, String, String),
-    stalled: (bool, String, String),
+/// How much of a message goes into a condition.
+const CONDITION_MESSAGE_BYTES: usize = 4096;
+
+/// One condition as the derivation wants it: its status, reason and message; [`condition`] adds
+/// the times and the generation.
+struct WantedCondition {
+    status: bool,
+    reason: String,
+    message: String,
 }
 
-fn f(reason: &str, message: impl Into<String>) -> (bool, String, String) {
-    (false, reason.to_owned(), message.into())
-}
+impl WantedCondition {
+    /// A condition with status `True`.
+    fn status_true(reason: &str, message: impl Into<String>) -> Self {
+        WantedCondition {
+            status: true,
+            reason: reason.to_owned(),
+            message: message.into(),
+        }
+    }
 
-fn t(reason: &str, message: impl Into<String>) -> (bool, String, String) {
-    (true, reason.to_owned(), message.into())
-}
-
-/// The conditions of a phase that is neither finished nor blocked.
-fn in_progress(phase: Phase, reason: &str, message: String) -> Want {
-    let reconciling = phase != Phase::Suspended;
-    Want {
-        ready: f(reason, message.clone()),
-        succeeded: f(reason, "The run has not finished"),
-        failed: f(reason, "The run has not finished"),
-        reconciling: (reconciling, reason.to_owned(), message),
-        stalled: f(reason, ""),
+    /// A condition with status `False`.
+    fn status_false(reason: &str, message: impl Into<String>) -> Self {
+        WantedCondition {
+            status: false,
+            reason: reason.to_owned(),
+            message: message.into(),
+        }
     }
 }
 
-fn succeeded(message: String) -> Want {
-    Want {
-        ready: t("Succeeded", message.clone()),
-        succeeded: t("Completed", message),
-        failed: f("Succeeded", ""),
-        reconciling: f("Succeeded", ""),
-        stalled: f("Succeeded", ""),
-    }
+/// The five conditions of a status as the derivation wants them.
+struct WantedConditions {
+    ready: WantedCondition,
+    succeeded: WantedCondition,
+    failed: WantedCondition,
+    reconciling: WantedCondition,
+    stalled: WantedCondition,
 }
 
-fn failed(reason: &str, message: String) -> Want {
-    Want {
-        ready: f(reason, message.clone()),
-        succeeded: f(reason, ""),
-        failed: t(reason, message.clone()),
-        reconciling: f(reason, ""),
-        stalled: t(reason, message),
+/// The message of the terminal conditions while the run goes on.
+const NOT_FINISHED: &str = "The run has not finished";
+
+impl WantedConditions {
+    /// A phase that is neither finished nor blocked: `Reconciling` unless suspended.
+    fn in_progress(phase: Phase, reason: &str, message: String) -> Self {
+        WantedConditions {
+            ready: WantedCondition::status_false(reason, message.clone()),
+            succeeded: WantedCondition::status_false(reason, NOT_FINISHED),
+            failed: WantedCondition::status_false(reason, NOT_FINISHED),
+            reconciling: WantedCondition {
+                status: phase != Phase::Suspended,
+                reason: reason.to_owned(),
+                message,
+            },
+            stalled: WantedCondition::status_false(reason, ""),
+        }
+    }
+
+    /// Stuck until something changes: `Stalled`.
+    fn blocked(reason: &str, message: &str) -> Self {
+        WantedConditions {
+            ready: WantedCondition::status_false(reason, message),
+            succeeded: WantedCondition::status_false(reason, NOT_FINISHED),
+            failed: WantedCondition::status_false(reason, NOT_FINISHED),
+            reconciling: WantedCondition::status_false(reason, message),
+            stalled: WantedCondition::status_true(reason, message),
+        }
+    }
+
+    /// The run succeeded: `Ready` and `Succeeded`.
+    fn succeeded(message: String) -> Self {
+        WantedConditions {
+            ready: WantedCondition::status_true("Succeeded", message.clone()),
+            succeeded: WantedCondition::status_true("Completed", message),
+            failed: WantedCondition::status_false("Succeeded", ""),
+            reconciling: WantedCondition::status_false("Succeeded", ""),
+            stalled: WantedCondition::status_false("Succeeded", ""),
+        }
+    }
+
+    /// The run failed: `Failed` and `Stalled` (it never runs again).
+    fn failed(reason: &str, message: String) -> Self {
+        WantedConditions {
+            ready: WantedCondition::status_false(reason, message.clone()),
+            succeeded: WantedCondition::status_false(reason, ""),
+            failed: WantedCondition::status_true(reason, message.clone()),
+            reconciling: WantedCondition::status_false(reason, ""),
+            stalled: WantedCondition::status_true(reason, message),
+        }
+    }
+
+    /// The conditions, each with the `lastTransitionTime` of `old` when its status did not
+    /// change, in the order of [`llmjob_crds::v1alpha1::condition::ALL`].
+    fn into_conditions(
+        self,
+        old: &[Condition],
+        generation: Option<i64>,
+        now: &Timestamp,
+    ) -> Vec<Condition> {
+        [
+            (READY, self.ready),
+            (SUCCEEDED, self.succeeded),
+            (FAILED, self.failed),
+            (RECONCILING, self.reconciling),
+            (STALLED, self.stalled),
+        ]
+        .into_iter()
+        .map(|(type_, wanted)| condition(old, type_, wanted, generation, now))
+        .collect()
     }
 }
 
@@ -240,36 +278,26 @@ fn failed(reason: &str, message: String) -> Want {
 fn condition(
     old: &[Condition],
     type_: &str,
-    (status, reason, message): (bool, String, String),
+    wanted: WantedCondition,
     generation: Option<i64>,
     now: &Timestamp,
 ) -> Condition {
-    let status = if status { "True" } else { "False" };
+    let status = if wanted.status { "True" } else { "False" };
     let last_transition_time = old
         .iter()
         .find(|c| c.type_ == type_ && c.status == status)
         .map(|c| c.last_transition_time.clone())
         .unwrap_or_else(|| Time(*now));
+    let mut message = wanted.message;
+    text::truncate(&mut message, CONDITION_MESSAGE_BYTES);
     Condition {
         type_: type_.to_owned(),
         status: status.to_owned(),
-        reason,
-        message: truncate(message, 4096),
+        reason: wanted.reason,
+        message,
         observed_generation: generation,
         last_transition_time,
     }
-}
-
-fn truncate(mut s: String, max: usize) -> String {
-    if s.len() > max {
-        let mut cut = max - 3;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-        s.push_str("...");
-    }
-    s
 }
 
 /// The CamelCase condition reason of a runner error type.
@@ -409,42 +437,29 @@ pub fn derive(llmjob: &LlmJob, observation: Observation<'_>, now: Timestamp) -> 
     let mut status = old.clone();
     status.observed_generation = llmjob.meta().generation;
 
-    let want = match observation {
+    let wanted = match observation {
         Observation::Blocked { reason, message } => {
             status.phase = Some(match old.phase {
                 Some(p @ (Phase::Running | Phase::Suspended)) => p,
                 _ => Phase::Pending,
             });
-            Want {
-                ready: f(reason, message),
-                succeeded: f(reason, "The run has not finished"),
-                failed: f(reason, "The run has not finished"),
-                reconciling: f(reason, message),
-                stalled: t(reason, message),
-            }
-        }
-        Observation::Retrying { reason, message } => {
-            let phase = old.phase.unwrap_or(Phase::Pending);
-            status.phase = Some(phase);
-            let mut want = in_progress(phase, reason, message.to_owned());
-            want.reconciling = t(reason, message);
-            want
+            WantedConditions::blocked(reason.as_str(), message)
         }
         Observation::JobGone { job_name } => {
             status.completion_time = old.completion_time.clone().or(Some(Time(now)));
             match old.result.as_ref() {
                 Some(r) if r.status == RunStatus::Succeeded => {
                     status.phase = Some(Phase::Succeeded);
-                    succeeded(success_message(Some(r)))
+                    WantedConditions::succeeded(success_message(Some(r)))
                 }
                 Some(r) => {
                     status.phase = Some(Phase::Failed);
                     let (reason, message) = failure_from_result(llmjob, r);
-                    failed(reason, message)
+                    WantedConditions::failed(reason, message)
                 }
                 None => {
                     status.phase = Some(Phase::Failed);
-                    failed(
+                    WantedConditions::failed(
                         "JobDeleted",
                         format!(
                             "Job {job_name} was deleted before the run finished, so its result is \
@@ -460,15 +475,7 @@ pub fn derive(llmjob: &LlmJob, observation: Observation<'_>, now: Timestamp) -> 
         }
     };
 
-    let generation = llmjob.meta().generation;
-    let conds = &old.conditions;
-    status.conditions = vec![
-        condition(conds, READY, want.ready, generation, &now),
-        condition(conds, SUCCEEDED, want.succeeded, generation, &now),
-        condition(conds, FAILED, want.failed, generation, &now),
-        condition(conds, RECONCILING, want.reconciling, generation, &now),
-        condition(conds, STALLED, want.stalled, generation, &now),
-    ];
+    status.conditions = wanted.into_conditions(&old.conditions, llmjob.meta().generation, &now);
     status
 }
 
@@ -479,7 +486,7 @@ fn derive_from_job(
     job: &Job,
     pods: &[Pod],
     now: Timestamp,
-) -> Want {
+) -> WantedConditions {
     let job_name = job.name_any();
     let runner = runner_state(pods);
     status.job_name = Some(job_name.clone());
@@ -540,7 +547,7 @@ fn derive_from_job(
         if let Some(e) = &runner.result_error {
             message.push_str(&format!(" ({e}; no usage recorded)"));
         }
-        return succeeded(message);
+        return WantedConditions::succeeded(message);
     }
     if complete.is_some() || job_failed.is_some() {
         status.phase = Some(Phase::Failed);
@@ -550,7 +557,7 @@ fn derive_from_job(
             .filter(|r| r.status == RunStatus::Failed)
         {
             let (reason, message) = failure_from_result(llmjob, r);
-            return failed(reason, message);
+            return WantedConditions::failed(reason, message);
         }
         let cond = job_failed.or(complete);
         let job_reason = cond.and_then(|c| c.reason.clone()).unwrap_or_default();
@@ -585,28 +592,22 @@ fn derive_from_job(
             "DeadlineExceeded" => "DeadlineExceeded",
             _ => "RunFailed",
         };
-        return failed(reason, message);
+        return WantedConditions::failed(reason, message);
     }
 
     let suspended = job.spec.as_ref().and_then(|s| s.suspend) == Some(true);
     if suspended {
         status.phase = Some(Phase::Suspended);
-        let message = if is_queued(llmjob) {
-            let queue = llmjob
-                .labels()
-                .get(llmjob_crds::v1alpha1::KUEUE_QUEUE_LABEL)
-                .cloned()
-                .unwrap_or_default();
-            format!("Job {job_name} waits for admission by Kueue queue {queue}")
-        } else {
-            format!("spec.suspend is true: Job {job_name} is suspended")
+        let message = match queue(llmjob) {
+            Some(queue) => format!("Job {job_name} waits for admission by Kueue queue {queue}"),
+            None => format!("spec.suspend is true: Job {job_name} is suspended"),
         };
-        return in_progress(Phase::Suspended, "Suspended", message);
+        return WantedConditions::in_progress(Phase::Suspended, "Suspended", message);
     }
     if runner.running {
         status.phase = Some(Phase::Running);
         let pod = runner.pod_name.as_deref().unwrap_or("?");
-        return in_progress(
+        return WantedConditions::in_progress(
             Phase::Running,
             "Running",
             format!("Job {job_name} is running (pod {pod})"),
@@ -621,7 +622,7 @@ fn derive_from_job(
         }
         _ => format!("Job {job_name} created; waiting for its pod to start"),
     };
-    in_progress(Phase::Pending, "Pending", message)
+    WantedConditions::in_progress(Phase::Pending, "Pending", message)
 }
 
 /// Writes `status` to the LlmJob's `/status` by server-side apply with the operator's field
@@ -1078,7 +1079,7 @@ spec: {prompt: hi, openai: {apiKeySecretRef: {name: openai}}}
         let s = derive(
             &lj,
             Observation::Blocked {
-                reason: "SecretNotFound",
+                reason: Reason::SecretNotFound,
                 message: msg,
             },
             now(),
@@ -1089,27 +1090,6 @@ spec: {prompt: hi, openai: {apiKeySecretRef: {name: openai}}}
         assert_eq!(cond(&s, STALLED).message, msg);
         assert_eq!(cond(&s, READY).reason, "SecretNotFound");
         assert!(s.job_name.is_none());
-    }
-
-    #[test]
-    fn retrying_keeps_the_phase() {
-        let mut lj = llmjob(LLMJOB);
-        lj.status = Some(LlmJobStatus {
-            phase: Some(Phase::Running),
-            ..LlmJobStatus::default()
-        });
-        let s = derive(
-            &lj,
-            Observation::Retrying {
-                reason: "FetchFailed",
-                message: "timeout",
-            },
-            now(),
-        );
-        assert_eq!(s.phase, Some(Phase::Running));
-        assert_eq!(cond(&s, RECONCILING).status, "True");
-        assert_eq!(cond(&s, RECONCILING).reason, "FetchFailed");
-        assert_eq!(cond(&s, STALLED).status, "False");
     }
 
     #[test]

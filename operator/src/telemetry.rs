@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use llmjob_crds::v1alpha1::OtlpProtocol;
 use opentelemetry::trace::{
     Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId,
     TraceState, Tracer as _, TracerProvider as _,
@@ -21,7 +22,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::config::{Config, LogFormat, Protocol};
+use crate::config::{Config, LogFormat};
 use crate::traceparent::TraceParent;
 
 /// Instrumentation scope of the operator's spans.
@@ -69,7 +70,7 @@ pub enum Export {
         /// Endpoint (with a scheme).
         endpoint: String,
         /// Protocol.
-        protocol: Protocol,
+        protocol: OtlpProtocol,
     },
 }
 
@@ -92,10 +93,11 @@ pub fn export_from(
         .or_else(|| get("OTEL_EXPORTER_OTLP_ENDPOINT"))
     {
         Some(endpoint) => {
-            let protocol = match get("OTEL_EXPORTER_OTLP_PROTOCOL").as_deref() {
-                None | Some("grpc") => Protocol::Grpc,
-                Some("http/protobuf") => Protocol::HttpProtobuf,
-                Some(other) => return Err(TelemetryError::Protocol(other.to_owned())),
+            let protocol = match get("OTEL_EXPORTER_OTLP_PROTOCOL") {
+                None => OtlpProtocol::Grpc,
+                Some(name) => {
+                    OtlpProtocol::from_name(&name).ok_or(TelemetryError::Protocol(name))?
+                }
             };
             (endpoint, protocol)
         }
@@ -185,16 +187,16 @@ impl Telemetry {
 
 fn span_exporter(
     endpoint: &str,
-    protocol: Protocol,
+    protocol: OtlpProtocol,
 ) -> Result<opentelemetry_otlp::SpanExporter, TelemetryError> {
     use opentelemetry_otlp::WithExportConfig;
     let built = match protocol {
-        Protocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
+        OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
             .with_endpoint(endpoint)
             .with_timeout(EXPORT_TIMEOUT)
             .build(),
-        Protocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
+        OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
             .with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')))
@@ -318,7 +320,7 @@ mod tests {
             export(&[]).unwrap(),
             Export::Otlp {
                 endpoint: "http://collector:4317".into(),
-                protocol: Protocol::Grpc
+                protocol: OtlpProtocol::Grpc
             }
         );
         assert_eq!(
@@ -329,7 +331,7 @@ mod tests {
             .unwrap(),
             Export::Otlp {
                 endpoint: "https://otel:4318".into(),
-                protocol: Protocol::HttpProtobuf
+                protocol: OtlpProtocol::HttpProtobuf
             }
         );
         assert_eq!(

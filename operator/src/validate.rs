@@ -7,9 +7,9 @@
 //! anything else that needs the cluster.
 
 use kube::Resource;
-use llmjob_crds::v1alpha1::{LlmJob, TRACEPARENT_ANNOTATION};
+use llmjob_crds::env::DEFAULT_TIMEOUT_SECS;
+use llmjob_crds::v1alpha1::{ChatMessage, LlmJob, TRACEPARENT_ANNOTATION};
 
-use crate::build_job::DEFAULT_TIMEOUT_SECS;
 use crate::traceparent::{TraceParent, TraceParentError};
 
 /// Longest accepted `spec.run.timeout` (the CRD's bound).
@@ -37,8 +37,17 @@ pub enum ValidationError {
     Timeout(String),
 }
 
+/// What the model is asked: exactly one of `spec.prompt` and `spec.messages`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// `spec.prompt`.
+    Prompt(String),
+    /// `spec.messages`, at least one.
+    Messages(Vec<ChatMessage>),
+}
+
 /// What the later steps need from a valid LlmJob.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Validated {
     /// `metadata.name`.
     pub name: String,
@@ -46,6 +55,8 @@ pub struct Validated {
     pub namespace: String,
     /// `metadata.uid`.
     pub uid: String,
+    /// The prompt or the messages.
+    pub input: Input,
     /// The run's deadline in seconds.
     pub timeout_secs: u64,
     /// The trace context of the `llmjob.dev/traceparent` annotation, when it holds a valid one.
@@ -73,12 +84,13 @@ pub fn validate(llmjob: &LlmJob) -> Result<Validated, ValidationError> {
         .clone()
         .filter(|n| !n.is_empty())
         .ok_or(ValidationError::MissingMetadata("metadata.uid"))?;
-    match (&llmjob.spec.prompt, &llmjob.spec.messages) {
+    let input = match (&llmjob.spec.prompt, &llmjob.spec.messages) {
         (None, None) => return Err(ValidationError::NoPrompt),
         (Some(_), Some(_)) => return Err(ValidationError::PromptAndMessages),
         (None, Some(m)) if m.is_empty() => return Err(ValidationError::NoMessages),
-        _ => {}
-    }
+        (Some(prompt), None) => Input::Prompt(prompt.clone()),
+        (None, Some(messages)) => Input::Messages(messages.clone()),
+    };
     let timeout_secs = match llmjob.spec.run.as_ref().and_then(|r| r.timeout.as_deref()) {
         None => DEFAULT_TIMEOUT_SECS,
         Some(t) => parse_timeout(t).ok_or_else(|| ValidationError::Timeout(t.to_owned()))?,
@@ -98,40 +110,33 @@ pub fn validate(llmjob: &LlmJob) -> Result<Validated, ValidationError> {
         name,
         namespace,
         uid,
+        input,
         timeout_secs,
         parent,
         parent_error,
     })
 }
 
-/// Parses `([0-9]+h)?([0-9]+m)?([0-9]+s)?` (the CRD's pattern) into seconds, between 1s and 24h.
+/// Parses a timeout of the CRD's pattern `([0-9]+h)?([0-9]+m)?([0-9]+s)?` into seconds, between
+/// 1s and 24h. humantime reads the duration; it accepts more than the pattern (days, spaces,
+/// units in any order), so the shape is checked first.
 pub fn parse_timeout(value: &str) -> Option<u64> {
-    let mut total: u64 = 0;
-    let mut digits = String::new();
-    let mut last_unit = 0u8; // 0 none, 1 h, 2 m, 3 s: units must come in this order, once each
-    for c in value.chars() {
-        if c.is_ascii_digit() {
-            digits.push(c);
-            continue;
-        }
-        let (rank, factor) = match c {
-            'h' => (1, 3600),
-            'm' => (2, 60),
-            's' => (3, 1),
-            _ => return None,
-        };
-        if digits.is_empty() || rank <= last_unit {
+    let mut last_unit = None;
+    for part in value.split_inclusive(['h', 'm', 's']) {
+        let digits = part.strip_suffix(['h', 'm', 's'])?;
+        let unit = part.get(digits.len()..)?;
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
-        let n: u64 = digits.parse().ok()?;
-        total = total.checked_add(n.checked_mul(factor)?)?;
-        digits.clear();
-        last_unit = rank;
+        // Each unit once, in the order h, m, s (which is alphabetical).
+        if last_unit.is_some_and(|last| last >= unit) {
+            return None;
+        }
+        last_unit = Some(unit);
     }
-    if !digits.is_empty() || last_unit == 0 {
-        return None;
-    }
-    (1..=MAX_TIMEOUT_SECS).contains(&total).then_some(total)
+    last_unit?;
+    let secs = humantime::parse_duration(value).ok()?.as_secs();
+    (1..=MAX_TIMEOUT_SECS).contains(&secs).then_some(secs)
 }
 
 #[cfg(test)]
@@ -147,7 +152,19 @@ mod tests {
         assert_eq!(parse_timeout("1h2m3s"), Some(3723));
         assert_eq!(parse_timeout("24h"), Some(86400));
         for bad in [
-            "", "0s", "25h", "5", "m", "1s1h", "1m1m", "1.5s", "-1s", "1d",
+            "",
+            "0s",
+            "25h",
+            "5",
+            "m",
+            "1s1h",
+            "1m1m",
+            "1.5s",
+            "-1s",
+            "1d",
+            "1h 30m",
+            "1é",
+            "99999999999999999999h",
         ] {
             assert_eq!(parse_timeout(bad), None, "{bad:?}");
         }
@@ -167,6 +184,7 @@ spec: {prompt: hi, openai: {apiKeySecretRef: {name: o}}, run: {timeout: 2m}}
         ))
         .unwrap();
         assert_eq!(v.timeout_secs, 120);
+        assert_eq!(v.input, Input::Prompt("hi".to_owned()));
         assert_eq!(
             v.parent.map(|p| p.trace_id_hex()).as_deref(),
             Some("0af7651916cd43dd8448eb211c80319c")
@@ -197,6 +215,10 @@ spec: {prompt: hi, openai: {apiKeySecretRef: {name: o}}}
             (
                 "metadata: {name: a, uid: u}\nspec: {prompt: hi, openai: {apiKeySecretRef: {name: o}}}",
                 ValidationError::MissingMetadata("metadata.namespace"),
+            ),
+            (
+                "metadata: {name: a, namespace: ns}\nspec: {prompt: hi, openai: {apiKeySecretRef: {name: o}}}",
+                ValidationError::MissingMetadata("metadata.uid"),
             ),
             (
                 "metadata: {name: a, namespace: ns, uid: u}\nspec: {openai: {apiKeySecretRef: {name: o}}}",

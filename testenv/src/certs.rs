@@ -113,17 +113,16 @@ pub struct PkiFiles {
 impl Pki {
     /// Generates a fresh CA, serving cert, admin client cert and service-account key.
     pub fn generate() -> Result<Self, CertsError> {
+        Self::generate_with_sans(&[])
+    }
+
+    /// Like [`Pki::generate`], with `extra_sans` (IPs or DNS names) added to the apiserver's
+    /// serving certificate, e.g. the non-loopback address a real node reaches it on.
+    pub fn generate_with_sans(extra_sans: &[String]) -> Result<Self, CertsError> {
         let generate = |what| move |source| CertsError::Generate { what, source };
 
         let ca_key = KeyPair::generate().map_err(generate("CA key"))?;
-        let mut ca_params = CertificateParams::default();
-        ca_params.distinguished_name = name("testenv-ca", Some("testenv"));
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        let ca_params = ca_params();
         let ca_cert = ca_params
             .self_signed(&ca_key)
             .map_err(generate("CA certificate"))?;
@@ -138,6 +137,7 @@ impl Pki {
             APISERVER_SANS
                 .iter()
                 .map(|s| (*s).to_owned())
+                .chain(extra_sans.iter().cloned())
                 .collect::<Vec<_>>(),
         )
         .map_err(generate("apiserver certificate parameters"))?;
@@ -182,6 +182,45 @@ impl Pki {
         })
     }
 
+    /// Issues a certificate signed by this PKI's CA: CN=`common_name`, O=`organization`, with
+    /// `sans` (IPs or DNS names; empty for a pure client certificate) and the given usage.
+    /// Used for the identities of a real node (kubelet, kube-proxy, kube-scheduler, ...).
+    pub fn issue(
+        &self,
+        common_name: &str,
+        organization: Option<&str>,
+        sans: &[String],
+        usage: CertUsage,
+    ) -> Result<CertKey, CertsError> {
+        let generate = |what| move |source| CertsError::Generate { what, source };
+        let ca_key = KeyPair::from_pem(&self.ca.key_pem).map_err(generate("CA key (reloaded)"))?;
+        let issuer = Issuer::new(ca_params(), ca_key);
+        let key = KeyPair::generate().map_err(generate("issued key"))?;
+        let mut params = CertificateParams::new(sans.to_vec())
+            .map_err(generate("issued certificate parameters"))?;
+        params.distinguished_name = name(common_name, organization);
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = match usage {
+            CertUsage::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+            CertUsage::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
+            CertUsage::ClientAndServer => vec![
+                ExtendedKeyUsagePurpose::ClientAuth,
+                ExtendedKeyUsagePurpose::ServerAuth,
+            ],
+        };
+        params.use_authority_key_identifier_extension = true;
+        let cert = params
+            .signed_by(&key, &issuer)
+            .map_err(generate("issued certificate"))?;
+        Ok(CertKey {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
     /// Writes the PEM files into `dir` (created if missing; keys get mode 0600).
     pub fn write_to(&self, dir: &Path) -> Result<PkiFiles, CertsError> {
         std::fs::create_dir_all(dir).map_err(|source| CertsError::Write {
@@ -219,6 +258,36 @@ impl Pki {
     }
 }
 
+/// What an issued certificate is for (its extended key usage).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertUsage {
+    /// TLS client authentication.
+    Client,
+    /// TLS server authentication.
+    Server,
+    /// Both.
+    ClientAndServer,
+}
+
+/// The CA's parameters. [`Pki::issue`] rebuilds the issuer from them and the CA key: the
+/// signature and the authority key identifier depend only on the key and the subject.
+fn ca_params() -> CertificateParams {
+    let mut ca_params = CertificateParams::default();
+    ca_params.distinguished_name = name("testenv-ca", Some("testenv"));
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    ca_params
+}
+
+/// Writes `contents` to `path` (mode 0600 when `private`), for PEM files outside [`Pki::write_to`].
+pub fn write_pem(path: &Path, contents: &str, private: bool) -> Result<(), CertsError> {
+    write(path, contents, private)
+}
+
 fn name(common_name: &str, organization: Option<&str>) -> DistinguishedName {
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, common_name);
@@ -245,7 +314,6 @@ fn write(path: &Path, contents: &str, private: bool) -> Result<(), CertsError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

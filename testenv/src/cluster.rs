@@ -1,7 +1,9 @@
 //! The control plane of the test environment: etcd, kube-apiserver and kube-controller-manager as
 //! local processes on free loopback ports, with a throw-away PKI ([`crate::certs`]) and an admin
 //! kubeconfig. No scheduler and no kubelet: the fake kubelet ([`crate::kubelet`]) binds and runs
-//! pods; [`crate::env`] puts the two together.
+//! pods, or a real node ([`crate::node`]) brings both; [`crate::env`] puts them together.
+//! [`Cluster::start_with`] and [`ClusterOptions`] serve the real node: a non-loopback address,
+//! the Node authorizer and the kubelet client certificate.
 //!
 //! What [`Cluster::start`] does, in order (docs/test-infra.md explains each flag):
 //! 1. generates the PKI into `<dir>/pki/`;
@@ -20,7 +22,7 @@
 //! It must not know about pods, images or the collector.
 
 use std::ffi::OsString;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -28,7 +30,7 @@ use base64::Engine as _;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-use crate::certs::{self, CertsError, Pki, PkiFiles};
+use crate::certs::{self, CertUsage, CertsError, Pki, PkiFiles};
 use crate::process::{self, ManagedProcess, ProcessError, ProcessSpec};
 use crate::tools::{self, MissingTool};
 use crate::wait;
@@ -69,6 +71,42 @@ pub const CONTROLLERS: &[&str] = &[
     "replicaset-controller",
     "pod-garbage-collector-controller",
 ];
+/// The controllers a real node ([`crate::node`]) needs on top of [`CONTROLLERS`]: EndpointSlices
+/// for Services with selectors (kube-proxy and CoreDNS read them), the mirroring of
+/// selector-less Endpoints, and `node-lifecycle`, which removes the
+/// `node.kubernetes.io/not-ready:NoSchedule` taint the kubelet registers its Node with once the
+/// Node is Ready (without it nothing is ever scheduled).
+pub const NODE_CONTROLLERS: &[&str] = &[
+    "endpointslice-controller",
+    "endpointslice-mirroring-controller",
+    "node-lifecycle-controller",
+];
+/// The apiserver's client identity towards kubelets (`--kubelet-client-certificate`), bound to
+/// `cluster-admin` through its group.
+pub const KUBELET_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
+
+/// How [`Cluster::start_with`] differs from the loopback-only control plane of [`Cluster::start`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterOptions {
+    /// The address kube-apiserver binds and advertises (it is added to its serving
+    /// certificate). `127.0.0.1` for the fake kubelet; a real node's pods need an address they
+    /// can reach, and then the `kubernetes` Service's endpoints are reconciled to it.
+    pub address: IpAddr,
+    /// Serve a real kubelet: `--authorization-mode=Node,RBAC`, the NodeRestriction admission
+    /// plugin, a client certificate for `kubectl logs`/`exec` towards kubelets (which must serve
+    /// certificates from this CA), and [`NODE_CONTROLLERS`].
+    pub real_node: bool,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        Self {
+            address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            real_node: false,
+        }
+    }
+}
+
 /// Lines of a log quoted in errors.
 const LOG_TAIL_LINES: usize = 40;
 /// Attempts at starting a process on free ports before giving up.
@@ -179,6 +217,12 @@ impl Cluster {
     /// kubeconfig in `dir` (created if missing) and returns once the controllers run. Must be
     /// called inside a tokio runtime whose threads outlive the cluster (see [`crate::process`]).
     pub async fn start(dir: &Path) -> Result<Self, ClusterError> {
+        Self::start_with(dir, &ClusterOptions::default()).await
+    }
+
+    /// Like [`Cluster::start`], configured by `options` (a real node needs a non-loopback
+    /// address and the node authorizer).
+    pub async fn start_with(dir: &Path, options: &ClusterOptions) -> Result<Self, ClusterError> {
         let started = Instant::now();
         let etcd_bin = tools::bin("etcd")?;
         let apiserver_bin = tools::bin("kube-apiserver")?;
@@ -190,8 +234,23 @@ impl Cluster {
         let mut timings = StartTimings::default();
 
         let step = Instant::now();
-        let pki = Pki::generate()?;
+        let extra_sans: Vec<String> = if options.address.is_loopback() {
+            Vec::new()
+        } else {
+            vec![options.address.to_string()]
+        };
+        let pki = Pki::generate_with_sans(&extra_sans)?;
         let pki_files = pki.write_to(&dir.join("pki"))?;
+        if options.real_node {
+            let client = pki.issue(
+                KUBELET_CLIENT_USER,
+                Some(certs::ADMIN_GROUP),
+                &[],
+                CertUsage::Client,
+            )?;
+            certs::write_pem(&kubelet_client_cert(&pki_files), &client.cert_pem, false)?;
+            certs::write_pem(&kubelet_client_key(&pki_files), &client.key_pem, true)?;
+        }
         timings.certs = step.elapsed();
 
         let step = Instant::now();
@@ -209,6 +268,7 @@ impl Cluster {
             &pki,
             &pki_files,
             &kubeconfig_path,
+            options,
         )
         .await?;
         timings.apiserver = step.elapsed();
@@ -230,8 +290,13 @@ impl Cluster {
         };
 
         let step = Instant::now();
-        let kcm =
-            start_controller_manager(&kcm_bin, dir, &cluster.kubeconfig_path, &cluster.pki_files)?;
+        let kcm = start_controller_manager(
+            &kcm_bin,
+            dir,
+            &cluster.kubeconfig_path,
+            &cluster.pki_files,
+            options.real_node,
+        )?;
         cluster.controller_manager = Some(kcm);
         cluster.wait_for_controllers().await?;
         cluster.timings.controller_manager = step.elapsed();
@@ -294,7 +359,8 @@ impl Cluster {
         &self.kubeconfig_path
     }
 
-    /// The apiserver's URL, `https://127.0.0.1:<port>`.
+    /// The apiserver's URL, `https://<address>:<port>` (`127.0.0.1` unless
+    /// [`ClusterOptions::address`] says otherwise).
     pub fn api_server_url(&self) -> &str {
         &self.api_server_url
     }
@@ -457,6 +523,16 @@ fn remove_stale_etcd_dirs(parent: &Path) {
     }
 }
 
+/// `<pki>/apiserver-kubelet-client.crt`: the apiserver's client certificate towards kubelets.
+fn kubelet_client_cert(files: &PkiFiles) -> PathBuf {
+    files.dir.join("apiserver-kubelet-client.crt")
+}
+
+/// Its key.
+fn kubelet_client_key(files: &PkiFiles) -> PathBuf {
+    files.dir.join("apiserver-kubelet-client.key")
+}
+
 fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
@@ -566,22 +642,22 @@ async fn start_apiserver(
     pki: &Pki,
     files: &PkiFiles,
     kubeconfig_path: &Path,
+    options: &ClusterOptions,
 ) -> Result<(ManagedProcess, String, kube::Client), ClusterError> {
     let log = dir.join("kube-apiserver.log");
     let mut last_error = None;
     for _ in 0..PORT_ATTEMPTS {
         let port = free_port()?;
-        let url = format!("https://127.0.0.1:{port}");
-        let spec = ProcessSpec::new("kube-apiserver", binary, &log)
+        let url = format!("https://{}", SocketAddr::new(options.address, port));
+        let mut spec = ProcessSpec::new("kube-apiserver", binary, &log)
             .arg(flag("etcd-servers", etcd_url))
-            .arg("--bind-address=127.0.0.1")
-            .arg("--advertise-address=127.0.0.1")
+            .arg(flag("bind-address", options.address.to_string()))
+            .arg(flag("advertise-address", options.address.to_string()))
             .arg(flag("secure-port", port.to_string()))
             .arg(flag("cert-dir", &files.dir))
             .arg(flag("tls-cert-file", &files.apiserver_cert))
             .arg(flag("tls-private-key-file", &files.apiserver_key))
             .arg(flag("client-ca-file", &files.ca_cert))
-            .arg("--authorization-mode=RBAC")
             .arg(flag("service-cluster-ip-range", SERVICE_CLUSTER_IP_RANGE))
             .arg(flag("service-account-issuer", SERVICE_ACCOUNT_ISSUER))
             .arg(flag(
@@ -595,11 +671,30 @@ async fn start_apiserver(
             .arg("--allow-privileged=true")
             // One client at a time in tests: API Priority and Fairness only costs start time.
             .arg("--enable-priority-and-fairness=false")
-            // The `kubernetes` Service would get 127.0.0.1 endpoints, which validation rejects
-            // (log noise on every reconcile); nothing in the tests talks to that Service.
-            .arg("--endpoint-reconciler-type=none")
             .arg("--profiling=false")
             .arg("--v=1");
+        if options.address.is_loopback() {
+            // The `kubernetes` Service would get 127.0.0.1 endpoints, which validation rejects
+            // (log noise on every reconcile); without a real node nothing talks to that Service.
+            spec = spec.arg("--endpoint-reconciler-type=none");
+        }
+        if options.real_node {
+            // The node authorizer and NodeRestriction limit each kubelet to its own Node and
+            // pods, as in a real cluster; kubelets serve certificates from this CA, and the
+            // apiserver presents its own client certificate to them (`kubectl logs`, `exec`).
+            spec = spec
+                .arg("--authorization-mode=Node,RBAC")
+                .arg("--enable-admission-plugins=NodeRestriction")
+                .arg(flag(
+                    "kubelet-client-certificate",
+                    kubelet_client_cert(files),
+                ))
+                .arg(flag("kubelet-client-key", kubelet_client_key(files)))
+                .arg(flag("kubelet-certificate-authority", &files.ca_cert))
+                .arg("--kubelet-preferred-address-types=InternalIP");
+        } else {
+            spec = spec.arg("--authorization-mode=RBAC");
+        }
         let mut apiserver = ManagedProcess::spawn(spec)?;
         let kubeconfig = render_kubeconfig(&url, pki)?;
         std::fs::write(kubeconfig_path, &kubeconfig).map_err(|source| ClusterError::Prepare {
@@ -665,6 +760,18 @@ async fn wait_for_readyz(
 /// The admin kubeconfig: the CA, the admin client certificate and key embedded as data, one
 /// context `testenv` with namespace `default`.
 pub fn render_kubeconfig(url: &str, pki: &Pki) -> Result<String, serde_norway::Error> {
+    render_client_kubeconfig(url, &pki.ca.cert_pem, certs::ADMIN_USER, &pki.admin)
+}
+
+/// A kubeconfig for the client certificate `identity` of user `user` (the kubelet's,
+/// kube-proxy's, ...): the CA and the certificate and key embedded as data, one context
+/// `testenv` with namespace `default`.
+pub fn render_client_kubeconfig(
+    url: &str,
+    ca_pem: &str,
+    user: &str,
+    identity: &certs::CertKey,
+) -> Result<String, serde_norway::Error> {
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let config = serde_json::json!({
         "apiVersion": "v1",
@@ -673,19 +780,19 @@ pub fn render_kubeconfig(url: &str, pki: &Pki) -> Result<String, serde_norway::E
             "name": "testenv",
             "cluster": {
                 "server": url,
-                "certificate-authority-data": b64(&pki.ca.cert_pem),
+                "certificate-authority-data": b64(ca_pem),
             },
         }],
         "users": [{
-            "name": certs::ADMIN_USER,
+            "name": user,
             "user": {
-                "client-certificate-data": b64(&pki.admin.cert_pem),
-                "client-key-data": b64(&pki.admin.key_pem),
+                "client-certificate-data": b64(&identity.cert_pem),
+                "client-key-data": b64(&identity.key_pem),
             },
         }],
         "contexts": [{
             "name": "testenv",
-            "context": { "cluster": "testenv", "user": certs::ADMIN_USER, "namespace": "default" },
+            "context": { "cluster": "testenv", "user": user, "namespace": "default" },
         }],
         "current-context": "testenv",
     });
@@ -697,14 +804,24 @@ fn start_controller_manager(
     dir: &Path,
     kubeconfig: &Path,
     files: &PkiFiles,
+    real_node: bool,
 ) -> Result<ManagedProcess, ClusterError> {
+    let controllers: Vec<&str> = if real_node {
+        CONTROLLERS
+            .iter()
+            .chain(NODE_CONTROLLERS)
+            .copied()
+            .collect()
+    } else {
+        CONTROLLERS.to_vec()
+    };
     let spec = ProcessSpec::new(
         "kube-controller-manager",
         binary,
         dir.join("kube-controller-manager.log"),
     )
     .arg(flag("kubeconfig", kubeconfig))
-    .arg(flag("controllers", CONTROLLERS.join(",")))
+    .arg(flag("controllers", controllers.join(",")))
     .arg(flag(
         "service-account-private-key-file",
         &files.service_account_key,
@@ -724,7 +841,6 @@ fn start_controller_manager(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

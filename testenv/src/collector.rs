@@ -8,7 +8,7 @@
 //! after the test (it is small), so a failing test can point at it; `cargo clean` removes it.
 //! [`Collector::start_in`] chooses another parent directory.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -97,8 +97,14 @@ impl Collector {
         Self::start_in(&tools::target_dir().join("testenv-logs")).await
     }
 
-    /// Starts a collector in a new directory under `parent`.
+    /// Starts a collector in a new directory under `parent`, listening on 127.0.0.1.
     pub async fn start_in(parent: &Path) -> Result<Self, CollectorError> {
+        Self::start_on(parent, IpAddr::V4(Ipv4Addr::LOCALHOST)).await
+    }
+
+    /// Starts a collector in a new directory under `parent`, listening on `address` (a real
+    /// node's pods reach the host on a non-loopback address; see [`crate::node`]).
+    pub async fn start_on(parent: &Path, address: IpAddr) -> Result<Self, CollectorError> {
         let binary = tools::bin("otelcol-test")?;
         let dir = unique_dir(parent);
         let output_dir = dir.join("out");
@@ -111,8 +117,14 @@ impl Collector {
 
         let mut last_error = None;
         for _ in 0..PORT_ATTEMPTS {
-            let grpc = loopback(process::free_loopback_port().map_err(CollectorError::Port)?);
-            let http = loopback(process::free_loopback_port().map_err(CollectorError::Port)?);
+            let grpc = SocketAddr::new(
+                address,
+                process::free_loopback_port().map_err(CollectorError::Port)?,
+            );
+            let http = SocketAddr::new(
+                address,
+                process::free_loopback_port().map_err(CollectorError::Port)?,
+            );
             if grpc == http {
                 continue;
             }
@@ -197,6 +209,16 @@ impl Collector {
         }
     }
 
+    /// The OTLP/gRPC listening address.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc
+    }
+
+    /// The OTLP/HTTP listening address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http
+    }
+
     /// The OTLP/gRPC endpoint, e.g. `http://127.0.0.1:40123` (plaintext).
     pub fn grpc_endpoint(&self) -> String {
         format!("http://{}", self.grpc)
@@ -268,6 +290,7 @@ impl Collector {
     }
 }
 
+#[cfg(test)]
 fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
@@ -322,7 +345,6 @@ fn render_config(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

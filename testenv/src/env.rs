@@ -1,6 +1,7 @@
 //! The harness the integration tests and the demo use: one [`TestEnv`] is a control plane
-//! ([`crate::cluster`]), the fake kubelet ([`crate::kubelet`]) running pods as local processes, and
-//! optionally an OpenTelemetry Collector ([`crate::collector`]), all logging into one directory.
+//! ([`crate::cluster`]), the fake kubelet ([`crate::kubelet`]) running pods as local processes
+//! (or, with [`TestEnvBuilder::real_node`], a real node from [`crate::node`]), and optionally an
+//! OpenTelemetry Collector ([`crate::collector`]), all logging into one directory.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), testenv::env::EnvError> {
@@ -36,9 +37,10 @@ use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PostParams};
 
-use crate::cluster::{self, Cluster, ClusterError};
+use crate::cluster::{self, Cluster, ClusterError, ClusterOptions};
 use crate::collector::{Collector, CollectorError};
 use crate::kubelet::{Kubelet, KubeletConfig, KubeletError, KubeletHandle};
+use crate::node::{Node, NodeConfig, NodeError, NodeHost};
 use crate::tools::{self, MissingTool};
 
 /// The Node the fake kubelet registers.
@@ -76,6 +78,9 @@ pub enum EnvError {
     /// The collector failed.
     #[error(transparent)]
     Collector(#[from] CollectorError),
+    /// The real node failed.
+    #[error("the real node failed: {0}")]
+    Node(#[from] NodeError),
     /// The environment's directory could not be created.
     #[error("cannot create {path}: {source}")]
     Prepare {
@@ -118,6 +123,7 @@ pub struct TestEnvBuilder {
     host_images: Vec<String>,
     collector: bool,
     parent_dir: Option<PathBuf>,
+    real_node: Option<NodeConfig>,
 }
 
 impl TestEnvBuilder {
@@ -137,6 +143,17 @@ impl TestEnvBuilder {
     /// Also starts an OpenTelemetry Collector ([`TestEnv::collector`]).
     pub fn collector(mut self, enabled: bool) -> Self {
         self.collector = enabled;
+        self
+    }
+
+    /// Runs pods on a real node ([`crate::node`]: containerd, runc, the kubelet, kube-proxy,
+    /// CoreDNS, kube-scheduler) instead of the fake kubelet, with `config`'s OCI archives
+    /// imported. The apiserver and the collector then listen on the node's host address
+    /// ([`TestEnv::api_server_url`]), and the collector is also the Service
+    /// [`crate::node::COLLECTOR_SERVICE`]. [`TestEnvBuilder::image`] and
+    /// [`TestEnvBuilder::host_image`] only apply to the fake kubelet.
+    pub fn real_node(mut self, config: NodeConfig) -> Self {
+        self.real_node = Some(config);
         self
     }
 
@@ -169,13 +186,36 @@ impl TestEnvBuilder {
     async fn start_in(self, dir: &Path) -> Result<TestEnv, EnvError> {
         // Fail on a missing kubectl now rather than in the middle of a test.
         tools::bin("kubectl")?;
-        let cluster = Cluster::start(dir).await?;
+        let host = match &self.real_node {
+            Some(_) => Some(NodeHost::prepare(dir)?),
+            None => None,
+        };
+        let options = match &host {
+            Some(host) => ClusterOptions {
+                address: host.host_ip(),
+                real_node: true,
+            },
+            None => ClusterOptions::default(),
+        };
+        let cluster = Cluster::start_with(dir, &options).await?;
         let collector = if self.collector {
-            Some(Collector::start_in(dir).await?)
+            Some(Collector::start_on(dir, options.address).await?)
         } else {
             None
         };
-        let kubelet = start_kubelet(&cluster, dir, self.images, self.host_images).await?;
+        let (kubelet, node) = match (host, self.real_node) {
+            (Some(host), Some(config)) => {
+                let node = Node::start(host, &cluster, dir, &config).await?;
+                if let Some(collector) = &collector {
+                    expose_collector(&cluster, collector, node.host_ip()).await?;
+                }
+                (None, Some(node))
+            }
+            _ => (
+                Some(start_kubelet(&cluster, dir, self.images, self.host_images).await?),
+                None,
+            ),
+        };
         let kubeconfig_path = cluster.kubeconfig_path().to_owned();
         let kubeconfig =
             std::fs::read_to_string(&kubeconfig_path).map_err(|source| EnvError::Prepare {
@@ -187,11 +227,48 @@ impl TestEnvBuilder {
             config,
             client: cluster.client(),
             dir: dir.to_owned(),
-            kubelet: Some(kubelet),
+            kubelet,
+            node,
             collector,
             cluster: Some(cluster),
         })
     }
+}
+
+/// Makes the collector the Service [`crate::node::COLLECTOR_SERVICE`] (ports `otlp-grpc` 4317
+/// and `otlp-http` 4318), backed by its ports on `host_ip`.
+async fn expose_collector(
+    cluster: &Cluster,
+    collector: &Collector,
+    host_ip: std::net::IpAddr,
+) -> Result<(), EnvError> {
+    let std::net::IpAddr::V4(address) = host_ip else {
+        return Ok(());
+    };
+    let (namespace, name) = crate::node::COLLECTOR_SERVICE;
+    crate::node::services::host_service(
+        &cluster.client(),
+        namespace,
+        name,
+        None,
+        address,
+        &[
+            crate::node::services::HostPort {
+                name: "otlp-grpc",
+                protocol: "TCP",
+                port: 4317,
+                target: collector.grpc_addr().port(),
+            },
+            crate::node::services::HostPort {
+                name: "otlp-http",
+                protocol: "TCP",
+                port: 4318,
+                target: collector.http_addr().port(),
+            },
+        ],
+    )
+    .await?;
+    Ok(())
 }
 
 /// The one place that starts the fake kubelet.
@@ -219,6 +296,7 @@ async fn start_kubelet(
 pub struct TestEnv {
     // Dropped in this order.
     kubelet: Option<KubeletHandle>,
+    node: Option<Node>,
     collector: Option<Collector>,
     cluster: Option<Cluster>,
     config: kube::Config,
@@ -325,6 +403,11 @@ impl TestEnv {
     /// The control plane.
     pub fn cluster(&self) -> Option<&Cluster> {
         self.cluster.as_ref()
+    }
+
+    /// The real node, if the builder asked for one ([`TestEnvBuilder::real_node`]).
+    pub fn node(&self) -> Option<&Node> {
+        self.node.as_ref()
     }
 
     /// The collector, if the builder asked for one.
@@ -459,9 +542,13 @@ impl TestEnv {
         if let Some(kubelet) = self.kubelet.take() {
             kubelet.shutdown().await;
         }
+        let node_result = match self.node.take() {
+            Some(node) => node.shutdown().await,
+            None => Ok(()),
+        };
         let collector = self.collector.take().map(Collector::shutdown);
         let cluster = self.cluster.take().map(Cluster::shutdown);
-        let mut result = Ok(());
+        let mut result = node_result.map_err(EnvError::from);
         if let Some(stop) = collector
             && let Err(e) = stop.await
         {
@@ -573,7 +660,6 @@ fn random_suffix() -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -1,5 +1,6 @@
 //! A real, local test environment for llmjob-operator: etcd, kube-apiserver,
-//! kube-controller-manager, a fake kubelet that runs pods as local processes, and a custom
+//! kube-controller-manager, a fake kubelet that runs pods as local processes (or a real node:
+//! containerd, runc, the kubelet, kube-proxy, CoreDNS, kube-scheduler), and a custom
 //! OpenTelemetry Collector writing JSON lines. Used by the integration tests and by the demo.
 //!
 //! The binaries come from `tools/ensure-tools.sh` (see [`tools`]); this crate never downloads
@@ -10,6 +11,7 @@ pub mod cluster;
 pub mod collector;
 pub mod env;
 pub mod kubelet;
+pub mod node;
 pub mod process;
 pub mod telemetry;
 pub mod tools;

@@ -326,7 +326,6 @@ pub async fn accepts_tcp(addr: SocketAddr) -> bool {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

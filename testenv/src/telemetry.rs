@@ -639,5 +639,4 @@ impl Telemetry {
 mod wire;
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests;

@@ -4,8 +4,6 @@
 //!
 //! Needs `bash tools/ensure-tools.sh`; fails (never skips) when the collector is missing.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::time::Duration;
 
 use opentelemetry::logs::{LogRecord as _, Logger as _, LoggerProvider as _, Severity};

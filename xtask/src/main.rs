@@ -3,8 +3,8 @@
 //! | recipe | what it does |
 //! |---|---|
 //! | `cargo xtask tools` | builds (or finds in the cache) the Go tools: `tools/ensure-tools.sh` |
-//! | `cargo xtask generate [--check]` | writes (or checks) every generated file: the CRD YAML, its chart copy, `manifests/install.yaml` |
-//! | `cargo xtask manifests [--check]` | only the deployment files: the chart's CRD copy, `manifests/install.yaml`, the Argo CD `argocd-cm` snippet (`manifests.rs`) |
+//! | `cargo xtask generate [--check]` | writes (or checks) every generated file: the CRD YAML, its chart copy, `manifests/install.yaml`, the chart README |
+//! | `cargo xtask manifests [--check]` | only the deployment files: the chart's CRD copy, `manifests/install.yaml`, the Argo CD `argocd-cm` snippet, the chart README (helm-docs) (`manifests.rs`) |
 //! | `cargo xtask fmt [--check]` | `cargo fmt --all` |
 //! | `cargo xtask lint` | `cargo clippy --workspace --all-targets -- -D warnings` |
 //! | `cargo xtask test` | tools, fmt check, generated-files check, lint, build, then every test of the workspace |
@@ -37,14 +37,15 @@ enum Task {
     /// Build (or find in the cache) etcd, kube-apiserver, kube-controller-manager, kubectl, the
     /// OpenTelemetry Collector, helm and the manifest validator.
     Tools,
-    /// Write every generated file (CRD YAML, its chart copy, manifests/install.yaml).
+    /// Write every generated file (CRD YAML, its chart copy, manifests/install.yaml, the chart
+    /// README).
     Generate {
         /// Fail instead of writing when a committed file is out of date.
         #[arg(long)]
         check: bool,
     },
     /// Write the deployment files derived from other sources: the chart's CRD copy,
-    /// manifests/install.yaml and the Argo CD argocd-cm snippet.
+    /// manifests/install.yaml, the Argo CD argocd-cm snippet and the chart README (helm-docs).
     Manifests {
         /// Fail instead of writing when a committed file is out of date.
         #[arg(long)]
@@ -211,7 +212,7 @@ fn generate(root: &Path, check: bool) -> Result<()> {
         check,
         "cargo xtask generate",
     )?;
-    // The chart's CRD copy, manifests/install.yaml and the argocd-cm snippet follow the CRD.
+    // The chart's CRD copy, manifests/install.yaml, the argocd-cm snippet and the chart README.
     manifests::run(check)
 }
 

@@ -157,7 +157,6 @@ pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -24,13 +24,17 @@ truncated to 63 characters (the DNS label limit).
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* Labels on every object of the release. */}}
+{{/*
+Labels on every object of the release: the chart's own, then `commonLabels` (which cannot
+override the chart's: those select the operator's pods). One YAML mapping, keys sorted.
+*/}}
 {{- define "llmjob-operator.labels" -}}
-helm.sh/chart: {{ include "llmjob-operator.chart" . }}
-{{ include "llmjob-operator.selectorLabels" . }}
-app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
-app.kubernetes.io/part-of: llmjob-operator
+{{- $own := include "llmjob-operator.selectorLabels" . | fromYaml }}
+{{- $_ := set $own "helm.sh/chart" (include "llmjob-operator.chart" .) }}
+{{- $_ = set $own "app.kubernetes.io/version" .Chart.AppVersion }}
+{{- $_ = set $own "app.kubernetes.io/managed-by" .Release.Service }}
+{{- $_ = set $own "app.kubernetes.io/part-of" "llmjob-operator" }}
+{{- toYaml (merge $own (deepCopy (.Values.commonLabels | default dict))) }}
 {{- end }}
 
 {{/* Labels that select the operator's pods (immutable once installed). */}}
@@ -48,12 +52,27 @@ app.kubernetes.io/component: operator
 {{- end }}
 {{- end }}
 
+{{/*
+An image reference from a `{repository, tag, digest}` value: `repository@digest` when a digest is
+set (it wins over the tag), else `repository:tag`, the tag defaulting to the chart's appVersion.
+Called with (list <image value> <root context>).
+*/}}
+{{- define "llmjob-operator.imageRef" -}}
+{{- $image := index . 0 }}
+{{- $root := index . 1 }}
+{{- if $image.digest }}
+{{- printf "%s@%s" $image.repository $image.digest }}
+{{- else }}
+{{- printf "%s:%s" $image.repository (default $root.Chart.AppVersion $image.tag) }}
+{{- end }}
+{{- end }}
+
 {{- define "llmjob-operator.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- include "llmjob-operator.imageRef" (list .Values.image .) }}
 {{- end }}
 
 {{- define "llmjob-operator.runnerImage" -}}
-{{- printf "%s:%s" .Values.runner.image.repository (default .Chart.AppVersion .Values.runner.image.tag) }}
+{{- include "llmjob-operator.imageRef" (list .Values.runner.image .) }}
 {{- end }}
 
 {{/*

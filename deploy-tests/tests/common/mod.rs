@@ -45,6 +45,27 @@ where
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Runs the real `helm` with `--kubeconfig` and its cache, config and data homes in `home`.
+pub async fn helm(env: &TestEnv, home: &std::path::Path, args: &[&str]) -> String {
+    let kubeconfig = env.kubeconfig_path().to_string_lossy().into_owned();
+    let mut all: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    all.extend(["--kubeconfig".to_owned(), kubeconfig]);
+    let home = home.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = all.iter().map(String::as_str).collect();
+        let dirs: Vec<(String, String)> = ["HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME"]
+            .iter()
+            .map(|k| ((*k).to_owned(), home.join(k).to_string_lossy().into_owned()))
+            .collect();
+        let env: Vec<(&str, &str)> = dirs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let out = deploy_tests::run_tool("helm", &args, &deploy_tests::root(), &env)
+            .unwrap_or_else(|e| panic!("{e}"));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    })
+    .await
+    .expect("the helm task")
+}
+
 /// A binary of this workspace, or a panic saying how to build it.
 pub fn workspace_binary(name: &str) -> PathBuf {
     testenv::tools::cargo_bin(name, name).unwrap_or_else(|e| {

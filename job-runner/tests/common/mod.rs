@@ -80,6 +80,7 @@ pub fn unused_port() -> u16 {
 /// variables set here. The result file goes to a fresh temporary directory.
 pub struct Runner {
     vars: Vec<(String, String)>,
+    raw_vars: Vec<(String, std::ffi::OsString)>,
     dir: tempfile::TempDir,
 }
 
@@ -90,6 +91,7 @@ impl Runner {
         let dir = tempfile::tempdir().expect("temporary directory");
         let mut runner = Runner {
             vars: Vec::new(),
+            raw_vars: Vec::new(),
             dir,
         };
         let result_path = runner.result_path();
@@ -105,6 +107,7 @@ impl Runner {
     pub fn bare() -> Self {
         Runner {
             vars: Vec::new(),
+            raw_vars: Vec::new(),
             dir: tempfile::tempdir().expect("temporary directory"),
         }
     }
@@ -114,6 +117,18 @@ impl Runner {
     pub fn env(mut self, name: &str, value: impl Into<String>) -> Self {
         self.vars.retain(|(n, _)| n != name);
         self.vars.push((name.to_owned(), value.into()));
+        self
+    }
+
+    /// Sets a variable to raw bytes (which need not be UTF-8), replacing any other value.
+    #[must_use]
+    pub fn env_bytes(mut self, name: &str, value: &[u8]) -> Self {
+        use std::os::unix::ffi::OsStringExt as _;
+        self.vars.retain(|(n, _)| n != name);
+        self.raw_vars.push((
+            name.to_owned(),
+            std::ffi::OsString::from_vec(value.to_vec()),
+        ));
         self
     }
 
@@ -151,21 +166,31 @@ impl Runner {
 
     /// Runs the binary to completion (bounded by [`RUN_TIMEOUT`]).
     pub async fn run(self) -> Run {
+        self.run_within(RUN_TIMEOUT).await
+    }
+
+    /// Runs the binary, failing the test when it has not exited within `deadline`.
+    pub async fn run_within(self, deadline: Duration) -> Run {
         let mut command = tokio::process::Command::new(RUNNER);
         command
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .envs(self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(
+                self.raw_vars
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_os_str())),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         let started = Instant::now();
-        let output = match tokio::time::timeout(RUN_TIMEOUT, command.output()).await {
+        let output = match tokio::time::timeout(deadline, command.output()).await {
             Ok(Ok(output)) => output,
             Ok(Err(e)) => panic!("cannot run {RUNNER}: {e}"),
             Err(_) => panic!(
-                "{RUNNER} did not finish within {RUN_TIMEOUT:?} (env {:?})",
+                "{RUNNER} did not finish within {deadline:?} (env {:?})",
                 self.vars
             ),
         };
@@ -421,4 +446,30 @@ pub fn logs_starting<'a>(
         .into_iter()
         .filter(|l| l.body_str().is_some_and(|b| b.starts_with(prefix)))
         .collect()
+}
+
+/// Asserts that none of `needles` appears in the run's stdout, stderr or result file, nor in any
+/// file the collector wrote.
+pub fn assert_no_leaks(run: &Run, collector: &Collector, needles: &[&str], what: &str) {
+    for needle in needles {
+        assert!(!run.stdout.contains(needle), "{what}: {needle:?} on stdout");
+        assert!(
+            !run.stderr.contains(needle),
+            "{what}: {needle:?} on stderr:\n{}",
+            run.stderr
+        );
+        assert!(
+            !run.result_text
+                .as_deref()
+                .unwrap_or_default()
+                .contains(needle),
+            "{what}: {needle:?} in the result {:?}",
+            run.result_text
+        );
+        let files = collector_files_containing(collector, needle);
+        assert!(
+            files.is_empty(),
+            "{what}: {needle:?} reached the collector: {files:?}"
+        );
+    }
 }

@@ -248,7 +248,6 @@ fn format_map(map: Option<&BTreeMap<String, String>>) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -305,7 +305,6 @@ pub(crate) async fn heartbeat(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

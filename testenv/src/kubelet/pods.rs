@@ -223,12 +223,8 @@ pub(crate) fn termination_message(
     let message = String::from_utf8_lossy(&bytes).into_owned();
     let fallback = container.termination_message_policy.as_deref() == Some("FallbackToLogsOnError");
     if message.is_empty() && fallback && exit_code != 0 {
-        let tail = crate::process::log_tail(log_file, FALLBACK_LOG_LINES);
-        let mut start = tail.len().saturating_sub(FALLBACK_LOG_BYTES);
-        while !tail.is_char_boundary(start) {
-            start += 1;
-        }
-        let tail = &tail[start..];
+        let log = crate::process::log_tail(log_file, FALLBACK_LOG_LINES);
+        let tail = llmjob_crds::text::tail(&log, FALLBACK_LOG_BYTES);
         return (!tail.is_empty()).then(|| tail.to_owned());
     }
     (!message.is_empty()).then_some(message)
@@ -760,7 +756,6 @@ pub(crate) async fn run_pod(shared: Arc<Shared>, mut pod_rx: watch::Receiver<Arc
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

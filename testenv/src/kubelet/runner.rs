@@ -178,7 +178,6 @@ fn exit_code(status: ExitStatus) -> i32 {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -87,7 +87,6 @@ pub(crate) async fn bind(client: Client, pod: Pod, node: String) {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -407,7 +407,6 @@ fn container_status(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use k8s_openapi::jiff::Timestamp;

@@ -1,0 +1,126 @@
+//! The Job contract: how the operator names, labels and recognises the Job (and pods) of an
+//! LlmJob. The build step writes these names, the status step and the controller read them.
+//!
+//! Pure, and a leaf: it imports none of the reconcile's steps, so that they can all import it
+//! (validate → contract; build → validate, contract; status → contract).
+
+use kube::Resource;
+use llmjob_crds::v1alpha1::{KUEUE_QUEUE_LABEL, LlmJob};
+use sha2::{Digest, Sha256};
+
+/// Label on every Job and pod the operator creates.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Value of [`MANAGED_BY_LABEL`].
+pub const MANAGED_BY: &str = "llmjob-operator";
+/// Label naming the LlmJob a Job or pod belongs to (its name, shortened like the Job's name
+/// when longer than 63 characters).
+pub const NAME_LABEL: &str = "llmjob.dev/name";
+/// Annotation on the Job holding the `traceparent` of the operator's launch span: the run's trace
+/// is its child, so its trace id is the run's trace id.
+pub const LAUNCH_TRACEPARENT_ANNOTATION: &str = "llmjob.dev/launch-traceparent";
+/// Name of the runner container.
+pub const CONTAINER_NAME: &str = "runner";
+
+/// Longest Job name: the Job controller copies it into the `batch.kubernetes.io/job-name` label,
+/// whose values are limited to 63 characters.
+const MAX_NAME: usize = 63;
+/// Hex digits of the hash that keeps a shortened name unique.
+const HASH_LEN: usize = 10;
+
+/// The name of the Job of the LlmJob `name`: the name itself when it has at most 63 characters,
+/// else its first characters and a hash of the whole name, so different long names never share
+/// a Job.
+pub fn job_name(name: &str) -> String {
+    if name.len() <= MAX_NAME {
+        return name.to_owned();
+    }
+    let hash = hex::encode(Sha256::digest(name.as_bytes()));
+    let keep = MAX_NAME - HASH_LEN - 1;
+    // LlmJob names are DNS subdomains (ASCII), so byte slicing is on character boundaries.
+    let prefix = name.get(..keep).unwrap_or(name);
+    let prefix = prefix.trim_end_matches(['-', '.']);
+    format!("{prefix}-{}", &hash[..HASH_LEN])
+}
+
+/// The Kueue queue of the LlmJob, when it has one: its Job starts suspended and Kueue decides
+/// when it runs (the operator then never touches the Job's `spec.suspend`).
+pub fn queue(llmjob: &LlmJob) -> Option<&str> {
+    llmjob
+        .meta()
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(KUEUE_QUEUE_LABEL))
+        .map(String::as_str)
+        .filter(|q| !q.is_empty())
+}
+
+/// Whether the LlmJob is managed by a Kueue queue (see [`queue`]).
+pub fn is_queued(llmjob: &LlmJob) -> bool {
+    queue(llmjob).is_some()
+}
+
+/// Whether `owner` is the controller of `child` (by uid): a Job of its LlmJob, a pod of its Job.
+pub fn controlled_by(child: &impl Resource, owner: &impl Resource) -> bool {
+    let uid = owner.meta().uid.as_ref();
+    child
+        .meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true) && Some(&o.uid) == uid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_fixtures::{job, llmjob};
+
+    #[test]
+    fn job_names() {
+        assert_eq!(job_name("haiku"), "haiku");
+        let long = "a".repeat(63);
+        assert_eq!(job_name(&long), long);
+        let longer = format!("{}-x", "b".repeat(70));
+        let name = job_name(&longer);
+        assert_eq!(name.len(), 63);
+        assert!(name.starts_with("bbbb"));
+        assert_ne!(name, job_name(&format!("{}-y", "b".repeat(70))));
+        assert_eq!(name, job_name(&longer), "deterministic");
+        let dashed = format!("{}-{}", "c".repeat(51), "d".repeat(20));
+        assert!(!job_name(&dashed).contains("--"));
+    }
+
+    #[test]
+    fn queued_by_a_non_empty_queue_label() {
+        let spec = "spec: {prompt: hi, openai: {apiKeySecretRef: {name: o}}}";
+        let queued = llmjob(&format!(
+            "metadata: {{name: a, labels: {{kueue.x-k8s.io/queue-name: q1}}}}\n{spec}"
+        ));
+        assert_eq!(queue(&queued), Some("q1"));
+        assert!(is_queued(&queued));
+        let empty = llmjob(&format!(
+            "metadata: {{name: a, labels: {{kueue.x-k8s.io/queue-name: \"\"}}}}\n{spec}"
+        ));
+        assert!(!is_queued(&empty));
+        assert!(!is_queued(&llmjob(&format!(
+            "metadata: {{name: a}}\n{spec}"
+        ))));
+    }
+
+    #[test]
+    fn ownership_is_by_uid() {
+        let lj = llmjob(
+            "metadata: {name: a, namespace: n, uid: u-1}\nspec: {prompt: hi, openai: {apiKeySecretRef: {name: s}}}",
+        );
+        let mine = job(
+            "metadata: {name: a, ownerReferences: [{apiVersion: llmjob.dev/v1alpha1, kind: LlmJob, name: a, uid: u-1, controller: true}]}",
+        );
+        let other = job(
+            "metadata: {name: a, ownerReferences: [{apiVersion: llmjob.dev/v1alpha1, kind: LlmJob, name: a, uid: u-2, controller: true}]}",
+        );
+        let none = job("metadata: {name: a}");
+        assert!(controlled_by(&mine, &lj));
+        assert!(!controlled_by(&other, &lj));
+        assert!(!controlled_by(&none, &lj));
+    }
+}
