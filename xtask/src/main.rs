@@ -24,7 +24,11 @@ use clap::{Parser, Subcommand};
 
 /// llmjob-operator's task runner.
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "llmjob-operator's task runner")]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "llmjob-operator's task runner"
+)]
 struct Cli {
     #[command(subcommand)]
     task: Task,

@@ -10,25 +10,29 @@
 //! 3. the API-key Secret is created and `manifests/examples/prompt.yaml` is applied; OpenAI is
 //!    the local replay server (recorded responses) unless `OPENAI_API_KEY` is set, then the real
 //!    API (or `OPENAI_BASE_URL`);
-//! 4. the `kubectl get llmjobs` view is printed at every phase change, then the run's trace as a
-//!    waterfall, its GenAI metrics and its log records, read from the collector's output.
+//! 4. the real `kubectl get llmjobs -w` shows the LlmJob until it finishes, then the run's trace
+//!    is printed as a waterfall, with its GenAI metrics and its log records, read from the
+//!    collector's output.
 //!
-//! It fails (non-zero exit) when the run fails, and says why. `--keep` keeps the stack up and
-//! prints the KUBECONFIG and the collector's endpoints.
+//! Every `kubectl` line on screen is printed by the stack's real kubectl. It fails (non-zero
+//! exit) when the run fails, and says why. `--keep` keeps everything the printed instructions
+//! use (the stack, the collector and the replay server) up until Ctrl-C, and writes
+//! `manifests/examples/messages.yaml` pointed at the same OpenAI server for `kubectl apply`.
 
 pub mod report;
 
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use llmjob_crds::v1alpha1::{LlmJob, Phase};
 use openai_replay::{ReplayConfig, ReplayServer};
 use testenv::env::{RUNNER_IMAGE, TestEnv};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 /// The operator's image in `manifests/install.yaml` (without its tag).
 pub const OPERATOR_IMAGE: &str = "ghcr.io/llmjob-dev/llmjob-operator";
@@ -38,6 +42,8 @@ pub const NAMESPACE: &str = "demo";
 const OPERATOR_NAMESPACE: &str = "llmjob-system";
 /// The example the demo applies.
 const EXAMPLE: &str = "manifests/examples/prompt.yaml";
+/// The example `--keep` prepares for the user to apply.
+const KEEP_EXAMPLE: &str = "manifests/examples/messages.yaml";
 /// The key the replay server accepts (the demo's Secret holds it).
 const REPLAY_KEY: &str = "sk-demo-replay-key";
 /// Upper bound of each wait: a guard against a hang, not a performance target.
@@ -134,9 +140,6 @@ async fn demo(root: &Path, options: &Options) -> Result<()> {
         .await
         .context("starting the stack")?;
     let result = demo_on(root, &env, options).await;
-    if options.keep && result.is_ok() {
-        keep(&env).await;
-    }
     if let Err(e) = env.shutdown().await {
         eprintln!("demo: stopping the stack: {e}");
     }
@@ -180,7 +183,7 @@ async fn demo_on(root: &Path, env: &TestEnv, options: &Options) -> Result<()> {
         "creating namespace {NAMESPACE}, the API-key Secret and the LlmJob from {EXAMPLE}"
     ));
     kubectl(env, &["create", "namespace", NAMESPACE]).await?;
-    let llmjob = example(root, &openai)?;
+    let llmjob = example(root, EXAMPLE, &openai)?;
     let secret_name = llmjob.spec.openai.api_key_secret_ref.name.clone();
     let secret_key = llmjob.spec.openai.api_key_secret_ref.key.clone();
     let key = match &openai {
@@ -189,18 +192,23 @@ async fn demo_on(root: &Path, env: &TestEnv, options: &Options) -> Result<()> {
     };
     create_secret(env, &secret_name, &secret_key, &key).await?;
     let name = llmjob.name_any();
-    Api::<LlmJob>::namespaced(env.client(), NAMESPACE)
-        .patch(
-            &name,
-            &PatchParams::apply("kubectl").force(),
-            &Patch::Apply(&llmjob),
-        )
-        .await
-        .context("applying the LlmJob")?;
-    eprintln!("llmjob.llmjob.dev/{name} created");
+    // The watch starts before the apply, so it shows every phase from the first.
+    let watch = Watch::start(env).await?;
+    eprint!(
+        "{}",
+        kubectl_apply(env, &serde_norway::to_string(&llmjob)?)
+            .await
+            .context("applying the LlmJob")?
+    );
 
-    step("watching it: kubectl get llmjobs");
-    let done = watch_phases(env, &name).await?;
+    step(&format!(
+        "watching it: kubectl get llmjobs -n {NAMESPACE} -w"
+    ));
+    watch.until_finished(&name).await?;
+    let done = Api::<LlmJob>::namespaced(env.client(), NAMESPACE)
+        .get(&name)
+        .await
+        .context("reading the finished LlmJob")?;
 
     let status = done.status.clone().unwrap_or_default();
     let phase = status.phase;
@@ -267,7 +275,10 @@ async fn demo_on(root: &Path, env: &TestEnv, options: &Options) -> Result<()> {
         bail!("the LlmJob {NAMESPACE}/{name} failed: {why}");
     }
     eprintln!("\ndemo: the LlmJob succeeded");
-    if !options.keep {
+    if options.keep {
+        // Here, while `openai` (the replay server) is still alive: the instructions use it.
+        keep(root, env, &openai).await?;
+    } else {
         eprintln!(
             "(run `cargo xtask demo --keep` to keep the stack up and apply your own LlmJobs)"
         );
@@ -337,33 +348,100 @@ async fn kubectl(env: &TestEnv, args: &[&str]) -> Result<String> {
 
 async fn wait_for_operator(env: &TestEnv) -> Result<()> {
     let api: Api<Deployment> = Api::namespaced(env.client(), OPERATOR_NAMESPACE);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let available = api
-            .get_opt("llmjob-operator")
-            .await?
-            .and_then(|d| d.status)
-            .and_then(|s| s.conditions)
-            .is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| c.type_ == "Available" && c.status == "True")
-            });
-        if available {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!(
-                "the operator's Deployment did not become Available; its log: {}",
-                env.dir().join("pods").display()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    testenv::wait::until(
+        "the operator's Deployment to be Available",
+        WAIT,
+        || async {
+            let conditions = api
+                .get_opt("llmjob-operator")
+                .await
+                .ok()??
+                .status?
+                .conditions?;
+            conditions
+                .iter()
+                .any(|c| c.type_ == "Available" && c.status == "True")
+                .then_some(())
+        },
+    )
+    .await
+    .with_context(|| format!("its log: {}", env.dir().join("pods").display()))
+}
+
+/// `kubectl apply --server-side -f -` of `yaml`; returns what kubectl printed.
+async fn kubectl_apply(env: &TestEnv, yaml: &str) -> Result<String> {
+    let args = ["apply", "--server-side", "-f", "-"];
+    let mut child = env
+        .kubectl_command(&args)?
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting kubectl")?;
+    let mut stdin = child.stdin.take().context("kubectl's stdin")?;
+    stdin.write_all(yaml.as_bytes()).await?;
+    drop(stdin);
+    let out = child.wait_with_output().await?;
+    if !out.status.success() {
+        bail!(
+            "`kubectl {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The real `kubectl get llmjobs -w` in the demo's namespace, its lines echoed as they come.
+struct Watch {
+    // Held so that kubectl is killed (`kill_on_drop`) when the watch is done.
+    _child: tokio::process::Child,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Watch {
+    async fn start(env: &TestEnv) -> Result<Self> {
+        let mut child = env
+            .kubectl_command(&["get", "llmjobs", "-n", NAMESPACE, "-w"])?
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            // Only "No resources found in demo namespace." before the first LlmJob.
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting `kubectl get llmjobs -w`")?;
+        let stdout = child.stdout.take().context("kubectl's stdout")?;
+        Ok(Self {
+            _child: child,
+            lines: BufReader::new(stdout).lines(),
+        })
+    }
+
+    /// Prints kubectl's rows until one shows LlmJob `name` finished (its STATUS column).
+    async fn until_finished(mut self, name: &str) -> Result<()> {
+        // The STATUS column prints the phase as its variant name (`Phase` serialises as such).
+        let finished = [Phase::Succeeded, Phase::Failed].map(|p| format!("{p:?}"));
+        tokio::time::timeout(WAIT, async {
+            while let Some(line) = self.lines.next_line().await? {
+                println!("{line}");
+                let mut columns = line.split_whitespace();
+                if columns.next() == Some(name)
+                    && columns
+                        .next()
+                        .is_some_and(|s| finished.iter().any(|f| f == s))
+                {
+                    return Ok(());
+                }
+            }
+            bail!("`kubectl get llmjobs -w` ended before the LlmJob finished")
+        })
+        .await
+        .with_context(|| format!("the LlmJob did not finish within {WAIT:?}"))?
     }
 }
 
-/// The example LlmJob, in the demo's namespace, pointed at the replay server when used.
-fn example(root: &Path, openai: &OpenAi) -> Result<LlmJob> {
-    let path = root.join(EXAMPLE);
+/// An example LlmJob, in the demo's namespace, pointed at the replay server when used.
+fn example(root: &Path, example: &str, openai: &OpenAi) -> Result<LlmJob> {
+    let path = root.join(example);
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let mut llmjob: LlmJob =
@@ -382,70 +460,12 @@ async fn create_secret(env: &TestEnv, name: &str, key: &str, value: &str) -> Res
         "metadata": {"name": name, "namespace": NAMESPACE},
         "stringData": {key: value}
     }))?;
-    Api::<Secret>::namespaced(env.client(), NAMESPACE)
-        .patch(
-            name,
-            &PatchParams::apply("kubectl").force(),
-            &Patch::Apply(&secret),
-        )
+    // Through stdin: the key never appears in a command line.
+    let applied = kubectl_apply(env, &serde_norway::to_string(&secret)?)
         .await
         .context("creating the API-key Secret")?;
-    eprintln!("secret/{name} created (key {key})");
+    eprint!("{applied}");
     Ok(())
-}
-
-/// Prints a `kubectl get llmjobs` row at every phase change until the run finishes. It watches
-/// the LlmJob (every status write arrives as an event), so short phases are not missed.
-async fn watch_phases(env: &TestEnv, name: &str) -> Result<LlmJob> {
-    use futures::StreamExt;
-    use kube::runtime::{WatchStreamExt, watcher};
-
-    let api: Api<LlmJob> = Api::namespaced(env.client(), NAMESPACE);
-    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut events = std::pin::pin!(watcher(api, config).default_backoff().applied_objects());
-    println!(
-        "{:<8}{:<12}{:<14}{:<8}AGE",
-        "NAME", "STATUS", "MODEL", "TOKENS"
-    );
-    let started = std::time::Instant::now();
-    let mut last: Option<Option<Phase>> = None;
-    let deadline = tokio::time::sleep(WAIT);
-    tokio::pin!(deadline);
-    loop {
-        let llmjob = tokio::select! {
-            next = events.next() => match next {
-                Some(Ok(llmjob)) => llmjob,
-                Some(Err(e)) => {
-                    eprintln!("demo: watching the LlmJob: {e} (retrying)");
-                    continue;
-                }
-                None => bail!("the watch of the LlmJob ended"),
-            },
-            () = &mut deadline => bail!("the LlmJob did not finish within {WAIT:?}"),
-        };
-        let status = llmjob.status.as_ref();
-        let phase = status.and_then(|s| s.phase);
-        if last != Some(phase) {
-            last = Some(phase);
-            let tokens = status
-                .and_then(|s| s.result.as_ref())
-                .and_then(|r| r.usage.as_ref())
-                .and_then(|u| u.total_tokens)
-                .map(|t| t.to_string())
-                .unwrap_or_default();
-            println!(
-                "{:<8}{:<12}{:<14}{:<8}{}s",
-                name,
-                phase.map(|p| format!("{p:?}")).unwrap_or_default(),
-                llmjob.spec.model,
-                tokens,
-                started.elapsed().as_secs()
-            );
-        }
-        if phase.is_some_and(Phase::is_finished) {
-            return Ok(llmjob);
-        }
-    }
 }
 
 async fn first_pod(env: &TestEnv) -> Option<String> {
@@ -458,8 +478,17 @@ async fn first_pod(env: &TestEnv) -> Option<String> {
         .map(ResourceExt::name_any)
 }
 
-/// Keeps the stack up until Ctrl-C, printing how to use it.
-async fn keep(env: &TestEnv) {
+/// Keeps the stack up until Ctrl-C, printing how to use it. Everything the instructions name
+/// (the stack, the collector, the OpenAI server in `openai`) is alive until then.
+async fn keep(root: &Path, env: &TestEnv, openai: &OpenAi) -> Result<()> {
+    let llmjob = example(root, KEEP_EXAMPLE, openai)?;
+    let file = env.dir().join(KEEP_EXAMPLE);
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(&file, serde_norway::to_string(&llmjob)?)
+        .with_context(|| format!("writing {}", file.display()))?;
+
     println!("\nthe stack stays up; press Ctrl-C to stop it.");
     println!("  export KUBECONFIG={}", env.kubeconfig_path().display());
     println!(
@@ -474,12 +503,23 @@ async fn keep(env: &TestEnv) {
             c.output_dir().display()
         );
     }
+    if let OpenAi::Replay(server) = openai {
+        println!(
+            "  OpenAI: the replay server at {} (Secret openai-api-key in namespace {NAMESPACE} holds its key)",
+            server.base_url()
+        );
+    }
     println!("  kubectl get llmj -A");
     println!(
-        "  kubectl apply -n {NAMESPACE} -f manifests/examples/messages.yaml   # set spec.openai.baseURL as in `kubectl get llmj haiku -n {NAMESPACE} -o yaml`"
+        "  kubectl apply -f {}    # {KEEP_EXAMPLE} in namespace {NAMESPACE}, spec.openai.baseURL set to the same OpenAI server",
+        file.display()
     );
     println!("  logs: {}", env.dir().display());
-    let _ = tokio::signal::ctrl_c().await;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    eprintln!("demo: stopping the stack");
+    Ok(())
 }
 
 #[cfg(test)]
