@@ -29,5 +29,10 @@ LABEL org.opencontainers.image.title="llmjob-runner" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.version="${VERSION}"
 COPY --from=builder /out/llmjob-runner /usr/local/bin/llmjob-runner
+# The same as the base image sets; stated here because `cargo xtask images` builds the same layout
+# (deploy-tests/tests/dockerfiles.rs compares the two).
+ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
+WORKDIR /home/nonroot
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/llmjob-runner"]

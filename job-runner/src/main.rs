@@ -2,6 +2,7 @@
 //! (0 success, 1 internal error, including a panic, 2 configuration error, 3 permanent API error,
 //! 4 retries exhausted or deadline passed). See `docs/job-runner.md`.
 
+use std::fmt::Write as _;
 use std::io::Write as _;
 use std::process::ExitCode;
 
@@ -12,6 +13,9 @@ use llmjob_runner::workflow::{self, Exit};
 use llmjob_runner::{crash, result_file};
 
 fn main() -> ExitCode {
+    // `--help` and `--version` print and exit 0; any other argument is a usage error (exit 2, the
+    // configuration-error code). The runner takes its configuration from the environment only.
+    cli().get_matches();
     crash::install_hook();
     // A panic during the run is caught in `run` (result written, telemetry flushed); one anywhere
     // else still exits with the internal-error code, not Rust's 101.
@@ -77,4 +81,49 @@ async fn run(config: Config) -> ExitCode {
         eprintln!("llmjob-runner: telemetry export failed: {problem}");
     }
     ExitCode::from(outcome.exit.code())
+}
+
+/// The command line: no arguments, only `--help` (usage, the environment contract of
+/// [`env::ALL`] and the exit codes) and `--version`.
+fn cli() -> clap::Command {
+    clap::Command::new("llmjob-runner")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about(
+            "Runs one traced OpenAI chat completion and exports its traces, metrics and logs \
+             over OTLP. Configured by environment variables only; the operator sets them in the \
+             Job's pod.",
+        )
+        .after_help(env_help())
+}
+
+/// The `--help` text after the usage: every variable of the contract with its default, then the
+/// exit codes.
+fn env_help() -> String {
+    let width = env::ALL.iter().map(|var| var.name.len()).max().unwrap_or(0);
+    let mut text = String::from("Environment variables:\n");
+    for var in env::ALL {
+        let default = var
+            .default
+            .map(|d| format!(" [default: {d}]"))
+            .unwrap_or_default();
+        // Writing to a String cannot fail.
+        let _ = writeln!(text, "  {:width$}  {}{default}", var.name, var.help);
+    }
+    text.push_str("\nExit codes:\n");
+    for (exit, meaning) in [
+        (Exit::Success, "the completion was received"),
+        (Exit::Internal, "internal error (a bug), including a panic"),
+        (
+            Exit::Config,
+            "configuration error (a bad or missing variable)",
+        ),
+        (Exit::Permanent, "the API refused the request permanently"),
+        (
+            Exit::Exhausted,
+            "retryable failures exhausted or the deadline passed",
+        ),
+    ] {
+        let _ = writeln!(text, "  {}  {meaning}", exit.code());
+    }
+    text
 }

@@ -186,6 +186,10 @@ pub enum CallError {
     /// The request cannot be built from the configuration.
     #[error("cannot build the request: {0}")]
     Request(String),
+    /// The HTTP client could not be built (before any request): a configuration error of the
+    /// environment, e.g. a root file system without a CA store. Exit code 2.
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
 }
 
 impl CallError {
@@ -231,6 +235,7 @@ impl CallError {
             CallError::Decode { .. } => "invalid_response",
             CallError::Refused { .. } => "refusal",
             CallError::Request(_) => "configuration_error",
+            CallError::Client(_) => "configuration_error",
         }
     }
 
@@ -241,7 +246,10 @@ impl CallError {
         match self {
             CallError::Status { status, .. } => matches!(status, 408 | 409 | 429 | 500..=599),
             CallError::Timeout(_) | CallError::Connect(_) => true,
-            CallError::Decode { .. } | CallError::Refused { .. } | CallError::Request(_) => false,
+            CallError::Decode { .. }
+            | CallError::Refused { .. }
+            | CallError::Request(_)
+            | CallError::Client(_) => false,
         }
     }
 
@@ -387,6 +395,49 @@ fn clip(text: &str, max: usize) -> String {
     text[..llmjob_crds::text::floor_char_boundary(text, max)].to_owned()
 }
 
+/// The CA bundle the images carry (`images/`, `cargo xtask images`).
+pub const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// Where the TLS verifier (rustls-platform-verifier → rustls-native-certs → openssl-probe) looks
+/// for CA certificates on Linux when `SSL_CERT_FILE` and `SSL_CERT_DIR` are unset.
+const CA_LOCATIONS: &[&str] = &[
+    CA_BUNDLE,
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+    "/etc/ssl/certs",
+];
+
+/// Whether a CA store the verifier can load exists: `SSL_CERT_FILE` / `SSL_CERT_DIR` when set,
+/// else one of the standard locations.
+fn ca_store_present() -> bool {
+    let from_env: Vec<std::path::PathBuf> = ["SSL_CERT_FILE", "SSL_CERT_DIR"]
+        .iter()
+        .filter_map(|v| std::env::var_os(v).filter(|p| !p.is_empty()))
+        .map(std::path::PathBuf::from)
+        .collect();
+    if !from_env.is_empty() {
+        return from_env.iter().any(|p| p.exists());
+    }
+    CA_LOCATIONS
+        .iter()
+        .any(|p| std::path::Path::new(p).exists())
+}
+
+/// The error of a failed client construction, with its causes, saying what is missing when the
+/// CA store is.
+fn client_error(error: &(dyn std::error::Error + 'static), ca_store_present: bool) -> CallError {
+    let chain = with_causes(error);
+    if ca_store_present {
+        CallError::Client(chain)
+    } else {
+        CallError::Client(format!(
+            "no CA certificates found ({chain}); the image must carry {CA_BUNDLE} or set SSL_CERT_FILE"
+        ))
+    }
+}
+
 /// The chat-completions client: one per run.
 #[derive(Debug, Clone)]
 pub struct ChatClient {
@@ -407,7 +458,7 @@ impl ChatClient {
             .user_agent(concat!("llmjob-runner/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
             .build()
-            .map_err(|e| CallError::Connect(e.to_string()))?;
+            .map_err(|e| client_error(&e, ca_store_present()))?;
         Ok(ChatClient { http, url, api_key })
     }
 
@@ -498,15 +549,19 @@ async fn read_capped(
 /// The text of an error and its sources, without the request URL (which may carry
 /// credentials), scrubbed.
 fn error_chain(error: reqwest::Error, key: &ApiKey) -> String {
-    let error = error.without_url();
+    shorten(&scrub(&with_causes(&error.without_url()), key))
+}
+
+/// An error's message followed by its causes' messages, `: `-separated.
+fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
     let mut message = error.to_string();
-    let mut source = std::error::Error::source(&error);
+    let mut source = error.source();
     while let Some(cause) = source {
         message.push_str(": ");
         message.push_str(&cause.to_string());
         source = cause.source();
     }
-    shorten(&scrub(&message, key))
+    message
 }
 
 fn classify_transport(error: reqwest::Error, key: &ApiKey) -> CallError {
@@ -911,6 +966,29 @@ mod tests {
         assert!(!CallError::decode("x").is_retryable());
         assert!(!CallError::Refused { text: "no".into() }.is_retryable());
         assert!(!CallError::Request("x".into()).is_retryable());
+        assert!(!CallError::Client(String::new()).is_retryable());
+        assert_eq!(
+            CallError::Client(String::new()).error_type(),
+            "configuration_error"
+        );
+    }
+
+    #[test]
+    fn a_client_error_names_the_missing_ca_store() {
+        let cause = std::io::Error::other("builder error");
+        let err = client_error(&cause, false).to_string();
+        assert!(
+            err.starts_with(
+                "cannot build the HTTP client: no CA certificates found (builder error)"
+            ),
+            "{err}"
+        );
+        assert!(
+            err.contains(CA_BUNDLE) && err.contains("SSL_CERT_FILE"),
+            "{err}"
+        );
+        let err = client_error(&cause, true).to_string();
+        assert_eq!(err, "cannot build the HTTP client: builder error");
     }
 
     #[test]

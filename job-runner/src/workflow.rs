@@ -88,7 +88,9 @@ impl Failure {
     /// How the process exits.
     fn exit(&self) -> Exit {
         match self {
-            Failure::Permanent(CallError::Request(_)) => Exit::Config,
+            // The request or the client cannot be built (e.g. no CA store): nothing was sent;
+            // the configuration or the environment is wrong.
+            Failure::Permanent(CallError::Request(_) | CallError::Client(_)) => Exit::Config,
             Failure::Permanent(_) => Exit::Permanent,
             Failure::Exhausted { .. } => Exit::Exhausted,
         }

@@ -461,3 +461,69 @@ async fn a_server_slower_than_the_deadline_exits_4_with_a_timeout() {
     assert_failed(chats[0], "timeout");
     assert_failed(workflow, "timeout");
 }
+
+/// A root file system without a CA store (here: `SSL_CERT_FILE` and `SSL_CERT_DIR`, which the
+/// TLS verifier honours, pointing at paths that do not exist): the HTTP client cannot be built.
+/// That is a configuration error (exit 2) that says what is missing, with nothing sent, not a
+/// `connection_error` (it was "connection failed: builder error", exit 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_ca_store_is_a_configuration_error_that_names_it() {
+    let collector = collector().await;
+    let server = replay(ReplayConfig::new()).await;
+    let empty = tempfile::tempdir().unwrap();
+    let missing = empty.path().join("no-such-bundle.crt");
+    let run = Runner::new("it-no-ca-store")
+        .openai(&server)
+        .otlp_grpc(&collector)
+        .env("SSL_CERT_FILE", missing.to_string_lossy())
+        .env(
+            "SSL_CERT_DIR",
+            empty.path().join("no-such-dir").to_string_lossy(),
+        )
+        .run()
+        .await;
+    run.assert_exit(2);
+    assert_eq!(run.stdout, "");
+    assert!(server.requests().is_empty(), "nothing may be sent");
+    let result = run.result();
+    assert_eq!(result.status, RunStatus::Failed);
+    assert_eq!(result.attempts, Some(0));
+    let error = result.error.clone().unwrap();
+    assert_eq!(error.kind, "configuration_error");
+    assert!(
+        error
+            .message
+            .starts_with("cannot build the HTTP client: no CA certificates found"),
+        "{}",
+        error.message
+    );
+    assert!(
+        error.message.contains(
+            "the image must carry /etc/ssl/certs/ca-certificates.crt or set SSL_CERT_FILE"
+        ),
+        "{}",
+        error.message
+    );
+    let trace_id = result.trace_id.unwrap();
+    // No attempt, so no duration metric: wait for the workflow span and the closing log record.
+    let telemetry = collector
+        .wait_for(Duration::from_secs(20), |t| {
+            let failed_log = t
+                .logs_for_trace(&trace_id)
+                .iter()
+                .any(|l| l.body_str().is_some_and(|b| b.starts_with("job failed")));
+            let root = t
+                .trace(&trace_id)
+                .iter()
+                .any(|s| s.name == "llm_job.workflow");
+            (failed_log && root).then(|| t.clone())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let workflow = telemetry
+        .trace(&trace_id)
+        .into_iter()
+        .find(|s| s.name == "llm_job.workflow")
+        .expect("the workflow span");
+    assert_failed(workflow, "configuration_error");
+}

@@ -164,17 +164,18 @@ async fn delay_is_honoured() {
 
 /// Waits until connecting to `addr` fails, with a deadline.
 async fn wait_until_refused(addr: std::net::SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if tokio::net::TcpStream::connect(addr).await.is_err() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{addr} still accepts connections"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let refused = testenv::wait::until(
+        &format!("{addr} to refuse connections"),
+        Duration::from_secs(10),
+        || async {
+            tokio::net::TcpStream::connect(addr)
+                .await
+                .is_err()
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(refused, Ok(()));
 }
 
 #[tokio::test]

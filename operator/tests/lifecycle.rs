@@ -13,6 +13,7 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use llmjob_crds::v1alpha1::{LlmJob, Phase};
 use openai_replay::{ReplayConfig, ReplayServer};
+use testenv::env::TestEnv;
 
 /// The replay server accepting [`API_KEY`], answering after `delay`.
 #[allow(clippy::expect_used)]
@@ -24,6 +25,23 @@ async fn replay_after(delay: Duration) -> ReplayServer {
 
 async fn replay() -> ReplayServer {
     replay_after(Duration::ZERO).await
+}
+
+/// Proves the operator has processed what happened in `ns` so far: creates the LlmJob `marker`
+/// and waits until the operator has created its Job. The events before it (a Job's deletion)
+/// reached the operator's watches earlier, and their reconciles were queued earlier, so once
+/// the marker's Job exists the operator has had its chance to act on them; a check that
+/// "nothing happened" after this means something.
+async fn operator_caught_up(env: &TestEnv, ns: &str, base_url: &str) {
+    create_llmjob(env, ns, llmjob_json("marker", base_url)).await;
+    wait_until("the operator to create the marker LlmJob's Job", || async {
+        jobs(env, ns)
+            .await
+            .iter()
+            .any(|j| j.name_any() == "marker")
+            .then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -392,18 +410,19 @@ async fn a_job_deleted_by_its_ttl_keeps_the_outcome() {
         .and_then(|r| r.usage.clone())
         .expect("the usage survives the Job");
     assert!(usage.total_tokens.unwrap_or_default() > 0, "{usage:?}");
+    let requests = replay.requests().len();
     wait_until("the TTL controller to delete the Job", || async {
         jobs(env, &ns).await.is_empty().then_some(())
     })
     .await;
     // Still Succeeded once the Job is gone: its deletion never turns into `JobDeleted`.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    operator_caught_up(env, &ns, &replay.base_url()).await;
     let after = Api::<LlmJob>::namespaced(env.client(), &ns)
         .get("short-lived")
         .await
         .expect("get");
     assert_eq!(after.status.and_then(|s| s.phase), Some(Phase::Succeeded));
-    assert_eq!(replay.requests().len(), 1, "one run, one API call");
+    assert_eq!(requests, 1, "one run, one API call");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -421,14 +440,19 @@ async fn a_job_deleted_mid_run_fails_the_llmjob_and_is_not_recreated() {
     let failed = wait_for_phase(env, &ns, "orphan", Phase::Failed).await;
     let (_, reason, message) = condition(&failed, "Failed").expect("Failed");
     assert_eq!(reason, "JobDeleted", "{message}");
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(
+    // The deleted Job is gone for good (the garbage collector removed its pods, then it), and the
+    // operator has processed that: it did not create a second one.
+    wait_until("the deleted Job to disappear", || async {
         jobs(env, &ns)
             .await
             .iter()
-            .all(|j| j.metadata.deletion_timestamp.is_some()),
-        "no second Job"
-    );
+            .all(|j| j.name_any() != "orphan")
+            .then_some(())
+    })
+    .await;
+    operator_caught_up(env, &ns, &replay.base_url()).await;
+    let names: Vec<String> = jobs(env, &ns).await.iter().map(|j| j.name_any()).collect();
+    assert_eq!(names, ["marker"], "no second Job for the LlmJob orphan");
 }
 
 #[tokio::test(flavor = "multi_thread")]

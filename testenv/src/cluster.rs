@@ -33,6 +33,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use crate::certs::{self, CertUsage, CertsError, Pki, PkiFiles};
 use crate::process::{self, ManagedProcess, ProcessError, ProcessSpec};
 use crate::tools::{self, MissingTool};
+use crate::wait;
 
 /// How long each component may take to become ready (generous: the machines have 2 cores, and
 /// several test binaries may start control planes at once).
@@ -110,8 +111,6 @@ impl Default for ClusterOptions {
 const LOG_TAIL_LINES: usize = 40;
 /// Attempts at starting a process on free ports before giving up.
 const PORT_ATTEMPTS: usize = 3;
-/// How often readiness is polled.
-const POLL: Duration = Duration::from_millis(100);
 
 /// Errors from starting or stopping the control plane.
 #[derive(Debug, thiserror::Error)]
@@ -310,32 +309,44 @@ impl Cluster {
     async fn wait_for_controllers(&mut self) -> Result<(), ClusterError> {
         let accounts: kube::Api<ServiceAccount> =
             kube::Api::namespaced(self.client.clone(), "default");
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let Some(kcm) = self.controller_manager.as_mut()
-                && let Some(status) = kcm.try_exit_status()?
-            {
-                return Err(not_ready(
-                    "kube-controller-manager",
-                    format!("exited with {status}"),
-                    kcm.log_path(),
-                ));
-            }
-            let last = match accounts.get_opt("default").await {
-                Ok(Some(_)) => return Ok(()),
-                Ok(None) => "ServiceAccount default/default not created yet".to_owned(),
-                Err(e) => format!("cannot read ServiceAccount default/default: {e}"),
-            };
-            if Instant::now() >= deadline {
-                let log = self.dir.join("kube-controller-manager.log");
-                return Err(not_ready(
-                    "kube-controller-manager",
-                    format!("after {START_TIMEOUT:?}: {last}"),
-                    &log,
-                ));
-            }
-            tokio::time::sleep(POLL).await;
-        }
+        let log = self.dir.join("kube-controller-manager.log");
+        let mut kcm = self.controller_manager.as_mut();
+        let accounts = &accounts;
+        let log_ref = &log;
+        let ready =
+            wait::until_ok_or_abort("ServiceAccount default/default", START_TIMEOUT, || {
+                let exited = kcm.as_mut().map(|p| p.try_exit_status()).transpose();
+                async move {
+                    match exited {
+                        Err(e) => return Err(ClusterError::from(e)),
+                        Ok(Some(Some(status))) => {
+                            return Err(not_ready(
+                                "kube-controller-manager",
+                                format!("exited with {status}"),
+                                log_ref,
+                            ));
+                        }
+                        Ok(_) => {}
+                    }
+                    Ok(match accounts.get_opt("default").await {
+                        Ok(Some(_)) => Ok(()),
+                        Ok(None) => Err("not created yet".to_owned()),
+                        Err(e) => Err(format!("cannot read it: {e}")),
+                    })
+                }
+            })
+            .await?;
+        ready.map_err(|e| {
+            not_ready(
+                "kube-controller-manager",
+                format!(
+                    "after {START_TIMEOUT:?}: {}: {}",
+                    e.what,
+                    e.last.unwrap_or_default()
+                ),
+                &log,
+            )
+        })
     }
 
     /// An admin client (`system:masters`).
@@ -385,15 +396,6 @@ impl Cluster {
             .into_iter()
             .flatten()
             .map(|p| (p.name().to_owned(), p.pid()))
-            .collect()
-    }
-
-    /// The log files of the running processes.
-    pub fn log_paths(&self) -> Vec<PathBuf> {
-        [&self.etcd, &self.apiserver, &self.controller_manager]
-            .into_iter()
-            .flatten()
-            .map(|p| p.log_path().to_owned())
             .collect()
     }
 
@@ -606,27 +608,31 @@ async fn wait_for_port(
     component: &'static str,
     addr: SocketAddr,
 ) -> Result<(), ClusterError> {
-    let deadline = Instant::now() + START_TIMEOUT;
-    loop {
-        if let Some(status) = process.try_exit_status()? {
-            return Err(not_ready(
-                component,
-                format!("exited with {status}"),
-                process.log_path(),
-            ));
+    let log = process.log_path().to_owned();
+    let log_ref = &log;
+    let ready = wait::until_ok_or_abort(&format!("{addr} to accept"), START_TIMEOUT, || {
+        let exited = process.try_exit_status();
+        async move {
+            match exited {
+                Err(e) => Err(ClusterError::from(e)),
+                Ok(Some(status)) => Err(not_ready(
+                    component,
+                    format!("exited with {status}"),
+                    log_ref,
+                )),
+                Ok(None) if process::accepts_tcp(addr).await => Ok(Ok(())),
+                Ok(None) => Ok(Err("connection refused")),
+            }
         }
-        if process::accepts_tcp(addr).await {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(not_ready(
-                component,
-                format!("{addr} not accepting connections after {START_TIMEOUT:?}"),
-                process.log_path(),
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await?;
+    ready.map_err(|_| {
+        not_ready(
+            component,
+            format!("{addr} not accepting connections after {START_TIMEOUT:?}"),
+            &log,
+        )
+    })
 }
 
 async fn start_apiserver(
@@ -712,32 +718,43 @@ async fn wait_for_readyz(
     apiserver: &mut ManagedProcess,
     client: &kube::Client,
 ) -> Result<(), ClusterError> {
-    let deadline = Instant::now() + START_TIMEOUT;
-    loop {
-        if let Some(status) = apiserver.try_exit_status()? {
-            return Err(not_ready(
-                "kube-apiserver",
-                format!("exited with {status}"),
-                apiserver.log_path(),
-            ));
+    let log = apiserver.log_path().to_owned();
+    let log_ref = &log;
+    let ready = wait::until_ok_or_abort("/readyz", START_TIMEOUT, || {
+        let exited = apiserver.try_exit_status();
+        async move {
+            match exited {
+                Err(e) => return Err(ClusterError::from(e)),
+                Ok(Some(status)) => {
+                    return Err(not_ready(
+                        "kube-apiserver",
+                        format!("exited with {status}"),
+                        log_ref,
+                    ));
+                }
+                Ok(None) => {}
+            }
+            Ok(match http::Request::get("/readyz").body(Vec::new()) {
+                Ok(request) => match client.request_text(request).await {
+                    Ok(body) if body.trim() == "ok" => Ok(()),
+                    Ok(body) => Err(format!("/readyz answered {body:?}")),
+                    Err(e) => Err(format!("/readyz: {e}")),
+                },
+                Err(e) => Err(format!("cannot build the /readyz request: {e}")),
+            })
         }
-        let last = match http::Request::get("/readyz").body(Vec::new()) {
-            Ok(request) => match client.request_text(request).await {
-                Ok(body) if body.trim() == "ok" => return Ok(()),
-                Ok(body) => format!("/readyz answered {body:?}"),
-                Err(e) => format!("/readyz: {e}"),
-            },
-            Err(e) => format!("cannot build the /readyz request: {e}"),
-        };
-        if Instant::now() >= deadline {
-            return Err(not_ready(
-                "kube-apiserver",
-                format!("not ready after {START_TIMEOUT:?}; last: {last}"),
-                apiserver.log_path(),
-            ));
-        }
-        tokio::time::sleep(POLL).await;
-    }
+    })
+    .await?;
+    ready.map_err(|e| {
+        not_ready(
+            "kube-apiserver",
+            format!(
+                "not ready after {START_TIMEOUT:?}; last: {}",
+                e.last.unwrap_or_default()
+            ),
+            &log,
+        )
+    })
 }
 
 /// The admin kubeconfig: the CA, the admin client certificate and key embedded as data, one

@@ -19,8 +19,9 @@ use crate::tools::{self, MissingTool};
 
 /// How long [`Collector::start`] waits for both receivers to accept connections.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
-/// How often [`Collector::wait_for`] re-reads the output files.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// How often [`Collector::wait_for`] re-reads the output files (the one polling interval of
+/// [`crate::wait`]).
+pub use crate::wait::POLL_INTERVAL;
 /// How long [`Collector::shutdown`] waits after SIGTERM before SIGKILL.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Lines of the collector's log quoted in errors.
@@ -167,23 +168,36 @@ impl Collector {
     }
 
     async fn wait_ready(&mut self) -> Result<(), CollectorError> {
-        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
-        loop {
-            if let Some(process) = self.process.as_mut()
-                && let Some(status) = process.try_exit_status()?
-            {
-                return Err(self.not_ready(format!("otelcol-test exited with {status}")));
+        let (grpc, http) = (self.grpc, self.http);
+        let mut process = self.process.as_mut();
+        let ready = crate::wait::until_ok_or_abort("the OTLP ports", START_TIMEOUT, || {
+            let exited = process.as_mut().map(|p| p.try_exit_status()).transpose();
+            async move {
+                match exited {
+                    Err(e) => Err(CollectorError::from(e)),
+                    Ok(Some(Some(status))) => Err(CollectorError::NotReady {
+                        reason: format!("otelcol-test exited with {status}"),
+                        log: PathBuf::new(),
+                        tail: String::new(),
+                    }),
+                    Ok(_)
+                        if process::accepts_tcp(grpc).await && process::accepts_tcp(http).await =>
+                    {
+                        Ok(Ok(()))
+                    }
+                    Ok(_) => Ok(Err("not accepting yet")),
+                }
             }
-            if process::accepts_tcp(self.grpc).await && process::accepts_tcp(self.http).await {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(self.not_ready(format!(
-                    "ports {} (gRPC) and {} (HTTP) not accepting after {START_TIMEOUT:?}",
-                    self.grpc, self.http
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        })
+        .await;
+        match ready {
+            Ok(Ok(())) => Ok(()),
+            // The exit, with the log's path and tail filled in.
+            Err(CollectorError::NotReady { reason, .. }) => Err(self.not_ready(reason)),
+            Err(e) => Err(e),
+            Ok(Err(_)) => Err(self.not_ready(format!(
+                "ports {grpc} (gRPC) and {http} (HTTP) not accepting after {START_TIMEOUT:?}"
+            ))),
         }
     }
 
@@ -251,21 +265,19 @@ impl Collector {
         timeout: Duration,
         mut f: impl FnMut(&Telemetry) -> Option<T>,
     ) -> Result<T, CollectorError> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let telemetry = self.read()?;
-            if let Some(found) = f(&telemetry) {
-                return Ok(found);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(CollectorError::Timeout {
-                    timeout,
-                    dir: self.output_dir.clone(),
-                    summary: telemetry.summary(),
-                });
-            }
-            tokio::time::sleep(POLL_INTERVAL).await;
-        }
+        // A read error (a line the collector is still writing) is retried like a miss.
+        crate::wait::until_ok("telemetry", timeout, || {
+            std::future::ready(match self.read() {
+                Ok(telemetry) => f(&telemetry).ok_or_else(|| telemetry.summary()),
+                Err(e) => Err(e.to_string()),
+            })
+        })
+        .await
+        .map_err(|e| CollectorError::Timeout {
+            timeout,
+            dir: self.output_dir.clone(),
+            summary: e.last.unwrap_or_default(),
+        })
     }
 
     /// Stops the collector: SIGTERM (it flushes its exporters), then SIGKILL after

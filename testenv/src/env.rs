@@ -438,42 +438,50 @@ impl TestEnv {
                 source,
             })?;
         let accounts: Api<ServiceAccount> = Api::namespaced(self.client(), &name);
-        let deadline = tokio::time::Instant::now() + NAMESPACE_READY_TIMEOUT;
-        loop {
-            let found = accounts
-                .get_opt("default")
-                .await
-                .map_err(|source| EnvError::Api {
-                    what: format!("cannot read ServiceAccount {name}/default"),
-                    source,
-                })?;
-            if found.is_some() {
-                return Ok(name);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(EnvError::Timeout {
-                    what: format!(
-                        "ServiceAccount {name}/default (see {}/kube-controller-manager.log)",
-                        self.dir.display()
-                    ),
-                    timeout: NAMESPACE_READY_TIMEOUT,
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        // An API error is retried until the deadline, then named as the last thing seen.
+        crate::wait::until_ok(
+            &format!("ServiceAccount {name}/default"),
+            NAMESPACE_READY_TIMEOUT,
+            || async {
+                match accounts.get_opt("default").await {
+                    Ok(Some(_)) => Ok(()),
+                    Ok(None) => Err("not created yet".to_owned()),
+                    Err(e) => Err(format!("cannot read it: {e}")),
+                }
+            },
+        )
+        .await
+        .map_err(|e| EnvError::Timeout {
+            what: format!(
+                "{} (last seen: {}; see {}/kube-controller-manager.log)",
+                e.what,
+                e.last.as_deref().unwrap_or("nothing"),
+                self.dir.display()
+            ),
+            timeout: NAMESPACE_READY_TIMEOUT,
+        })?;
+        Ok(name)
     }
 
     /// Runs the built kubectl with `--kubeconfig` set to the admin kubeconfig.
     pub async fn kubectl(&self, args: &[&str]) -> Result<std::process::Output, EnvError> {
-        let kubectl = tools::bin("kubectl")?;
-        tokio::process::Command::new(kubectl)
-            .arg("--kubeconfig")
-            .arg(self.kubeconfig_path())
-            .args(args)
+        self.kubectl_command(args)?
             .stdin(std::process::Stdio::null())
             .output()
             .await
             .map_err(EnvError::Kubectl)
+    }
+
+    /// The built kubectl with `--kubeconfig` set to the admin kubeconfig and `args`, not started:
+    /// for feeding it stdin or reading its output as it comes (`kubectl get -w`).
+    pub fn kubectl_command(&self, args: &[&str]) -> Result<tokio::process::Command, EnvError> {
+        let mut command = tokio::process::Command::new(tools::bin("kubectl")?);
+        command
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig_path())
+            .args(args)
+            .kill_on_drop(true);
+        Ok(command)
     }
 
     /// The path of a container's log: `<dir>/pods/<ns>_<pod>_<container>.log`.

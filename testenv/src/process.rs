@@ -340,14 +340,11 @@ mod tests {
             .args(["-c", "echo out-$GREETING; echo err >&2; exit 3"])
             .env("GREETING", "hello");
         let mut p = ManagedProcess::spawn(spec).unwrap();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        let status = loop {
-            if let Some(s) = p.try_exit_status().unwrap() {
-                break s;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "sh did not exit");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let status = crate::wait::until("sh to exit", Duration::from_secs(10), || {
+            std::future::ready(p.try_exit_status().unwrap())
+        })
+        .await
+        .unwrap();
         assert_eq!(status.code(), Some(3));
         let log = p.log_tail(10);
         assert!(log.contains("out-hello"), "{log}");
@@ -371,11 +368,11 @@ mod tests {
                 .args(["-c", "trap '' TERM; echo ready; while :; do sleep 1; done"]),
         )
         .unwrap();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while !p.log_tail(5).contains("ready") {
-            assert!(tokio::time::Instant::now() < deadline, "sh never got ready");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        crate::wait::until("sh to get ready", Duration::from_secs(10), || {
+            std::future::ready(p.log_tail(5).contains("ready").then_some(()))
+        })
+        .await
+        .unwrap();
         let status = p.stop(Duration::from_millis(300)).await.unwrap();
         assert_eq!(status.signal(), Some(9));
     }
@@ -390,20 +387,21 @@ mod tests {
         let pid = p.pid();
         drop(p);
         let proc_dir = PathBuf::from(format!("/proc/{pid}"));
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         // Gone, or a zombie waiting for tokio's reaper.
-        loop {
-            let state = std::fs::read_to_string(proc_dir.join("stat")).unwrap_or_default();
-            let zombie_or_gone = state.is_empty() || state.contains(") Z ");
-            if zombie_or_gone {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "pid {pid} still alive: {state}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        crate::wait::until_ok(
+            &format!("pid {pid} to be gone"),
+            Duration::from_secs(10),
+            || {
+                let state = std::fs::read_to_string(proc_dir.join("stat")).unwrap_or_default();
+                std::future::ready(if state.is_empty() || state.contains(") Z ") {
+                    Ok(())
+                } else {
+                    Err(format!("alive: {state}"))
+                })
+            },
+        )
+        .await
+        .unwrap();
     }
 
     #[test]
@@ -429,18 +427,21 @@ mod tests {
         .join()
         .unwrap();
         let stat = PathBuf::from(format!("/proc/{pid}/stat"));
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
+        let what = format!("pid {pid} to die with its parent thread");
+        let gone = crate::wait::until_ok(&what, Duration::from_secs(10), || {
             let state = std::fs::read_to_string(&stat).unwrap_or_default();
-            if state.is_empty() || state.contains(") Z ") {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "pid {pid} survived its parent thread: {state}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            std::future::ready(if state.is_empty() || state.contains(") Z ") {
+                Ok(())
+            } else {
+                Err(format!("alive: {state}"))
+            })
+        });
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(gone)
+            .unwrap();
     }
 
     #[tokio::test]

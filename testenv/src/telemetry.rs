@@ -567,11 +567,6 @@ impl Telemetry {
         self.spans.iter().find(|s| s.name == name)
     }
 
-    /// All spans called `name`.
-    pub fn spans_named(&self, name: &str) -> Vec<&Span> {
-        self.spans.iter().filter(|s| s.name == name).collect()
-    }
-
     /// The span with this trace and span id.
     pub fn span(&self, trace_id: &str, span_id: &str) -> Option<&Span> {
         self.spans

@@ -497,35 +497,25 @@ async fn running_sleep_pid(env: &TestEnv) -> u32 {
         serde_json::json!({}),
     );
     pods.create(&PostParams::default(), &pod).await.unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let log = env.pod_log(&ns, "sleeper", "main");
-        if let Some(pid) = log
+    testenv::wait::until("the sleeper to print its pid", WAIT, || async {
+        env.pod_log(&ns, "sleeper", "main")
             .lines()
             .find_map(|l| l.strip_prefix("pid="))
             .and_then(|p| p.trim().parse().ok())
-        {
-            return pid;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "sleeper never ran; logs in {}",
-            env.dir().display()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}; logs in {}", env.dir().display()))
 }
 
 /// Waits up to 10 s for `pid` to be gone.
 async fn assert_gone(pid: u32, what: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !process_gone(pid) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "pid {pid} survived {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let gone = testenv::wait::until(
+        &format!("pid {pid} to be gone after {what}"),
+        Duration::from_secs(10),
+        || std::future::ready(process_gone(pid).then_some(())),
+    )
+    .await;
+    assert_eq!(gone, Ok(()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -560,27 +550,17 @@ async fn mapped_images_run_their_binary_with_the_args() {
         "metadata": { "name": "echo" },
         "spec": {
             "restartPolicy": "Never",
-            "initContainers": [{
-                "name": "missing",
-                "image": "testenv.local/missing:v1",
-            }],
             "containers": [{
                 "name": "main",
-                "image": "testenv.local/echo:v1",
+                "image": "testenv.local/missing:v1",
             }],
         },
     }));
     pods.create(&PostParams::default(), &pod).await.unwrap();
     let pod = finished(&pods, "echo").await;
     assert_eq!(phase(&pod), Some("Failed"));
-    let init = &pod
-        .status
-        .as_ref()
-        .unwrap()
-        .init_container_statuses
-        .as_ref()
-        .unwrap()[0];
-    let terminated = init.state.clone().and_then(|s| s.terminated).unwrap();
+    let main = main_status(&pod).unwrap();
+    let terminated = main.state.clone().and_then(|s| s.terminated).unwrap();
     assert_eq!(terminated.exit_code, 128);
     assert_eq!(terminated.reason.as_deref(), Some("StartError"));
     assert!(

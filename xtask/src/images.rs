@@ -98,18 +98,21 @@ pub fn run(root: &Path, only: &[String]) -> Result<()> {
         crate::step(
             "building the release binaries: cargo build --release -p llmjob-operator -p llmjob-runner",
         );
-        crate::cargo(
-            root,
-            &[
-                "build",
-                "--release",
-                "--locked",
-                "-p",
-                "llmjob-operator",
-                "-p",
-                "llmjob-runner",
-            ],
-        )?;
+        // The LTO link prints nothing for minutes: say it is still going.
+        with_heartbeat("the release build", || {
+            crate::cargo(
+                root,
+                &[
+                    "build",
+                    "--release",
+                    "--locked",
+                    "-p",
+                    "llmjob-operator",
+                    "-p",
+                    "llmjob-runner",
+                ],
+            )
+        })?;
         crate::step("the base layer: Debian's libc6, libgcc-s1 and ca-certificates, user nonroot");
         let base = base_layer()?;
         let release = testenv::tools::target_dir().join("release");
@@ -126,6 +129,27 @@ pub fn run(root: &Path, only: &[String]) -> Result<()> {
         out.display()
     );
     Ok(())
+}
+
+/// How often a long step says it is still running.
+const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Runs `f`, printing "xtask: <what>: still running (1m30s)" every 30 s until it returns.
+fn with_heartbeat<T>(what: &str, f: impl FnOnce() -> T) -> T {
+    let (done, wait) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let start = Instant::now();
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(HEARTBEAT)
+            {
+                let s = start.elapsed().as_secs();
+                eprintln!("xtask: {what}: still running ({}m{:02}s)", s / 60, s % 60);
+            }
+        });
+        let result = f();
+        drop(done);
+        result
+    })
 }
 
 /// Prints an image's archive size, digest and build time.

@@ -24,7 +24,11 @@ use clap::{Parser, Subcommand};
 
 /// llmjob-operator's task runner.
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "llmjob-operator's task runner")]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "llmjob-operator's task runner"
+)]
 struct Cli {
     #[command(subcommand)]
     task: Task,
@@ -99,7 +103,7 @@ fn main() -> ExitCode {
 fn run(task: Task) -> Result<()> {
     let root = workspace_root()?;
     match task {
-        Task::Tools => tools(&root),
+        Task::Tools => tools(&root, "test"),
         Task::Generate { check } => generate(&root, check),
         Task::Manifests { check } => {
             step(if check {
@@ -112,7 +116,7 @@ fn run(task: Task) -> Result<()> {
         Task::Fmt { check } => fmt(&root, check),
         Task::Lint => lint(&root),
         Task::Test { cargo_args } => {
-            tools(&root)?;
+            tools(&root, "test")?;
             fmt(&root, true)?;
             generate(&root, true)?;
             lint(&root)?;
@@ -164,9 +168,12 @@ fn cargo(root: &Path, args: &[&str]) -> Result<()> {
     run_cmd(root, &cargo, args)
 }
 
-fn tools(root: &Path) -> Result<()> {
-    step("building (or finding in the cache) the Go tools: tools/ensure-tools.sh");
-    run_cmd(root, "bash", &["tools/ensure-tools.sh"])
+/// `tools/ensure-tools.sh <profile>`: `test` builds every tool, `demo` only what the demo runs.
+fn tools(root: &Path, profile: &str) -> Result<()> {
+    step(&format!(
+        "building (or finding in the cache) the Go tools: tools/ensure-tools.sh {profile}"
+    ));
+    run_cmd(root, "bash", &["tools/ensure-tools.sh", profile])
 }
 
 fn fmt(root: &Path, check: bool) -> Result<()> {

@@ -8,14 +8,20 @@
 //! | `manifests/install.yaml` | `helm template` of the chart with default values, plus the Namespace |
 //! | `charts/llmjob-operator/README.md` | `helm-docs`: the chart's `README.md.gotmpl`, with the values table from the `# --` comments of `values.yaml` |
 //!
+//! The objects written here (the `argocd-cm` snippet, the Namespace) are `k8s-openapi` types
+//! serialised with `serde_norway`; only the comment headers are text.
+//!
 //! This module is also compiled into the `deploy-tests` crate (`#[path]`), whose test fails when a
-//! committed file is stale; keep it free of anything but `anyhow` and `testenv`. It never touches
-//! files outside the four above.
+//! committed file is stale; keep it free of anything but `anyhow`, `k8s-openapi`, `serde_norway`
+//! and `testenv`. It never touches files outside the four above.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 /// The command that regenerates these files, named in every staleness error.
 pub const COMMAND: &str = "cargo xtask manifests";
@@ -51,7 +57,7 @@ pub fn run(check: bool) -> Result<()> {
     let root = testenv::tools::workspace_root();
     let lua = std::fs::read_to_string(root.join(HEALTH_LUA))
         .with_context(|| format!("reading {HEALTH_LUA}"))?;
-    write_or_check(&root.join(ARGOCD_CM), argocd_cm(&lua).as_bytes(), check)?;
+    write_or_check(&root.join(ARGOCD_CM), argocd_cm(&lua)?.as_bytes(), check)?;
 
     let crd = std::fs::read(root.join(CRD_SOURCE)).with_context(|| {
         format!("reading {CRD_SOURCE} (generate it first: `cargo xtask generate`)")
@@ -68,34 +74,56 @@ pub fn run(check: bool) -> Result<()> {
     Ok(())
 }
 
+/// The key of `argocd-cm` under which Argo CD looks for LlmJob's health check.
+pub const HEALTH_KEY: &str = "resource.customizations.health.llmjob.dev_LlmJob";
+
+/// String pairs as a label or data map.
+fn string_map<const N: usize>(pairs: [(&str, &str); N]) -> BTreeMap<String, String> {
+    pairs
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
 /// The `argocd-cm` ConfigMap snippet that installs `lua` as LlmJob's health check.
-pub fn argocd_cm(lua: &str) -> String {
-    let mut out = String::from(
-        "# Generated from health-llmjob.lua by `cargo xtask manifests`; do not edit by hand.\n\
+pub fn argocd_cm(lua: &str) -> Result<String> {
+    let config_map = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("argocd-cm".to_owned()),
+            namespace: Some("argocd".to_owned()),
+            labels: Some(string_map([
+                ("app.kubernetes.io/name", "argocd-cm"),
+                ("app.kubernetes.io/part-of", "argocd"),
+            ])),
+            ..ObjectMeta::default()
+        },
+        data: Some(string_map([(HEALTH_KEY, lua)])),
+        ..ConfigMap::default()
+    };
+    let yaml = serde_norway::to_string(&config_map).context("serialising the argocd-cm snippet")?;
+    Ok(format!(
+        "# Generated from health-llmjob.lua by `{COMMAND}`; do not edit by hand.\n\
          # Merge into Argo CD's argocd-cm ConfigMap (e.g. `kubectl -n argocd patch configmap argocd-cm\n\
          # --patch-file argocd-cm-health-llmjob.yaml`), or copy the data key into your Argo CD\n\
          # Helm values under configs.cm.\n\
-         apiVersion: v1\n\
-         kind: ConfigMap\n\
-         metadata:\n  \
-           name: argocd-cm\n  \
-           namespace: argocd\n  \
-           labels:\n    \
-             app.kubernetes.io/name: argocd-cm\n    \
-             app.kubernetes.io/part-of: argocd\n\
-         data:\n  \
-           resource.customizations.health.llmjob.dev_LlmJob: |\n",
-    );
-    for line in lua.lines() {
-        if line.is_empty() {
-            out.push('\n');
-        } else {
-            out.push_str("    ");
-            out.push_str(line);
-            out.push('\n');
-        }
+         {yaml}"
+    ))
+}
+
+/// The namespace `manifests/install.yaml` installs into. Its pods (the operator's) meet the
+/// restricted Pod Security Standard, which the label enforces.
+fn namespace() -> Namespace {
+    Namespace {
+        metadata: ObjectMeta {
+            name: Some(NAMESPACE.to_owned()),
+            labels: Some(string_map([
+                ("app.kubernetes.io/part-of", "llmjob-operator"),
+                ("pod-security.kubernetes.io/enforce", "restricted"),
+            ])),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
     }
-    out
 }
 
 /// `manifests/install.yaml`: a header, the Namespace, then the chart rendered with default values.
@@ -115,20 +143,15 @@ pub fn render_install(root: &Path) -> Result<String> {
         );
     }
     let rendered = String::from_utf8(out.stdout).context("helm printed non-UTF-8 output")?;
+    let namespace = serde_norway::to_string(&namespace()).context("serialising the Namespace")?;
     let mut text = format!(
         "# llmjob-operator install manifest: the Helm chart {CHART_DIR} rendered with its default\n\
-         # values into namespace {NAMESPACE}. Generated by `{COMMAND}`; do not edit by hand.\n\
+         # values into namespace {NAMESPACE}, which enforces the restricted Pod Security Standard\n\
+         # (the operator's pod meets it). Generated by `{COMMAND}`; do not edit by hand.\n\
          # Install: kubectl apply --server-side -f manifests/install.yaml\n\
          #      or: kubectl apply --server-side -k manifests/\n\
          ---\n\
-         apiVersion: v1\n\
-         kind: Namespace\n\
-         metadata:\n  \
-           name: {NAMESPACE}\n  \
-           labels:\n    \
-             app.kubernetes.io/part-of: llmjob-operator\n    \
-             # The operator's pod meets the restricted Pod Security Standard.\n    \
-             pod-security.kubernetes.io/enforce: restricted\n"
+         {namespace}"
     );
     if !rendered.starts_with("---") {
         text.push_str("---\n");

@@ -28,7 +28,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use clap::Parser;
 use futures::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::batch::v1::Job;
@@ -308,16 +308,13 @@ async fn run_operator(
     .env("RUST_LOG", "info")
     .env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector);
     let operator = ManagedProcess::spawn(spec)?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while scrape::http_get(http, "/readyz").await.is_err() {
-        if Instant::now() > deadline {
-            bail!(
-                "the operator did not become ready; log {}",
-                operator.log_path().display()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    testenv::wait::until_ok(
+        "the operator's /readyz",
+        Duration::from_secs(60),
+        || async { scrape::http_get(http, "/readyz").await.map(|_| ()) },
+    )
+    .await
+    .with_context(|| format!("operator log {}", operator.log_path().display()))?;
     log(format!(
         "run A: operator ready (pid {}), namespace {ns}",
         operator.pid()
@@ -534,24 +531,22 @@ async fn install_crd(client: &Client) -> anyhow::Result<()> {
         &Patch::Apply(&llmjob_crds::v1alpha1::crd()),
     )
     .await?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let crd = api.get("llmjobs.llmjob.dev").await?;
-        let established = crd
-            .status
-            .and_then(|s| s.conditions)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        if established {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the CRD was not Established in 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let established = testenv::wait::until_ok_or_abort(
+        "the CRD to be Established",
+        Duration::from_secs(60),
+        || async {
+            let crd = api.get("llmjobs.llmjob.dev").await?;
+            let established = crd
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            Ok::<_, kube::Error>(if established { Ok(()) } else { Err("not yet") })
+        },
+    )
+    .await?;
+    Ok(established?)
 }
 
 /// LlmJob number `i`.

@@ -184,18 +184,12 @@ pub async fn operator_pod(env: &TestEnv, ns: &str) -> String {
 pub async fn wait_ready(port: u16, log: impl Fn() -> String) {
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let what = format!("the operator's /readyz on {addr}");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if http_status(addr, "/readyz").await == Some(200) {
-            return;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!(
-                "timed out after {WAIT:?} waiting for {what}; operator log:\n{}",
-                log()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    let ready = testenv::wait::until(&what, WAIT, || async {
+        (http_status(addr, "/readyz").await == Some(200)).then_some(())
+    })
+    .await;
+    if let Err(e) = ready {
+        panic!("{e}; operator log:\n{}", log());
     }
 }
 
@@ -261,25 +255,19 @@ pub async fn run_example(env: &TestEnv, ns: &str, replay: &ReplayServer, dir: &P
     kubectl(env, &["apply", "-n", ns, "-f", &file.to_string_lossy()]).await;
 
     let api: Api<LlmJob> = Api::namespaced(env.client(), ns);
-    let mut last = None;
-    let done = tokio::time::timeout(WAIT, async {
-        loop {
-            if let Ok(j) = api.get(EXAMPLE_JOB).await {
-                if j.status.as_ref().and_then(|s| s.phase) == Some(Phase::Succeeded) {
-                    return j;
-                }
-                last = Some(j);
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+    let what = format!("LlmJob {ns}/{EXAMPLE_JOB} to succeed");
+    let done = testenv::wait::until_ok(&what, WAIT, || async {
+        match api.get(EXAMPLE_JOB).await {
+            Ok(j) if j.status.as_ref().and_then(|s| s.phase) == Some(Phase::Succeeded) => Ok(j),
+            Ok(j) => Err(format!(
+                "status {}",
+                serde_json::to_string_pretty(&j.status).unwrap_or_default()
+            )),
+            Err(e) => Err(format!("reading it: {e}")),
         }
     })
     .await
-    .unwrap_or_else(|_| {
-        panic!(
-            "timed out after {WAIT:?} waiting for LlmJob {ns}/{EXAMPLE_JOB} to succeed; last status: {}",
-            serde_json::to_string_pretty(&last.and_then(|j| j.status)).unwrap_or_default()
-        )
-    });
+    .unwrap_or_else(|e| panic!("{e}"));
     let status = done.status.clone().expect("status");
     let usage = status
         .result

@@ -199,30 +199,22 @@ pub async fn create_llmjob(env: &TestEnv, ns: &str, manifest: serde_json::Value)
         .expect("creating the LlmJob")
 }
 
-/// Waits until the LlmJob reaches `phase` and returns it.
+/// Waits until the LlmJob reaches `phase` and returns it; a timeout shows the last status seen.
 pub async fn wait_for_phase(env: &TestEnv, ns: &str, name: &str, phase: Phase) -> LlmJob {
     let api: Api<LlmJob> = Api::namespaced(env.client(), ns);
     let what = format!("LlmJob {ns}/{name} to reach {phase:?}");
-    let mut last = None;
-    let found = tokio::time::timeout(WAIT, async {
-        loop {
-            if let Ok(j) = api.get(name).await {
-                if j.status.as_ref().and_then(|s| s.phase) == Some(phase) {
-                    return j;
-                }
-                last = Some(j);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+    testenv::wait::until_ok(&what, WAIT, || async {
+        match api.get(name).await {
+            Ok(j) if j.status.as_ref().and_then(|s| s.phase) == Some(phase) => Ok(j),
+            Ok(j) => Err(format!(
+                "status {}",
+                serde_json::to_string_pretty(&j.status).unwrap_or_default()
+            )),
+            Err(e) => Err(format!("reading it: {e}")),
         }
     })
-    .await;
-    match found {
-        Ok(j) => j,
-        Err(_) => panic!(
-            "timed out waiting for {what}; last seen status: {}",
-            serde_json::to_string_pretty(&last.and_then(|j| j.status)).unwrap_or_default()
-        ),
-    }
+    .await
+    .unwrap_or_else(|e| panic!("{e}; logs in {}", TestEnv::shared().dir().display()))
 }
 
 /// The Jobs in `ns`.

@@ -1,14 +1,17 @@
 //! A container's environment, resolved the way the kubelet does it
 //! (`kubelet_pods.go: makeEnvironmentVariables`), as pure functions over the pod and the Secrets
-//! and ConfigMaps it refers to (fetched by the caller, see [`referenced_objects`]).
+//! it refers to (fetched by the caller, see [`referenced_secrets`]).
 //!
-//! * `envFrom` first, in order, each key with its `prefix`; keys that are not valid variable names
-//!   are skipped. Then `env`, in order; a later definition of a name replaces an earlier one.
+//! Only what the pods run here use (the operator's runner pods, the operator's own pod, the
+//! tests' shell pods) is implemented:
+//! * `env`, in order; a later definition of a name replaces an earlier one.
 //! * `value` has `$(VAR)` references to variables defined *before* it expanded; `$$` is a literal
 //!   `$`; unknown references stay as written.
-//! * `valueFrom`: `secretKeyRef` / `configMapKeyRef` (`optional: true` leaves the variable unset when
-//!   the object or key is missing), `fieldRef` (see [`field_value`]), `resourceFieldRef` (see
-//!   [`resource_value`]). `fileKeyRef` is not supported.
+//! * `valueFrom`: `secretKeyRef` (`optional: true` leaves the variable unset when the Secret or key
+//!   is missing) and `fieldRef` (see [`field_value`]).
+//! * `envFrom`, `configMapKeyRef`, `resourceFieldRef` and `fileKeyRef` fail the container with
+//!   `CreateContainerConfigError` naming the field ([`EnvError::Unsupported`]), so a pod that
+//!   needs them fails loudly instead of running with a different environment.
 //! * Not done: service links (`FOO_SERVICE_HOST`, and the `KUBERNETES_SERVICE_*` variables: those
 //!   would make in-cluster clients look for `/var/run/secrets/...`; the kubelet module sets
 //!   `KUBECONFIG` instead).
@@ -19,9 +22,9 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 
 /// The IP reported for pods and the node: everything runs on the host's loopback.
 pub(crate) const LOOPBACK_IP: &str = "127.0.0.1";
-/// The node's allocatable CPU, used for `limits.cpu` when a container sets no limit.
+/// The node's allocatable CPU.
 pub(crate) const NODE_CPU: &str = "8";
-/// The node's allocatable memory, used for `limits.memory` when a container sets no limit.
+/// The node's allocatable memory.
 pub(crate) const NODE_MEMORY: &str = "32Gi";
 /// The node's allocatable ephemeral storage.
 pub(crate) const NODE_EPHEMERAL_STORAGE: &str = "100Gi";
@@ -33,9 +36,6 @@ pub(crate) enum EnvError {
     /// A Secret that is not optional does not exist.
     #[error("secret \"{0}\" not found")]
     SecretNotFound(String),
-    /// A ConfigMap that is not optional does not exist.
-    #[error("configmap \"{0}\" not found")]
-    ConfigMapNotFound(String),
     /// A Secret lacks a key that is not optional.
     #[error("couldn't find key {key} in Secret {namespace}/{name}")]
     SecretKey {
@@ -46,61 +46,31 @@ pub(crate) enum EnvError {
         /// The Secret.
         name: String,
     },
-    /// A ConfigMap lacks a key that is not optional.
-    #[error("couldn't find key {key} in ConfigMap {namespace}/{name}")]
-    ConfigMapKey {
-        /// The key.
-        key: String,
-        /// The pod's namespace.
-        namespace: String,
-        /// The ConfigMap.
-        name: String,
-    },
     /// A `fieldRef` path this kubelet (or the real one) does not support.
     #[error("unsupported fieldPath: {0}")]
     FieldPath(String),
-    /// A `resourceFieldRef` that cannot be evaluated.
-    #[error("{0}")]
-    ResourceField(String),
     /// A source this kubelet does not implement.
     #[error("{0} is not supported by the testenv kubelet")]
     Unsupported(&'static str),
 }
 
-/// The Secrets and ConfigMaps of a pod's namespace that a container refers to: name → data, or
-/// `None` when the object does not exist. A name that is absent counts as not existing.
+/// The Secrets of a pod's namespace that a container refers to: name → decoded data, or `None`
+/// when the Secret does not exist. A name that is absent counts as not existing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct EnvSources {
     /// Secret name → decoded data.
     pub secrets: BTreeMap<String, Option<BTreeMap<String, String>>>,
-    /// ConfigMap name → `data`.
-    pub config_maps: BTreeMap<String, Option<BTreeMap<String, String>>>,
 }
 
-/// The names of the Secrets and of the ConfigMaps that `container`'s `env` and `envFrom` use.
-pub(crate) fn referenced_objects(container: &Container) -> (BTreeSet<String>, BTreeSet<String>) {
-    let mut secrets = BTreeSet::new();
-    let mut config_maps = BTreeSet::new();
-    for source in container.env_from.iter().flatten() {
-        if let Some(r) = &source.secret_ref {
-            secrets.insert(r.name.clone());
-        }
-        if let Some(r) = &source.config_map_ref {
-            config_maps.insert(r.name.clone());
-        }
-    }
-    for var in container.env.iter().flatten() {
-        let Some(from) = &var.value_from else {
-            continue;
-        };
-        if let Some(r) = &from.secret_key_ref {
-            secrets.insert(r.name.clone());
-        }
-        if let Some(r) = &from.config_map_key_ref {
-            config_maps.insert(r.name.clone());
-        }
-    }
-    (secrets, config_maps)
+/// The names of the Secrets that `container`'s `env` uses.
+pub(crate) fn referenced_secrets(container: &Container) -> BTreeSet<String> {
+    container
+        .env
+        .iter()
+        .flatten()
+        .filter_map(|var| var.value_from.as_ref()?.secret_key_ref.as_ref())
+        .map(|r| r.name.clone())
+        .collect()
 }
 
 /// An ordered variable list in which redefining a name replaces its value in place.
@@ -136,29 +106,8 @@ pub(crate) fn resolve_env(
     let namespace = pod.metadata.namespace.clone().unwrap_or_default();
     let mut env = EnvList::default();
 
-    for source in container.env_from.iter().flatten() {
-        let prefix = source.prefix.as_deref().unwrap_or("");
-        let data = if let Some(r) = &source.config_map_ref {
-            match sources.config_maps.get(&r.name).and_then(Option::as_ref) {
-                Some(data) => data,
-                None if r.optional == Some(true) => continue,
-                None => return Err(EnvError::ConfigMapNotFound(r.name.clone())),
-            }
-        } else if let Some(r) = &source.secret_ref {
-            match sources.secrets.get(&r.name).and_then(Option::as_ref) {
-                Some(data) => data,
-                None if r.optional == Some(true) => continue,
-                None => return Err(EnvError::SecretNotFound(r.name.clone())),
-            }
-        } else {
-            continue;
-        };
-        for (key, value) in data {
-            let name = format!("{prefix}{key}");
-            if is_valid_env_name(&name) {
-                env.set(name, value.clone());
-            }
-        }
+    if container.env_from.as_ref().is_some_and(|e| !e.is_empty()) {
+        return Err(EnvError::Unsupported("envFrom"));
     }
 
     for var in container.env.iter().flatten() {
@@ -182,38 +131,12 @@ pub(crate) fn resolve_env(
                             }
                         },
                     }
-                } else if let Some(r) = &from.config_map_key_ref {
-                    let optional = r.optional == Some(true);
-                    match sources.config_maps.get(&r.name).and_then(Option::as_ref) {
-                        None if optional => continue,
-                        None => return Err(EnvError::ConfigMapNotFound(r.name.clone())),
-                        Some(data) => match data.get(&r.key) {
-                            Some(v) => v.clone(),
-                            None if optional => continue,
-                            None => {
-                                return Err(EnvError::ConfigMapKey {
-                                    key: r.key.clone(),
-                                    namespace: namespace.clone(),
-                                    name: r.name.clone(),
-                                });
-                            }
-                        },
-                    }
                 } else if let Some(r) = &from.field_ref {
                     field_value(pod, &r.field_path)?
-                } else if let Some(r) = &from.resource_field_ref {
-                    let target = match r.container_name.as_deref() {
-                        Some(name) if !name.is_empty() => {
-                            find_container(pod, name).ok_or_else(|| {
-                                EnvError::ResourceField(format!(
-                                    "container {name} referenced by resourceFieldRef not found"
-                                ))
-                            })?
-                        }
-                        _ => container,
-                    };
-                    let divisor = r.divisor.as_ref().map(|q| q.0.as_str());
-                    resource_value(target, &r.resource, divisor)?
+                } else if from.config_map_key_ref.is_some() {
+                    return Err(EnvError::Unsupported("env[].valueFrom.configMapKeyRef"));
+                } else if from.resource_field_ref.is_some() {
+                    return Err(EnvError::Unsupported("env[].valueFrom.resourceFieldRef"));
                 } else if from.file_key_ref.is_some() {
                     return Err(EnvError::Unsupported("env[].valueFrom.fileKeyRef"));
                 } else {
@@ -225,15 +148,6 @@ pub(crate) fn resolve_env(
         env.set(var.name.clone(), value);
     }
     Ok(env.vars)
-}
-
-/// The container called `name` among the pod's containers and init containers.
-fn find_container<'a>(pod: &'a Pod, name: &str) -> Option<&'a Container> {
-    let spec = pod.spec.as_ref()?;
-    spec.containers
-        .iter()
-        .chain(spec.init_containers.iter().flatten())
-        .find(|c| c.name == name)
 }
 
 /// Kubernetes `$(VAR)` expansion (`third_party/forked/golang/expansion`): `$(NAME)` becomes
@@ -275,12 +189,6 @@ pub(crate) fn expand<'a>(input: &str, lookup: impl Fn(&str) -> Option<&'a str>) 
     }
     out.push_str(rest);
     out
-}
-
-/// Kubernetes' environment variable name rule since `RelaxedEnvironmentVariableValidation`:
-/// printable ASCII except `=`, not empty.
-fn is_valid_env_name(name: &str) -> bool {
-    !name.is_empty() && name.bytes().all(|b| (32..=126).contains(&b) && b != b'=')
 }
 
 /// The value of a downward-API `fieldRef`: `metadata.name|namespace|uid`,
@@ -337,129 +245,6 @@ fn format_map(map: Option<&BTreeMap<String, String>>) -> String {
         .map(|(k, v)| format!("{k}={v:?}"))
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-/// The value of a `resourceFieldRef` for `container`: `limits.*` falls back to the node's
-/// allocatable amount when the container sets no limit, `requests.*` to the limit and then to 0;
-/// the result is `ceil(amount / divisor)` (CPU computed in millicores, like the kubelet).
-pub(crate) fn resource_value(
-    container: &Container,
-    resource: &str,
-    divisor: Option<&str>,
-) -> Result<String, EnvError> {
-    let err = |what: String| EnvError::ResourceField(what);
-    let (kind, name) = resource
-        .split_once('.')
-        .ok_or_else(|| err(format!("unsupported container resource : {resource}")))?;
-    let resources = container.resources.as_ref();
-    let limits = resources.and_then(|r| r.limits.as_ref());
-    let requests = resources.and_then(|r| r.requests.as_ref());
-    let limit = limits.and_then(|l| l.get(name)).map(|q| q.0.clone());
-    let node_default = match name {
-        "cpu" => Some(NODE_CPU),
-        "memory" => Some(NODE_MEMORY),
-        "ephemeral-storage" => Some(NODE_EPHEMERAL_STORAGE),
-        _ if name.starts_with("hugepages-") => Some("0"),
-        _ => None,
-    }
-    .ok_or_else(|| err(format!("unsupported container resource : {resource}")))?;
-    let amount = match kind {
-        "limits" => limit.unwrap_or_else(|| node_default.to_owned()),
-        "requests" => requests
-            .and_then(|r| r.get(name))
-            .map(|q| q.0.clone())
-            .or(limit)
-            .unwrap_or_else(|| "0".to_owned()),
-        _ => return Err(err(format!("unsupported container resource : {resource}"))),
-    };
-    let amount = parse_quantity(&amount).map_err(err)?;
-    let divisor = parse_quantity(divisor.unwrap_or("1")).map_err(err)?;
-    let value = if name == "cpu" {
-        ceil_div(
-            ceil_div(amount, 1_000_000),
-            ceil_div(divisor, 1_000_000).max(1),
-        )
-    } else {
-        ceil_div(ceil_div(amount, NANO), ceil_div(divisor, NANO).max(1))
-    };
-    Ok(value.to_string())
-}
-
-/// Units per one in [`parse_quantity`]'s result.
-const NANO: i128 = 1_000_000_000;
-
-/// `ceil(a / b)` for a non-negative `b > 0`.
-fn ceil_div(a: i128, b: i128) -> i128 {
-    if b <= 0 {
-        return 0;
-    }
-    let q = a / b;
-    if a % b > 0 { q + 1 } else { q }
-}
-
-/// A Kubernetes quantity (`500m`, `1.5Gi`, `2`, `1e3`, `128974848`) in billionths, rounded up.
-pub(crate) fn parse_quantity(text: &str) -> Result<i128, String> {
-    let bad = || format!("invalid quantity {text:?}");
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
-        .unwrap_or(text.len());
-    let (number, suffix) = text.split_at(split);
-    let (negative, number) = match number.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, number.strip_prefix('+').unwrap_or(number)),
-    };
-    let (int_part, frac_part) = number.split_once('.').unwrap_or((number, ""));
-    if int_part.is_empty() && frac_part.is_empty() {
-        return Err(bad());
-    }
-    if !(int_part.bytes().all(|b| b.is_ascii_digit())
-        && frac_part.bytes().all(|b| b.is_ascii_digit()))
-    {
-        return Err(bad());
-    }
-    let digits = format!("{int_part}{frac_part}");
-    let mantissa: i128 = digits.parse().map_err(|_| bad())?;
-    // value = mantissa * 10^exp10 * 2^exp2
-    let mut exp10: i32 = -(i32::try_from(frac_part.len()).map_err(|_| bad())?);
-    let mut exp2: u32 = 0;
-    match suffix {
-        "" => {}
-        "n" => exp10 -= 9,
-        "u" => exp10 -= 6,
-        "m" => exp10 -= 3,
-        "k" => exp10 += 3,
-        "M" => exp10 += 6,
-        "G" => exp10 += 9,
-        "T" => exp10 += 12,
-        "P" => exp10 += 15,
-        "E" => exp10 += 18,
-        "Ki" => exp2 = 10,
-        "Mi" => exp2 = 20,
-        "Gi" => exp2 = 30,
-        "Ti" => exp2 = 40,
-        "Pi" => exp2 = 50,
-        "Ei" => exp2 = 60,
-        _ => {
-            let exponent = suffix
-                .strip_prefix(['e', 'E'])
-                .and_then(|e| e.parse::<i32>().ok())
-                .ok_or_else(bad)?;
-            exp10 += exponent;
-        }
-    }
-    exp10 += 9; // to billionths
-    let scaled = mantissa
-        .checked_mul(1_i128.checked_shl(exp2).ok_or_else(bad)?)
-        .ok_or_else(bad)?;
-    let value = if exp10 >= 0 {
-        let factor = 10_i128.checked_pow(exp10.unsigned_abs()).ok_or_else(bad)?;
-        scaled.checked_mul(factor).ok_or_else(bad)?
-    } else {
-        let factor = 10_i128.checked_pow(exp10.unsigned_abs()).ok_or_else(bad)?;
-        ceil_div(scaled, factor)
-    };
-    Ok(if negative { -value } else { value })
 }
 
 #[cfg(test)]
@@ -578,35 +363,30 @@ spec:
     }
 
     #[test]
-    fn secret_and_config_map_refs_honour_optional() {
+    fn secret_refs_honour_optional() {
         let p = pod(&format!(
             r#"{POD}    env:
     - name: TOKEN
       valueFrom: {{secretKeyRef: {{name: creds, key: token}}}}
-    - name: MODE
-      valueFrom: {{configMapKeyRef: {{name: cfg, key: mode}}}}
     - name: OPT
       valueFrom: {{secretKeyRef: {{name: absent, key: k, optional: true}}}}
     - name: OPTKEY
-      valueFrom: {{configMapKeyRef: {{name: cfg, key: nokey, optional: true}}}}
+      valueFrom: {{secretKeyRef: {{name: creds, key: nokey, optional: true}}}}
 "#
         ));
         let c = container(&p);
-        let (secrets, cms) = referenced_objects(&c);
-        assert_eq!(secrets.into_iter().collect::<Vec<_>>(), ["absent", "creds"]);
-        assert_eq!(cms.into_iter().collect::<Vec<_>>(), ["cfg"]);
+        assert_eq!(
+            referenced_secrets(&c).into_iter().collect::<Vec<_>>(),
+            ["absent", "creds"]
+        );
 
         let mut sources = EnvSources::default();
         sources
             .secrets
             .insert("creds".into(), data(&[("token", "s3cr3t")]));
         sources.secrets.insert("absent".into(), None);
-        sources
-            .config_maps
-            .insert("cfg".into(), data(&[("mode", "fast")]));
         let env = resolve_env(&p, &c, &sources).unwrap();
         assert_eq!(get(&env, "TOKEN"), Some("s3cr3t"));
-        assert_eq!(get(&env, "MODE"), Some("fast"));
         assert_eq!(get(&env, "OPT"), None);
         assert_eq!(get(&env, "OPTKEY"), None);
 
@@ -616,7 +396,7 @@ spec:
             resolve_env(&p, &c, &missing).unwrap_err().to_string(),
             "secret \"creds\" not found"
         );
-        let mut no_key = sources.clone();
+        let mut no_key = sources;
         no_key
             .secrets
             .insert("creds".into(), data(&[("other", "x")]));
@@ -624,108 +404,26 @@ spec:
             resolve_env(&p, &c, &no_key).unwrap_err().to_string(),
             "couldn't find key token in Secret ns1/creds"
         );
-        let mut no_cm = sources.clone();
-        no_cm.config_maps.remove("cfg");
-        assert_eq!(
-            resolve_env(&p, &c, &no_cm).unwrap_err().to_string(),
-            "configmap \"cfg\" not found"
-        );
-        let mut no_cm_key = sources;
-        no_cm_key.config_maps.insert("cfg".into(), data(&[]));
-        assert_eq!(
-            resolve_env(&p, &c, &no_cm_key).unwrap_err().to_string(),
-            "couldn't find key mode in ConfigMap ns1/cfg"
-        );
     }
 
     #[test]
-    fn env_from_applies_prefixes_and_env_overrides() {
-        let p = pod(&format!(
-            r#"{POD}    envFrom:
-    - configMapRef: {{name: cfg}}
-      prefix: CFG_
-    - secretRef: {{name: creds}}
-    - secretRef: {{name: maybe, optional: true}}
-    env:
-    - {{name: user, value: "override-$(CFG_mode)"}}
-"#
-        ));
-        let c = container(&p);
-        let mut sources = EnvSources::default();
-        sources
-            .config_maps
-            .insert("cfg".into(), data(&[("mode", "fast"), ("bad=key", "x")]));
-        sources
-            .secrets
-            .insert("creds".into(), data(&[("user", "alice"), ("pass", "pw")]));
-        let env = resolve_env(&p, &c, &sources).unwrap();
-        assert_eq!(get(&env, "CFG_mode"), Some("fast"));
-        assert_eq!(get(&env, "CFG_bad=key"), None);
-        assert_eq!(get(&env, "pass"), Some("pw"));
-        assert_eq!(get(&env, "user"), Some("override-fast"));
-        sources.secrets.remove("creds");
-        assert_eq!(
-            resolve_env(&p, &c, &sources).unwrap_err(),
-            EnvError::SecretNotFound("creds".into())
-        );
-    }
-
-    #[test]
-    fn resource_field_refs() {
-        let p = pod(POD);
-        let other = &p.spec.as_ref().unwrap().containers[0];
-        let main = &p.spec.as_ref().unwrap().containers[1];
-        assert_eq!(resource_value(main, "limits.cpu", None).unwrap(), "1");
-        assert_eq!(
-            resource_value(main, "limits.cpu", Some("1m")).unwrap(),
-            "500"
-        );
-        assert_eq!(
-            resource_value(main, "requests.cpu", Some("1m")).unwrap(),
-            "250"
-        );
-        assert_eq!(
-            resource_value(main, "limits.memory", None).unwrap(),
-            "1073741824"
-        );
-        assert_eq!(
-            resource_value(main, "limits.memory", Some("1Mi")).unwrap(),
-            "1024"
-        );
-        // Requests default to limits, limits to the node's allocatable.
-        assert_eq!(
-            resource_value(other, "requests.memory", Some("1Mi")).unwrap(),
-            "64"
-        );
-        assert_eq!(resource_value(other, "limits.cpu", None).unwrap(), "8");
-        assert_eq!(resource_value(other, "requests.cpu", None).unwrap(), "0");
-        assert_eq!(
-            resource_value(other, "limits.ephemeral-storage", Some("1Gi")).unwrap(),
-            "100"
-        );
-        assert!(resource_value(other, "limits.gpu", None).is_err());
-
-        let p = pod(&format!(
-            "{POD}    env:\n    - name: OTHER_MEM\n      valueFrom: {{resourceFieldRef: {{containerName: other, resource: limits.memory, divisor: 1Mi}}}}\n"
-        ));
-        let env = resolve_env(&p, &container(&p), &EnvSources::default()).unwrap();
-        assert_eq!(get(&env, "OTHER_MEM"), Some("64"));
-    }
-
-    #[test]
-    fn quantities() {
-        assert_eq!(parse_quantity("1").unwrap(), NANO);
-        assert_eq!(parse_quantity("500m").unwrap(), NANO / 2);
-        assert_eq!(parse_quantity("1.5").unwrap(), 3 * NANO / 2);
-        assert_eq!(parse_quantity("1Ki").unwrap(), 1024 * NANO);
-        assert_eq!(parse_quantity("1.5Gi").unwrap(), 3 * (1 << 29) * NANO);
-        assert_eq!(parse_quantity("2k").unwrap(), 2000 * NANO);
-        assert_eq!(parse_quantity("1e3").unwrap(), 1000 * NANO);
-        assert_eq!(parse_quantity("1E").unwrap(), 10_i128.pow(18) * NANO);
-        assert_eq!(parse_quantity("1n").unwrap(), 1);
-        assert_eq!(parse_quantity(".5").unwrap(), NANO / 2);
-        assert!(parse_quantity("abc").is_err());
-        assert!(parse_quantity("1Xi").is_err());
-        assert!(parse_quantity("").is_err());
+    fn unimplemented_sources_fail_naming_the_field() {
+        for (env, field) in [
+            ("    envFrom:\n    - secretRef: {name: creds}\n", "envFrom"),
+            (
+                "    env:\n    - name: MODE\n      valueFrom: {configMapKeyRef: {name: cfg, key: mode}}\n",
+                "env[].valueFrom.configMapKeyRef",
+            ),
+            (
+                "    env:\n    - name: MEM\n      valueFrom: {resourceFieldRef: {resource: limits.memory}}\n",
+                "env[].valueFrom.resourceFieldRef",
+            ),
+        ] {
+            let p = pod(&format!("{POD}{env}"));
+            assert_eq!(
+                resolve_env(&p, &container(&p), &EnvSources::default()).unwrap_err(),
+                EnvError::Unsupported(field)
+            );
+        }
     }
 }

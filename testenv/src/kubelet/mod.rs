@@ -6,8 +6,8 @@
 //! * registers Node [`KubeletConfig::node_name`] (Ready, 8 CPUs, 32Gi, 110 pods), renews its Lease
 //!   in `kube-node-lease` and its Ready heartbeat every 10 s ([`node`]);
 //! * binds every pod waiting for the default scheduler to that node ([`scheduler`]);
-//! * for each pod on the node ([`pods`]): starts init containers one by one, then all containers,
-//!   each as a process in its own process group; restarts them per `restartPolicy` (back-off 1 s
+//! * for each pod on the node ([`pods`]): starts all containers, each as a process in its own
+//!   process group; restarts them per `restartPolicy` (back-off 1 s
 //!   doubling to 60 s); reports `pods/status` like the kubelet (phase, conditions, container states
 //!   with exit codes and termination messages); enforces `activeDeadlineSeconds`
 //!   (`DeadlineExceeded`); on deletion sends SIGTERM, SIGKILL after
@@ -21,9 +21,9 @@
 //!   found through `PATH`). Unknown images wait in `ErrImagePull` / `ImagePullBackOff` with a
 //!   message saying how to map them.
 //! * **Environment** ([`env_resolve`]): exactly what the kubelet would give the container (`env`
-//!   with `$(VAR)` expansion, Secret/ConfigMap/field/resource references, `envFrom`), plus `PATH`,
-//!   `HOME` and `LANG` from the host, `HOSTNAME` (the pod's hostname) and `KUBECONFIG` (below);
-//!   nothing else is inherited. A missing Secret/ConfigMap or key leaves the container waiting in
+//!   with `$(VAR)` expansion, `secretKeyRef` and `fieldRef`), plus `PATH`, `HOME` and `LANG` from
+//!   the host, `HOSTNAME` (the pod's hostname) and `KUBECONFIG` (below); nothing else is
+//!   inherited. A missing Secret or key leaves the container waiting in
 //!   `CreateContainerConfigError` with the kubelet's message, retried every 2 s.
 //!   `$(VAR)` references in `command`/`args` are expanded too.
 //! * **Service account** ([`token`]): unless `automountServiceAccountToken` is false, a token bound
@@ -39,7 +39,9 @@
 //!   ([`KubeletHandle::pod_log_path`]), appended across restarts. The working directory is
 //!   `<dir>/pods/<ns>_<pod>/`.
 //!
-//! Not emulated: volumes (paths in a container are host paths), probes (a running container is
+//! Not emulated (no pod run here needs them; a pod that uses the first four waits in
+//! `CreateContainerConfigError` naming the field): init containers and native sidecars,
+//! `envFrom`, `configMapKeyRef`, `resourceFieldRef`; volumes (paths in a container are host paths), probes (a running container is
 //! ready), resource limits, security contexts, service links, `kubectl logs/exec` (no kubelet API
 //! server), node selectors/affinity/taints (one node takes everything).
 
@@ -212,13 +214,14 @@ impl KubeletHandle {
         self.dispatcher.abort();
         // Dropping the dispatcher drops every worker's pod channel: workers take that as "pod
         // gone" and stop their containers.
-        let deadline = tokio::time::Instant::now() + SHUTDOWN_TIMEOUT;
-        while !(self.tasks.all_finished() && self.registry.is_empty())
-            && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        // Drop aborts what is left and kills the remaining process groups.
+        // A timeout is no error here: Drop aborts what is left and kills the remaining process
+        // groups.
+        let _ = crate::wait::until("the pod workers to stop", SHUTDOWN_TIMEOUT, || {
+            std::future::ready(
+                (self.tasks.all_finished() && self.registry.is_empty()).then_some(()),
+            )
+        })
+        .await;
     }
 }
 

@@ -1,7 +1,10 @@
-//! One worker per pod bound to the node: starts its containers as local processes (init
-//! containers one after the other, native sidecars left running, then all containers at once),
+//! One worker per pod bound to the node: starts its containers as local processes (all at once),
 //! restarts them per `restartPolicy`, reports status on `pods/status`, enforces
 //! `activeDeadlineSeconds`, and on deletion stops the processes and removes the pod.
+//!
+//! Init containers (and so native sidecars) are not run: no pod here has them. A pod that has
+//! them stays `Pending` with its containers waiting as `CreateContainerConfigError`, naming the
+//! field, instead of running without them.
 //!
 //! The worker owns everything it starts: dropping (aborting) it kills the processes.
 
@@ -12,22 +15,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, PodCondition, PodSpec, Secret};
+use k8s_openapi::api::core::v1::{Container, Pod, PodCondition, PodSpec, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, Preconditions};
-use tokio::sync::{OnceCell, mpsc, oneshot, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::{OnceCell, mpsc, watch};
 
-use super::env_resolve::{EnvSources, expand, referenced_objects, resolve_env};
+use super::env_resolve::{EnvSources, expand, referenced_secrets, resolve_env};
 use super::image::{
     ImageSource, build_argv, is_executable_file, resolve_image, unknown_image_message,
 };
 use super::runner::{ContainerProcess, Launch, ProcessRegistry};
 use super::status::{
-    ContainerRuntime, PodRuntime, RunState, Terminated, build_status, is_sidecar, is_terminal,
-    restart_policy,
+    ContainerRuntime, PodRuntime, RunState, Terminated, build_status, is_terminal, restart_policy,
 };
 use super::token::service_account_kubeconfig;
 
@@ -89,13 +90,6 @@ fn now() -> Time {
     Time(Timestamp::now())
 }
 
-/// Which container of the pod.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Slot {
-    Init(usize),
-    Main(usize),
-}
-
 /// When a container is restarted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Restart {
@@ -129,15 +123,6 @@ enum PrepareError {
 /// A pod-level stop request: `Some(grace)` once the pod's containers must stop.
 type StopRx = watch::Receiver<Option<Duration>>;
 
-/// Aborts a task when dropped.
-struct AbortOnDrop(JoinHandle<Outcome>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// What a container supervisor needs from its pod.
 struct PodCtx {
     shared: Arc<Shared>,
@@ -147,11 +132,12 @@ struct PodCtx {
     uid: String,
     dir: PathBuf,
     kubeconfig: OnceCell<Option<PathBuf>>,
-    updates: mpsc::UnboundedSender<(Slot, ContainerRuntime)>,
+    updates: mpsc::UnboundedSender<(usize, ContainerRuntime)>,
 }
 
 impl PodCtx {
-    fn report(&self, slot: Slot, rt: &ContainerRuntime) {
+    /// Reports the state of container `slot` (its index in `spec.containers`).
+    fn report(&self, slot: usize, rt: &ContainerRuntime) {
         // The receiver lives as long as the worker that owns this context.
         let _ = self.updates.send((slot, rt.clone()));
     }
@@ -275,25 +261,14 @@ async fn prepare(ctx: &PodCtx, container: &Container) -> Result<Launch, PrepareE
         message,
     };
 
-    let (secret_names, config_map_names) = referenced_objects(container);
     let mut sources = EnvSources::default();
     let secrets: Api<Secret> = Api::namespaced(shared.client.clone(), &ctx.namespace);
-    for name in secret_names {
+    for name in referenced_secrets(container) {
         let secret = secrets
             .get_opt(&name)
             .await
             .map_err(|e| config_error(format!("cannot read secret \"{name}\": {e}")))?;
         sources.secrets.insert(name, secret.map(secret_data));
-    }
-    let config_maps: Api<ConfigMap> = Api::namespaced(shared.client.clone(), &ctx.namespace);
-    for name in config_map_names {
-        let config_map = config_maps
-            .get_opt(&name)
-            .await
-            .map_err(|e| config_error(format!("cannot read configmap \"{name}\": {e}")))?;
-        sources
-            .config_maps
-            .insert(name, config_map.map(|cm| cm.data.unwrap_or_default()));
     }
     let mut env =
         resolve_env(&pod, container, &sources).map_err(|e| config_error(e.to_string()))?;
@@ -364,12 +339,11 @@ struct RunResult {
 /// Starts `launch`, reports it running, waits for its exit (or a stop).
 async fn run_once(
     ctx: &PodCtx,
-    slot: Slot,
+    slot: usize,
     container: &Container,
     launch: &Launch,
     rt: &mut ContainerRuntime,
     stop: &mut StopRx,
-    started: &mut Option<oneshot::Sender<()>>,
 ) -> RunResult {
     let message_file = ctx.termination_file(&container.name);
     let prepared = std::fs::create_dir_all(&ctx.dir)
@@ -400,9 +374,6 @@ async fn run_once(
         started_at: started_at.clone(),
     };
     ctx.report(slot, rt);
-    if let Some(tx) = started.take() {
-        let _ = tx.send(());
-    }
 
     enum Ended {
         Exited(std::io::Result<i32>),
@@ -452,11 +423,10 @@ fn start_error(message: String) -> Terminated {
 /// Runs one container until it is done for good (per `restart`) or stopped.
 async fn supervise(
     ctx: Arc<PodCtx>,
-    slot: Slot,
+    slot: usize,
     container: Container,
     restart: Restart,
     mut stop: StopRx,
-    mut started: Option<oneshot::Sender<()>>,
 ) -> Outcome {
     let mut rt = ContainerRuntime::waiting("ContainerCreating");
     let mut backoff = INITIAL_BACKOFF;
@@ -470,18 +440,7 @@ async fn supervise(
             _ = stop_requested(&mut stop) => return Outcome::Stopped,
         };
         let run = match prepared {
-            Ok(launch) => {
-                run_once(
-                    &ctx,
-                    slot,
-                    &container,
-                    &launch,
-                    &mut rt,
-                    &mut stop,
-                    &mut started,
-                )
-                .await
-            }
+            Ok(launch) => run_once(&ctx, slot, &container, &launch, &mut rt, &mut stop).await,
             Err(PrepareError::Image(message)) => {
                 tracing::warn!(pod = %ctx.name, container = %container.name, %message, "unknown image");
                 rt.state = RunState::Waiting {
@@ -564,85 +523,30 @@ async fn supervise(
     }
 }
 
-/// Stops the sidecars with `grace` and waits for them.
-async fn stop_sidecars(
-    stop_tx: &watch::Sender<Option<Duration>>,
-    sidecars: Vec<AbortOnDrop>,
-    grace: Duration,
-) {
-    let _ = stop_tx.send(Some(grace));
-    for mut sidecar in sidecars {
-        let _ = (&mut sidecar.0).await;
-    }
-}
-
 /// The pod's containers, start to end.
-async fn run_containers(ctx: Arc<PodCtx>, spec: PodSpec, mut stop: StopRx) {
-    let pod_restart = match restart_policy(&spec) {
+async fn run_containers(ctx: Arc<PodCtx>, spec: PodSpec, stop: StopRx) {
+    if spec.init_containers.as_ref().is_some_and(|c| !c.is_empty()) {
+        let rt = ContainerRuntime {
+            state: RunState::Waiting {
+                reason: "CreateContainerConfigError".to_owned(),
+                message: Some("initContainers are not supported by the testenv kubelet".to_owned()),
+            },
+            ..ContainerRuntime::waiting("CreateContainerConfigError")
+        };
+        for slot in 0..spec.containers.len() {
+            ctx.report(slot, &rt);
+        }
+        return;
+    }
+    let restart = match restart_policy(&spec) {
         "Never" => Restart::Never,
         "OnFailure" => Restart::OnFailure,
         _ => Restart::Always,
     };
-    let init_restart = if pod_restart == Restart::Never {
-        Restart::Never
-    } else {
-        Restart::OnFailure
-    };
-    let default_grace = grace_period(&ctx.pod());
-    let (sidecar_stop_tx, sidecar_stop_rx) = watch::channel(None);
-    let mut sidecars = Vec::new();
-
-    for (i, container) in spec.init_containers.iter().flatten().enumerate() {
-        if is_sidecar(container) {
-            let (started_tx, started_rx) = oneshot::channel();
-            sidecars.push(AbortOnDrop(tokio::spawn(supervise(
-                ctx.clone(),
-                Slot::Init(i),
-                container.clone(),
-                Restart::Always,
-                sidecar_stop_rx.clone(),
-                Some(started_tx),
-            ))));
-            let ok = tokio::select! {
-                started = started_rx => started.is_ok(),
-                _ = stop_requested(&mut stop) => false,
-            };
-            if !ok {
-                let grace = stop.borrow().unwrap_or(default_grace);
-                stop_sidecars(&sidecar_stop_tx, sidecars, grace).await;
-                return;
-            }
-            continue;
-        }
-        let outcome = supervise(
-            ctx.clone(),
-            Slot::Init(i),
-            container.clone(),
-            init_restart,
-            stop.clone(),
-            None,
-        )
-        .await;
-        if outcome != Outcome::Succeeded {
-            let grace = stop.borrow().unwrap_or(default_grace);
-            stop_sidecars(&sidecar_stop_tx, sidecars, grace).await;
-            return;
-        }
-    }
-
-    join_all(spec.containers.iter().enumerate().map(|(i, container)| {
-        supervise(
-            ctx.clone(),
-            Slot::Main(i),
-            container.clone(),
-            pod_restart,
-            stop.clone(),
-            None,
-        )
+    join_all(spec.containers.iter().enumerate().map(|(slot, container)| {
+        supervise(ctx.clone(), slot, container.clone(), restart, stop.clone())
     }))
     .await;
-    let grace = stop.borrow().unwrap_or(default_grace);
-    stop_sidecars(&sidecar_stop_tx, sidecars, grace).await;
 }
 
 /// Reports the pod's status on `pods/status`, skipping unchanged reports.
@@ -656,12 +560,8 @@ struct StatusWriter {
 }
 
 impl StatusWriter {
-    fn set(&mut self, slot: Slot, rt: ContainerRuntime) {
-        let target = match slot {
-            Slot::Init(i) => self.runtime.init.get_mut(i),
-            Slot::Main(i) => self.runtime.main.get_mut(i),
-        };
-        if let Some(target) = target {
+    fn set(&mut self, slot: usize, rt: ContainerRuntime) {
+        if let Some(target) = self.runtime.main.get_mut(slot) {
             *target = rt;
         }
     }

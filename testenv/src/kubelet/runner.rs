@@ -229,34 +229,27 @@ mod tests {
         )
         .unwrap();
         let pid_file = dir.path().join("child.pid");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while std::fs::read_to_string(&pid_file)
-            .unwrap_or_default()
-            .trim()
-            .is_empty()
-        {
-            assert!(tokio::time::Instant::now() < deadline, "no child pid");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let child: i32 = std::fs::read_to_string(&pid_file)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        let child: i32 = crate::wait::until("the child's pid", Duration::from_secs(10), || {
+            std::future::ready(
+                std::fs::read_to_string(&pid_file)
+                    .ok()
+                    .and_then(|text| text.trim().parse().ok()),
+            )
+        })
+        .await
+        .unwrap();
         let code = p.terminate(Duration::from_millis(500)).await.unwrap();
         assert_eq!(code, 137);
         let stat = format!("/proc/{child}/stat");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
+        crate::wait::until_ok("the child to be gone", Duration::from_secs(10), || {
             let state = std::fs::read_to_string(&stat).unwrap_or_default();
-            if state.is_empty() || state.contains(") Z ") {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "child survived: {state}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            std::future::ready(if state.is_empty() || state.contains(") Z ") {
+                Ok(())
+            } else {
+                Err(format!("child alive: {state}"))
+            })
+        })
+        .await
+        .unwrap();
     }
 }

@@ -95,17 +95,11 @@ impl ContainerRuntime {
     fn running(&self) -> bool {
         matches!(self.state, RunState::Running { .. })
     }
-
-    fn succeeded(&self) -> bool {
-        matches!(&self.state, RunState::Terminated(t) if t.exit_code == 0)
-    }
 }
 
 /// What the kubelet knows about a pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PodRuntime {
-    /// One entry per `spec.initContainers`, in order.
-    pub init: Vec<ContainerRuntime>,
     /// One entry per `spec.containers`, in order.
     pub main: Vec<ContainerRuntime>,
     /// When the kubelet accepted the pod.
@@ -119,21 +113,11 @@ pub(crate) struct PodRuntime {
 impl PodRuntime {
     /// A pod whose containers have not been started yet.
     pub(crate) fn new(spec: &PodSpec, start_time: Time) -> Self {
-        let init = spec.init_containers.as_deref().unwrap_or_default();
-        let main_reason = if init.is_empty() {
-            "ContainerCreating"
-        } else {
-            "PodInitializing"
-        };
         Self {
-            init: init
-                .iter()
-                .map(|_| ContainerRuntime::waiting("PodInitializing"))
-                .collect(),
             main: spec
                 .containers
                 .iter()
-                .map(|_| ContainerRuntime::waiting(main_reason))
+                .map(|_| ContainerRuntime::waiting("ContainerCreating"))
                 .collect(),
             start_time: Some(start_time),
             stopped: false,
@@ -142,54 +126,15 @@ impl PodRuntime {
     }
 }
 
-/// `true` for a restartable init container (a native sidecar).
-pub(crate) fn is_sidecar(container: &Container) -> bool {
-    container.restart_policy.as_deref() == Some("Always")
-}
-
 /// The pod's `restartPolicy` (`Always` when unset).
 pub(crate) fn restart_policy(spec: &PodSpec) -> &str {
     spec.restart_policy.as_deref().unwrap_or("Always")
-}
-
-/// Names of the init containers that have not completed (sidecars: not started).
-fn incomplete_init(spec: &PodSpec, rt: &PodRuntime) -> Vec<String> {
-    spec.init_containers
-        .iter()
-        .flatten()
-        .zip(&rt.init)
-        .filter(|(c, r)| {
-            if is_sidecar(c) {
-                !r.running()
-                    && r.last_state.is_none()
-                    && !matches!(r.state, RunState::Terminated(_))
-            } else {
-                !r.succeeded()
-            }
-        })
-        .map(|(c, _)| c.name.clone())
-        .collect()
 }
 
 /// The pod phase.
 pub(crate) fn phase(spec: &PodSpec, rt: &PodRuntime) -> &'static str {
     if rt.deadline_exceeded && rt.stopped {
         return FAILED;
-    }
-    let never = restart_policy(spec) == "Never";
-    let init_failed = spec
-        .init_containers
-        .iter()
-        .flatten()
-        .zip(&rt.init)
-        .any(|(c, r)| {
-            !is_sidecar(c) && matches!(&r.state, RunState::Terminated(t) if t.exit_code != 0)
-        });
-    if init_failed && never {
-        return FAILED;
-    }
-    if !incomplete_init(spec, rt).is_empty() {
-        return if rt.stopped { FAILED } else { PENDING };
     }
     let (mut waiting, mut running, mut stopped, mut succeeded) = (0, 0, 0, 0);
     for r in &rt.main {
@@ -278,20 +223,6 @@ pub(crate) fn build_status(
     let phase = phase(spec, rt);
     let terminal = is_terminal(phase);
 
-    let init_statuses: Vec<ContainerStatus> = spec
-        .init_containers
-        .iter()
-        .flatten()
-        .zip(&rt.init)
-        .map(|(c, r)| {
-            let ready = if is_sidecar(c) {
-                r.running()
-            } else {
-                r.succeeded()
-            };
-            container_status(c, r, ready, rt.stopped)
-        })
-        .collect();
     let statuses: Vec<ContainerStatus> = spec
         .containers
         .iter()
@@ -299,15 +230,10 @@ pub(crate) fn build_status(
         .map(|(c, r)| container_status(c, r, r.running(), rt.stopped))
         .collect();
 
-    let incomplete = incomplete_init(spec, rt);
-    let initialized = incomplete.is_empty() || phase == SUCCEEDED;
     let unready: Vec<String> = spec
-        .init_containers
+        .containers
         .iter()
-        .flatten()
-        .zip(&rt.init)
-        .filter(|(c, _)| is_sidecar(c))
-        .chain(spec.containers.iter().zip(&rt.main))
+        .zip(&rt.main)
         .filter(|(_, r)| !r.running())
         .map(|(c, _)| c.name.clone())
         .collect();
@@ -374,21 +300,8 @@ pub(crate) fn build_status(
             previous,
             now,
         ),
-        if initialized {
-            condition("Initialized", true, None, None, previous, now)
-        } else {
-            condition(
-                "Initialized",
-                false,
-                Some("ContainersNotInitialized".to_owned()),
-                Some(format!(
-                    "containers with incomplete status: {}",
-                    list(&incomplete)
-                )),
-                previous,
-                now,
-            )
-        },
+        // No init containers run here, so a pod is initialized from the start.
+        condition("Initialized", true, None, None, previous, now),
         ready,
         condition(
             "ContainersReady",
@@ -408,7 +321,7 @@ pub(crate) fn build_status(
         message: deadline.then(|| DEADLINE_MESSAGE.to_owned()),
         conditions: Some(conditions),
         container_statuses: Some(statuses),
-        init_container_statuses: (!init_statuses.is_empty()).then_some(init_statuses),
+        init_container_statuses: None,
         host_ip: Some(LOOPBACK_IP.to_owned()),
         host_ips: Some(vec![HostIP {
             ip: LOOPBACK_IP.to_owned(),
@@ -681,53 +594,6 @@ spec:
         rt.deadline_exceeded = false;
         rt.main[0].state = terminated(0);
         assert_eq!(phase(spec, &rt), SUCCEEDED);
-    }
-
-    #[test]
-    fn init_containers_gate_the_pod() {
-        let p = pod(r#"
-metadata: {name: p, namespace: ns}
-spec:
-  restartPolicy: Never
-  initContainers:
-  - {name: setup, image: busybox}
-  - {name: proxy, image: busybox, restartPolicy: Always}
-  containers:
-  - {name: main, image: busybox}
-"#);
-        let spec = p.spec.as_ref().unwrap();
-        let mut rt = PodRuntime::new(spec, time(1));
-        let s = build_status(&p, &rt, &[], &time(1));
-        assert_eq!(s.phase.as_deref(), Some(PENDING));
-        assert_eq!(
-            cond(&s, "Initialized").message.as_deref(),
-            Some("containers with incomplete status: [setup proxy]")
-        );
-        assert_eq!(s.init_container_statuses.as_ref().unwrap().len(), 2);
-        let main_waiting = s.container_statuses.as_ref().unwrap()[0]
-            .state
-            .clone()
-            .unwrap()
-            .waiting
-            .unwrap();
-        assert_eq!(main_waiting.reason.as_deref(), Some("PodInitializing"));
-
-        rt.init[0].state = terminated(0);
-        rt.init[1].state = RunState::Running {
-            started_at: time(2),
-        };
-        rt.main[0].state = RunState::Running {
-            started_at: time(3),
-        };
-        let s = build_status(&p, &rt, &[], &time(3));
-        assert_eq!(s.phase.as_deref(), Some(RUNNING));
-        assert_eq!(cond(&s, "Initialized").status, "True");
-        assert_eq!(cond(&s, "ContainersReady").status, "True");
-        assert!(s.init_container_statuses.as_ref().unwrap()[0].ready);
-
-        // A failed init container fails a Never pod.
-        rt.init[0].state = terminated(1);
-        assert_eq!(phase(spec, &rt), FAILED);
     }
 
     #[test]

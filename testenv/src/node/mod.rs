@@ -47,6 +47,7 @@ use crate::certs::{CertUsage, CertsError};
 use crate::cluster::{self, Cluster};
 use crate::process::{self, ManagedProcess, ProcessError, ProcessSpec};
 use crate::tools::{self, MissingTool};
+use crate::wait;
 
 /// The Node's name.
 pub const NODE_NAME: &str = "testenv-node";
@@ -514,31 +515,30 @@ impl Node {
 
     /// Polls containerd's socket (`ctr version`) until it answers.
     async fn wait_for_containerd(&mut self) -> Result<(), NodeError> {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Some(process) = self.containerd.as_mut()
-                && let Some(status) = process.try_exit_status()?
-            {
-                return Err(not_ready(
-                    "containerd",
-                    format!("exited with {status}"),
-                    process.log_path(),
-                ));
+        let log = self
+            .containerd
+            .as_ref()
+            .map(|p| p.log_path().to_owned())
+            .unwrap_or_default();
+        let log_ref = &log;
+        let (ctr, paths) = (&self.ctr, &self.containerd_paths);
+        let mut containerd = self.containerd.as_mut();
+        let ready = wait::until_ok_or_abort("containerd's socket", READY_TIMEOUT, || {
+            let exited = containerd.as_mut().map(|p| p.try_exit_status()).transpose();
+            async move {
+                match exited {
+                    Err(e) => Err(NodeError::from(e)),
+                    Ok(Some(Some(status))) => Err(not_ready(
+                        "containerd",
+                        format!("exited with {status}"),
+                        log_ref,
+                    )),
+                    Ok(_) => Ok(containerd::ctr(ctr, paths, &["version"]).map(|_| ())),
+                }
             }
-            let last = match containerd::ctr(&self.ctr, &self.containerd_paths, &["version"]) {
-                Ok(_) => return Ok(()),
-                Err(e) => e.to_string(),
-            };
-            if Instant::now() >= deadline {
-                let log = self
-                    .containerd
-                    .as_ref()
-                    .map(|p| p.log_path().to_owned())
-                    .unwrap_or_default();
-                return Err(not_ready("containerd", last, &log));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        })
+        .await?;
+        ready.map_err(|e| not_ready("containerd", e.last.unwrap_or_default(), &log))
     }
 
     /// Waits until the Node is Ready and CoreDNS accepts TCP on the node IP; fails early when a
@@ -546,50 +546,67 @@ impl Node {
     async fn wait_ready(&mut self, client: &kube::Client) -> Result<(), NodeError> {
         let nodes: kube::Api<NodeObject> = kube::Api::all(client.clone());
         let dns = SocketAddr::new(IpAddr::V4(self.host.addresses.node_ip), 53);
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            for (name, process) in [
-                ("containerd", self.containerd.as_mut()),
-                ("kube-scheduler", self.scheduler.as_mut()),
-                ("kubelet", self.kubelet.as_mut()),
-                ("kube-proxy", self.proxy.as_mut()),
-                ("coredns", self.coredns.as_mut()),
-            ] {
-                if let Some(process) = process
-                    && let Some(status) = process.try_exit_status()?
-                {
-                    return Err(not_ready(
-                        name,
-                        format!("exited with {status}"),
-                        process.log_path(),
-                    ));
-                }
-            }
-            let last = match nodes.get_opt(NODE_NAME).await {
-                Ok(Some(node)) if node_is_ready(&node) => {
-                    if process::accepts_tcp(dns).await {
-                        return Ok(());
+        let kubelet_log = self
+            .kubelet
+            .as_ref()
+            .map(|p| p.log_path().to_owned())
+            .unwrap_or_default();
+        let mut processes = [
+            ("containerd", self.containerd.as_mut()),
+            ("kube-scheduler", self.scheduler.as_mut()),
+            ("kubelet", self.kubelet.as_mut()),
+            ("kube-proxy", self.proxy.as_mut()),
+            ("coredns", self.coredns.as_mut()),
+        ];
+        let nodes = &nodes;
+        let ready = wait::until_ok_or_abort("the Node to be Ready", READY_TIMEOUT, || {
+            // Checked before the async part: the first component that exited, if any.
+            let mut exited = Ok(None);
+            for (name, process) in processes.iter_mut() {
+                if let Some(process) = process.as_mut() {
+                    match process.try_exit_status() {
+                        Ok(Some(status)) => {
+                            exited = Ok(Some(not_ready(
+                                name,
+                                format!("exited with {status}"),
+                                process.log_path(),
+                            )));
+                            break;
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            exited = Err(NodeError::from(e));
+                            break;
+                        }
                     }
-                    format!("CoreDNS not accepting on {dns}")
                 }
-                Ok(Some(_)) => format!("Node {NODE_NAME} not Ready yet"),
-                Ok(None) => format!("Node {NODE_NAME} not registered yet"),
-                Err(e) => format!("cannot read Node {NODE_NAME}: {e}"),
-            };
-            if Instant::now() >= deadline {
-                let log = self
-                    .kubelet
-                    .as_ref()
-                    .map(|p| p.log_path().to_owned())
-                    .unwrap_or_default();
-                return Err(not_ready(
-                    "kubelet",
-                    format!("after {READY_TIMEOUT:?}: {last}"),
-                    &log,
-                ));
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+            async move {
+                if let Some(error) = exited? {
+                    return Err(error);
+                }
+                Ok(match nodes.get_opt(NODE_NAME).await {
+                    Ok(Some(node)) if node_is_ready(&node) => {
+                        if process::accepts_tcp(dns).await {
+                            Ok(())
+                        } else {
+                            Err(format!("CoreDNS not accepting on {dns}"))
+                        }
+                    }
+                    Ok(Some(_)) => Err(format!("Node {NODE_NAME} not Ready yet")),
+                    Ok(None) => Err(format!("Node {NODE_NAME} not registered yet")),
+                    Err(e) => Err(format!("cannot read Node {NODE_NAME}: {e}")),
+                })
+            }
+        })
+        .await?;
+        ready.map_err(|e| {
+            not_ready(
+                "kubelet",
+                format!("after {READY_TIMEOUT:?}: {}", e.last.unwrap_or_default()),
+                &kubelet_log,
+            )
+        })
     }
 
     /// The slot's number (names `testenv-<slot>`, see [`network`]).

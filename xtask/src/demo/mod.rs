@@ -16,30 +16,34 @@
 //!    local replay server (recorded responses; a host process behind the Service
 //!    `openai-replay.testenv-system`) unless `OPENAI_API_KEY` is set, then the real API (or
 //!    `OPENAI_BASE_URL`);
-//! 4. the `kubectl get llmjobs` view is printed at every phase change, then `kubectl logs` of
-//!    the runner's pod, the `containerID` and `imageID` of the operator's and the runner's
-//!    containers, the run's trace as a waterfall, its GenAI metrics and its log records, read
-//!    from the collector's output.
+//! 4. the real `kubectl get llmjobs -w` shows the LlmJob until it finishes, then `kubectl logs`
+//!    of the runner's pod and the operator, the `containerID` and `imageID` of the operator's
+//!    and the runner's containers, the run's trace as a waterfall, its GenAI metrics and its log
+//!    records, read from the collector's output.
 //!
-//! It fails (non-zero exit) when the run fails, and says why. `--keep` keeps the stack and the
-//! replay server up and prints how to use them.
+//! Every `kubectl` line on screen is printed by the stack's real kubectl. It fails (non-zero
+//! exit) when the run fails, and says why. `--keep` keeps everything the printed instructions
+//! use (the stack, the collector and the replay server) up until Ctrl-C, and writes
+//! `manifests/examples/messages.yaml` pointed at the same OpenAI server for `kubectl apply`.
 
 pub mod report;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use llmjob_crds::v1alpha1::{LlmJob, Phase};
 use openai_replay::{ReplayConfig, ReplayServer};
 use testenv::env::TestEnv;
 use testenv::images;
 use testenv::node::{self, NodeConfig, services};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 /// Namespace the demo's LlmJob runs in.
 pub const NAMESPACE: &str = "demo";
@@ -99,7 +103,7 @@ fn step(what: &str) {
 /// Runs the demo.
 pub fn run(root: &Path, options: &Options) -> Result<()> {
     if !options.no_build {
-        crate::tools(root)?;
+        crate::tools(root, "demo")?;
         step("building the images of the operator and the job-runner: cargo xtask images");
         crate::images::run(root, &[])?;
     }
@@ -202,18 +206,23 @@ async fn demo_on(root: &Path, env: &TestEnv, options: &Options) -> Result<()> {
     };
     create_secret(env, &secret_name, &secret_key, &key).await?;
     let name = llmjob.name_any();
-    Api::<LlmJob>::namespaced(env.client(), NAMESPACE)
-        .patch(
-            &name,
-            &PatchParams::apply("kubectl").force(),
-            &Patch::Apply(&llmjob),
-        )
-        .await
-        .context("applying the LlmJob")?;
-    eprintln!("llmjob.llmjob.dev/{name} created");
+    // The watch starts before the apply, so it shows every phase from the first.
+    let watch = Watch::start(env).await?;
+    eprint!(
+        "{}",
+        kubectl_apply(env, &serde_norway::to_string(&llmjob)?)
+            .await
+            .context("applying the LlmJob")?
+    );
 
-    step("watching it: kubectl get llmjobs");
-    let done = watch_phases(env, &name).await?;
+    step(&format!(
+        "watching it: kubectl get llmjobs -n {NAMESPACE} -w"
+    ));
+    watch.until_finished(&name).await?;
+    let done = Api::<LlmJob>::namespaced(env.client(), NAMESPACE)
+        .get(&name)
+        .await
+        .context("reading the finished LlmJob")?;
 
     let status = done.status.clone().unwrap_or_default();
     let phase = status.phase;
@@ -436,39 +445,112 @@ async fn kubectl(env: &TestEnv, args: &[&str]) -> Result<String> {
 
 async fn wait_for_operator(env: &TestEnv) -> Result<()> {
     let api: Api<Deployment> = Api::namespaced(env.client(), OPERATOR_NAMESPACE);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let available = api
-            .get_opt("llmjob-operator")
-            .await?
-            .and_then(|d| d.status)
-            .and_then(|s| s.conditions)
-            .is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| c.type_ == "Available" && c.status == "True")
-            });
-        if available {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() > deadline {
-            let log = kubectl(
-                env,
-                &[
-                    "logs",
-                    "-n",
-                    OPERATOR_NAMESPACE,
-                    "deploy/llmjob-operator",
-                    "--tail=20",
-                ],
-            )
-            .await
-            .unwrap_or_else(|e| format!("(no log: {e:#})"));
-            bail!(
-                "the operator's Deployment did not become Available; the node's logs are in {}; the operator's log:\n{log}",
-                env.dir().display()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    let available = testenv::wait::until(
+        "the operator's Deployment to be Available",
+        WAIT,
+        || async {
+            let conditions = api
+                .get_opt("llmjob-operator")
+                .await
+                .ok()??
+                .status?
+                .conditions?;
+            conditions
+                .iter()
+                .any(|c| c.type_ == "Available" && c.status == "True")
+                .then_some(())
+        },
+    )
+    .await;
+    if let Err(e) = available {
+        let log = kubectl(
+            env,
+            &[
+                "logs",
+                "-n",
+                OPERATOR_NAMESPACE,
+                "deploy/llmjob-operator",
+                "--tail=20",
+            ],
+        )
+        .await
+        .unwrap_or_else(|e| format!("(no log: {e:#})"));
+        bail!(
+            "{e}; the stack's logs are in {}; the operator's log:\n{log}",
+            env.dir().display()
+        );
+    }
+    Ok(())
+}
+
+/// `kubectl apply --server-side -f -` of `yaml`; returns what kubectl printed.
+async fn kubectl_apply(env: &TestEnv, yaml: &str) -> Result<String> {
+    let args = ["apply", "--server-side", "-f", "-"];
+    let mut child = env
+        .kubectl_command(&args)?
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting kubectl")?;
+    let mut stdin = child.stdin.take().context("kubectl's stdin")?;
+    stdin.write_all(yaml.as_bytes()).await?;
+    drop(stdin);
+    let out = child.wait_with_output().await?;
+    if !out.status.success() {
+        bail!(
+            "`kubectl {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The real `kubectl get llmjobs -w` in the demo's namespace, its lines echoed as they come.
+struct Watch {
+    // Held so that kubectl is killed (`kill_on_drop`) when the watch is done.
+    _child: tokio::process::Child,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Watch {
+    async fn start(env: &TestEnv) -> Result<Self> {
+        let mut child = env
+            .kubectl_command(&["get", "llmjobs", "-n", NAMESPACE, "-w"])?
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            // Only "No resources found in demo namespace." before the first LlmJob.
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting `kubectl get llmjobs -w`")?;
+        let stdout = child.stdout.take().context("kubectl's stdout")?;
+        Ok(Self {
+            _child: child,
+            lines: BufReader::new(stdout).lines(),
+        })
+    }
+
+    /// Prints kubectl's rows until one shows LlmJob `name` finished (its STATUS column).
+    async fn until_finished(mut self, name: &str) -> Result<()> {
+        // The STATUS column prints the phase as its variant name (`Phase` serialises as such).
+        let finished = [Phase::Succeeded, Phase::Failed].map(|p| format!("{p:?}"));
+        tokio::time::timeout(WAIT, async {
+            while let Some(line) = self.lines.next_line().await? {
+                println!("{line}");
+                let mut columns = line.split_whitespace();
+                if columns.next() == Some(name)
+                    && columns
+                        .next()
+                        .is_some_and(|s| finished.iter().any(|f| f == s))
+                {
+                    return Ok(());
+                }
+            }
+            bail!("`kubectl get llmjobs -w` ended before the LlmJob finished")
+        })
+        .await
+        .with_context(|| format!("the LlmJob did not finish within {WAIT:?}"))?
     }
 }
 
@@ -493,70 +575,12 @@ async fn create_secret(env: &TestEnv, name: &str, key: &str, value: &str) -> Res
         "metadata": {"name": name, "namespace": NAMESPACE},
         "stringData": {key: value}
     }))?;
-    Api::<Secret>::namespaced(env.client(), NAMESPACE)
-        .patch(
-            name,
-            &PatchParams::apply("kubectl").force(),
-            &Patch::Apply(&secret),
-        )
+    // Through stdin: the key never appears in a command line.
+    let applied = kubectl_apply(env, &serde_norway::to_string(&secret)?)
         .await
         .context("creating the API-key Secret")?;
-    eprintln!("secret/{name} created (key {key})");
+    eprint!("{applied}");
     Ok(())
-}
-
-/// Prints a `kubectl get llmjobs` row at every phase change until the run finishes. It watches
-/// the LlmJob (every status write arrives as an event), so short phases are not missed.
-async fn watch_phases(env: &TestEnv, name: &str) -> Result<LlmJob> {
-    use futures::StreamExt;
-    use kube::runtime::{WatchStreamExt, watcher};
-
-    let api: Api<LlmJob> = Api::namespaced(env.client(), NAMESPACE);
-    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut events = std::pin::pin!(watcher(api, config).default_backoff().applied_objects());
-    println!(
-        "{:<8}{:<12}{:<14}{:<8}AGE",
-        "NAME", "STATUS", "MODEL", "TOKENS"
-    );
-    let started = std::time::Instant::now();
-    let mut last: Option<Option<Phase>> = None;
-    let deadline = tokio::time::sleep(WAIT);
-    tokio::pin!(deadline);
-    loop {
-        let llmjob = tokio::select! {
-            next = events.next() => match next {
-                Some(Ok(llmjob)) => llmjob,
-                Some(Err(e)) => {
-                    eprintln!("demo: watching the LlmJob: {e} (retrying)");
-                    continue;
-                }
-                None => bail!("the watch of the LlmJob ended"),
-            },
-            () = &mut deadline => bail!("the LlmJob did not finish within {WAIT:?}"),
-        };
-        let status = llmjob.status.as_ref();
-        let phase = status.and_then(|s| s.phase);
-        if last != Some(phase) {
-            last = Some(phase);
-            let tokens = status
-                .and_then(|s| s.result.as_ref())
-                .and_then(|r| r.usage.as_ref())
-                .and_then(|u| u.total_tokens)
-                .map(|t| t.to_string())
-                .unwrap_or_default();
-            println!(
-                "{:<8}{:<12}{:<14}{:<8}{}s",
-                name,
-                phase.map(|p| format!("{p:?}")).unwrap_or_default(),
-                llmjob.spec.model,
-                tokens,
-                started.elapsed().as_secs()
-            );
-        }
-        if phase.is_some_and(Phase::is_finished) {
-            return Ok(llmjob);
-        }
-    }
 }
 
 async fn first_pod(env: &TestEnv) -> Option<String> {
