@@ -73,7 +73,7 @@ pub async fn guarded(run: impl Future<Output = Outcome>) -> Outcome {
 pub fn internal_error(trace_id: Option<String>) -> Outcome {
     Outcome {
         exit: Exit::Internal,
-        answer: None,
+        stdout: None,
         result: RunResult {
             status: RunStatus::Failed,
             trace_id,
