@@ -163,8 +163,8 @@ impl RunResult {
         line
     }
 
-    /// A result with only its status.
-    fn status_only(status: RunStatus) -> RunResult {
+    /// A result with only its status (the base of results that fill a few fields).
+    pub fn status_only(status: RunStatus) -> RunResult {
         RunResult {
             status,
             trace_id: None,

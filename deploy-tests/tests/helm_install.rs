@@ -108,11 +108,17 @@ async fn install_run_uninstall(namespaced: bool) {
         !namespaced,
         "cluster-wide list of LlmJobs (namespaced mode: {namespaced})"
     );
-    assert_eq!(
-        can_i(&env, sa, "list", "secrets", &["-A"]).await,
-        !namespaced,
-        "cluster-wide list of Secrets (namespaced mode: {namespaced})"
-    );
+    // No Secret, anywhere, in either mode: a missing one is read from the runner pod.
+    for verb in ["get", "list", "watch"] {
+        assert!(
+            !can_i(&env, sa, verb, "secrets", &["-n", &jobs_ns]).await,
+            "{verb} secrets in the LlmJobs' namespace (namespaced mode: {namespaced})"
+        );
+        assert!(
+            !can_i(&env, sa, verb, "secrets", &["-A"]).await,
+            "{verb} secrets cluster-wide (namespaced mode: {namespaced})"
+        );
+    }
 
     let done = run_example(&env, &jobs_ns, &replay, home.path()).await;
     let trace_id = done

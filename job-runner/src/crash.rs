@@ -73,25 +73,16 @@ pub async fn guarded(run: impl Future<Output = Outcome>) -> Outcome {
 pub fn internal_error(trace_id: Option<String>) -> Outcome {
     Outcome {
         exit: Exit::Internal,
-        answer: None,
+        stdout: None,
         result: RunResult {
-            status: RunStatus::Failed,
             trace_id,
-            span_id: None,
-            response_id: None,
-            model: None,
-            finish_reason: None,
-            usage: None,
-            duration_ms: None,
-            attempts: None,
-            input_sha256: None,
-            output_sha256: None,
             error: Some(RunError {
                 kind: ERROR_TYPE.to_owned(),
                 message: "internal error (a bug): the runner panicked; stderr names where"
                     .to_owned(),
                 http_status: None,
             }),
+            ..RunResult::status_only(RunStatus::Failed)
         },
     }
 }

@@ -59,13 +59,13 @@ async fn run(config: Config) -> ExitCode {
 
     let outcome = crash::guarded(workflow::run(&config, &telemetry)).await;
 
-    if let Some(answer) = &outcome.answer {
+    if let Some(text) = &outcome.stdout {
         let mut stdout = std::io::stdout().lock();
-        if writeln!(stdout, "{answer}")
+        if writeln!(stdout, "{text}")
             .and_then(|()| stdout.flush())
             .is_err()
         {
-            eprintln!("llmjob-runner: cannot write the answer to stdout");
+            eprintln!("llmjob-runner: cannot write to stdout");
         }
     }
     if let Some(path) = &config.result_path

@@ -2,8 +2,10 @@
 //! `chat {model}` client span per HTTP attempt, with the GenAI and OpenLLMetry attributes, the
 //! GenAI metrics and the runner's log events, exactly as the Telemetry section of `docs/job-runner.md` lists them.
 //!
-//! It decides the run's [`Outcome`] (exit code, answer, result line) but performs no output of its
-//! own: printing, writing the result file and flushing telemetry are `main`'s.
+//! It decides the run's [`Outcome`] (exit code, what stdout gets, result line) but performs no
+//! output of its own: printing, writing the result file and flushing telemetry are `main`'s.
+//! Stdout follows the content-capture policy of the spans ([`stdout_text`]): the answer only with
+//! `full`, a summary without content otherwise.
 
 use std::borrow::Cow;
 use std::time::{Duration, Instant};
@@ -51,8 +53,9 @@ impl Exit {
 pub struct Outcome {
     /// How the process exits.
     pub exit: Exit,
-    /// The answer to print on stdout, on success.
-    pub answer: Option<String>,
+    /// What to print on stdout, on success ([`stdout_text`]): the answer only with content
+    /// capture `full`.
+    pub stdout: Option<String>,
     /// The one-line result for the termination-message file.
     pub result: RunResult,
 }
@@ -255,7 +258,7 @@ pub async fn run(config: &Config, telemetry: &Telemetry) -> Outcome {
         output_sha256: None,
         error: None,
     };
-    let (exit, answer) = {
+    let (exit, stdout) = {
         let _guard = workflow_cx.clone().attach();
         match outcome {
             Ok(completion) => {
@@ -292,7 +295,10 @@ pub async fn run(config: &Config, telemetry: &Telemetry) -> Outcome {
                 );
                 log_finished(&completion, attempts, duration);
                 workflow_cx.span().set_status(Status::Ok);
-                (Exit::Success, Some(completion.answer()))
+                (
+                    Exit::Success,
+                    Some(stdout_text(config.capture, &completion.answer(), &result)),
+                )
             }
             Err(failure) => {
                 let error = failure.error();
@@ -318,9 +324,44 @@ pub async fn run(config: &Config, telemetry: &Telemetry) -> Outcome {
     workflow_cx.span().end();
     Outcome {
         exit,
-        answer,
+        stdout,
         result,
     }
+}
+
+/// What a successful run prints on stdout, following the same content policy as the spans:
+/// with `full`, the answer; with `none` (the default) and `hash`, no prompt or answer but a
+/// summary of the result (response id, model, finish reason, tokens, trace id; with `hash` the
+/// SHA-256 of input and output, as on the chat span) and a line saying how to get the answer.
+/// The summary is built from `result`, whose fields are already bounded.
+pub fn stdout_text(capture: ContentCapture, answer: &str, result: &RunResult) -> String {
+    if capture == ContentCapture::Full {
+        return answer.to_owned();
+    }
+    let unknown = || "?".to_owned();
+    let usage = result.usage.as_ref();
+    let tokens = |n: Option<u64>| n.map_or_else(unknown, |n| n.to_string());
+    let mut summary = format!(
+        "succeeded: response {}, model {}, finish reason {}, tokens {} input / {} output / {} total, trace {}",
+        result.response_id.clone().unwrap_or_else(unknown),
+        result.model.clone().unwrap_or_else(unknown),
+        result.finish_reason.clone().unwrap_or_else(unknown),
+        tokens(usage.and_then(|u| u.input_tokens)),
+        tokens(usage.and_then(|u| u.output_tokens)),
+        tokens(usage.and_then(|u| u.total_tokens)),
+        result.trace_id.clone().unwrap_or_else(unknown),
+    );
+    if let Some(h) = &result.input_sha256 {
+        summary.push_str(&format!(", input sha256 {h}"));
+    }
+    if let Some(h) = &result.output_sha256 {
+        summary.push_str(&format!(", output sha256 {h}"));
+    }
+    format!(
+        "{summary}\nthe answer is not printed (content capture {}): it is printed here with \
+         spec.telemetry.contentCapture: full (LLMJOB_CONTENT_CAPTURE=full)",
+        capture.as_str()
+    )
 }
 
 fn log_started(config: &Config) {
@@ -644,4 +685,55 @@ async fn chat_attempt(
     };
     span.end();
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result() -> RunResult {
+        RunResult::parse(
+            r#"{"status":"succeeded","traceId":"1111111111111111111111111111111a","responseId":"chatcmpl-1","model":"gpt-4o-mini","finishReason":"stop","usage":{"inputTokens":23,"outputTokens":8,"totalTokens":31}}"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn stdout_carries_the_answer_only_with_full() {
+        assert_eq!(
+            stdout_text(ContentCapture::Full, "ANSWER-CANARY", &result()),
+            "ANSWER-CANARY"
+        );
+        let none = stdout_text(ContentCapture::None, "ANSWER-CANARY", &result());
+        assert!(!none.contains("ANSWER-CANARY"), "{none}");
+        assert_eq!(
+            none.lines().next(),
+            Some(
+                "succeeded: response chatcmpl-1, model gpt-4o-mini, finish reason stop, tokens 23 \
+                 input / 8 output / 31 total, trace 1111111111111111111111111111111a"
+            )
+        );
+        assert!(none.contains("content capture none"), "{none}");
+        assert!(none.contains("contentCapture: full"), "{none}");
+    }
+
+    #[test]
+    fn stdout_under_hash_has_the_hashes_as_the_span_does() {
+        let mut r = result();
+        r.input_sha256 = Some("aa".repeat(32));
+        r.output_sha256 = Some("bb".repeat(32));
+        r.usage = None;
+        let text = stdout_text(ContentCapture::Hash, "ANSWER-CANARY", &r);
+        assert!(!text.contains("ANSWER-CANARY"), "{text}");
+        assert!(text.contains("tokens ? input"), "{text}");
+        assert!(
+            text.contains(&format!("input sha256 {}", "aa".repeat(32))),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("output sha256 {}", "bb".repeat(32))),
+            "{text}"
+        );
+        assert!(text.contains("content capture hash"), "{text}");
+    }
 }

@@ -40,11 +40,19 @@ async fn run_in_mode(mode: Option<&str>, service: &str) -> (Run, Collector, Tele
     }
     let run = runner.run().await;
     run.assert_exit(0);
-    assert_eq!(
-        run.stdout,
-        format!("{ANSWER}\n"),
-        "the answer is printed in every mode"
-    );
+    // Stdout follows the spans' policy: the answer only with `full`.
+    if mode == Some("full") {
+        assert_eq!(run.stdout, format!("{ANSWER}\n"), "the answer with full");
+    } else {
+        run.assert_summary_without_content(ANSWER);
+        let hashes = run.result().output_sha256.is_some();
+        assert_eq!(
+            run.stdout.contains("output sha256 "),
+            hashes,
+            "the output hash on stdout exactly when the result has it: {}",
+            run.stdout
+        );
+    }
     let trace_id = run.trace_id();
     let telemetry = wait_for_run(&collector, &trace_id).await;
     (run, collector, telemetry, trace_id)

@@ -65,7 +65,7 @@ async fn a_panic_marks_the_current_span_and_becomes_an_internal_error() {
 
     assert_eq!(outcome.exit, Exit::Internal);
     assert_eq!(outcome.exit.code(), 1);
-    assert!(outcome.answer.is_none());
+    assert!(outcome.stdout.is_none());
     let result = outcome.result;
     assert_eq!(result.status, RunStatus::Failed);
     assert_eq!(result.trace_id.as_deref(), Some(trace_id.as_str()));

@@ -1,5 +1,6 @@
-//! The controller: kube-rs `Controller`s that watch LlmJobs (and their Jobs, the Jobs' pods and
-//! the API-key Secrets) and the reconcile that ties the steps together.
+//! The controller: kube-rs `Controller`s that watch LlmJobs (and their Jobs and the Jobs' pods)
+//! and the reconcile that ties the steps together. It never reads a Secret: a missing API-key
+//! Secret or key is what the kubelet reports in the runner pod's waiting state.
 //!
 //! One reconcile, for one LlmJob as the watch cache holds it (its Job and pods from the scope's
 //! watch caches too; what is read fresh from the API server, and when, is in [`crate::fetch`]):
@@ -12,16 +13,17 @@
 //!    `spec.suspend` follows the LlmJob (unless a Kueue queue owns it), status derived from the
 //!    Job and its pods;
 //! 4. no Job yet ([`Reconciler::without_job`]): the Job named in the status is gone → `Failed`
-//!    (`JobDeleted`), never a second run; else the API-key Secret must exist (else
-//!    `SecretNotFound`/`SecretKeyNotFound`, and a change of that Secret triggers the next
-//!    reconcile);
+//!    (`JobDeleted`), never a second run; else the launch;
 //! 5. launch ([`Reconciler::launch`]): the launch span starts, the Job is created by server-side
-//!    apply with `TRACEPARENT` = the launch span, and the status follows.
+//!    apply with `TRACEPARENT` = the launch span, and the status follows. A missing API-key
+//!    Secret or key leaves the pod waiting (`CreateContainerConfigError`); the status says
+//!    `SecretNotFound`/`SecretKeyNotFound` until the kubelet starts the pod (see
+//!    [`status::secret_problem`]).
 //!
 //! A problem the LlmJob waits on is a [`Blocked`], a failed reconcile an [`Error`]; both name
 //! their category as an [`events::Reason`]. The status is written only when it changed, and only
 //! a new `metadata.generation` of an LlmJob triggers a reconcile (the operator is the only writer
-//! of the status, so its own writes need none); Job, pod and Secret events do the rest. Requeue
+//! of the status, so its own writes need none); Job and pod events do the rest. Requeue
 //! decisions are explicit: a finished or blocked LlmJob waits for a change; an unfinished one is
 //! re-checked every [`RESYNC`] as a safety net; errors retry after [`ERROR_REQUEUE`].
 
@@ -30,9 +32,9 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{ListParams, PartialObjectMeta};
+use kube::api::ListParams;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self as cache, ObjectRef, Store};
@@ -51,7 +53,6 @@ use crate::events::Reason;
 use crate::http::Health;
 use crate::metrics::Metrics;
 use crate::own_writes::OwnWrites;
-use crate::secrets::{self, SecretError, SecretKeys};
 use crate::status::{self, Observation};
 use crate::telemetry::{self, LaunchInfo, LaunchSpan};
 use crate::validate::{self, Validated, ValidationError};
@@ -111,9 +112,6 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
-    /// The API-key Secret could not be read (a missing one is not an error but a status).
-    #[error(transparent)]
-    Secret(SecretError),
 }
 
 impl Error {
@@ -129,7 +127,6 @@ impl Error {
             Error::CreateJob { .. } => Reason::JobCreateFailed,
             Error::Suspend { .. } => Reason::SuspendFailed,
             Error::Status { .. } => Reason::StatusWriteFailed,
-            Error::Secret(e) => e.reason(),
         }
     }
 }
@@ -156,9 +153,6 @@ pub enum Blocked {
         /// Name of the Job.
         name: String,
     },
-    /// The API-key Secret, or its key, is missing ([`SecretError::is_missing`]).
-    #[error(transparent)]
-    SecretMissing(SecretError),
 }
 
 impl Blocked {
@@ -167,17 +161,12 @@ impl Blocked {
         match self {
             Blocked::Invalid(_) | Blocked::Build(_) => Reason::InvalidSpec,
             Blocked::JobConflict { .. } => Reason::JobConflict,
-            Blocked::SecretMissing(e) => e.reason(),
         }
     }
 
-    /// When to look again.
+    /// When to look again: a change of the LlmJob (a new spec) or of the Job.
     fn requeue(&self) -> Action {
-        match self {
-            // The Secret watch triggers the next reconcile; the requeue covers a missed event.
-            Blocked::SecretMissing(_) => Action::requeue(RESYNC),
-            _ => Action::await_change(),
-        }
+        Action::await_change()
     }
 }
 
@@ -196,8 +185,6 @@ pub struct Context {
     pub tracer: SdkTracer,
     /// The scope's Jobs and pods as its watches see them; `None` reads the API server.
     pub caches: Option<Caches>,
-    /// The key names of the API-key Secrets, by version.
-    pub secret_keys: SecretKeys,
     /// The operator's own status writes the LlmJob cache does not show yet.
     pub own_writes: OwnWrites,
 }
@@ -225,7 +212,6 @@ impl Context {
             metrics,
             tracer,
             caches: None,
-            secret_keys: SecretKeys::default(),
             own_writes: OwnWrites::default(),
         }
     }
@@ -401,37 +387,14 @@ pub async fn run(
             .default_backoff(),
             triggers::pod_progress,
         );
-        // Secrets are watched as metadata only: the operator never holds a secret value. The
-        // cache tells which version of a Secret is current, so its key names are read once.
-        let (secret_meta, secret_writer) = cache::store::<PartialObjectMeta<Secret>>();
-        let secret_events = reflector(
-            secret_writer,
-            watcher(
-                api::<PartialObjectMeta<Secret>>(&ctx.client, ns),
-                watcher::Config::default(),
-            )
-            .modify(|s: &mut PartialObjectMeta<Secret>| {
-                s.metadata.managed_fields = None;
-                s.metadata.annotations = None;
-                s.metadata.labels = None;
-            }),
-        )
-        .default_backoff()
-        .touched_objects();
         let scope_ctx = Arc::new(Context {
             caches: Some(Caches { jobs, pods }),
-            secret_keys: SecretKeys::new(secret_meta),
             ..(*ctx).clone()
         });
         let controller = Controller::for_stream(llmjobs, store.clone()).owns_stream(job_events);
         let pod_store = store.clone();
-        let secret_store = store.clone();
         let controller = controller
             .watches_stream(pod_events, move |pod: Pod| llmjob_of_pod(&pod_store, &pod))
-            .watches_stream(secret_events, move |secret: PartialObjectMeta<Secret>| {
-                let namespace = secret.namespace().unwrap_or_default();
-                secrets::llmjobs_using(&secret_store, &namespace, &secret.name_any())
-            })
             .graceful_shutdown_on(shutdown.wait());
         stores.push(store);
         let scope_name = scope.clone().unwrap_or_else(|| "all namespaces".to_owned());
@@ -677,7 +640,8 @@ impl Reconciler<'_> {
     }
 
     /// No Job yet: a Job the status names is gone (the run ends, never runs twice); else the
-    /// API-key Secret and its key must exist before the launch.
+    /// launch. Whether the API-key Secret exists is the kubelet's to say (see
+    /// [`status::secret_problem`]): the operator never reads a Secret.
     async fn without_job(
         &self,
         llmjob: &LlmJob,
@@ -690,17 +654,7 @@ impl Reconciler<'_> {
                 .observe(llmjob, Observation::JobGone { job_name: gone })
                 .await;
         }
-        let selector = &llmjob.spec.openai.api_key_secret_ref;
-        match self
-            .ctx
-            .secret_keys
-            .check(&self.ctx.client, self.namespace, selector)
-            .await
-        {
-            Ok(()) => self.launch(llmjob, valid, job_name).await,
-            Err(e) if e.is_missing() => self.blocked(llmjob, Blocked::SecretMissing(e)).await,
-            Err(e) => Err(Error::Secret(e)),
-        }
+        self.launch(llmjob, valid, job_name).await
     }
 
     /// Creates the Job under a new launch span, whose trace context the run's trace continues.
@@ -831,6 +785,20 @@ impl Reconciler<'_> {
             return Ok(Action::requeue(RESYNC));
         };
         tracing::Span::current().record("llmjob.phase", phase.as_str());
+        // A problem the kubelet reports in the pod (a missing Secret or key): one Warning event
+        // when it is new, as for a problem the operator finds itself.
+        if let Some(reason) = status::pod_problem(&new)
+            && status::pod_problem(&old) != Some(reason)
+        {
+            let note = new
+                .conditions
+                .iter()
+                .find(|c| c.type_ == STALLED)
+                .map(|c| c.message.clone())
+                .unwrap_or_default();
+            tracing::warn!(reason = reason.as_str(), message = %note, "the run waits");
+            self.event(llmjob, reason, note).await;
+        }
         if let Some(reason) = events::for_transition(old.phase, phase) {
             let condition = if phase == Phase::Failed {
                 FAILED

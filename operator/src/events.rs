@@ -31,9 +31,10 @@ pub enum Reason {
     InvalidSpec,
     /// A Job of the LlmJob's Job name exists and is not owned by the LlmJob.
     JobConflict,
-    /// The API-key Secret does not exist.
+    /// A Secret the runner pod needs (the API-key Secret, or one `spec.pod.env` names) does not
+    /// exist: the kubelet says so in the pod's waiting state.
     SecretNotFound,
-    /// The API-key Secret exists without the key.
+    /// A Secret the runner pod needs exists without the key it names (the kubelet says so).
     SecretKeyNotFound,
     /// The `llmjob.dev/traceparent` annotation is invalid; the run starts a new trace.
     InvalidTraceParent,
@@ -45,8 +46,6 @@ pub enum Reason {
     SuspendFailed,
     /// A reconcile could not write the status (retried).
     StatusWriteFailed,
-    /// A reconcile could not read the API-key Secret (retried).
-    SecretReadFailed,
 }
 
 impl Reason {
@@ -67,7 +66,6 @@ impl Reason {
             Reason::JobCreateFailed => "JobCreateFailed",
             Reason::SuspendFailed => "SuspendFailed",
             Reason::StatusWriteFailed => "StatusWriteFailed",
-            Reason::SecretReadFailed => "SecretReadFailed",
         }
     }
 

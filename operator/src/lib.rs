@@ -1,9 +1,8 @@
 //! llmjob-operator: runs `LlmJob`s (`llmjob.dev/v1alpha1`) as traced `batch/v1` Jobs.
 //!
 //! The reconcile is a pipeline of small steps, one module each:
-//! [`fetch`] (read the LlmJob, its Job and pods) → [`validate`] → [`secrets`] (the API-key Secret
-//! exists) → [`build_job`] (pure: the Job) → [`apply`] (server-side apply) → [`status`] (pure
-//! derivation, then one status patch) → [`events`] (which also owns the reasons every problem is
+//! [`fetch`] (read the LlmJob, its Job and pods) → [`validate`] → [`build_job`] (pure: the Job)
+//! → [`apply`] (server-side apply) → [`status`] (pure derivation, then one status patch) → [`events`] (which also owns the reasons every problem is
 //! reported under). [`contract`] holds what the steps share about the Job (its name, labels,
 //! container) and imports none of them. [`controller`] wires them into kube-rs `Controller`s;
 //! [`leader`], [`http`] (health and metrics), [`metrics`] and [`telemetry`] (the operator's own
@@ -26,7 +25,6 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod own_writes;
-pub mod secrets;
 pub mod status;
 pub mod telemetry;
 pub mod traceparent;

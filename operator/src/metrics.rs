@@ -1,8 +1,11 @@
 //! The operator's Prometheus metrics, served on `/metrics` in the OpenMetrics text format.
 //!
 //! Labels are of low cardinality only: phases, error categories, namespaces and models; never
-//! an object's name or uid.
+//! an object's name or uid. The model is user text (`spec.model`), so its label is normalised
+//! ([`normalise_model`]) and bounded: at most [`MAX_MODEL_LABELS`] distinct values, then `other`.
 
+use std::collections::BTreeSet;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use llmjob_crds::result::RunResult;
@@ -42,7 +45,7 @@ pub struct FreshReadLabels {
 pub struct TokenLabels {
     /// Namespace of the LlmJob.
     pub namespace: String,
-    /// The requested model (`spec.model`).
+    /// The requested model (`spec.model`), normalised and bounded (see [`Metrics::count_tokens`]).
     pub model: String,
     /// `input` or `output`.
     pub r#type: String,
@@ -66,6 +69,37 @@ pub struct Metrics {
     pub tokens: Family<TokenLabels, Counter>,
     /// 1 while this replica leads (or runs without leader election), else 0.
     pub leader: Gauge,
+    /// The model labels handed out so far (at most [`MAX_MODEL_LABELS`]).
+    models: Mutex<BTreeSet<String>>,
+}
+
+/// Most distinct `model` label values; the runs of further models count under [`OTHER_MODEL`].
+pub const MAX_MODEL_LABELS: usize = 50;
+/// The `model` label of the runs of models beyond [`MAX_MODEL_LABELS`].
+pub const OTHER_MODEL: &str = "other";
+/// Longest `model` label, in characters.
+const MODEL_LABEL_CHARS: usize = 64;
+
+/// The `model` label for `model`: trimmed, characters other than ASCII letters, digits and
+/// `. _ - : / @ +` replaced by `_`, cut at 64 characters; `unknown` when empty.
+pub fn normalise_model(model: &str) -> String {
+    let label: String = model
+        .trim()
+        .chars()
+        .take(MODEL_LABEL_CHARS)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-:/@+".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if label.is_empty() {
+        "unknown".to_owned()
+    } else {
+        label
+    }
 }
 
 impl Default for Metrics {
@@ -123,7 +157,26 @@ impl Metrics {
             llmjobs,
             tokens,
             leader,
+            models: Mutex::default(),
         }
+    }
+
+    /// The bounded `model` label of `model`: its [`normalise_model`] form while fewer than
+    /// [`MAX_MODEL_LABELS`] values were handed out (or this one already was), else
+    /// [`OTHER_MODEL`].
+    fn model_label(&self, model: &str) -> String {
+        let label = normalise_model(model);
+        let Ok(mut seen) = self.models.lock() else {
+            return OTHER_MODEL.to_owned();
+        };
+        if seen.contains(&label) {
+            return label;
+        }
+        if seen.len() >= MAX_MODEL_LABELS {
+            return OTHER_MODEL.to_owned();
+        }
+        seen.insert(label.clone());
+        label
     }
 
     /// Counts a fresh read of an LlmJob for `reason` (see [`FreshReadLabels`]).
@@ -149,9 +202,10 @@ impl Metrics {
         self.reconcile_duration.observe(took.as_secs_f64());
     }
 
-    /// Adds the tokens of a finished run.
+    /// Adds the tokens of a finished run, under the run's bounded model label.
     pub fn count_tokens(&self, namespace: &str, model: &str, result: &RunResult) {
         let Some(usage) = &result.usage else { return };
+        let model = self.model_label(model);
         for (kind, n) in [
             ("input", usage.input_tokens),
             ("output", usage.output_tokens),
@@ -160,7 +214,7 @@ impl Metrics {
                 self.tokens
                     .get_or_create(&TokenLabels {
                         namespace: namespace.to_owned(),
-                        model: model.to_owned(),
+                        model: model.clone(),
                         r#type: kind.to_owned(),
                     })
                     .inc_by(n);
@@ -247,5 +301,38 @@ mod tests {
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
+    }
+
+    #[test]
+    fn model_labels_are_normalised_and_bounded() {
+        assert_eq!(normalise_model(" gpt-4o-mini "), "gpt-4o-mini");
+        assert_eq!(normalise_model("a\"b}\nc é"), "a_b__c__");
+        assert_eq!(normalise_model(""), "unknown");
+        assert_eq!(normalise_model(&"m".repeat(300)).len(), 64);
+
+        let m = Metrics::new();
+        let result = RunResult::parse(
+            r#"{"status":"succeeded","usage":{"inputTokens":1,"outputTokens":1,"totalTokens":2}}"#,
+        )
+        .unwrap();
+        for i in 0..MAX_MODEL_LABELS + 10 {
+            m.count_tokens("ns", &format!("model-{i}"), &result);
+        }
+        // A model already labelled keeps its label after the bound is reached.
+        m.count_tokens("ns", "model-0", &result);
+        let text = m.encode().unwrap();
+        let models: BTreeSet<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("llmjob_operator_tokens_total{"))
+            .filter_map(|l| l.split("model=\"").nth(1)?.split('"').next())
+            .collect();
+        assert_eq!(models.len(), MAX_MODEL_LABELS + 1, "{models:?}");
+        assert!(models.contains(OTHER_MODEL));
+        assert!(text.contains(
+            "llmjob_operator_tokens_total{namespace=\"ns\",model=\"other\",type=\"input\"} 10"
+        ));
+        assert!(text.contains(
+            "llmjob_operator_tokens_total{namespace=\"ns\",model=\"model-0\",type=\"input\"} 2"
+        ));
     }
 }

@@ -66,6 +66,9 @@ pub struct RunnerState {
     pub pod_name: Option<String>,
     /// Why the latest pod's runner container is waiting (e.g. `ImagePullBackOff: ...`).
     pub waiting: Option<String>,
+    /// The kubelet's message when the latest pod's runner container waits in
+    /// `CreateContainerConfigError` (e.g. `secret "openai" not found`).
+    pub config_error: Option<String>,
     /// When the first runner container started.
     pub started_at: Option<Time>,
     /// When the latest runner container finished.
@@ -95,7 +98,11 @@ pub fn runner_state(pods: &[Pod]) -> RunnerState {
         }
         state.succeeded = phase == Some("Succeeded");
         state.pod_name = pod.metadata.name.clone();
-        state.waiting = cstate.and_then(|s| s.waiting.as_ref()).and_then(|w| {
+        let waiting = cstate.and_then(|s| s.waiting.as_ref());
+        state.config_error = waiting
+            .filter(|w| w.reason.as_deref() == Some(CONFIG_ERROR_REASON))
+            .map(|w| w.message.clone().unwrap_or_default());
+        state.waiting = waiting.and_then(|w| {
             w.reason
                 .as_deref()
                 .filter(|r| !STARTING_REASONS.contains(r))
@@ -152,6 +159,79 @@ pub fn runner_state(pods: &[Pod]) -> RunnerState {
         }
     }
     state
+}
+
+/// The waiting reason of a container the kubelet cannot configure (a missing Secret, ConfigMap
+/// or key; `kuberuntime_container.go: ErrCreateContainerConfig`).
+const CONFIG_ERROR_REASON: &str = "CreateContainerConfigError";
+
+/// What a kubelet message about a missing Secret names (`kubelet_pods.go:
+/// makeEnvironmentVariables`). The kubelet names the Secret and the key, never the keys the
+/// Secret holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum MissingSecret<'a> {
+    /// `secret "<name>" not found`.
+    Secret { name: &'a str },
+    /// `couldn't find key <key> in Secret <namespace>/<name>`.
+    Key { key: &'a str, name: &'a str },
+}
+
+/// Parses the kubelet's `CreateContainerConfigError` message, if it is about a Secret.
+fn missing_secret(message: &str) -> Option<MissingSecret<'_>> {
+    let message = message.trim();
+    if let Some(rest) = message.strip_prefix("secret \"") {
+        let name = rest.strip_suffix("\" not found")?;
+        return Some(MissingSecret::Secret { name });
+    }
+    let rest = message.strip_prefix("couldn't find key ")?;
+    let (key, object) = rest.split_once(" in Secret ")?;
+    let (_, name) = object.split_once('/')?;
+    Some(MissingSecret::Key { key, name })
+}
+
+/// The Secret problem the runner pod waits on, with a message a user can act on: the kubelet
+/// cannot start the runner container because a Secret it needs (the API-key Secret, or one a
+/// `spec.pod.env` entry names) or the key it names is missing. The kubelet retries, so the run
+/// starts as soon as the Secret or key exists. The operator reads no Secret: this comes from the
+/// pod's waiting state only, and it never lists the keys a Secret holds.
+pub fn secret_problem(llmjob: &LlmJob, runner: &RunnerState) -> Option<(Reason, String)> {
+    let problem = missing_secret(runner.config_error.as_deref()?)?;
+    let namespace = llmjob.namespace().unwrap_or_default();
+    let api_key = &llmjob.spec.openai.api_key_secret_ref;
+    let pod = runner.pod_name.as_deref().unwrap_or("?");
+    let starts = format!("pod {pod} starts as soon as it exists (the kubelet retries)");
+    Some(match problem {
+        MissingSecret::Secret { name } if name == api_key.name => (
+            Reason::SecretNotFound,
+            format!(
+                "Secret {namespace}/{name} (spec.openai.apiKeySecretRef) not found: create it with \
+                 the API key under key {key:?} (kubectl create secret generic {name} -n \
+                 {namespace} --from-literal={key}=<API key>); {starts}",
+                key = api_key.key
+            ),
+        ),
+        MissingSecret::Secret { name } => (
+            Reason::SecretNotFound,
+            format!(
+                "Secret {namespace}/{name} (named in spec.pod.env) not found: create it; {starts}"
+            ),
+        ),
+        MissingSecret::Key { key, name } if name == api_key.name && key == api_key.key => (
+            Reason::SecretKeyNotFound,
+            format!(
+                "Secret {namespace}/{name} has no key {key:?} (spec.openai.apiKeySecretRef.key): \
+                 add the API key to the Secret under {key:?}, or create a new LlmJob whose \
+                 apiKeySecretRef.key names the key that holds it; {starts}"
+            ),
+        ),
+        MissingSecret::Key { key, name } => (
+            Reason::SecretKeyNotFound,
+            format!(
+                "Secret {namespace}/{name} has no key {key:?} (named in spec.pod.env): add the key \
+                 to the Secret; {starts}"
+            ),
+        ),
+    })
 }
 
 /// Terminated reasons under which the container runtime, not the runner, wrote the message
@@ -588,6 +668,20 @@ fn derive_from_job(
         if let Some(e) = &runner.result_error {
             message.push_str(&format!("; {e}"));
         }
+        // The pod never started because a Secret or key was missing: say so, the deadline is
+        // only the consequence.
+        if runner.terminated.is_none()
+            && let Some(waited) = old
+                .conditions
+                .iter()
+                .find(|c| c.type_ == STALLED)
+                .filter(|_| pod_problem(old).is_some())
+        {
+            message.push_str(&format!(
+                "; the runner never started: {} ({})",
+                waited.message, waited.reason
+            ));
+        }
         let reason = match job_reason.as_str() {
             "DeadlineExceeded" => "DeadlineExceeded",
             _ => "RunFailed",
@@ -603,6 +697,10 @@ fn derive_from_job(
             None => format!("spec.suspend is true: Job {job_name} is suspended"),
         };
         return WantedConditions::in_progress(Phase::Suspended, "Suspended", message);
+    }
+    if let Some((reason, message)) = secret_problem(llmjob, &runner) {
+        status.phase = Some(Phase::Pending);
+        return WantedConditions::blocked(reason.as_str(), &message);
     }
     if runner.running {
         status.phase = Some(Phase::Running);
@@ -623,6 +721,22 @@ fn derive_from_job(
         _ => format!("Job {job_name} created; waiting for its pod to start"),
     };
     WantedConditions::in_progress(Phase::Pending, "Pending", message)
+}
+
+/// The problem `status` reports as `Stalled` while the run is not finished, of those
+/// [`derive`] reads from the Job's pods (a missing Secret or key): the reason of the Warning event
+/// about it.
+pub fn pod_problem(status: &LlmJobStatus) -> Option<Reason> {
+    if status.phase.is_some_and(Phase::is_finished) {
+        return None;
+    }
+    let stalled = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == STALLED && c.status == "True")?;
+    [Reason::SecretNotFound, Reason::SecretKeyNotFound]
+        .into_iter()
+        .find(|r| r.as_str() == stalled.reason)
 }
 
 /// Writes `status` to the LlmJob's `/status` by server-side apply with the operator's field
@@ -1073,23 +1187,200 @@ spec: {prompt: hi, openai: {apiKeySecretRef: {name: openai}}}
     }
 
     #[test]
-    fn blocked_by_a_missing_secret() {
+    fn blocked_by_a_job_conflict() {
         let lj = llmjob(LLMJOB);
-        let msg = "Secret team-a/openai not found";
+        let msg = "Job team-a/haiku exists and is not owned by this LlmJob";
         let s = derive(
             &lj,
             Observation::Blocked {
-                reason: Reason::SecretNotFound,
+                reason: Reason::JobConflict,
                 message: msg,
             },
             now(),
         );
         assert_eq!(s.phase, Some(Phase::Pending));
         assert_eq!(cond(&s, STALLED).status, "True");
-        assert_eq!(cond(&s, STALLED).reason, "SecretNotFound");
+        assert_eq!(cond(&s, STALLED).reason, "JobConflict");
         assert_eq!(cond(&s, STALLED).message, msg);
-        assert_eq!(cond(&s, READY).reason, "SecretNotFound");
+        assert_eq!(cond(&s, READY).reason, "JobConflict");
         assert!(s.job_name.is_none());
+    }
+
+    /// A pod whose runner waits in `CreateContainerConfigError` with the kubelet's `message`.
+    fn config_error_pod(message: &str) -> Pod {
+        runner_pod(
+            "haiku-abcde",
+            "2026-01-02T03:00:00Z",
+            &format!(
+                "{{waiting: {{reason: CreateContainerConfigError, message: {}}}}}",
+                serde_json::to_string(message).unwrap()
+            ),
+            "Pending",
+        )
+    }
+
+    #[test]
+    fn the_kubelets_missing_secret_is_secret_not_found_until_the_pod_runs() {
+        let lj = llmjob(LLMJOB);
+        let j = job_with("spec: {template: {}}\nstatus: {active: 1}\n");
+        let s = derive_one(&lj, &j, config_error_pod("secret \"openai\" not found"));
+        assert_eq!(s.phase, Some(Phase::Pending));
+        assert_eq!(s.job_name.as_deref(), Some("haiku"));
+        let stalled = cond(&s, STALLED);
+        assert_eq!(
+            (stalled.status.as_str(), stalled.reason.as_str()),
+            ("True", "SecretNotFound")
+        );
+        assert!(
+            stalled.message.contains("Secret team-a/openai"),
+            "{stalled:?}"
+        );
+        assert!(
+            stalled
+                .message
+                .contains("kubectl create secret generic openai -n team-a --from-literal=api-key="),
+            "{stalled:?}"
+        );
+        assert!(
+            stalled.message.contains("pod haiku-abcde starts"),
+            "{stalled:?}"
+        );
+        assert_eq!(pod_problem(&s), Some(Reason::SecretNotFound));
+
+        // The Secret appeared: the kubelet started the container, the run goes on.
+        let mut lj = lj;
+        lj.status = Some(s);
+        let running = runner_pod(
+            "haiku-abcde",
+            "2026-01-02T03:00:00Z",
+            "{running: {startedAt: \"2026-01-02T03:01:00Z\"}}",
+            "Running",
+        );
+        let s = derive_one(&lj, &j, running);
+        assert_eq!(s.phase, Some(Phase::Running));
+        assert_eq!(cond(&s, STALLED).status, "False");
+        assert_eq!(pod_problem(&s), None);
+    }
+
+    #[test]
+    fn the_kubelets_missing_key_is_secret_key_not_found_without_other_keys() {
+        let lj = llmjob(LLMJOB);
+        let j = job_with("spec: {template: {}}\nstatus: {active: 1}\n");
+        let s = derive_one(
+            &lj,
+            &j,
+            config_error_pod("couldn't find key api-key in Secret team-a/openai"),
+        );
+        assert_eq!(s.phase, Some(Phase::Pending));
+        let stalled = cond(&s, STALLED);
+        assert_eq!(
+            (stalled.status.as_str(), stalled.reason.as_str()),
+            ("True", "SecretKeyNotFound")
+        );
+        assert!(
+            stalled
+                .message
+                .contains("Secret team-a/openai has no key \"api-key\""),
+            "{stalled:?}"
+        );
+        assert!(
+            stalled.message.contains("apiKeySecretRef.key"),
+            "{stalled:?}"
+        );
+        assert!(!stalled.message.contains("its keys"), "{stalled:?}");
+        assert_eq!(pod_problem(&s), Some(Reason::SecretKeyNotFound));
+    }
+
+    #[test]
+    fn a_secret_of_the_pod_env_is_named_as_such() {
+        let lj = llmjob(LLMJOB);
+        let j = job_with("spec: {template: {}}\nstatus: {active: 1}\n");
+        let s = derive_one(&lj, &j, config_error_pod("secret \"extra\" not found"));
+        let stalled = cond(&s, STALLED);
+        assert_eq!(stalled.reason, "SecretNotFound");
+        assert!(
+            stalled
+                .message
+                .contains("Secret team-a/extra (named in spec.pod.env)"),
+            "{stalled:?}"
+        );
+        let s = derive_one(
+            &lj,
+            &j,
+            config_error_pod("couldn't find key k in Secret team-a/openai"),
+        );
+        let stalled = cond(&s, STALLED);
+        assert_eq!(stalled.reason, "SecretKeyNotFound");
+        assert!(
+            stalled.message.contains("(named in spec.pod.env)"),
+            "{stalled:?}"
+        );
+    }
+
+    #[test]
+    fn a_deadline_passed_while_waiting_for_the_secret_names_it() {
+        let mut lj = llmjob(LLMJOB);
+        let j = job_with("spec: {template: {}}\nstatus: {active: 1}\n");
+        lj.status = Some(derive_one(
+            &lj,
+            &j,
+            config_error_pod("secret \"openai\" not found"),
+        ));
+        let failed = job_with(
+            "spec: {template: {}, activeDeadlineSeconds: 720}\nstatus: {failed: 1, conditions: [{type: Failed, status: \"True\", reason: DeadlineExceeded}]}\n",
+        );
+        let s = derive(
+            &lj,
+            Observation::Job {
+                job: &failed,
+                pods: &[],
+            },
+            now(),
+        );
+        assert_eq!(s.phase, Some(Phase::Failed));
+        let f = cond(&s, FAILED);
+        assert_eq!(f.reason, "DeadlineExceeded");
+        assert!(
+            f.message
+                .contains("the runner never started: Secret team-a/openai"),
+            "{f:?}"
+        );
+        assert!(f.message.ends_with("(SecretNotFound)"), "{f:?}");
+    }
+
+    #[test]
+    fn other_config_errors_stay_a_waiting_pod() {
+        let lj = llmjob(LLMJOB);
+        let j = job_with("spec: {template: {}}\nstatus: {active: 1}\n");
+        let s = derive_one(&lj, &j, config_error_pod("configmap \"cfg\" not found"));
+        assert_eq!(s.phase, Some(Phase::Pending));
+        assert_eq!(cond(&s, STALLED).status, "False");
+        assert!(
+            cond(&s, RECONCILING)
+                .message
+                .contains("waiting: CreateContainerConfigError: configmap \"cfg\" not found")
+        );
+        assert_eq!(pod_problem(&s), None);
+    }
+
+    #[test]
+    fn kubelet_messages_parse() {
+        assert_eq!(
+            missing_secret("secret \"a-b\" not found"),
+            Some(MissingSecret::Secret { name: "a-b" })
+        );
+        assert_eq!(
+            missing_secret("couldn't find key k.1 in Secret ns/a-b"),
+            Some(MissingSecret::Key {
+                key: "k.1",
+                name: "a-b"
+            })
+        );
+        assert_eq!(
+            missing_secret("couldn't find key k in ConfigMap ns/a"),
+            None
+        );
+        assert_eq!(missing_secret("secret \"a\" is forbidden"), None);
     }
 
     #[test]

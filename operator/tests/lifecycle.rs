@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use common::*;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use llmjob_crds::v1alpha1::{LlmJob, Phase};
 use openai_replay::{ReplayConfig, ReplayServer};
@@ -242,37 +242,101 @@ async fn an_llmjob_succeeds_with_usage_trace_and_kubernetes_attributes() {
     assert!(op.stop().await.success(), "a clean shutdown exits 0");
 }
 
+/// The reason, status and message of the LlmJob's `Stalled` condition, once it has `reason`.
+async fn wait_for_stalled(env: &TestEnv, ns: &str, name: &str, reason: &str) -> LlmJob {
+    let api: Api<LlmJob> = Api::namespaced(env.client(), ns);
+    wait_until(&format!("LlmJob {ns}/{name} Stalled with {reason}"), || {
+        let api = api.clone();
+        async move {
+            let lj = api.get_opt(name).await.ok().flatten()?;
+            let (status, r, _) = condition(&lj, "Stalled")?;
+            (status == "True" && r == reason).then_some(lj)
+        }
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn a_missing_secret_blocks_until_it_is_created() {
+async fn a_missing_secret_or_key_waits_in_the_pod_until_it_is_created() {
     let env = env().await;
     let ns = env.create_namespace("secret").await.expect("namespace");
     let replay = replay().await;
-    let _op = Operator::start(env, &ns, &[]).await;
+    let op = Operator::start(env, &ns, &[]).await;
 
+    // No Secret: the Job is created, the kubelet cannot start the runner and says why.
     create_llmjob(env, &ns, llmjob_json("waits", &replay.base_url())).await;
+    let blocked = wait_for_stalled(env, &ns, "waits", "SecretNotFound").await;
+    assert_eq!(
+        blocked.status.as_ref().and_then(|s| s.phase),
+        Some(Phase::Pending)
+    );
+    let (_, _, message) = condition(&blocked, "Stalled").expect("Stalled");
+    assert!(
+        message.contains(&format!("Secret {ns}/openai")),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!(
+            "kubectl create secret generic openai -n {ns} --from-literal=api-key="
+        )),
+        "{message}"
+    );
     let note = wait_for_event(env, &ns, "waits", "SecretNotFound").await;
     assert!(
         note.contains("kubectl create secret generic openai"),
         "{note}"
     );
-    let api: Api<LlmJob> = Api::namespaced(env.client(), &ns);
-    let blocked = api.get("waits").await.expect("LlmJob");
+    assert_eq!(jobs(env, &ns).await.len(), 1, "the Job waits in its pod");
+    assert!(replay.requests().is_empty(), "nothing ran without the key");
+
+    // The Secret appears without the key: the kubelet retries and names the key.
+    let secrets: Api<Secret> = Api::namespaced(env.client(), &ns);
+    let wrong: Secret = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "openai"},
+        "stringData": {"some-other-key": "x"}
+    }))
+    .expect("secret");
+    secrets
+        .create(&PostParams::default(), &wrong)
+        .await
+        .expect("creating the Secret");
+    let blocked = wait_for_stalled(env, &ns, "waits", "SecretKeyNotFound").await;
     assert_eq!(
         blocked.status.as_ref().and_then(|s| s.phase),
         Some(Phase::Pending)
     );
-    let (stalled, reason, _) = condition(&blocked, "Stalled").expect("Stalled");
-    assert_eq!(
-        (stalled.as_str(), reason.as_str()),
-        ("True", "SecretNotFound")
+    let (_, _, message) = condition(&blocked, "Stalled").expect("Stalled");
+    assert!(
+        message.contains(&format!("Secret {ns}/openai has no key \"api-key\"")),
+        "{message}"
     );
-    assert!(jobs(env, &ns).await.is_empty(), "no Job without the Secret");
+    assert!(
+        !message.contains("some-other-key"),
+        "never the keys a Secret holds: {message}"
+    );
+    let note = wait_for_event(env, &ns, "waits", "SecretKeyNotFound").await;
+    assert!(!note.contains("some-other-key"), "{note}");
 
-    create_secret(env, &ns, "openai").await;
+    // The key is added: the pod starts and the run succeeds, without a second Job.
+    secrets
+        .patch(
+            "openai",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"stringData": {"api-key": API_KEY}})),
+        )
+        .await
+        .expect("adding the key");
     let done = wait_for_phase(env, &ns, "waits", Phase::Succeeded).await;
     assert_eq!(
         condition(&done, "Stalled").map(|c| c.0).as_deref(),
         Some("False")
+    );
+    assert_eq!(jobs(env, &ns).await.len(), 1, "one Job for the whole wait");
+    assert_eq!(replay.requests().len(), 1);
+    assert!(
+        !op.log_text().contains(API_KEY),
+        "the operator never sees the key"
     );
 }
 

@@ -103,16 +103,10 @@ grant exactly the same verbs. No wildcards.
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create", "patch"]
 # Why: the run's result (tokens, finish reason, trace id) is read from the runner pod's
-# termination message; read-only.
+# termination message, and a missing API-key Secret or key from its waiting state (the kubelet's
+# CreateContainerConfigError); read-only. There is no rule on Secrets: the operator reads none.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch"]
-# Why: before launching a run the operator checks that the API-key Secret and key named by the
-# LlmJob exist (so a typo becomes a clear condition instead of a crash-looping pod), and it
-# watches Secrets to start the run as soon as the Secret appears. Read-only; the key's value is
-# only ever passed to the pod as a secretKeyRef and never logged.
-- apiGroups: [""]
-  resources: ["secrets"]
   verbs: ["get", "list", "watch"]
 # Why: the operator records what it did (run started, succeeded, failed, invalid spec) as
 # Kubernetes Events on the LlmJob; patch aggregates repeated events.

@@ -230,6 +230,28 @@ pub struct Run {
 }
 
 impl Run {
+    /// Asserts that a successful run under content capture `none` or `hash` printed its summary on
+    /// stdout and neither the prompt nor `answer` (`docs/job-runner.md`, Content capture).
+    pub fn assert_summary_without_content(&self, answer: &str) {
+        assert!(
+            self.stdout.starts_with("succeeded: response "),
+            "stdout is the result's summary: {:?}",
+            self.stdout
+        );
+        assert!(
+            self.stdout.contains("the answer is not printed"),
+            "{:?}",
+            self.stdout
+        );
+        for text in [answer, PROMPT] {
+            assert!(
+                !self.stdout.contains(text),
+                "no content on stdout: {text:?} in {:?}",
+                self.stdout
+            );
+        }
+    }
+
     /// Asserts the exit code, showing stderr when it differs.
     pub fn assert_exit(&self, code: i32) {
         assert_eq!(

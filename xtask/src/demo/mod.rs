@@ -249,7 +249,10 @@ async fn demo_on(root: &Path, env: &TestEnv, options: &Options) -> Result<()> {
         .filter(|l| !l.contains(" INFO ") && !l.contains(" WARN "))
         .collect();
     if !answer.is_empty() {
-        println!("\nthe answer (the pod's stdout):\n{}", answer.join("\n"));
+        println!(
+            "\nthe pod's stdout (the answer only with contentCapture: full):\n{}",
+            answer.join("\n")
+        );
     }
     step("the pods' logs, through the API server and the kubelet");
     if let Some(pod) = &runner_pod {
