@@ -1,7 +1,9 @@
-//! `helm install` of `charts/llmjob-operator` into a real control plane, with the real `helm`: the
-//! fake kubelet runs the operator's pod as the cargo-built `llmjob-operator`, authenticated as the
-//! chart's ServiceAccount (a TokenRequest token), so an LlmJob that succeeds proves the chart's
-//! RBAC, flags and environment are enough for the operator to do its job. Both RBAC modes:
+//! `helm install` of `charts/llmjob-operator` into a real control plane and a real node, with the
+//! real `helm`: the operator's pod runs from the image `cargo xtask images` built (imported under
+//! the chart's reference), reaches the API server through in-cluster configuration as the chart's
+//! ServiceAccount, passes the kubelet's readiness probe, and runs the runner's pod from its image,
+//! so an LlmJob that succeeds proves the chart's image, RBAC, flags and environment are enough for
+//! the operator to do its job. Both RBAC modes:
 //! cluster-wide (the default) and namespaced (`watchNamespaces`). Then `helm test` runs the chart's
 //! test hook (`llmjob-operator check` in the operator's image, as its own ServiceAccount), and
 //! `helm uninstall` removes the release and stops the operator, and keeps the CRD (`crds.keep`).
@@ -29,13 +31,10 @@ async fn install_run_uninstall(namespaced: bool) {
     let home = tempfile::tempdir().unwrap();
     let release_ns = env.create_namespace("llmjob-system").await.unwrap();
     let jobs_ns = env.create_namespace("llm-jobs").await.unwrap();
-    let replay = replay().await;
-    // The operator's process binds 0.0.0.0:<port> on this host: a free port, not the chart's 8080.
-    let port = testenv::process::free_loopback_port().unwrap();
-    let collector = collector_grpc(&env);
+    let replay = replay(&env).await;
+    let collector = collector_grpc();
     let watch: Vec<&str> = if namespaced { vec![&jobs_ns] } else { vec![] };
     let values = serde_json::json!({
-        "http": {"port": port},
         "defaults": {"otlp": {"endpoint": collector, "protocol": "grpc"}, "environment": "test"},
         "operatorTelemetry": {"otlp": {"endpoint": collector, "protocol": "grpc"}},
         "watchNamespaces": watch,
@@ -70,7 +69,8 @@ async fn install_run_uninstall(namespaced: bool) {
     };
     assert!(notes.contains(&scope_note), "NOTES.txt:\n{notes}");
 
-    // What NOTES.txt tells the user to run, then Available.
+    // What NOTES.txt tells the user to run, then Available (the kubelet's readiness probe on
+    // /readyz passed: the operator's caches synced with the permissions it was given).
     kubectl(
         &env,
         &[
@@ -96,8 +96,6 @@ async fn install_run_uninstall(namespaced: bool) {
     )
     .await;
     let pod = operator_pod(&env, &release_ns).await;
-    let log = || env.pod_log(&release_ns, &pod, "operator");
-    wait_ready(port, log).await;
     wait_for_leader(&env, &release_ns, LEASE, &pod).await;
 
     // RBAC as the API server sees it: the LlmJobs' namespace always; every namespace only in the
@@ -129,7 +127,8 @@ async fn install_run_uninstall(namespaced: bool) {
         .and_then(|s| s.trace_id.clone())
         .unwrap();
     wait_for_operator_span(&env, &trace_id, &pod).await;
-    assert_no_rbac_denials(&log(), &format!("helm install (namespaced: {namespaced})"));
+    let log = operator_log(&env, &release_ns, &pod).await;
+    assert_no_rbac_denials(&log, &format!("helm install (namespaced: {namespaced})"));
 
     // What the chart's README tells the user to run after installing.
     let tested = helm(

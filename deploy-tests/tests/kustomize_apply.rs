@@ -1,9 +1,10 @@
-//! `kubectl apply --server-side -k` of a user's overlay of `manifests/` into a real control plane,
-//! as `docs/install.md` describes it: the overlay replaces the operator's argument list as a whole
-//! (here with a free `--http-addr` port, since the fake kubelet runs the operator as a process on
-//! this host, and the collector as `--default-otlp-endpoint`). The operator runs as the
-//! manifests' ServiceAccount, so the example LlmJob succeeding proves `install.yaml`'s RBAC. Then
-//! `kubectl delete -k` removes everything, the Namespace and the CRD included.
+//! `kubectl apply --server-side -k` of a user's overlay of `manifests/` into a real control plane
+//! and a real node, as `docs/install.md` describes it: the overlay replaces the operator's
+//! argument list as a whole (here with the collector's Service as `--default-otlp-endpoint`). The
+//! operator runs as the manifests' Deployment, from the image `cargo xtask images` built, as the
+//! manifests' ServiceAccount, so the example LlmJob succeeding proves `install.yaml`'s image
+//! reference, pull policy and RBAC. Then `kubectl delete -k` removes everything, the Namespace
+//! and the CRD included.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -20,9 +21,9 @@ use kube::Api;
 const NS: &str = "llmjob-system";
 const DEPLOYMENT: &str = "llmjob-operator";
 
-/// The operator container's args in `manifests/install.yaml`, with `--http-addr` and
-/// `--default-otlp-endpoint` replaced (both must be there: a renamed flag fails here).
-fn overlay_args(http_addr: &str, otlp_endpoint: &str) -> Vec<String> {
+/// The operator container's args in `manifests/install.yaml`, with `--default-otlp-endpoint`
+/// replaced (it must be there: a renamed flag fails here).
+fn overlay_args(otlp_endpoint: &str) -> Vec<String> {
     let text = std::fs::read_to_string(deploy_tests::manifests_dir().join("install.yaml")).unwrap();
     let docs = deploy_tests::yaml_docs(&text, "install.yaml").unwrap();
     let deployment = deploy_tests::of_kind(&docs, "Deployment")[0];
@@ -34,10 +35,7 @@ fn overlay_args(http_addr: &str, otlp_endpoint: &str) -> Vec<String> {
         .iter()
         .map(|a| {
             let a = a.as_str().unwrap();
-            if a.starts_with("--http-addr=") {
-                replaced += 1;
-                format!("--http-addr={http_addr}")
-            } else if a.starts_with("--default-otlp-endpoint=") {
+            if a.starts_with("--default-otlp-endpoint=") {
                 replaced += 1;
                 format!("--default-otlp-endpoint={otlp_endpoint}")
             } else {
@@ -46,8 +44,8 @@ fn overlay_args(http_addr: &str, otlp_endpoint: &str) -> Vec<String> {
         })
         .collect();
     assert_eq!(
-        replaced, 2,
-        "install.yaml's args lack --http-addr or --default-otlp-endpoint: {out:?}"
+        replaced, 1,
+        "install.yaml's args lack --default-otlp-endpoint: {out:?}"
     );
     out
 }
@@ -66,8 +64,7 @@ fn relative_path(from: &Path, to: &Path) -> PathBuf {
 async fn kubectl_apply_k_of_an_overlay_runs_an_llmjob_and_delete_k_cleans_up() {
     let env = start_env().await;
     let dir = tempfile::tempdir().unwrap();
-    let port = testenv::process::free_loopback_port().unwrap();
-    let args = overlay_args(&format!("127.0.0.1:{port}"), &collector_grpc(&env));
+    let args = overlay_args(&collector_grpc());
     let overlay = dir.path().canonicalize().unwrap().join("overlay");
     std::fs::create_dir(&overlay).unwrap();
     let base = relative_path(&overlay, &deploy_tests::manifests_dir());
@@ -114,16 +111,16 @@ async fn kubectl_apply_k_of_an_overlay_runs_an_llmjob_and_delete_k_cleans_up() {
         ],
     )
     .await;
+    // Available: the kubelet's readiness probe on /readyz passed.
     let pod = operator_pod(&env, NS).await;
-    let log = || env.pod_log(NS, &pod, "operator");
-    wait_ready(port, log).await;
     wait_for_leader(&env, NS, "llmjob-operator", &pod).await;
 
     // The manifests' operator watches every namespace: the LlmJob goes into a fresh one.
     let jobs_ns = env.create_namespace("llm-jobs").await.unwrap();
-    let replay = replay().await;
+    let replay = replay(&env).await;
     run_example(&env, &jobs_ns, &replay, dir.path()).await;
-    assert_no_rbac_denials(&log(), "kubectl apply -k");
+    let log = operator_log(&env, NS, &pod).await;
+    assert_no_rbac_denials(&log, "kubectl apply -k");
 
     kubectl(
         &env,

@@ -76,12 +76,14 @@ enum Task {
         /// needs no release build.
         names: Vec<String>,
     },
-    /// The README demo: the stack, the operator from manifests/, an example LlmJob, its trace.
+    /// The README demo: the stack with a real node, the operator from manifests/ running from its
+    /// image, an example LlmJob, its pods and its trace (needs root).
     Demo {
         /// Keep the stack running afterwards (until Ctrl-C) and print its KUBECONFIG.
         #[arg(long)]
         keep: bool,
-        /// Use the binaries already built instead of building them (the end-to-end test).
+        /// Use the tools and images already built (`cargo xtask images`) instead of building them
+        /// (the end-to-end test).
         #[arg(long)]
         no_build: bool,
     },

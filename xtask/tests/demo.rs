@@ -1,19 +1,47 @@
 //! The README's demo, end to end, as a user runs it: `cargo xtask demo --keep` (here with
-//! `--no-build`, since `cargo xtask test` built the binaries first) on the real stack, with the
-//! replay server. Then, as the printed instructions say, a second LlmJob is applied to the kept
-//! stack with its kubectl and must succeed; Ctrl-C (SIGINT) stops the demo, which exits 0.
+//! `--no-build`, since `cargo xtask test` built the images first) on the real stack and a real
+//! node, with the replay server. It checks what the demo prints: both pods ran in containerd
+//! from the images `cargo xtask images` built, `kubectl logs` of both, the restricted namespace,
+//! the trace. Then, as the printed instructions say, a second LlmJob is applied to the kept stack
+//! with its kubectl and must succeed; Ctrl-C (SIGINT) stops the demo, which exits 0. Needs root,
+//! the tools of `tools/ensure-tools.sh` and the image archives; the demo fails, naming what to
+//! run, when one is missing.
 
 #![allow(clippy::expect_used)]
 
 use std::process::Stdio;
 use std::time::Duration;
 
+use testenv::images::{self, ImageArchive};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
 /// Guard against a hung demo (cold start included), not a performance target.
 const DEMO_WAIT: Duration = Duration::from_secs(600);
 /// Guard for the second LlmJob on the running stack.
 const JOB_WAIT: Duration = Duration::from_secs(120);
+
+/// The `containerID` and `imageID` the demo prints for the first container of the pods whose
+/// name starts with `pod_prefix` (`pod <ns>/<name> container <c> node <node>` and the lines
+/// below it).
+fn container_ids(stdout: &str, pod_prefix: &str) -> (String, String, String) {
+    let mut lines = stdout.lines();
+    let header = lines
+        .by_ref()
+        .find(|l| l.starts_with(&format!("pod {pod_prefix}")))
+        .unwrap_or_else(|| panic!("no `pod {pod_prefix}...` line in\n{stdout}"));
+    let node = header.rsplit(' ').next().unwrap_or_default().to_owned();
+    let mut field = |name: &str| {
+        lines
+            .next()
+            .and_then(|l| l.trim().strip_prefix(name))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_else(|| panic!("no {name} after {header:?} in\n{stdout}"))
+    };
+    let _image = field("image ");
+    let container_id = field("containerID ");
+    let image_id = field("imageID ");
+    (node, container_id, image_id)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_runs_an_llmjob_to_succeeded_and_keeps_a_stack_that_runs_another() {
@@ -176,17 +204,67 @@ async fn the_demo_runs_an_llmjob_to_succeeded_and_keeps_a_stack_that_runs_anothe
         );
     }
     assert!(stdout.contains("k8s.pod.name=haiku-"), "{stdout}");
-    // Metrics and logs of that run.
     assert!(
-        stdout.contains("gen_ai.client.token.usage [{token}]"),
-        "{stdout}"
+        stdout.contains(&format!("k8s.node.name={}", testenv::node::NODE_NAME)),
+        "the run's resource names the real node\n{stdout}"
     );
+
+    // The namespace enforces the restricted Pod Security Standard.
+    let labels = stdout
+        .lines()
+        .find(|l| l.starts_with("demo "))
+        .unwrap_or_else(|| {
+            panic!("no `kubectl get namespace demo --show-labels` row in\n{stdout}")
+        });
     assert!(
-        stdout.contains("gen_ai.client.operation.duration [s]"),
-        "{stdout}"
+        labels.contains("pod-security.kubernetes.io/enforce=restricted"),
+        "{labels}"
     );
+
+    // Both pods ran in containerd, from the images `cargo xtask images` built.
+    for (prefix, image) in [
+        ("llmjob-system/llmjob-operator-", images::OPERATOR),
+        ("demo/haiku-", images::RUNNER),
+    ] {
+        let (node, container_id, image_id) = container_ids(&stdout, prefix);
+        assert_eq!(node, testenv::node::NODE_NAME, "{prefix}");
+        assert!(
+            container_id.starts_with("containerd://"),
+            "{prefix}: {container_id}"
+        );
+        let built = ImageArchive::open(&image).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            image_id,
+            built.config_digest,
+            "{prefix}: imageID is not the digest of {}",
+            built.path.display()
+        );
+    }
+
+    // `kubectl logs` of both pods (apiserver -> kubelet -> containerd's log file), printed in
+    // that order before the containers.
+    let runner_header = "$ kubectl logs -n demo haiku-";
+    let operator_header = "$ kubectl logs -n llmjob-system deploy/llmjob-operator";
+    let section = |from: &str, to: &str| -> String {
+        let start = stdout
+            .find(from)
+            .unwrap_or_else(|| panic!("no {from:?} in\n{stdout}"));
+        let rest = &stdout[start..];
+        let end = rest
+            .find(to)
+            .unwrap_or_else(|| panic!("no {to:?} after {from:?} in\n{stdout}"));
+        rest[..end].lines().skip(1).collect::<Vec<_>>().join("\n")
+    };
+    let runner_log = section(runner_header, operator_header);
     assert!(
-        stdout.contains(&format!("job finished  trace={trace_id}")),
-        "a log record with the trace id\n{stdout}"
+        runner_log
+            .lines()
+            .any(|l| l.contains(" INFO ") && l.contains("job finished")),
+        "`kubectl logs` of the runner pod shows its log lines:\n{runner_log}\nstderr:\n{stderr}"
+    );
+    let operator_log = section(operator_header, "\ncontainers:\n");
+    assert!(
+        operator_log.lines().any(|l| l.contains("llmjob_operator")),
+        "`kubectl logs` of the operator pod shows its log lines:\n{operator_log}\nstderr:\n{stderr}"
     );
 }

@@ -1,7 +1,10 @@
 //! Shared by the in-cluster install tests (`helm_install.rs`, `kustomize_apply.rs`): a real control
-//! plane whose fake kubelet runs the chart's two images as the cargo-built binaries, an
-//! OpenTelemetry Collector, the openai-replay server, the example Secret and LlmJob from
-//! `manifests/examples/`, and the checks every install must pass.
+//! plane and a real node ([`testenv::node`]: containerd, runc, the kubelet, kube-proxy, CoreDNS)
+//! that imports the chart's two images as `cargo xtask images` built them, an OpenTelemetry
+//! Collector (the Service `otel-collector.testenv-system`), the openai-replay server (a host
+//! process behind the Service `openai-replay.testenv-system`), the example Secret and LlmJob from
+//! `manifests/examples/`, and the checks every install must pass. Needs root, the tools of
+//! `tools/ensure-tools.sh` and the image archives; a missing one fails the test naming it.
 //!
 //! Each test starts its own [`TestEnv`]: an install is cluster-wide (CRD, ClusterRole, an operator
 //! watching every namespace), so two installs in one control plane would reconcile each other's
@@ -15,7 +18,7 @@
     clippy::panic
 )]
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -26,6 +29,8 @@ use kube::api::ListParams;
 use llmjob_crds::v1alpha1::{LlmJob, Phase};
 use openai_replay::{ReplayConfig, ReplayServer};
 use testenv::env::TestEnv;
+use testenv::images;
+use testenv::node::{self, NodeConfig, services};
 
 /// Generous upper bound for waits: a guard against a hung CI run, not a performance assertion.
 pub const WAIT: Duration = Duration::from_secs(120);
@@ -68,51 +73,33 @@ pub async fn helm(env: &TestEnv, home: &std::path::Path, args: &[&str]) -> Strin
 
 /// A binary of this workspace, or a panic saying how to build it.
 pub fn workspace_binary(name: &str) -> PathBuf {
-    testenv::tools::cargo_bin(name, name).unwrap_or_else(|e| {
-        panic!(
-            "{e}\nThe install tests run the operator and runner images as the cargo-built binaries: \
-             run `cargo build -p llmjob-operator -p llmjob-runner` first."
-        )
-    })
+    testenv::tools::cargo_bin(name, name)
+        .unwrap_or_else(|e| panic!("{e}\nrun `cargo build -p {name}` first."))
 }
 
-/// The operator and runner image repositories the chart deploys (`image.repository`,
-/// `runner.image.repository` in `values.yaml`; `install.yaml` is rendered from the same values).
-pub fn chart_images() -> (String, String) {
-    let path = deploy_tests::chart_dir().join("values.yaml");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let values: serde_norway::Value = serde_norway::from_str(&text).unwrap();
-    let repo = |v: &serde_norway::Value| {
-        v.as_str()
-            .unwrap_or_else(|| panic!("{}: no image repository", path.display()))
-            .to_owned()
-    };
-    (
-        repo(&values["image"]["repository"]),
-        repo(&values["runner"]["image"]["repository"]),
-    )
-}
-
-/// A control plane whose kubelet maps the chart's operator and runner images to the cargo-built
-/// binaries, with a collector.
+/// A control plane, a real node that imports the images of `cargo xtask images` (pause, the
+/// operator and the runner, under the references the chart and `manifests/` use), and a
+/// collector.
 pub async fn start_env() -> TestEnv {
-    let (operator_image, runner_image) = chart_images();
-    let operator = workspace_binary("llmjob-operator");
-    let runner = workspace_binary("llmjob-runner");
+    let archives = images::ALL
+        .iter()
+        .map(|i| images::archive(i).unwrap_or_else(|e| panic!("{e}")))
+        .collect();
     TestEnv::builder()
-        .image(operator_image, operator)
-        .image(runner_image, runner)
+        .real_node(NodeConfig {
+            images: archives,
+            ..NodeConfig::default()
+        })
         .collector(true)
         .start()
         .await
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// The collector's OTLP/gRPC endpoint.
-pub fn collector_grpc(env: &TestEnv) -> String {
-    env.collector()
-        .expect("start_env starts a collector")
-        .grpc_endpoint()
+/// The collector's OTLP/gRPC endpoint as pods reach it: its Service.
+pub fn collector_grpc() -> String {
+    let (namespace, name) = node::COLLECTOR_SERVICE;
+    format!("http://{name}.{namespace}.svc:4317")
 }
 
 /// Runs `kubectl <args>` with the admin kubeconfig and returns stdout; panics with stderr and
@@ -178,31 +165,9 @@ pub async fn operator_pod(env: &TestEnv, ns: &str) -> String {
     .await
 }
 
-/// Waits until `GET /readyz` on the operator's HTTP port (bound on the host by the fake kubelet's
-/// process) answers 200: the chart's port setting reached `--http-addr` and the operator's
-/// caches synced with the permissions it was given. (The fake kubelet does not run probes.)
-pub async fn wait_ready(port: u16, log: impl Fn() -> String) {
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let what = format!("the operator's /readyz on {addr}");
-    let ready = testenv::wait::until(&what, WAIT, || async {
-        (http_status(addr, "/readyz").await == Some(200)).then_some(())
-    })
-    .await;
-    if let Err(e) = ready {
-        panic!("{e}; operator log:\n{}", log());
-    }
-}
-
-/// The status code of `GET path` on `addr`.
-pub async fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.ok()?;
-    out.get(9..12)?.parse().ok()
+/// `kubectl logs` of the operator pod `pod` in `ns` (apiserver -> kubelet -> containerd's log).
+pub async fn operator_log(env: &TestEnv, ns: &str, pod: &str) -> String {
+    kubectl(env, &["logs", "-n", ns, pod, "-c", "operator"]).await
 }
 
 /// Waits until the leader-election Lease `ns/name` is held by `pod`.
@@ -231,25 +196,63 @@ pub fn example(file: &str) -> PathBuf {
     deploy_tests::manifests_dir().join("examples").join(file)
 }
 
-/// The openai-replay server, expecting the example Secret's key.
-pub async fn replay() -> ReplayServer {
-    ReplayServer::start(ReplayConfig::new().with_api_key(example_api_key()))
-        .await
-        .expect("starting the openai-replay server")
+/// The openai-replay server, expecting the example Secret's key, and its base URL inside the
+/// cluster.
+pub struct Replay {
+    /// The server, on the node's host address.
+    pub server: ReplayServer,
+    /// `http://openai-replay.testenv-system.svc/v1`: its Service.
+    pub url: String,
+}
+
+/// Starts the openai-replay server on the node's host address and makes it the Service
+/// `testenv-system/openai-replay` (port 80), as the collector is.
+pub async fn replay(env: &TestEnv) -> Replay {
+    let host = env.node().expect("start_env starts a real node").host_ip();
+    let server = ReplayServer::start(
+        ReplayConfig::new()
+            .with_api_key(example_api_key())
+            .with_addr(SocketAddr::new(host, 0)),
+    )
+    .await
+    .expect("starting the openai-replay server");
+    let IpAddr::V4(address) = server.addr().ip() else {
+        panic!("the replay server listens on {}, not IPv4", server.addr());
+    };
+    let (namespace, name) = ("testenv-system", "openai-replay");
+    services::host_service(
+        &env.client(),
+        namespace,
+        name,
+        None,
+        address,
+        &[services::HostPort {
+            name: "http",
+            protocol: "TCP",
+            port: 80,
+            target: server.addr().port(),
+        }],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("exposing the replay server: {e}"));
+    Replay {
+        server,
+        url: format!("http://{name}.{namespace}.svc/v1"),
+    }
 }
 
 /// Applies the example Secret unchanged and the example LlmJob (`prompt.yaml`) with
 /// `spec.openai.baseURL` pointing at the replay server into `ns` with kubectl, as a user would,
 /// and waits until the LlmJob succeeds. Checks the status a user reads (usage, trace id) and
 /// returns the LlmJob.
-pub async fn run_example(env: &TestEnv, ns: &str, replay: &ReplayServer, dir: &Path) -> LlmJob {
+pub async fn run_example(env: &TestEnv, ns: &str, replay: &Replay, dir: &Path) -> LlmJob {
     let secret = example("secret.yaml");
     kubectl(env, &["apply", "-n", ns, "-f", &secret.to_string_lossy()]).await;
 
     let text = std::fs::read_to_string(example("prompt.yaml")).unwrap();
     let mut job: serde_norway::Value = serde_norway::from_str(&text).unwrap();
     assert_eq!(job["metadata"]["name"], EXAMPLE_JOB, "prompt.yaml's LlmJob");
-    job["spec"]["openai"]["baseURL"] = serde_norway::Value::from(replay.base_url());
+    job["spec"]["openai"]["baseURL"] = serde_norway::Value::from(replay.url.clone());
     let file = dir.join("prompt.yaml");
     std::fs::write(&file, serde_norway::to_string(&job).unwrap()).unwrap();
     kubectl(env, &["apply", "-n", ns, "-f", &file.to_string_lossy()]).await;
@@ -281,7 +284,7 @@ pub async fn run_example(env: &TestEnv, ns: &str, replay: &ReplayServer, dir: &P
         "status.traceId {trace_id:?}"
     );
     assert_eq!(
-        replay.requests().len(),
+        replay.server.requests().len(),
         1,
         "one chat completion reached the replay server"
     );

@@ -1,18 +1,25 @@
 //! `cargo xtask demo`: one command from a fresh machine to an LlmJob's trace on screen.
 //!
-//! The path a user takes, on the embedded testenv stack (a real kube-apiserver,
-//! kube-controller-manager, a fake kubelet running pods as local processes, and a real
-//! OpenTelemetry Collector):
-//! 1. the Go tools and the workspace's binaries are built (or found in the cache);
+//! The path a user takes, on the embedded testenv stack with a real node (etcd,
+//! kube-apiserver, kube-controller-manager, kube-scheduler; containerd, runc, the kubelet,
+//! kube-proxy and CoreDNS, see `testenv::node`; and a real OpenTelemetry Collector):
+//! 1. the Go tools are built (or found in the cache) and `cargo xtask images` builds the
+//!    operator's, the runner's and the sandbox's OCI images, which the node imports under the
+//!    references `manifests/` uses;
 //! 2. the stack starts; the CRD and the operator are installed with `kubectl apply
 //!    --server-side -k` from an overlay of `manifests/` (the overlay only points the operator at
-//!    a free port and at the demo's collector, as a user's overlay would point it at theirs);
-//! 3. the API-key Secret is created and `manifests/examples/prompt.yaml` is applied; OpenAI is
-//!    the local replay server (recorded responses) unless `OPENAI_API_KEY` is set, then the real
-//!    API (or `OPENAI_BASE_URL`);
-//! 4. the real `kubectl get llmjobs -w` shows the LlmJob until it finishes, then the run's trace
-//!    is printed as a waterfall, with its GenAI metrics and its log records, read from the
-//!    collector's output.
+//!    the collector's Service, as a user's overlay would point it at theirs). The operator runs
+//!    as the Deployment's pod, from its image, and reaches the API server through in-cluster
+//!    configuration;
+//! 3. namespace `demo` is created, labelled `pod-security.kubernetes.io/enforce=restricted`, the
+//!    API-key Secret is created and `manifests/examples/prompt.yaml` is applied; OpenAI is the
+//!    local replay server (recorded responses; a host process behind the Service
+//!    `openai-replay.testenv-system`) unless `OPENAI_API_KEY` is set, then the real API (or
+//!    `OPENAI_BASE_URL`);
+//! 4. the real `kubectl get llmjobs -w` shows the LlmJob until it finishes, then `kubectl logs`
+//!    of the runner's pod and the operator, the `containerID` and `imageID` of the operator's
+//!    and the runner's containers, the run's trace as a waterfall, its GenAI metrics and its log
+//!    records, read from the collector's output.
 //!
 //! Every `kubectl` line on screen is printed by the stack's real kubectl. It fails (non-zero
 //! exit) when the run fails, and says why. `--keep` keeps everything the printed instructions
@@ -21,23 +28,29 @@
 
 pub mod report;
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use llmjob_crds::v1alpha1::{LlmJob, Phase};
 use openai_replay::{ReplayConfig, ReplayServer};
-use testenv::env::{RUNNER_IMAGE, TestEnv};
+use testenv::env::TestEnv;
+use testenv::images;
+use testenv::node::{self, NodeConfig, services};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-/// The operator's image in `manifests/install.yaml` (without its tag).
-pub const OPERATOR_IMAGE: &str = "ghcr.io/llmjob-dev/llmjob-operator";
 /// Namespace the demo's LlmJob runs in.
 pub const NAMESPACE: &str = "demo";
+/// The Pod Security Standard namespace [`NAMESPACE`] enforces.
+pub const POD_SECURITY: &str = "pod-security.kubernetes.io/enforce=restricted";
+/// The replay server's Service (namespace, name), backed by the host process.
+const REPLAY_SERVICE: (&str, &str) = ("testenv-system", "openai-replay");
 /// Namespace `manifests/` installs the operator into.
 const OPERATOR_NAMESPACE: &str = "llmjob-system";
 /// The example the demo applies.
@@ -54,13 +67,14 @@ const WAIT: Duration = Duration::from_secs(300);
 pub struct Options {
     /// Keep the stack running after the run, until Ctrl-C.
     pub keep: bool,
-    /// Use the binaries already built (the end-to-end test, after `cargo build`).
+    /// Use the tools and images already built (the end-to-end test, after `cargo xtask images`).
     pub no_build: bool,
 }
 
 /// Where OpenAI is.
 enum OpenAi {
-    Replay(ReplayServer),
+    /// The replay server, and its URL inside the cluster (through its Service).
+    Replay(ReplayServer, String),
     Real {
         key: String,
         base_url: Option<String>,
@@ -70,8 +84,8 @@ enum OpenAi {
 impl OpenAi {
     fn describe(&self) -> String {
         match self {
-            OpenAi::Replay(s) => format!(
-                "the local replay server at {} (recorded responses; set OPENAI_API_KEY to call the real API)",
+            OpenAi::Replay(s, url) => format!(
+                "the local replay server at {} (recorded responses; set OPENAI_API_KEY to call the real API), {url} inside the cluster",
                 s.base_url()
             ),
             OpenAi::Real { base_url, .. } => format!(
@@ -90,20 +104,7 @@ fn step(what: &str) {
 pub fn run(root: &Path, options: &Options) -> Result<()> {
     if !options.no_build {
         crate::tools(root, "demo")?;
-        step("building the operator, the job-runner and the OpenAI replay server");
-        crate::cargo(
-            root,
-            &[
-                "build",
-                "-p",
-                "llmjob-operator",
-                "-p",
-                "llmjob-runner",
-                "-p",
-                "openai-replay",
-            ],
-        )?;
-        // The images the node runs (operator, runner, pause).
+        step("building the images of the operator and the job-runner: cargo xtask images");
         crate::images::run(root, &[])?;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -114,31 +115,32 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
 }
 
 async fn demo(root: &Path, options: &Options) -> Result<()> {
-    let bin = testenv::tools::target_dir().join("debug");
-    let operator_bin = bin.join("llmjob-operator");
-    let runner_bin = bin.join("llmjob-runner");
-    for (path, package) in [
-        (&operator_bin, "llmjob-operator"),
-        (&runner_bin, "llmjob-runner"),
-    ] {
-        if !path.is_file() {
-            bail!(
-                "{} is missing: run `cargo build -p {package}` (or `cargo xtask demo` without --no-build)",
-                path.display()
-            );
-        }
-    }
+    let archives = images::ALL
+        .iter()
+        .map(images::archive)
+        .collect::<Result<Vec<_>, _>>()?;
 
     step(
-        "starting the stack: etcd, kube-apiserver, kube-controller-manager, a kubelet, an OpenTelemetry Collector",
+        "starting the stack: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, a real node (containerd, runc, the kubelet, kube-proxy, CoreDNS) and an OpenTelemetry Collector",
     );
+    let started = std::time::Instant::now();
     let env = TestEnv::builder()
-        .image(OPERATOR_IMAGE, &operator_bin)
-        .image(RUNNER_IMAGE, &runner_bin)
+        .real_node(NodeConfig {
+            images: archives,
+            ..NodeConfig::default()
+        })
         .collector(true)
         .start()
         .await
         .context("starting the stack")?;
+    if let Some(node) = env.node() {
+        eprintln!(
+            "node {} Ready {:.1} s after its start ({:.1} s for the whole stack)",
+            node::NODE_NAME,
+            node.ready_after().as_secs_f64(),
+            started.elapsed().as_secs_f64()
+        );
+    }
     let result = demo_on(root, &env, options).await;
     if let Err(e) = env.shutdown().await {
         eprintln!("demo: stopping the stack: {e}");
@@ -152,7 +154,7 @@ async fn demo_on(root: &Path, env: &TestEnv, options: &Options) -> Result<()> {
     step(
         "installing the CRD and the operator: kubectl apply --server-side -k (an overlay of manifests/)",
     );
-    let overlay = write_overlay(root, env, &collector.grpc_endpoint())?;
+    let overlay = write_overlay(root, env, &collector_in_cluster())?;
     kubectl(
         env,
         &["apply", "--server-side", "-k", &overlay.to_string_lossy()],
@@ -160,6 +162,7 @@ async fn demo_on(root: &Path, env: &TestEnv, options: &Options) -> Result<()> {
     .await?;
     wait_for_operator(env).await?;
     eprintln!("the operator is Available in namespace {OPERATOR_NAMESPACE}");
+    let node = env.node().context("the demo runs on a real node")?;
 
     let openai = match std::env::var("OPENAI_API_KEY")
         .ok()
@@ -171,11 +174,17 @@ async fn demo_on(root: &Path, env: &TestEnv, options: &Options) -> Result<()> {
                 .ok()
                 .filter(|u| !u.is_empty()),
         },
-        None => OpenAi::Replay(
-            ReplayServer::start(ReplayConfig::new().with_api_key(REPLAY_KEY))
-                .await
-                .context("starting the OpenAI replay server")?,
-        ),
+        None => {
+            let server = ReplayServer::start(
+                ReplayConfig::new()
+                    .with_api_key(REPLAY_KEY)
+                    .with_addr(SocketAddr::new(node.host_ip(), 0)),
+            )
+            .await
+            .context("starting the OpenAI replay server")?;
+            let url = expose_replay(env, &server).await?;
+            OpenAi::Replay(server, url)
+        }
     };
     step(&format!("OpenAI is {}", openai.describe()));
 
@@ -183,11 +192,16 @@ async fn demo_on(root: &Path, env: &TestEnv, options: &Options) -> Result<()> {
         "creating namespace {NAMESPACE}, the API-key Secret and the LlmJob from {EXAMPLE}"
     ));
     kubectl(env, &["create", "namespace", NAMESPACE]).await?;
+    kubectl(env, &["label", "namespace", NAMESPACE, POD_SECURITY]).await?;
+    print!(
+        "{}",
+        kubectl(env, &["get", "namespace", NAMESPACE, "--show-labels"]).await?
+    );
     let llmjob = example(root, EXAMPLE, &openai)?;
     let secret_name = llmjob.spec.openai.api_key_secret_ref.name.clone();
     let secret_key = llmjob.spec.openai.api_key_secret_ref.key.clone();
     let key = match &openai {
-        OpenAi::Replay(_) => REPLAY_KEY.to_owned(),
+        OpenAi::Replay(..) => REPLAY_KEY.to_owned(),
         OpenAi::Real { key, .. } => key.clone(),
     };
     create_secret(env, &secret_name, &secret_key, &key).await?;
@@ -225,18 +239,39 @@ async fn demo_on(root: &Path, env: &TestEnv, options: &Options) -> Result<()> {
             usage.total_tokens.unwrap_or_default()
         );
     }
-    if let Some(pod) = first_pod(env).await {
-        let answer = env.pod_log(NAMESPACE, &pod, "runner");
-        let answer: Vec<&str> = answer
-            .lines()
-            .filter(|l| !l.contains(" INFO ") && !l.contains(" WARN "))
-            .collect();
-        if !answer.is_empty() {
-            println!(
-                "\nthe pod's stdout (the answer only with contentCapture: full):\n{}",
-                answer.join("\n")
-            );
-        }
+    let runner_pod = first_pod(env).await;
+    let runner_log = match &runner_pod {
+        Some(pod) => kubectl(env, &["logs", "-n", NAMESPACE, pod]).await?,
+        None => String::new(),
+    };
+    let answer: Vec<&str> = runner_log
+        .lines()
+        .filter(|l| !l.contains(" INFO ") && !l.contains(" WARN "))
+        .collect();
+    if !answer.is_empty() {
+        println!(
+            "\nthe pod's stdout (the answer only with contentCapture: full):\n{}",
+            answer.join("\n")
+        );
+    }
+    step("the pods' logs, through the API server and the kubelet");
+    if let Some(pod) = &runner_pod {
+        println!("$ kubectl logs -n {NAMESPACE} {pod}");
+        print!("{runner_log}");
+    }
+    let operator_log = [
+        "logs",
+        "-n",
+        OPERATOR_NAMESPACE,
+        "deploy/llmjob-operator",
+        "--tail=5",
+    ];
+    println!("$ kubectl {}", operator_log.join(" "));
+    print!("{}", kubectl(env, &operator_log).await?);
+    step("where the containers ran: each pod's node, containerID and imageID");
+    println!("containers:");
+    for namespace in [OPERATOR_NAMESPACE, NAMESPACE] {
+        print!("{}", containers(env, namespace).await?);
     }
 
     if let Some(trace_id) = status.trace_id.clone() {
@@ -289,14 +324,76 @@ async fn demo_on(root: &Path, env: &TestEnv, options: &Options) -> Result<()> {
     Ok(())
 }
 
+/// The collector's OTLP/gRPC endpoint inside the cluster: its Service.
+fn collector_in_cluster() -> String {
+    let (namespace, name) = node::COLLECTOR_SERVICE;
+    format!("http://{name}.{namespace}.svc:4317")
+}
+
+/// Makes the replay server (listening on the node's host address) the Service
+/// [`REPLAY_SERVICE`], port 80; returns its base URL inside the cluster.
+async fn expose_replay(env: &TestEnv, server: &ReplayServer) -> Result<String> {
+    let IpAddr::V4(address) = server.addr().ip() else {
+        bail!("the replay server listens on {}, not IPv4", server.addr());
+    };
+    let (namespace, name) = REPLAY_SERVICE;
+    services::host_service(
+        &env.client(),
+        namespace,
+        name,
+        None,
+        address,
+        &[services::HostPort {
+            name: "http",
+            protocol: "TCP",
+            port: 80,
+            target: server.addr().port(),
+        }],
+    )
+    .await
+    .context("exposing the replay server as a Service")?;
+    Ok(format!("http://{name}.{namespace}.svc/v1"))
+}
+
+/// One line per container of each pod in `namespace`: the pod, its node, the `containerID`
+/// and the `imageID` the kubelet reports.
+async fn containers(env: &TestEnv, namespace: &str) -> Result<String> {
+    let pods = Api::<Pod>::namespaced(env.client(), namespace)
+        .list(&ListParams::default())
+        .await
+        .with_context(|| format!("listing the pods of namespace {namespace}"))?;
+    let mut out = String::new();
+    for pod in &pods.items {
+        let node = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .unwrap_or("-");
+        let statuses = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_deref())
+            .unwrap_or_default();
+        for c in statuses {
+            out.push_str(&format!(
+                "pod {namespace}/{} container {} node {node}\n  image {}\n  containerID {}\n  imageID {}\n",
+                pod.name_any(),
+                c.name,
+                c.image,
+                c.container_id.as_deref().unwrap_or("-"),
+                c.image_id
+            ));
+        }
+    }
+    Ok(out)
+}
+
 /// Writes the demo's kustomize overlay of `manifests/` under the target directory.
 fn write_overlay(root: &Path, env: &TestEnv, collector: &str) -> Result<PathBuf> {
-    let port = testenv::process::free_loopback_port().context("finding a free port")?;
     let dir = env.dir().join("overlay");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let manifests = relative(&dir, &root.join("manifests"));
     let args = [
-        format!("--http-addr=127.0.0.1:{port}"),
         format!("--default-otlp-endpoint={collector}"),
         "--default-environment=demo".to_owned(),
     ];
@@ -351,7 +448,7 @@ async fn kubectl(env: &TestEnv, args: &[&str]) -> Result<String> {
 
 async fn wait_for_operator(env: &TestEnv) -> Result<()> {
     let api: Api<Deployment> = Api::namespaced(env.client(), OPERATOR_NAMESPACE);
-    testenv::wait::until(
+    let available = testenv::wait::until(
         "the operator's Deployment to be Available",
         WAIT,
         || async {
@@ -367,8 +464,26 @@ async fn wait_for_operator(env: &TestEnv) -> Result<()> {
                 .then_some(())
         },
     )
-    .await
-    .with_context(|| format!("its log: {}", env.dir().join("pods").display()))
+    .await;
+    if let Err(e) = available {
+        let log = kubectl(
+            env,
+            &[
+                "logs",
+                "-n",
+                OPERATOR_NAMESPACE,
+                "deploy/llmjob-operator",
+                "--tail=20",
+            ],
+        )
+        .await
+        .unwrap_or_else(|e| format!("(no log: {e:#})"));
+        bail!(
+            "{e}; the stack's logs are in {}; the operator's log:\n{log}",
+            env.dir().display()
+        );
+    }
+    Ok(())
 }
 
 /// `kubectl apply --server-side -f -` of `yaml`; returns what kubectl printed.
@@ -451,7 +566,7 @@ fn example(root: &Path, example: &str, openai: &OpenAi) -> Result<LlmJob> {
         serde_norway::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     llmjob.metadata.namespace = Some(NAMESPACE.to_owned());
     llmjob.spec.openai.base_url = match openai {
-        OpenAi::Replay(s) => Some(s.base_url()),
+        OpenAi::Replay(_, url) => Some(url.clone()),
         OpenAi::Real { base_url, .. } => base_url.clone(),
     };
     Ok(llmjob)
@@ -506,9 +621,9 @@ async fn keep(root: &Path, env: &TestEnv, openai: &OpenAi) -> Result<()> {
             c.output_dir().display()
         );
     }
-    if let OpenAi::Replay(server) = openai {
+    if let OpenAi::Replay(server, url) = openai {
         println!(
-            "  OpenAI: the replay server at {} (Secret openai-api-key in namespace {NAMESPACE} holds its key)",
+            "  OpenAI: the replay server at {} ({url} inside the cluster; Secret openai-api-key in namespace {NAMESPACE} holds its key)",
             server.base_url()
         );
     }
@@ -517,6 +632,7 @@ async fn keep(root: &Path, env: &TestEnv, openai: &OpenAi) -> Result<()> {
         "  kubectl apply -f {}    # {KEEP_EXAMPLE} in namespace {NAMESPACE}, spec.openai.baseURL set to the same OpenAI server",
         file.display()
     );
+    println!("  kubectl get pods -n {NAMESPACE}; kubectl logs -n {NAMESPACE} <pod>");
     println!("  logs: {}", env.dir().display());
     tokio::signal::ctrl_c()
         .await
