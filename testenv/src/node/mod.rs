@@ -20,9 +20,10 @@
 //! (which takes the veth pair, the bridge and every iptables rule with it) and remove
 //! containerd's and the kubelet's state; the logs stay.
 //!
-//! Layout under the environment's directory: `node/` holds `containerd/` (config, socket,
-//! root, state), `kubelet/` (root dir), `pod-logs/`, `cni/` (conf, IPAM state), `pki/`, the
-//! kubeconfigs and configurations of each component; the logs are `containerd.log`,
+//! Layout under the environment's directory: `node/` holds `containerd.toml`, `pod-logs/`,
+//! `cni/` (conf, IPAM state), `pki/`, the kubeconfigs and configurations of each component;
+//! containerd's socket, root and state and the kubelet's root dir are in the slot's short
+//! runtime directory ([`network::runtime_dir`]: unix socket paths are limited to 107 bytes); the logs are `containerd.log`,
 //! `kubelet.log`, `kube-proxy.log`, `kube-scheduler.log` and `coredns.log` next to the
 //! control plane's.
 //!
@@ -152,6 +153,8 @@ pub struct NodeHost {
     addresses: network::Addresses,
     cgroup_root: String,
     node_dir: PathBuf,
+    /// containerd's and the kubelet's state and sockets ([`network::runtime_dir`]).
+    runtime_dir: PathBuf,
     torn_down: bool,
 }
 
@@ -163,20 +166,25 @@ impl NodeHost {
         let n = slot.number();
         let addresses = network::Addresses::of_slot(n);
         let cgroup_root = cleanup::cgroup_root(n);
+        let runtime_dir = network::runtime_dir(n);
         // The lock is ours, so whoever held it is gone: remove what it left.
         remove_leftovers(&addresses, &cgroup_root, previous.as_deref());
+        clear_runtime_dir(&runtime_dir);
         let node_dir = env_dir.join("node");
         let mut host = Self {
             slot,
             addresses,
             cgroup_root,
             node_dir,
+            runtime_dir,
             torn_down: false,
         };
-        std::fs::create_dir_all(&host.node_dir).map_err(|source| NodeError::Io {
-            path: host.node_dir.clone(),
-            source,
-        })?;
+        for dir in [&host.node_dir, &host.runtime_dir] {
+            std::fs::create_dir_all(dir).map_err(|source| NodeError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+        }
         if let Err(e) =
             network::create(&host.addresses).and_then(|()| cleanup::create_tree(&host.cgroup_root))
         {
@@ -214,10 +222,8 @@ impl NodeHost {
         self.torn_down = true;
         remove_leftovers(&self.addresses, &self.cgroup_root, None);
         let _ = cleanup::unmount_under(&self.node_dir);
-        // Free the disk (image layers, volumes); keep the logs and configuration.
-        for dir in ["containerd/root", "containerd/state", "kubelet"] {
-            let _ = std::fs::remove_dir_all(self.node_dir.join(dir));
-        }
+        // Free the disk (image layers, volumes); the logs and configuration stay in `node/`.
+        clear_runtime_dir(&self.runtime_dir);
     }
 }
 
@@ -239,6 +245,13 @@ fn remove_leftovers(addresses: &network::Addresses, cgroup_root: &str, previous:
         }
     }
     network::delete(addresses);
+}
+
+/// Unmounts what is mounted under a slot's runtime directory (overlay root filesystems, volumes)
+/// and removes it. Best effort.
+fn clear_runtime_dir(runtime_dir: &Path) {
+    let _ = cleanup::unmount_under(runtime_dir);
+    let _ = std::fs::remove_dir_all(runtime_dir);
 }
 
 /// A running node. Stopped and cleaned up by [`Node::shutdown`] or on drop.
@@ -315,7 +328,12 @@ impl Node {
         let bins = Binaries::find()?;
         let node_dir = host.node_dir.clone();
         let addresses = host.addresses.clone();
-        let containerd_paths = containerd::Paths::under(&node_dir);
+        let containerd_paths = containerd::Paths {
+            // The configuration stays with the logs; state and sockets go to the short runtime
+            // directory (socket path lengths, see `network::RUNTIME_DIR`).
+            config: node_dir.join("containerd.toml"),
+            ..containerd::Paths::under(&host.runtime_dir)
+        };
         let mut node = Self {
             coredns: None,
             proxy: None,
@@ -378,7 +396,11 @@ impl Node {
         // Identities and kubeconfigs.
         let pki = cluster.pki();
         let url = cluster.api_server_url().to_owned();
-        let kubelet_paths = kubelet::Paths::under(&node_dir);
+        let kubelet_paths = kubelet::Paths {
+            // `--root-dir` holds the device-plugin and pod-resources sockets.
+            root: node.host.runtime_dir.join("kubelet"),
+            ..kubelet::Paths::under(&node_dir)
+        };
         let serving = pki.issue(
             NODE_NAME,
             None,

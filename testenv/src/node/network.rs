@@ -35,6 +35,16 @@ use super::NodeError;
 pub const SLOTS: u8 = 64;
 /// Where the slot locks live (tmpfs: gone after a reboot, as the namespaces are).
 pub const LOCK_DIR: &str = "/run/testenv-node";
+/// Where each slot's containerd and kubelet keep their state and sockets
+/// (`<RUNTIME_DIR>/slot-<n>`). Not under the environment's directory: a unix socket's path may
+/// have at most 107 bytes (containerd refuses more than 104), and the environment's directory
+/// sits below the cargo target directory, which can be deep (CI's is in `~/.cache/...`).
+pub const RUNTIME_DIR: &str = "/var/lib/testenv-node";
+
+/// The runtime directory of slot `n` (see [`RUNTIME_DIR`]).
+pub fn runtime_dir(n: u8) -> PathBuf {
+    Path::new(RUNTIME_DIR).join(format!("slot-{n}"))
+}
 
 /// A held slot: its lock file stays open (and locked) as long as this value lives.
 #[derive(Debug)]
