@@ -219,25 +219,18 @@ pub async fn replay(env: &TestEnv) -> Replay {
     let IpAddr::V4(address) = server.addr().ip() else {
         panic!("the replay server listens on {}, not IPv4", server.addr());
     };
-    let (namespace, name) = ("testenv-system", "openai-replay");
-    services::host_service(
+    let base = services::host_http_service(
         &env.client(),
-        namespace,
-        name,
-        None,
+        "testenv-system",
+        "openai-replay",
         address,
-        &[services::HostPort {
-            name: "http",
-            protocol: "TCP",
-            port: 80,
-            target: server.addr().port(),
-        }],
+        server.addr().port(),
     )
     .await
     .unwrap_or_else(|e| panic!("exposing the replay server: {e}"));
     Replay {
         server,
-        url: format!("http://{name}.{namespace}.svc/v1"),
+        url: format!("{base}/v1"),
     }
 }
 

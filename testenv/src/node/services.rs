@@ -41,6 +41,33 @@ pub struct HostPort<'a> {
     pub target: u16,
 }
 
+/// Exposes an HTTP server listening on the node's host address (`address:port`) as Service
+/// `namespace/name`, port 80 (see [`host_service`]); returns its base URL inside the cluster,
+/// `http://<name>.<namespace>.svc`.
+pub async fn host_http_service(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    address: Ipv4Addr,
+    port: u16,
+) -> Result<String, NodeError> {
+    host_service(
+        client,
+        namespace,
+        name,
+        None,
+        address,
+        &[HostPort {
+            name: "http",
+            protocol: "TCP",
+            port: 80,
+            target: port,
+        }],
+    )
+    .await?;
+    Ok(format!("http://{name}.{namespace}.svc"))
+}
+
 /// Applies namespace `namespace` (if missing), Service `name` without a selector (cluster IP
 /// `cluster_ip`, or allocated) and the EndpointSlice `<name>-host` pointing at `address`.
 pub async fn host_service(

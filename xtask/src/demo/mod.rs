@@ -337,22 +337,16 @@ async fn expose_replay(env: &TestEnv, server: &ReplayServer) -> Result<String> {
         bail!("the replay server listens on {}, not IPv4", server.addr());
     };
     let (namespace, name) = REPLAY_SERVICE;
-    services::host_service(
+    let base = services::host_http_service(
         &env.client(),
         namespace,
         name,
-        None,
         address,
-        &[services::HostPort {
-            name: "http",
-            protocol: "TCP",
-            port: 80,
-            target: server.addr().port(),
-        }],
+        server.addr().port(),
     )
     .await
     .context("exposing the replay server as a Service")?;
-    Ok(format!("http://{name}.{namespace}.svc/v1"))
+    Ok(format!("{base}/v1"))
 }
 
 /// One line per container of each pod in `namespace`: the pod, its node, the `containerID`
