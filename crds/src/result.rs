@@ -44,7 +44,9 @@ pub struct RunError {
     /// (e.g. `authentication`, `rate_limited`, `timeout`, `invalid_request`, `500`).
     #[serde(rename = "type")]
     pub kind: String,
-    /// A short, human-readable message (never content or secrets).
+    /// A short, human-readable message. Never secrets. The server's own error text (which servers
+    /// fill with parts of the request) appears only under content capture `full`; otherwise the
+    /// message names the server's error type, code and param.
     pub message: String,
     /// The HTTP status of the last attempt, when there was a response.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -788,6 +788,16 @@ fn the_crd_is_a_template_kept_on_uninstall_and_not_in_the_all_category() {
         crd["metadata"]["annotations"]["helm.sh/resource-policy"],
         "keep"
     );
+    // GitOps tools ignore Helm's policy: deleting an Argo CD Application or pruning a Flux
+    // HelmRelease must not delete the CRD (and every LlmJob with it) either.
+    assert_eq!(
+        crd["metadata"]["annotations"]["argocd.argoproj.io/sync-options"],
+        "Delete=false"
+    );
+    assert_eq!(
+        crd["metadata"]["annotations"]["kustomize.toolkit.fluxcd.io/prune"],
+        "disabled"
+    );
     assert_eq!(
         crd["metadata"]["labels"]["app.kubernetes.io/part-of"],
         "llmjob-operator"
