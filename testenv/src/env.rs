@@ -124,6 +124,7 @@ pub struct TestEnvBuilder {
     collector: bool,
     parent_dir: Option<PathBuf>,
     real_node: Option<NodeConfig>,
+    api_only: bool,
 }
 
 impl TestEnvBuilder {
@@ -154,6 +155,14 @@ impl TestEnvBuilder {
     /// [`TestEnvBuilder::host_image`] only apply to the fake kubelet.
     pub fn real_node(mut self, config: NodeConfig) -> Self {
         self.real_node = Some(config);
+        self
+    }
+
+    /// Starts no kubelet at all, neither the fake one nor a real node: the control plane (and the
+    /// collector, if asked) only, for tests of the API server alone (admission, CRD upgrades).
+    /// Pods stay `Pending`. [`TestEnvBuilder::real_node`] wins over it.
+    pub fn api_only(mut self) -> Self {
+        self.api_only = true;
         self
     }
 
@@ -211,6 +220,7 @@ impl TestEnvBuilder {
                 }
                 (None, Some(node))
             }
+            _ if self.api_only => (None, None),
             _ => (
                 Some(start_kubelet(&cluster, dir, self.images, self.host_images).await?),
                 None,
