@@ -105,7 +105,9 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
     if !options.no_build {
         crate::tools(root, "demo")?;
         step("building the images of the operator and the job-runner: cargo xtask images");
-        crate::images::run(root, &[])?;
+        // Only the images the demo runs (not the tests' probe).
+        let names: Vec<String> = images::ALL.iter().map(|i| i.name.to_owned()).collect();
+        crate::images::run(root, &names)?;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
