@@ -343,7 +343,9 @@ report_build_seconds() {
       unknown+=" $(basename "$dir")"
     fi
   done
-  log "cold build times (recorded in tools/<tool>-<version>/.build-seconds):${line%,}; total ${total} s"
+  if [ -n "$line" ]; then
+    log "cold build times (tools/<tool>-<version>/.build-seconds):${line%,}; total ${total} s"
+  fi
   [ -z "$unknown" ] || log "no recorded build time (built before it was recorded):$unknown"
 }
 if ! want test; then

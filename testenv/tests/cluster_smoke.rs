@@ -28,14 +28,9 @@ const WAIT: Duration = Duration::from_secs(90);
 /// the pause and probe images.
 fn env() -> &'static TestEnv {
     TestEnv::shared_with(|| {
-        let archives = [images::PAUSE, images::PROBE]
-            .iter()
-            .map(|i| images::archive(i).unwrap_or_else(|e| panic!("{e}")))
-            .collect();
-        TestEnv::builder().real_node(NodeConfig {
-            images: archives,
-            ..NodeConfig::default()
-        })
+        let node = NodeConfig::built_images(&[images::PAUSE, images::PROBE])
+            .unwrap_or_else(|e| panic!("{e}"));
+        TestEnv::builder().real_node(node)
     })
 }
 

@@ -17,7 +17,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
@@ -27,11 +27,6 @@ use testenv::images::{self, ImageArchive};
 use testenv::node::{self, NodeConfig};
 
 const WAIT: Duration = Duration::from_secs(120);
-
-/// An image `cargo xtask images` built; panics naming that command when its archive is missing.
-fn built(image: &images::Image) -> PathBuf {
-    images::archive(image).unwrap_or_else(|e| panic!("{e}"))
-}
 
 /// A pod of the probe image running `script`, compliant with the restricted Pod Security
 /// Standard.
@@ -110,10 +105,8 @@ async fn real_node_runs_pods_from_imported_images() {
     let probe = ImageArchive::open(&images::PROBE).unwrap_or_else(|e| panic!("{e}"));
     let probe_digest = probe.config_digest.clone();
     let probe_image = images::PROBE.reference();
-    let config = NodeConfig {
-        images: vec![built(&images::PAUSE), built(&images::PROBE)],
-        ..NodeConfig::default()
-    };
+    let config =
+        NodeConfig::built_images(&[images::PAUSE, images::PROBE]).unwrap_or_else(|e| panic!("{e}"));
     let env = TestEnv::builder()
         .real_node(config)
         .collector(true)

@@ -54,16 +54,9 @@ pub const POD_SECURITY_ENFORCE: &str = "pod-security.kubernetes.io/enforce";
 /// namespace left behind ([`testenv::node`]).
 pub async fn env() -> &'static TestEnv {
     let env = TestEnv::shared_with(|| {
-        let archives = [images::PAUSE, images::RUNNER]
-            .iter()
-            .map(|i| images::archive(i).unwrap_or_else(|e| panic!("{e}")))
-            .collect();
-        TestEnv::builder()
-            .real_node(NodeConfig {
-                images: archives,
-                ..NodeConfig::default()
-            })
-            .collector(true)
+        let node = NodeConfig::built_images(&[images::PAUSE, images::RUNNER])
+            .unwrap_or_else(|e| panic!("{e}"));
+        TestEnv::builder().real_node(node).collector(true)
     });
     with_crd(env).await
 }

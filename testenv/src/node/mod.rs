@@ -145,6 +145,23 @@ pub struct NodeConfig {
     pub sandbox_image: String,
 }
 
+impl NodeConfig {
+    /// Imports the archives `cargo xtask images` built of `images` (include
+    /// [`crate::images::PAUSE`], the sandbox), with the default sandbox image; the error names
+    /// `cargo xtask images` when an archive is missing.
+    pub fn built_images(
+        images: &[crate::images::Image],
+    ) -> Result<Self, crate::images::ImageError> {
+        Ok(Self {
+            images: images
+                .iter()
+                .map(crate::images::archive)
+                .collect::<Result<_, _>>()?,
+            ..Self::default()
+        })
+    }
+}
+
 impl Default for NodeConfig {
     fn default() -> Self {
         Self {
@@ -707,11 +724,6 @@ impl Node {
             what,
             last: e.last.unwrap_or_else(|| "nothing".to_owned()),
         })
-    }
-
-    /// containerd's paths (socket, root, state).
-    pub fn containerd_paths(&self) -> &containerd::Paths {
-        &self.containerd_paths
     }
 
     /// Runs `ctr` against this node's containerd in the CRI namespace (`k8s.io`).
