@@ -26,7 +26,9 @@
 #   tools/ensure-tools.sh [test|demo]
 #
 # The profile (default test) says what to build: `demo` only what `cargo xtask demo` runs (etcd,
-# kube-apiserver, kube-controller-manager, kubectl, the collector); `test` everything (adds helm,
+# kube-apiserver, kube-controller-manager, kubectl, the collector, the real node's tools; its
+# only apt-get is the node's runc, iptables, conntrack and iproute2 when missing, announced in a
+# line naming them and why); `test` everything (adds helm,
 # kubeconform, kubernetes-validate, hadolint, the schemas and Lua, which only tests use). A block
 # that only tests need is guarded by `want test`. Every build prints a line at least every 30 s
 # (tools/heartbeat.sh).
