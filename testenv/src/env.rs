@@ -50,8 +50,6 @@ use crate::kubelet::{Kubelet, KubeletConfig, KubeletError, KubeletHandle};
 use crate::node::{Node, NodeConfig, NodeError, NodeHost};
 use crate::tools::{self, MissingTool};
 
-/// The Node the fake kubelet registers.
-pub const NODE_NAME: &str = "testenv-node";
 /// The job-runner's image (without tag), as the operator bench maps it to a binary on the fake
 /// kubelet ([`TestEnvBuilder::image`]).
 pub const RUNNER_IMAGE: &str = "ghcr.io/llmjob-dev/llmjob-runner";
@@ -298,7 +296,8 @@ async fn start_kubelet(
 ) -> Result<KubeletHandle, KubeletError> {
     Kubelet::start(KubeletConfig {
         client: cluster.client(),
-        node_name: NODE_NAME.into(),
+        // The same name as the real node's, so tests read one constant whichever runs.
+        node_name: crate::node::NODE_NAME.into(),
         images,
         host_images,
         // The kubelet writes `<dir>/pods/<ns>_<pod>_<container>.log`.
