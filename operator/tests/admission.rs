@@ -1,6 +1,6 @@
 //! Bad input is rejected at admission by the CRD's OpenAPI schema and CEL rules, with a message
-//! that says what to do, against a real kube-apiserver. Valid manifests (including every example
-//! in `manifests/examples/`) are accepted.
+//! that says what to do, against a real kube-apiserver (no kubelet: nothing here runs a pod).
+//! Valid manifests (including every example in `manifests/examples/`) are accepted.
 
 mod common;
 
@@ -86,7 +86,7 @@ fn untyped(env: &testenv::env::TestEnv, ns: &str) -> Api<DynamicObject> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_llmjobs_are_rejected_with_actionable_messages() {
-    let env = env().await;
+    let env = api_env().await;
     let ns = env.create_namespace("admission").await.expect("namespace");
     let api = untyped(env, &ns);
     type Edit = Box<dyn FnOnce(&mut serde_json::Value)>;
@@ -308,7 +308,7 @@ async fn invalid_llmjobs_are_rejected_with_actionable_messages() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_spec_is_immutable_except_suspend() {
-    let env = env().await;
+    let env = api_env().await;
     let ns = env.create_namespace("immutable").await.expect("namespace");
     let api: Api<LlmJob> = Api::namespaced(env.client(), &ns);
     let created: LlmJob =
@@ -336,7 +336,7 @@ async fn the_spec_is_immutable_except_suspend() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_examples_are_accepted() {
-    let env = env().await;
+    let env = api_env().await;
     let ns = env.create_namespace("examples").await.expect("namespace");
     let api = untyped(env, &ns);
     let dir = testenv::tools::workspace_root()
@@ -376,7 +376,7 @@ async fn a_status_write_from_a_stale_copy_conflicts() {
     use llmjob_crds::v1alpha1::{LlmJobStatus, Phase};
     use llmjob_operator::status;
 
-    let env = env().await;
+    let env = api_env().await;
     let ns = env.create_namespace("status-rv").await.expect("namespace");
     let api: Api<LlmJob> = Api::namespaced(env.client(), &ns);
     let created = create_llmjob(env, &ns, manifest(|_| {})).await;
