@@ -55,6 +55,7 @@ use crate::metrics::Metrics;
 use crate::own_writes::OwnWrites;
 use crate::status::{self, Observation};
 use crate::telemetry::{self, LaunchInfo, LaunchSpan};
+use crate::trace_url::TraceUrlTemplate;
 use crate::validate::{self, Validated, ValidationError};
 use crate::{FIELD_MANAGER, apply, events, fetch, triggers};
 
@@ -187,6 +188,8 @@ pub struct Context {
     pub caches: Option<Caches>,
     /// The operator's own status writes the LlmJob cache does not show yet.
     pub own_writes: OwnWrites,
+    /// `--trace-url-template`: fills `status.traceURL` and the finished runs' events.
+    pub trace_url: Option<TraceUrlTemplate>,
 }
 
 /// The watch caches of one scope's Jobs and pods (only the operator's, by label).
@@ -213,6 +216,7 @@ impl Context {
             tracer,
             caches: None,
             own_writes: OwnWrites::default(),
+            trace_url: config.trace_url_template.clone(),
         }
     }
 }
@@ -777,7 +781,8 @@ impl Reconciler<'_> {
         observation: Observation<'_>,
     ) -> Result<Action, Error> {
         let old = llmjob.status.clone().unwrap_or_default();
-        let new = status::derive(llmjob, observation, Timestamp::now());
+        let mut new = status::derive(llmjob, observation, Timestamp::now());
+        status::link_trace(&mut new, self.ctx.trace_url.as_ref());
         if new != old {
             self.write_status(llmjob, &new).await?;
         }
@@ -812,6 +817,11 @@ impl Reconciler<'_> {
                 .map(|c| c.message.clone())
                 .filter(|m| !m.is_empty())
                 .unwrap_or_else(|| format!("The LlmJob is {}", phase.as_str()));
+            let note = if phase.is_finished() {
+                events::with_trace_link(note, new.trace_url.as_deref())
+            } else {
+                note
+            };
             tracing::info!(
                 from = old.phase.map(Phase::as_str).unwrap_or("none"),
                 to = phase.as_str(),

@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod own_writes;
 pub mod status;
 pub mod telemetry;
+pub mod trace_url;
 pub mod traceparent;
 pub mod triggers;
 pub mod validate;
