@@ -435,11 +435,23 @@ pub async fn run(
         let mut tick = tokio::time::interval(GAUGE_INTERVAL);
         loop {
             tick.tick().await;
+            let llmjobs: Vec<Arc<LlmJob>> = stores.iter().flat_map(|s| s.state()).collect();
             metrics.set_phases(
-                stores
+                llmjobs
                     .iter()
-                    .flat_map(|s| s.state())
                     .map(|j| j.status.as_ref().and_then(|s| s.phase)),
+            );
+            metrics.set_oldest_pending(
+                llmjobs
+                    .iter()
+                    .filter(|j| {
+                        matches!(
+                            j.status.as_ref().and_then(|s| s.phase),
+                            None | Some(Phase::Pending)
+                        )
+                    })
+                    .filter_map(|j| j.metadata.creation_timestamp.as_ref().map(|t| t.0)),
+                Timestamp::now(),
             );
         }
     });
@@ -474,6 +486,7 @@ pub async fn reconcile(llmjob: Arc<LlmJob>, ctx: Arc<Context>) -> Result<Action,
     );
     let started = Instant::now();
     ctx.metrics.reconciles.inc();
+    let _in_flight = ctx.metrics.in_flight();
     let result = Reconciler {
         ctx: &ctx,
         namespace: &namespace,
@@ -835,6 +848,19 @@ impl Reconciler<'_> {
                     .metrics
                     .count_tokens(self.namespace, &llmjob.spec.model, result);
             }
+            let condition = if phase == Phase::Failed {
+                FAILED
+            } else {
+                READY
+            };
+            let reason = new
+                .conditions
+                .iter()
+                .find(|c| c.type_ == condition)
+                .map_or(phase.as_str(), |c| c.reason.as_str());
+            self.ctx
+                .metrics
+                .count_run(self.namespace, phase, reason, new.attempts);
             return Ok(Action::await_change());
         }
         Ok(match phase {

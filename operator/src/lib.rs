@@ -100,6 +100,7 @@ async fn run_with_telemetry(
         .map_err(RunError::Crd)?;
 
     let metrics = Arc::new(metrics::Metrics::new());
+    metrics.set_runner_image(&config.runner_image);
     let health = http::Health::default();
     let server = http::serve(config.http_addr, metrics.clone(), health.clone()).await?;
     tracing::info!(addr = %server.local_addr(), "serving /healthz, /readyz and /metrics");
