@@ -602,6 +602,10 @@ fn service_monitor_network_policy_and_pdb_select_the_operator_pods() {
     assert_eq!(sm["spec"]["endpoints"][0]["path"], "/metrics");
     assert_eq!(sm["spec"]["endpoints"][0]["interval"], "15s");
     assert_eq!(
+        sm["spec"]["endpoints"][0]["honorLabels"], true,
+        "the operator's `namespace` label (the LlmJob's) must not become exported_namespace"
+    );
+    assert_eq!(
         strs(&sm["spec"]["namespaceSelector"]["matchNames"]),
         vec![NS]
     );
