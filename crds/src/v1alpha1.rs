@@ -118,6 +118,13 @@ fn reserved_env_rule() -> Rule {
         priority = 1
     ),
     printcolumn(
+        name = "Trace URL",
+        type_ = "string",
+        json_path = ".status.traceURL",
+        priority = 1,
+        description = "Link to the run's trace (set when the operator has --trace-url-template)"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -514,6 +521,11 @@ pub struct LlmJobStatus {
     /// Trace id (32 hex digits) of the run's trace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+    /// Link to the run's trace in your trace UI (Jaeger, Grafana, a vendor): the operator's
+    /// `--trace-url-template` (chart value `traceURLTemplate`) with `{traceId}` replaced by
+    /// `traceId`. Unset when the operator has no template.
+    #[serde(default, rename = "traceURL", skip_serializing_if = "Option::is_none")]
+    pub trace_url: Option<String>,
     /// The run's result as reported by the runner: response id, model, finish reason, token
     /// usage, duration and, on failure, the error. Never prompt or completion content.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -603,8 +615,24 @@ mod tests {
             .collect();
         assert_eq!(
             columns,
-            ["Status", "Model", "Tokens", "Trace", "Job", "Age"]
+            [
+                "Status",
+                "Model",
+                "Tokens",
+                "Trace",
+                "Job",
+                "Trace URL",
+                "Age"
+            ]
         );
+        let trace_url = version
+            .additional_printer_columns
+            .iter()
+            .flatten()
+            .find(|c| c.name == "Trace URL")
+            .unwrap();
+        assert_eq!(trace_url.json_path, ".status.traceURL");
+        assert_eq!(trace_url.priority, Some(1), "a column of -o wide only");
         assert!(
             version
                 .subresources
