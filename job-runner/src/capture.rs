@@ -180,7 +180,8 @@ mod tests {
             finish_reason: Some("tool_calls".into()),
             ..Choice::default()
         };
-        let json: Value = serde_json::from_str(&output_messages(std::slice::from_ref(&choice))).unwrap();
+        let json: Value =
+            serde_json::from_str(&output_messages(std::slice::from_ref(&choice))).unwrap();
         assert_eq!(json[0]["finish_reason"], "tool_calls");
         assert_eq!(json[0]["parts"][0]["name"], "f");
         let attrs = completion_attributes(&[choice]);

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use async_openai::types::chat::{ChatCompletionTools, ResponseFormat};
 use llmjob_crds::result::{RunError, RunResult, RunStatus, TokenUsage};
-use llmjob_crds::v1alpha1::ContentCapture;
+use llmjob_crds::v1alpha1::{ContentCapture, wire_name};
 use opentelemetry::context::FutureExt as _;
 use opentelemetry::propagation::TextMapPropagator as _;
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _, Tracer as _};
@@ -218,11 +218,11 @@ impl CallContext<'_> {
         if let Some(effort) = &p.reasoning_effort {
             attrs.push(KeyValue::new(
                 attr::GEN_AI_REQUEST_REASONING_EFFORT,
-                json_name(effort),
+                wire_name(effort),
             ));
         }
         if let Some(tier) = &p.service_tier {
-            let tier = json_name(tier);
+            let tier = wire_name(tier);
             attrs.push(KeyValue::new(
                 attr::OPENAI_REQUEST_SERVICE_TIER,
                 tier.clone(),
@@ -273,15 +273,6 @@ impl CallContext<'_> {
             }
         }
         attrs
-    }
-}
-
-/// The wire name of a serialisable enum value (`"low"` for `ReasoningEffort::Low`).
-fn json_name(value: &impl serde::Serialize) -> String {
-    match serde_json::to_value(value) {
-        Ok(serde_json::Value::String(s)) => s,
-        Ok(other) => other.to_string(),
-        Err(_) => String::new(),
     }
 }
 

@@ -351,7 +351,9 @@ async fn unusable_option_values_and_files_exit_2_before_any_request() {
     );
     let missing = dir.path().join("missing").display().to_string();
     let directory = dir.path().display().to_string();
-    let cases: Vec<(Vec<(&str, String)>, &str, &str)> = vec![
+    /// (variables, what the stderr line names, what it says is accepted or wrong)
+    type Case<'a> = (Vec<(&'a str, String)>, &'a str, &'a str);
+    let cases: Vec<Case> = vec![
         (
             vec![("OPENAI_PROMPT_FILE", missing)],
             "OPENAI_PROMPT_FILE",
