@@ -630,17 +630,25 @@ impl Config {
         } else if let Some(messages) = env.parse(&env::LLMJOB_MESSAGES, parse_messages)? {
             Input::Messages(messages)
         } else if let Some(text) = file_text(&env::LLMJOB_MESSAGES_FILE)? {
-            // The file's content is never quoted: it is the prompt.
-            let messages = parse_messages(&text).map_err(|reason| ConfigError::File {
+            // The file's content is never quoted (it is the prompt): the parser's position only,
+            // not its words, which quote the text.
+            let file_error = |reason: String| ConfigError::File {
                 name: env::LLMJOB_MESSAGES_FILE.name,
                 path: shorten(&env.raw(&env::LLMJOB_MESSAGES_FILE).unwrap_or_default()),
-                reason: reason
-                    .split(':')
-                    .next()
-                    .unwrap_or("not a JSON array of chat messages")
-                    .to_owned(),
+                reason,
                 help: env::LLMJOB_MESSAGES_FILE.help,
-            })?;
+            };
+            let messages: Vec<ChatCompletionRequestMessage> =
+                serde_json::from_str(&text).map_err(|e| {
+                    file_error(format!(
+                        "not a JSON array of chat messages (line {}, column {})",
+                        e.line(),
+                        e.column()
+                    ))
+                })?;
+            if messages.is_empty() {
+                return Err(file_error("the array is empty".to_owned()));
+            }
             Input::Messages(messages)
         } else {
             Input::Prompt(env::DEFAULT_PROMPT.to_owned())
