@@ -142,6 +142,43 @@ async fn tools_and_sampling_options_reach_the_server_the_result_and_the_span() {
 }
 
 #[tokio::test]
+async fn a_streamed_tool_call_is_assembled_from_its_fragments() {
+    let collector = collector().await;
+    let server = replay(ReplayConfig::new()).await;
+    let run = Runner::new("it-options-stream-tools")
+        .openai(&server)
+        .otlp_grpc(&collector)
+        .env("OPENAI_MODEL", "gpt-3.5-turbo")
+        .env("LLMJOB_STREAM", "true")
+        .env("LLMJOB_CONTENT_CAPTURE", "full")
+        .env("LLMJOB_TOOLS", TOOLS)
+        .run()
+        .await;
+    run.assert_exit(0);
+    assert_eq!(
+        server.requests()[0].fixture.as_deref(),
+        Some("chat_tool_call_stream")
+    );
+    // The recorded stream sends the id and name once, then the arguments in fragments.
+    let printed: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    let arguments: serde_json::Value =
+        serde_json::from_str(printed[0]["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert_eq!(arguments, json!({"location": "San Francisco, CA"}));
+    assert_eq!(printed[0]["id"], "call_90R0NgAY0rQUYihSqVx7OuIs");
+    assert_eq!(run.result().finish_reason.as_deref(), Some("tool_calls"));
+    let chat = chat_span(&collector, &run, "gpt-3.5-turbo").await;
+    assert_eq!(
+        chat.attributes.str("gen_ai.completion.0.tool_calls.0.name"),
+        Some("get_current_weather")
+    );
+    assert_eq!(
+        chat.attributes
+            .str("gen_ai.completion.0.tool_calls.0.arguments"),
+        printed[0]["function"]["arguments"].as_str()
+    );
+}
+
+#[tokio::test]
 async fn without_full_capture_tool_calls_user_and_schemas_stay_out_of_telemetry() {
     let collector = collector().await;
     let server = replay(ReplayConfig::new()).await;
