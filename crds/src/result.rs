@@ -74,6 +74,9 @@ pub struct RunResult {
     /// Finish reason of the first choice (`stop`, `length`, `tool_calls`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finish_reason: Option<String>,
+    /// Finish reason of every choice, in index order, when the run asked for several (`n` > 1).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub finish_reasons: Vec<String>,
     /// Token usage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<TokenUsage>,
@@ -98,8 +101,9 @@ impl RunResult {
     /// Serialises the result as one line of JSON no longer than [`MAX_BYTES`]. What does not fit is
     /// given up in this order, each step at most once, so the loop always ends: the error message
     /// is shortened (on a character boundary), the content hashes are dropped, the server's
-    /// strings (`responseId`, `model`, `finishReason`, the error's `type`) are cut to 256 bytes,
-    /// then dropped, then the error message; what is left (status, ids, numbers) always fits.
+    /// strings (`responseId`, `model`, `finishReason`, `finishReasons`, the error's `type`) are cut
+    /// to 256 bytes, then dropped, then the error message; what is left (status, ids, numbers)
+    /// always fits.
     pub fn to_line(&self) -> String {
         const FIELD_CUT: usize = 256;
         let serialise =
@@ -130,6 +134,7 @@ impl RunResult {
                     ]
                     .into_iter()
                     .flatten()
+                    .chain(result.finish_reasons.iter_mut())
                     {
                         text::truncate(field, FIELD_CUT);
                     }
@@ -141,6 +146,7 @@ impl RunResult {
                     result.response_id = None;
                     result.model = None;
                     result.finish_reason = None;
+                    result.finish_reasons.clear();
                 }
                 4 => {
                     if let Some(err) = result.error.as_mut() {
@@ -174,6 +180,7 @@ impl RunResult {
             response_id: None,
             model: None,
             finish_reason: None,
+            finish_reasons: Vec::new(),
             usage: None,
             duration_ms: None,
             attempts: None,
@@ -202,6 +209,7 @@ mod tests {
             response_id: Some("chatcmpl-1".into()),
             model: Some("gpt-4o-mini-2024-07-18".into()),
             finish_reason: Some("stop".into()),
+            finish_reasons: Vec::new(),
             usage: Some(TokenUsage {
                 input_tokens: Some(23),
                 output_tokens: Some(8),
@@ -228,6 +236,7 @@ mod tests {
             response_id: None,
             model: None,
             finish_reason: None,
+            finish_reasons: Vec::new(),
             usage: None,
             duration_ms: None,
             attempts: Some(4),
@@ -254,6 +263,7 @@ mod tests {
             response_id: Some("i".repeat(10_000)),
             model: Some("m\u{1}".repeat(5_000)),
             finish_reason: Some("\"".repeat(3_000)),
+            finish_reasons: vec!["r".repeat(3_000); 128],
             usage: None,
             duration_ms: Some(1),
             attempts: Some(1),

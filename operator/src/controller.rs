@@ -700,7 +700,7 @@ impl Reconciler<'_> {
                     launch.end(None);
                     return Ok(Action::await_change());
                 }
-                Err(e @ BuildError::Messages(_)) => {
+                Err(e @ (BuildError::Messages(_) | BuildError::Parameters { .. })) => {
                     launch.end(Some(&e.to_string()));
                     return self.blocked(llmjob, Blocked::Build(e)).await;
                 }

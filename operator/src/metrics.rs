@@ -444,6 +444,7 @@ mod tests {
             response_id: None,
             model: None,
             finish_reason: None,
+            finish_reasons: Vec::new(),
             usage: Some(TokenUsage {
                 input_tokens: Some(23),
                 output_tokens: Some(8),
