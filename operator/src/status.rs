@@ -474,6 +474,7 @@ fn exit_meaning(code: i32) -> &'static str {
         2 => "configuration error",
         3 => "the API refused the request",
         4 => "retries exhausted or deadline passed",
+        5 => "cancelled by a signal (the pod was deleted or evicted)",
         137 => "killed",
         _ => "unexpected exit",
     }

@@ -1,0 +1,92 @@
+//! Faults and their guarantees (docs/reliability.md), end to end: the real operator binary
+//! against a real kube-apiserver + kube-controller-manager and a real node (kubelet, containerd,
+//! runc) running the runner image, each test in its own namespace. Each test names the guarantee
+//! it checks; docs/reliability.md lists them with their figures.
+
+mod common;
+
+use common::*;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{ListParams, PostParams};
+use kube::{Api, ResourceExt};
+use llmjob_crds::v1alpha1::Phase;
+use llmjob_operator::contract::NAME_LABEL;
+use openai_replay::ReplayConfig;
+
+/// The Job's `Failed` condition reason, once the Job controller has failed it.
+async fn job_failure_reason(env: &testenv::env::TestEnv, ns: &str, name: &str) -> String {
+    let api: Api<Job> = Api::namespaced(env.client(), ns);
+    wait_until(&format!("Job {ns}/{name} to fail"), || async {
+        let job = api.get_opt(name).await.ok().flatten()?;
+        job.status?
+            .conditions?
+            .into_iter()
+            .find(|c| c.type_ == "Failed" && c.status == "True")
+            .map(|c| c.reason.unwrap_or_default())
+    })
+    .await
+}
+
+/// Guarantee: a runner exit code that a retry cannot change (2, a configuration error) fails the
+/// Job at once through its `podFailurePolicy`, even with pod retries allowed: one pod, no
+/// request to the API, and the LlmJob Failed naming the exit code.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_permanent_exit_code_fails_the_job_at_once_without_another_pod() {
+    let env = env().await;
+    let ns = namespace(env, "permanent").await;
+    // A key no HTTP header can carry: the runner exits 2 before any request.
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "openai"},
+        "stringData": {"api-key": "sk-line\nbreak"}
+    }))
+    .expect("secret");
+    Api::<Secret>::namespaced(env.client(), &ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("creating the Secret");
+    let replay = Replay::start(env, &ns, ReplayConfig::new().with_api_key(API_KEY)).await;
+    let _op = Operator::start(env, &ns, &[]).await;
+
+    let mut manifest = llmjob_json("bad-key", &replay.base_url());
+    manifest["spec"]["run"]["backoffLimit"] = serde_json::json!(3);
+    create_llmjob(env, &ns, manifest).await;
+    let failed = wait_for_phase(env, &ns, "bad-key", Phase::Failed).await;
+    let (_, _, message) = condition(&failed, "Failed").expect("Failed condition");
+    assert!(message.contains("code 2"), "{message}");
+
+    assert_eq!(
+        job_failure_reason(env, &ns, "bad-key").await,
+        "PodFailurePolicy",
+        "the Job failed on its policy, not after its backoff limit"
+    );
+    let job = Api::<Job>::namespaced(env.client(), &ns)
+        .get("bad-key")
+        .await
+        .expect("the Job");
+    let spec = job.spec.expect("Job spec");
+    assert_eq!(spec.backoff_limit, Some(3));
+    let rules = spec.pod_failure_policy.expect("a podFailurePolicy").rules;
+    assert_eq!(
+        rules.iter().map(|r| r.action.as_str()).collect::<Vec<_>>(),
+        ["Ignore", "FailJob"]
+    );
+    assert_eq!(
+        spec.template
+            .spec
+            .and_then(|p| p.termination_grace_period_seconds),
+        Some(llmjob_crds::env::exit::TERMINATION_GRACE_SECS)
+    );
+    let pods = Api::<Pod>::namespaced(env.client(), &ns)
+        .list(&ListParams::default().labels(&format!("{NAME_LABEL}=bad-key")))
+        .await
+        .expect("listing pods");
+    assert_eq!(
+        pods.items.len(),
+        1,
+        "no second pod: {:?}",
+        pods.items.iter().map(|p| p.name_any()).collect::<Vec<_>>()
+    );
+    assert!(replay.requests().is_empty(), "nothing was sent to the API");
+}
