@@ -7,8 +7,8 @@ mod common;
 
 use common::*;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{ListParams, PostParams};
+use k8s_openapi::api::core::v1::{Pod, ResourceQuota, Secret};
+use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, ResourceExt};
 use llmjob_crds::v1alpha1::Phase;
 use llmjob_operator::contract::NAME_LABEL;
@@ -89,4 +89,113 @@ async fn a_permanent_exit_code_fails_the_job_at_once_without_another_pod() {
         pods.items.iter().map(|p| p.name_any()).collect::<Vec<_>>()
     );
     assert!(replay.requests().is_empty(), "nothing was sent to the API");
+}
+
+/// Guarantee: a Job create the API server rejects (here a ResourceQuota allowing no Jobs in the
+/// namespace) is visible on the LlmJob: `Stalled` with reason `JobCreateFailed` and the API
+/// server's message, one Warning Event with it; the create is retried with backoff and succeeds
+/// once the quota is lifted, which clears the condition.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rejected_job_create_is_reported_and_retried_until_accepted() {
+    let env = env().await;
+    let ns = namespace_with_secret(env, "quota").await;
+    let quotas: Api<ResourceQuota> = Api::namespaced(env.client(), &ns);
+    let quota: ResourceQuota = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "ResourceQuota",
+        "metadata": {"name": "no-jobs"},
+        "spec": {"hard": {"count/jobs.batch": "0"}}
+    }))
+    .expect("quota");
+    quotas
+        .create(&PostParams::default(), &quota)
+        .await
+        .expect("creating the ResourceQuota");
+    let replay = Replay::start(env, &ns, ReplayConfig::new().with_api_key(API_KEY)).await;
+    let _op = Operator::start(env, &ns, &[]).await;
+
+    create_llmjob(env, &ns, llmjob_json("over-quota", &replay.base_url())).await;
+    let blocked = wait_for_stalled(env, &ns, "over-quota", "JobCreateFailed").await;
+    let (_, _, message) = condition(&blocked, "Stalled").expect("Stalled");
+    assert!(
+        message.contains("no-jobs") && message.contains("quota"),
+        "the API server's message: {message}"
+    );
+    assert_eq!(
+        blocked.status.as_ref().and_then(|s| s.phase),
+        Some(Phase::Pending)
+    );
+    let note = wait_for_event(env, &ns, "over-quota", "JobCreateFailed").await;
+    assert!(note.contains("no-jobs"), "{note}");
+    assert!(jobs(env, &ns).await.is_empty());
+
+    quotas
+        .delete("no-jobs", &DeleteParams::default())
+        .await
+        .expect("lifting the quota");
+    let done = wait_for_phase(env, &ns, "over-quota", Phase::Succeeded).await;
+    assert_eq!(
+        condition(&done, "Stalled").map(|c| c.0).as_deref(),
+        Some("False")
+    );
+    assert_eq!(jobs(env, &ns).await.len(), 1);
+    assert_eq!(replay.requests().len(), 1, "one run");
+    let warnings = events_of(env, &ns, "over-quota")
+        .await
+        .into_iter()
+        .filter(|(_, reason, _)| reason == "JobCreateFailed")
+        .count();
+    assert_eq!(
+        warnings, 1,
+        "one Event for the rejection, not one per retry"
+    );
+}
+
+/// Guarantee: `JobConflict` clears once the conflicting Job is deleted, as its message advises,
+/// although that Job (without the operator's label) is outside the operator's watches: the
+/// blocked LlmJob is looked at again with backoff, and then runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn job_conflict_clears_when_the_conflicting_job_is_deleted() {
+    let env = env().await;
+    let ns = namespace_with_secret(env, "conflict").await;
+    // Somebody else's Job of the LlmJob's name, suspended so that it runs nothing.
+    let theirs: Job = serde_json::from_value(serde_json::json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "taken"},
+        "spec": {
+            "suspend": true,
+            "template": {"spec": {
+                "restartPolicy": "Never",
+                "containers": [{"name": "c", "image": "registry.invalid/none:1"}]
+            }}
+        }
+    }))
+    .expect("a Job");
+    let job_api: Api<Job> = Api::namespaced(env.client(), &ns);
+    job_api
+        .create(&PostParams::default(), &theirs)
+        .await
+        .expect("creating the conflicting Job");
+    let replay = Replay::start(env, &ns, ReplayConfig::new().with_api_key(API_KEY)).await;
+    let _op = Operator::start(env, &ns, &[]).await;
+
+    create_llmjob(env, &ns, llmjob_json("taken", &replay.base_url())).await;
+    let blocked = wait_for_stalled(env, &ns, "taken", "JobConflict").await;
+    let (_, _, message) = condition(&blocked, "Stalled").expect("Stalled");
+    assert!(message.contains("delete that Job"), "{message}");
+
+    job_api
+        .delete("taken", &DeleteParams::background())
+        .await
+        .expect("deleting the conflicting Job");
+    let done = wait_for_phase(env, &ns, "taken", Phase::Succeeded).await;
+    assert_eq!(
+        condition(&done, "Stalled").map(|c| c.0).as_deref(),
+        Some("False")
+    );
+    let jobs = jobs(env, &ns).await;
+    assert_eq!(jobs.len(), 1);
+    assert!(
+        llmjob_operator::contract::controlled_by(&jobs[0], &done),
+        "the Job is now the LlmJob's"
+    );
 }
