@@ -1,4 +1,5 @@
-//! Apply step: creates the Job by server-side apply and flips its `spec.suspend`.
+//! Apply step: creates the Job by server-side apply, flips its `spec.suspend`, and sets its
+//! `spec.ttlSecondsAfterFinished` once the outcome is recorded.
 //!
 //! The Job is applied once, when it does not exist yet: its pod template is immutable and holds
 //! the launch span's `TRACEPARENT`, so later reconciles never re-apply it (a new operator
@@ -19,6 +20,21 @@ pub async fn create_job(api: &Api<Job>, job: &Job) -> Result<Job, kube::Error> {
         &name,
         &PatchParams::apply(FIELD_MANAGER).force(),
         &Patch::Apply(job),
+    )
+    .await
+}
+
+/// Sets the Job's `spec.ttlSecondsAfterFinished` (a merge patch): only once the run's outcome is
+/// in the LlmJob's status, so that the TTL controller never deletes a result nobody read.
+pub async fn set_ttl(api: &Api<Job>, name: &str, ttl: i32) -> Result<Job, kube::Error> {
+    let patch = serde_json::json!({ "spec": { "ttlSecondsAfterFinished": ttl } });
+    api.patch(
+        name,
+        &PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PatchParams::default()
+        },
+        &Patch::Merge(&patch),
     )
     .await
 }

@@ -422,7 +422,10 @@ pub fn build_job(
         spec: Some(JobSpec {
             backoff_limit: Some(run.backoff_limit.unwrap_or(DEFAULT_BACKOFF_LIMIT)),
             active_deadline_seconds: Some(i64::try_from(deadline).unwrap_or(i64::MAX)),
-            ttl_seconds_after_finished: run.ttl_seconds_after_finished,
+            // Never at creation: a Job the TTL controller may delete could take the run's result
+            // with it while the operator is down. The reconcile sets `spec.run.
+            // ttlSecondsAfterFinished` (a mutable field) once the outcome is in the status.
+            ttl_seconds_after_finished: None,
             suspend: Some(starts_suspended(llmjob)),
             // A retry starts only once the previous pod is gone: never two runs at once.
             // (also the only value `podFailurePolicy` allows).
@@ -529,7 +532,10 @@ spec:
         let spec = job.spec.as_ref().unwrap();
         assert_eq!(spec.backoff_limit, Some(1));
         assert_eq!(spec.active_deadline_seconds, Some(90 + 120));
-        assert_eq!(spec.ttl_seconds_after_finished, Some(600));
+        assert_eq!(
+            spec.ttl_seconds_after_finished, None,
+            "the TTL is set once the outcome is recorded, never at creation"
+        );
         assert_eq!(spec.suspend, Some(false));
         let template = &spec.template;
         let pod_labels = template.metadata.as_ref().unwrap().labels.as_ref().unwrap();

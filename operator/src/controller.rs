@@ -109,6 +109,21 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// `spec.ttlSecondsAfterFinished` of the Job could not be set.
+    #[error(
+        "setting spec.ttlSecondsAfterFinished={ttl} on Job {namespace}/{name} failed: {source}"
+    )]
+    Ttl {
+        /// Namespace.
+        namespace: String,
+        /// Name of the Job.
+        name: String,
+        /// The wanted value.
+        ttl: i32,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
     /// The status could not be written.
     #[error("writing the status of LlmJob {namespace}/{name} failed: {source}")]
     Status {
@@ -134,6 +149,7 @@ impl Error {
             Error::Read { .. } => Reason::ReadFailed,
             Error::CreateJob { .. } => Reason::JobCreateFailed,
             Error::Suspend { .. } => Reason::SuspendFailed,
+            Error::Ttl { .. } => Reason::TtlUpdateFailed,
             Error::Status { .. } => Reason::StatusWriteFailed,
         }
     }
@@ -626,6 +642,14 @@ impl Reconciler<'_> {
         if let Some(phase) = old.phase {
             tracing::Span::current().record("llmjob.phase", phase.as_str());
             if phase.is_finished() {
+                // The outcome is recorded: the Job may now expire (again after a restart that
+                // came between the status write and the TTL's).
+                if let Some(job) = self.ctx.caches.as_ref().and_then(|c| {
+                    fetch::cached_job(&c.jobs, self.namespace, &contract::job_name(self.name))
+                }) && contract::controlled_by(&job, llmjob)
+                {
+                    self.expire_after_outcome(llmjob, &job).await?;
+                }
                 return self.follow_generation(llmjob, old).await.map(Step::Done);
             }
         }
@@ -869,6 +893,11 @@ impl Reconciler<'_> {
         let Some(phase) = new.phase else {
             return Ok(Action::requeue(RESYNC));
         };
+        if phase.is_finished()
+            && let Observation::Job { job, .. } = observation
+        {
+            self.expire_after_outcome(llmjob, job).await?;
+        }
         tracing::Span::current().record("llmjob.phase", phase.as_str());
         // A problem the kubelet reports in the pod (a missing Secret or key): one Warning event
         // when it is new, as for a problem the operator finds itself.
@@ -916,6 +945,32 @@ impl Reconciler<'_> {
             Phase::Succeeded | Phase::Failed | Phase::Suspended => Action::await_change(),
             Phase::Pending | Phase::Running => Action::requeue(RESYNC),
         })
+    }
+
+    /// Sets the Job's `ttlSecondsAfterFinished` to `spec.run.ttlSecondsAfterFinished`, once the
+    /// outcome is in the status (the Job is created without it: see [`build_job`]).
+    async fn expire_after_outcome(&self, llmjob: &LlmJob, job: &Job) -> Result<(), Error> {
+        let Some(ttl) = llmjob
+            .spec
+            .run
+            .as_ref()
+            .and_then(|r| r.ttl_seconds_after_finished)
+        else {
+            return Ok(());
+        };
+        if job.spec.as_ref().and_then(|s| s.ttl_seconds_after_finished) == Some(ttl) {
+            return Ok(());
+        }
+        let name = job.name_any();
+        apply::set_ttl(&self.jobs, &name, ttl)
+            .await
+            .map_err(|source| Error::Ttl {
+                namespace: self.namespace.to_owned(),
+                name,
+                ttl,
+                source,
+            })?;
+        Ok(())
     }
 
     /// Writes the status, on condition that the LlmJob is still at `base`'s `resourceVersion`.

@@ -571,9 +571,10 @@ fn derive_from_job(
     let job_name = job.name_any();
     let runner = runner_state(pods);
     status.job_name = Some(job_name.clone());
-    // The result is copied when the Job finishes. A Job with `ttlSecondsAfterFinished` may be
-    // deleted right after it finishes, before a reconcile sees it finished: its result is copied
-    // as soon as the runner has written it, so it is in the status before the Job is gone.
+    // The result is copied when the Job finishes. For an LlmJob with `ttlSecondsAfterFinished` it
+    // is copied as soon as the runner has written it too; the Job only gets its TTL once the
+    // outcome is in the status (the controller's `expire_after_outcome`), so it cannot be
+    // deleted first, even while the operator is down.
     let ttl = llmjob
         .spec
         .run

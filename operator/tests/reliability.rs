@@ -199,3 +199,66 @@ async fn job_conflict_clears_when_the_conflicting_job_is_deleted() {
         "the Job is now the LlmJob's"
     );
 }
+
+/// Guarantee: the outcome is recorded before the Job can be collected. With
+/// `ttlSecondsAfterFinished: 0` and the operator down while the run finishes, the Job stays: it
+/// gets its TTL only once the outcome is in the status. The restarted operator records
+/// `Succeeded` with the result, then sets the TTL, and the TTL controller deletes the Job.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_outcome_is_recorded_before_the_job_can_expire() {
+    let env = env().await;
+    let ns = namespace_with_secret(env, "expire").await;
+    let replay = Replay::start(
+        env,
+        &ns,
+        ReplayConfig::new()
+            .with_api_key(API_KEY)
+            .with_delay(std::time::Duration::from_secs(3)),
+    )
+    .await;
+    let first = Operator::start(env, &ns, &[]).await;
+    let mut manifest = llmjob_json("expires", &replay.base_url());
+    manifest["spec"]["run"]["ttlSecondsAfterFinished"] = serde_json::json!(0);
+    create_llmjob(env, &ns, manifest).await;
+    let job_api: Api<Job> = Api::namespaced(env.client(), &ns);
+    let created = wait_until("the Job", || async {
+        job_api.get_opt("expires").await.ok().flatten()
+    })
+    .await;
+    assert_eq!(
+        created.spec.and_then(|s| s.ttl_seconds_after_finished),
+        None,
+        "no TTL before the outcome is recorded"
+    );
+    assert!(first.stop().await.success());
+
+    // The run finishes while no operator runs; the Job completes and is not collected.
+    let completed = wait_until("the Job to complete", || async {
+        let job = job_api.get_opt("expires").await.ok().flatten()?;
+        (job.status.as_ref()?.succeeded == Some(1)).then_some(job)
+    })
+    .await;
+    assert_eq!(
+        completed.spec.and_then(|s| s.ttl_seconds_after_finished),
+        None
+    );
+
+    let _second = Operator::start(env, &ns, &[]).await;
+    let done = wait_for_phase(env, &ns, "expires", Phase::Succeeded).await;
+    let usage = done
+        .status
+        .as_ref()
+        .and_then(|s| s.result.as_ref())
+        .and_then(|r| r.usage.clone())
+        .expect("the result, read from the pod before the Job expired");
+    assert!(usage.total_tokens.unwrap_or_default() > 0, "{usage:?}");
+    wait_until("the TTL controller to delete the Job", || async {
+        job_api
+            .get_opt("expires")
+            .await
+            .ok()
+            .and_then(|j| j.is_none().then_some(()))
+    })
+    .await;
+    assert_eq!(replay.requests().len(), 1, "one run, one API call");
+}
