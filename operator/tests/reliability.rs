@@ -110,6 +110,15 @@ async fn a_rejected_job_create_is_reported_and_retried_until_accepted() {
         .create(&PostParams::default(), &quota)
         .await
         .expect("creating the ResourceQuota");
+    // The quota controller computes its status; admission enforces it from then on.
+    wait_until("the quota controller to compute the quota", || async {
+        let q = quotas.get("no-jobs").await.ok()?;
+        q.status?
+            .hard?
+            .contains_key("count/jobs.batch")
+            .then_some(())
+    })
+    .await;
     let replay = Replay::start(env, &ns, ReplayConfig::new().with_api_key(API_KEY)).await;
     let _op = Operator::start(env, &ns, &[]).await;
 
