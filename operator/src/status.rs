@@ -1188,6 +1188,66 @@ spec: {prompt: hi, openai: {apiKeySecretRef: {name: openai}}}
         assert!(cond(&s, READY).message.contains("Kueue queue q1"));
     }
 
+    /// kstatus' verdict for a custom resource with the standard conditions (its generic rules:
+    /// an old `observedGeneration` or `Reconciling=True` is InProgress, `Stalled=True` is
+    /// Failed, anything else Current), which Flux's `wait: true` and `kubectl`-free GitOps waits
+    /// use.
+    fn kstatus(s: &LlmJobStatus, generation: Option<i64>) -> &'static str {
+        let is_true = |t: &str| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == t && c.status == "True")
+        };
+        if s.observed_generation != generation || is_true(RECONCILING) {
+            "InProgress"
+        } else if is_true(STALLED) {
+            "Failed"
+        } else {
+            "Current"
+        }
+    }
+
+    /// A suspended or queued LlmJob is where its spec (or its queue) puts it: a GitOps wait ends
+    /// (kstatus Current, Argo CD `Suspended` from the phase), while `Ready` keeps meaning "the
+    /// run succeeded", so `kubectl wait --for=condition=Ready` still waits for the result (see
+    /// docs/reliability.md). A running one is in progress.
+    #[test]
+    fn gitops_waits_end_while_suspended_or_queued_but_ready_means_succeeded() {
+        let suspended_job = job_with("spec: {suspend: true, template: {}}\n");
+        let queued = llmjob(
+            r#"
+metadata: {name: haiku, namespace: team-a, uid: u-1, generation: 2, labels: {kueue.x-k8s.io/queue-name: q1}}
+spec: {prompt: hi, openai: {apiKeySecretRef: {name: openai}}}
+"#,
+        );
+        for lj in [llmjob(LLMJOB), queued] {
+            let s = derive(
+                &lj,
+                Observation::Job {
+                    job: &suspended_job,
+                    pods: &[],
+                },
+                now(),
+            );
+            assert_eq!(s.phase, Some(Phase::Suspended));
+            assert_eq!(kstatus(&s, lj.meta().generation), "Current");
+            assert_eq!(cond(&s, STALLED).status, "False");
+            assert_eq!(cond(&s, READY).status, "False");
+            assert_eq!(cond(&s, READY).reason, "Suspended");
+        }
+        let running = job_with("status: {active: 1}\n");
+        let lj = llmjob(LLMJOB);
+        let s = derive(
+            &lj,
+            Observation::Job {
+                job: &running,
+                pods: &[],
+            },
+            now(),
+        );
+        assert_eq!(kstatus(&s, lj.meta().generation), "InProgress");
+    }
+
     #[test]
     fn blocked_by_a_job_conflict() {
         let lj = llmjob(LLMJOB);
