@@ -12,6 +12,7 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 
 use crate::FIELD_MANAGER;
+use crate::contract::SUSPEND_ANNOTATION;
 
 /// Creates `job` by server-side apply with the operator's field manager.
 pub async fn create_job(api: &Api<Job>, job: &Job) -> Result<Job, kube::Error> {
@@ -39,9 +40,13 @@ pub async fn set_ttl(api: &Api<Job>, name: &str, ttl: i32) -> Result<Job, kube::
     .await
 }
 
-/// Sets the Job's `spec.suspend` (a merge patch, so it never drops any other field).
+/// Sets the Job's `spec.suspend` and records the wish in [`SUSPEND_ANNOTATION`] (a merge patch,
+/// so it never drops any other field).
 pub async fn set_suspend(api: &Api<Job>, name: &str, suspend: bool) -> Result<Job, kube::Error> {
-    let patch = serde_json::json!({ "spec": { "suspend": suspend } });
+    let patch = serde_json::json!({
+        "metadata": { "annotations": { SUSPEND_ANNOTATION: suspend.to_string() } },
+        "spec": { "suspend": suspend },
+    });
     api.patch(
         name,
         &PatchParams {

@@ -28,7 +28,7 @@ use llmjob_crds::v1alpha1::{KUEUE_QUEUE_LABEL, LlmJob};
 use crate::config::JobDefaults;
 use crate::contract::{
     CONTAINER_NAME, LAUNCH_TRACEPARENT_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL, NAME_LABEL,
-    is_queued, job_name, queue,
+    SUSPEND_ANNOTATION, is_queued, job_name, queue,
 };
 use crate::traceparent::TraceParent;
 use crate::validate::{Input, Validated};
@@ -412,10 +412,13 @@ pub fn build_job(
             name: Some(name.clone()),
             namespace: Some(valid.namespace.clone()),
             labels: Some(job_labels),
-            annotations: Some(BTreeMap::from([(
-                LAUNCH_TRACEPARENT_ANNOTATION.to_owned(),
-                launch.to_string(),
-            )])),
+            annotations: Some(BTreeMap::from([
+                (LAUNCH_TRACEPARENT_ANNOTATION.to_owned(), launch.to_string()),
+                (
+                    SUSPEND_ANNOTATION.to_owned(),
+                    starts_suspended(llmjob).to_string(),
+                ),
+            ])),
             owner_references: Some(vec![owner]),
             ..ObjectMeta::default()
         },
@@ -728,6 +731,11 @@ spec: {prompt: hi, openai: {apiKeySecretRef: {name: openai}}}
         assert_eq!(
             job.metadata.labels.as_ref().unwrap()[KUEUE_QUEUE_LABEL],
             "user-queue"
+        );
+        assert_eq!(
+            job.metadata.annotations.as_ref().unwrap()[SUSPEND_ANNOTATION],
+            "true",
+            "what the operator asked for, so that Kueue's later changes are told apart"
         );
     }
 

@@ -691,19 +691,20 @@ impl Reconciler<'_> {
             };
             return self.blocked(llmjob, conflict).await;
         }
-        if !contract::is_queued(llmjob) && !status::job_finished(&job) {
-            let want = llmjob.spec.suspend == Some(true);
-            let have = job.spec.as_ref().and_then(|s| s.suspend) == Some(true);
-            if want != have {
-                job = apply::set_suspend(&self.jobs, &job_name, want)
-                    .await
-                    .map_err(|source| Error::Suspend {
-                        namespace: self.namespace.to_owned(),
-                        name: job_name.clone(),
-                        suspend: want,
-                        source,
-                    })?;
-            }
+        // Only a new wish of the LlmJob is applied: a Job that Kueue (or another controller)
+        // suspended or resumed is read as it is, never flipped back.
+        if !contract::is_queued(llmjob)
+            && !status::job_finished(&job)
+            && let Some(want) = contract::suspend_to_apply(llmjob, &job)
+        {
+            job = apply::set_suspend(&self.jobs, &job_name, want)
+                .await
+                .map_err(|source| Error::Suspend {
+                    namespace: self.namespace.to_owned(),
+                    name: job_name.clone(),
+                    suspend: want,
+                    source,
+                })?;
         }
         let cached_pods = self.ctx.caches.as_ref().and_then(|c| {
             let pods = fetch::cached_pods(&c.pods, &job);

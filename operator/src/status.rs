@@ -696,7 +696,15 @@ fn derive_from_job(
         status.phase = Some(Phase::Suspended);
         let message = match queue(llmjob) {
             Some(queue) => format!("Job {job_name} waits for admission by Kueue queue {queue}"),
-            None => format!("spec.suspend is true: Job {job_name} is suspended"),
+            None if llmjob.spec.suspend == Some(true) => {
+                format!("spec.suspend is true: Job {job_name} is suspended")
+            }
+            // Kueue (managing Jobs without a queue label, or a default LocalQueue) or another
+            // controller suspended it: the operator leaves the field to it.
+            None => format!(
+                "Job {job_name} is suspended by another controller (e.g. Kueue waiting for \
+                 admission); the operator leaves its spec.suspend alone"
+            ),
         };
         return WantedConditions::in_progress(Phase::Suspended, "Suspended", message);
     }
@@ -1186,6 +1194,20 @@ spec: {prompt: hi, openai: {apiKeySecretRef: {name: openai}}}
         let s = derive(&queued, Observation::Job { job: &j, pods: &[] }, now());
         assert_eq!(s.phase, Some(Phase::Suspended));
         assert!(cond(&s, READY).message.contains("Kueue queue q1"));
+
+        let not_asked = llmjob(
+            r#"
+metadata: {name: haiku, namespace: team-a, uid: u-1}
+spec: {prompt: hi, suspend: false, openai: {apiKeySecretRef: {name: openai}}}
+"#,
+        );
+        let s = derive(&not_asked, Observation::Job { job: &j, pods: &[] }, now());
+        assert_eq!(s.phase, Some(Phase::Suspended));
+        assert!(
+            cond(&s, READY).message.contains("another controller"),
+            "{}",
+            cond(&s, READY).message
+        );
     }
 
     /// kstatus' verdict for a custom resource with the standard conditions (its generic rules:

@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, ResourceQuota, Secret};
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use llmjob_crds::v1alpha1::Phase;
 use llmjob_operator::contract::NAME_LABEL;
@@ -270,4 +270,46 @@ async fn the_outcome_is_recorded_before_the_job_can_expire() {
     })
     .await;
     assert_eq!(replay.requests().len(), 1, "one run, one API call");
+}
+
+/// Guarantee: the operator never fights Kueue over `spec.suspend`. Kueue suspends the Jobs it
+/// manages, also without a queue label (`manageJobsWithoutQueueName`, a default LocalQueue); the
+/// operator reads the suspension from the Job and never flips it back. Kueue itself does not run
+/// here: the test suspends the Job as Kueue's controller would (a patch of `spec.suspend`).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_suspended_by_another_controller_stays_suspended() {
+    let env = env().await;
+    let ns = namespace_with_secret(env, "kueue").await;
+    // The API answers after a minute: the run is in flight when "Kueue" suspends it.
+    let replay = Replay::start(
+        env,
+        &ns,
+        ReplayConfig::new()
+            .with_api_key(API_KEY)
+            .with_delay(std::time::Duration::from_secs(60)),
+    )
+    .await;
+    let _op = Operator::start(env, &ns, &[]).await;
+    create_llmjob(env, &ns, llmjob_json("managed", &replay.base_url())).await;
+    wait_for_phase(env, &ns, "managed", Phase::Running).await;
+
+    let job_api: Api<Job> = Api::namespaced(env.client(), &ns);
+    job_api
+        .patch(
+            "managed",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"suspend": true}})),
+        )
+        .await
+        .expect("suspending the Job as Kueue would");
+    // The operator saw the suspended Job (the status says so) and left it suspended.
+    let suspended = wait_for_phase(env, &ns, "managed", Phase::Suspended).await;
+    let (_, _, message) = condition(&suspended, "Ready").expect("Ready");
+    assert!(message.contains("another controller"), "{message}");
+    let job = job_api.get("managed").await.expect("the Job");
+    assert_eq!(
+        job.spec.and_then(|s| s.suspend),
+        Some(true),
+        "the operator flipped the Job back"
+    );
 }
