@@ -313,3 +313,52 @@ async fn a_job_suspended_by_another_controller_stays_suspended() {
         "the operator flipped the Job back"
     );
 }
+
+/// Guarantee: an evicted runner pod (the `DisruptionTarget` condition) is not the run's failure:
+/// the runner, cancelled by SIGTERM, exits 5 with its result, the Job's `podFailurePolicy`
+/// ignores the pod, and a new pod runs the call again, although `backoffLimit` is 0. The LlmJob
+/// succeeds with one Job; the API was called twice (the disruption's documented price).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_evicted_pod_is_replaced_without_failing_the_run() {
+    let env = env().await;
+    let ns = namespace_with_secret(env, "evict").await;
+    let replay = Replay::start(
+        env,
+        &ns,
+        ReplayConfig::new()
+            .with_api_key(API_KEY)
+            .with_delay(std::time::Duration::from_secs(5)),
+    )
+    .await;
+    let _op = Operator::start(env, &ns, &[]).await;
+    create_llmjob(env, &ns, llmjob_json("evicted", &replay.base_url())).await;
+    // The first pod's call is in flight.
+    wait_until("the first pod's request", || async {
+        (!replay.requests().is_empty()).then_some(())
+    })
+    .await;
+    let pods: Api<Pod> = Api::namespaced(env.client(), &ns);
+    let selector = ListParams::default().labels(&format!("{NAME_LABEL}=evicted"));
+    let first = pods.list(&selector).await.expect("pods").items;
+    assert_eq!(first.len(), 1);
+    pods.evict(&first[0].name_any(), &Default::default())
+        .await
+        .expect("evicting the runner pod");
+
+    let done = wait_for_phase(env, &ns, "evicted", Phase::Succeeded).await;
+    assert!(
+        done.status.and_then(|s| s.result).is_some(),
+        "the second pod's result"
+    );
+    let job = Api::<Job>::namespaced(env.client(), &ns)
+        .get("evicted")
+        .await
+        .expect("the Job");
+    assert_eq!(job.spec.and_then(|s| s.backoff_limit), Some(0));
+    assert_eq!(jobs(env, &ns).await.len(), 1, "one Job");
+    assert_eq!(
+        replay.requests().len(),
+        2,
+        "the evicted call, then the new pod's"
+    );
+}
