@@ -193,6 +193,23 @@ pub mod downward {
     pub const NODE_NAME: &str = "LLMJOB_NODE_NAME";
 }
 
+/// The runner's exit codes the operator acts on (the job-runner's contract, `docs/job-runner.md`).
+pub mod exit {
+    /// A configuration error: the same pod would fail the same way again.
+    pub const CONFIG: i32 = 2;
+    /// The API refused the request permanently, or answered with nothing usable.
+    pub const PERMANENT: i32 = 3;
+    /// The run was cancelled by SIGTERM or SIGINT (the pod was deleted or evicted) before it
+    /// finished; the result says `error.type=cancelled`.
+    pub const CANCELLED: i32 = 5;
+    /// The codes that fail the Job at once (its `podFailurePolicy`): a retry cannot succeed.
+    pub const PERMANENT_CODES: [i32; 2] = [CONFIG, PERMANENT];
+    /// Seconds the runner needs after SIGTERM: it cancels the in-flight call at once, writes the
+    /// result, and flushes telemetry within its 5 s budget (`FLUSH_BUDGET`). The runner pod's
+    /// `terminationGracePeriodSeconds`, with a margin for a slow node.
+    pub const TERMINATION_GRACE_SECS: i64 = 15;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,5 +14,6 @@ pub mod crash;
 pub mod openai;
 pub mod result_file;
 pub mod retry;
+pub mod shutdown;
 pub mod telemetry;
 pub mod workflow;

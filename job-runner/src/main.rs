@@ -1,6 +1,6 @@
 //! `llmjob-runner`: runs one traced OpenAI chat completion and exits with a documented code
 //! (0 success, 1 internal error, including a panic, 2 configuration error, 3 permanent API error,
-//! 4 retries exhausted or deadline passed). See `docs/job-runner.md`.
+//! 4 retries exhausted or deadline passed, 5 cancelled by SIGTERM/SIGINT). See `docs/job-runner.md`.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use llmjob_crds::env;
 use llmjob_runner::config::Config;
+use llmjob_runner::shutdown::Shutdown;
 use llmjob_runner::telemetry::{FLUSH_BUDGET, Telemetry};
 use llmjob_runner::workflow::{self, Exit};
 use llmjob_runner::{crash, result_file};
@@ -57,7 +58,16 @@ async fn run(config: Config) -> ExitCode {
         }
     };
 
-    let outcome = crash::guarded(workflow::run(&config, &telemetry)).await;
+    // SIGTERM/SIGINT cancel the call; the result is still written and telemetry flushed below,
+    // within the pod's grace period (`llmjob_crds::env::exit::TERMINATION_GRACE_SECS`).
+    let shutdown = match Shutdown::on_signals() {
+        Ok(shutdown) => shutdown,
+        Err(e) => {
+            eprintln!("llmjob-runner: cannot listen for termination signals: {e}");
+            return ExitCode::from(Exit::Internal.code());
+        }
+    };
+    let outcome = crash::guarded(workflow::run(&config, &telemetry, &shutdown)).await;
 
     if let Some(text) = &outcome.stdout {
         let mut stdout = std::io::stdout().lock();
@@ -121,6 +131,10 @@ fn env_help() -> String {
         (
             Exit::Exhausted,
             "retryable failures exhausted or the deadline passed",
+        ),
+        (
+            Exit::Cancelled,
+            "cancelled by SIGTERM or SIGINT before the run finished",
         ),
     ] {
         let _ = writeln!(text, "  {}  {meaning}", exit.code());

@@ -223,6 +223,10 @@ pub enum CallError {
     /// environment, e.g. a root file system without a CA store. Exit code 2.
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
+    /// The run was cancelled by a signal (SIGTERM, SIGINT) before the call finished: the pod is
+    /// being deleted or evicted. Exit code 5.
+    #[error("cancelled by {0} before the call finished")]
+    Cancelled(&'static str),
 }
 
 impl CallError {
@@ -269,6 +273,7 @@ impl CallError {
             CallError::Refused { .. } => "refusal",
             CallError::Request(_) => "configuration_error",
             CallError::Client(_) => "configuration_error",
+            CallError::Cancelled(_) => "cancelled",
         }
     }
 
@@ -282,7 +287,8 @@ impl CallError {
             CallError::Decode { .. }
             | CallError::Refused { .. }
             | CallError::Request(_)
-            | CallError::Client(_) => false,
+            | CallError::Client(_)
+            | CallError::Cancelled(_) => false,
         }
     }
 

@@ -25,6 +25,7 @@ use crate::capture;
 use crate::config::{Config, Input};
 use crate::openai::{self, CallError, ChatClient, Completion};
 use crate::retry::{Decision, RetryPolicy};
+use crate::shutdown::Shutdown;
 use crate::telemetry::Telemetry;
 
 /// The runner's exit codes (documented in the README and the telemetry contract).
@@ -40,6 +41,8 @@ pub enum Exit {
     Permanent = 3,
     /// Retryable failures exhausted or the deadline passed.
     Exhausted = 4,
+    /// Cancelled by SIGTERM or SIGINT before the run finished (see [`crate::shutdown`]).
+    Cancelled = 5,
 }
 
 impl Exit {
@@ -95,6 +98,7 @@ impl Failure {
             // The request or the client cannot be built (e.g. no CA store): nothing was sent;
             // the configuration or the environment is wrong.
             Failure::Permanent(CallError::Request(_) | CallError::Client(_)) => Exit::Config,
+            Failure::Permanent(CallError::Cancelled(_)) => Exit::Cancelled,
             Failure::Permanent(_) => Exit::Permanent,
             Failure::Exhausted { .. } => Exit::Exhausted,
         }
@@ -111,6 +115,8 @@ struct CallContext<'a> {
     provider: &'static str,
     /// `gen_ai.input.messages` when capture is on.
     input_json: Option<String>,
+    /// Cancels the in-flight attempt (or the wait before the next) on SIGTERM/SIGINT.
+    shutdown: &'a Shutdown,
 }
 
 impl CallContext<'_> {
@@ -299,8 +305,9 @@ fn fail_span(cx: &Context, error_type: &'static str, message: &str) {
     span.set_status(Status::error(message.to_owned()));
 }
 
-/// Runs the job: the workflow, its task and the attempts.
-pub async fn run(config: &Config, telemetry: &Telemetry) -> Outcome {
+/// Runs the job: the workflow, its task and the attempts. A signal on `shutdown` cancels the
+/// in-flight attempt: the run then fails with `error.type=cancelled` and [`Exit::Cancelled`].
+pub async fn run(config: &Config, telemetry: &Telemetry, shutdown: &Shutdown) -> Outcome {
     let started = Instant::now();
     let tracer = &telemetry.tracer;
     let parent = config.telemetry.parent.clone().unwrap_or_default();
@@ -331,6 +338,7 @@ pub async fn run(config: &Config, telemetry: &Telemetry) -> Outcome {
         server_port,
         provider: openai::provider_of(&config.base_url),
         input_json,
+        shutdown,
     };
 
     let (outcome, attempts) = async {
@@ -611,8 +619,13 @@ async fn attempts(call: &CallContext<'_>, task_cx: &Context) -> (Result<Completi
                     "attempt {attempt} failed ({}); retrying in {delay:?}",
                     error.describe(config.capture)
                 );
-                tokio::time::sleep(delay).await;
-                continue;
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => continue,
+                    signal = call.shutdown.requested() => {
+                        tracing::warn!(llmjob.attempt = attempt, "{signal} received while waiting to retry");
+                        return (Err(Failure::Permanent(CallError::Cancelled(signal))), attempt);
+                    }
+                }
             }
             Decision::AttemptsExhausted => "retry attempts exhausted",
             Decision::DeadlineExceeded => "the run's deadline (LLMJOB_TIMEOUT) passed",
@@ -653,13 +666,15 @@ async fn chat_attempt(
     TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(&mut headers));
 
     let started = Instant::now();
-    let result = if time_left.is_zero() {
+    let result = if let Some(signal) = call.shutdown.signal() {
+        Err(CallError::Cancelled(signal))
+    } else if time_left.is_zero() {
         Err(CallError::Timeout(Duration::ZERO))
     } else {
-        client
-            .send(request, headers, time_left)
-            .with_context(cx.clone())
-            .await
+        tokio::select! {
+            result = client.send(request, headers, time_left).with_context(cx.clone()) => result,
+            signal = call.shutdown.requested() => Err(CallError::Cancelled(signal)),
+        }
     };
     let elapsed = started.elapsed().as_secs_f64();
     let instruments = &call.telemetry.instruments;
@@ -794,6 +809,18 @@ fn refusal_of(completion: &Completion) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exit_codes_match_the_operators_contract() {
+        use llmjob_crds::env::exit;
+        assert_eq!(i32::from(Exit::Config.code()), exit::CONFIG);
+        assert_eq!(i32::from(Exit::Permanent.code()), exit::PERMANENT);
+        assert_eq!(i32::from(Exit::Cancelled.code()), exit::CANCELLED);
+        let cancelled = Failure::Permanent(CallError::Cancelled("SIGTERM"));
+        assert_eq!(cancelled.exit(), Exit::Cancelled);
+        assert_eq!(cancelled.error().error_type(), "cancelled");
+        assert!(!cancelled.error().is_retryable());
+    }
 
     fn result() -> RunResult {
         RunResult::parse(

@@ -1,4 +1,5 @@
-//! Apply step: creates the Job by server-side apply and flips its `spec.suspend`.
+//! Apply step: creates the Job by server-side apply, flips its `spec.suspend`, and sets its
+//! `spec.ttlSecondsAfterFinished` once the outcome is recorded.
 //!
 //! The Job is applied once, when it does not exist yet: its pod template is immutable and holds
 //! the launch span's `TRACEPARENT`, so later reconciles never re-apply it (a new operator
@@ -11,6 +12,7 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 
 use crate::FIELD_MANAGER;
+use crate::contract::SUSPEND_ANNOTATION;
 
 /// Creates `job` by server-side apply with the operator's field manager.
 pub async fn create_job(api: &Api<Job>, job: &Job) -> Result<Job, kube::Error> {
@@ -23,9 +25,28 @@ pub async fn create_job(api: &Api<Job>, job: &Job) -> Result<Job, kube::Error> {
     .await
 }
 
-/// Sets the Job's `spec.suspend` (a merge patch, so it never drops any other field).
+/// Sets the Job's `spec.ttlSecondsAfterFinished` (a merge patch): only once the run's outcome is
+/// in the LlmJob's status, so that the TTL controller never deletes a result nobody read.
+pub async fn set_ttl(api: &Api<Job>, name: &str, ttl: i32) -> Result<Job, kube::Error> {
+    let patch = serde_json::json!({ "spec": { "ttlSecondsAfterFinished": ttl } });
+    api.patch(
+        name,
+        &PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PatchParams::default()
+        },
+        &Patch::Merge(&patch),
+    )
+    .await
+}
+
+/// Sets the Job's `spec.suspend` and records the wish in [`SUSPEND_ANNOTATION`] (a merge patch,
+/// so it never drops any other field).
 pub async fn set_suspend(api: &Api<Job>, name: &str, suspend: bool) -> Result<Job, kube::Error> {
-    let patch = serde_json::json!({ "spec": { "suspend": suspend } });
+    let patch = serde_json::json!({
+        "metadata": { "annotations": { SUSPEND_ANNOTATION: suspend.to_string() } },
+        "spec": { "suspend": suspend },
+    });
     api.patch(
         name,
         &PatchParams {

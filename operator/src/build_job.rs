@@ -10,7 +10,10 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::batch::v1::{
+    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
+    PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
+};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ObjectFieldSelector,
     PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile, SecretKeySelector,
@@ -19,7 +22,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
-use llmjob_crds::env::{self, DEFAULT_MAX_ATTEMPTS};
+use llmjob_crds::env::{self, DEFAULT_MAX_ATTEMPTS, exit};
 use llmjob_crds::v1alpha1::{
     AuthStyle, KUEUE_QUEUE_LABEL, LlmJob, RequestParameters, ResponseFormatKind, wire_name,
 };
@@ -27,7 +30,7 @@ use llmjob_crds::v1alpha1::{
 use crate::config::JobDefaults;
 use crate::contract::{
     CONTAINER_NAME, LAUNCH_TRACEPARENT_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL, NAME_LABEL,
-    is_queued, job_name, queue,
+    SUSPEND_ANNOTATION, is_queued, job_name, queue,
 };
 use crate::traceparent::TraceParent;
 use crate::validate::{Input, Validated};
@@ -42,6 +45,36 @@ pub const DEADLINE_MARGIN_SECS: u64 = 120;
 /// Pod retries of the Job when `spec.run.backoffLimit` is unset: the runner already retries the
 /// API call, and a second pod would repeat a call that may have been billed.
 pub const DEFAULT_BACKOFF_LIMIT: i32 = 0;
+
+/// The Job's `podFailurePolicy`: a pod disrupted by the cluster (eviction, preemption, a node
+/// drained or lost: the `DisruptionTarget` condition) is replaced without counting against
+/// `backoffLimit`, since the run did not fail; the runner's permanent exit codes (2
+/// configuration, 3 refused or unusable response) fail the Job at once, since another pod would
+/// fail the same way after calling the API again. Rules apply in order; it needs the pod's
+/// `restartPolicy: Never`.
+pub fn pod_failure_policy() -> PodFailurePolicy {
+    PodFailurePolicy {
+        rules: vec![
+            PodFailurePolicyRule {
+                action: "Ignore".to_owned(),
+                on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
+                    type_: "DisruptionTarget".to_owned(),
+                    status: Some("True".to_owned()),
+                }]),
+                on_exit_codes: None,
+            },
+            PodFailurePolicyRule {
+                action: "FailJob".to_owned(),
+                on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                    container_name: Some(CONTAINER_NAME.to_owned()),
+                    operator: "In".to_owned(),
+                    values: exit::PERMANENT_CODES.to_vec(),
+                }),
+                on_pod_conditions: None,
+            },
+        ],
+    }
+}
 
 /// Why no Job could be built.
 #[derive(Debug, thiserror::Error)]
@@ -422,7 +455,11 @@ pub fn build_job(
     };
 
     let pod_spec = PodSpec {
+        // `podFailurePolicy` requires `Never`.
         restart_policy: Some("Never".to_owned()),
+        // On SIGTERM the runner cancels its call, writes the result and flushes telemetry
+        // within this bound (docs/job-runner.md, exit code 5).
+        termination_grace_period_seconds: Some(exit::TERMINATION_GRACE_SECS),
         containers: vec![container],
         service_account_name: pod.service_account_name.clone(),
         // No token in the pod unless the user asked for an identity: the runner never talks to
@@ -461,20 +498,28 @@ pub fn build_job(
             name: Some(name.clone()),
             namespace: Some(valid.namespace.clone()),
             labels: Some(job_labels),
-            annotations: Some(BTreeMap::from([(
-                LAUNCH_TRACEPARENT_ANNOTATION.to_owned(),
-                launch.to_string(),
-            )])),
+            annotations: Some(BTreeMap::from([
+                (LAUNCH_TRACEPARENT_ANNOTATION.to_owned(), launch.to_string()),
+                (
+                    SUSPEND_ANNOTATION.to_owned(),
+                    starts_suspended(llmjob).to_string(),
+                ),
+            ])),
             owner_references: Some(vec![owner]),
             ..ObjectMeta::default()
         },
         spec: Some(JobSpec {
             backoff_limit: Some(run.backoff_limit.unwrap_or(DEFAULT_BACKOFF_LIMIT)),
             active_deadline_seconds: Some(i64::try_from(deadline).unwrap_or(i64::MAX)),
-            ttl_seconds_after_finished: run.ttl_seconds_after_finished,
+            // Never at creation: a Job the TTL controller may delete could take the run's result
+            // with it while the operator is down. The reconcile sets `spec.run.
+            // ttlSecondsAfterFinished` (a mutable field) once the outcome is in the status.
+            ttl_seconds_after_finished: None,
             suspend: Some(starts_suspended(llmjob)),
             // A retry starts only once the previous pod is gone: never two runs at once.
+            // (also the only value `podFailurePolicy` allows).
             pod_replacement_policy: Some("Failed".to_owned()),
+            pod_failure_policy: Some(pod_failure_policy()),
             completions: Some(1),
             parallelism: Some(1),
             template: PodTemplateSpec {
@@ -576,7 +621,10 @@ spec:
         let spec = job.spec.as_ref().unwrap();
         assert_eq!(spec.backoff_limit, Some(1));
         assert_eq!(spec.active_deadline_seconds, Some(90 + 120));
-        assert_eq!(spec.ttl_seconds_after_finished, Some(600));
+        assert_eq!(
+            spec.ttl_seconds_after_finished, None,
+            "the TTL is set once the outcome is recorded, never at creation"
+        );
         assert_eq!(spec.suspend, Some(false));
         let template = &spec.template;
         let pod_labels = template.metadata.as_ref().unwrap().labels.as_ref().unwrap();
@@ -587,6 +635,7 @@ spec:
         assert_eq!(pod_labels["team"], "a");
         let pod = template.spec.as_ref().unwrap();
         assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(pod.termination_grace_period_seconds, Some(15));
         assert_eq!(pod.automount_service_account_token, Some(false));
         assert_eq!(pod.node_selector.as_ref().unwrap()["disk"], "ssd");
         let c = &pod.containers[0];
@@ -769,6 +818,11 @@ spec: {prompt: hi, openai: {apiKeySecretRef: {name: openai}}}
             job.metadata.labels.as_ref().unwrap()[KUEUE_QUEUE_LABEL],
             "user-queue"
         );
+        assert_eq!(
+            job.metadata.annotations.as_ref().unwrap()[SUSPEND_ANNOTATION],
+            "true",
+            "what the operator asked for, so that Kueue's later changes are told apart"
+        );
     }
 
     #[test]
@@ -920,6 +974,28 @@ spec:
         ] {
             assert!(env.iter().all(|e| e.name != unset), "{unset} set");
         }
+    }
+
+    #[test]
+    fn disruptions_are_ignored_and_permanent_exit_codes_fail_the_job_at_once() {
+        let spec = build(PROMPT).spec.unwrap();
+        assert_eq!(spec.pod_replacement_policy.as_deref(), Some("Failed"));
+        let rules = spec.pod_failure_policy.unwrap().rules;
+        assert_eq!(rules.len(), 2);
+        let (ignore, fail) = (&rules[0], &rules[1]);
+        assert_eq!(ignore.action, "Ignore", "disruptions come first");
+        let conditions = ignore.on_pod_conditions.as_ref().unwrap();
+        assert_eq!(conditions[0].type_, "DisruptionTarget");
+        assert_eq!(conditions[0].status.as_deref(), Some("True"));
+        assert_eq!(fail.action, "FailJob");
+        let codes = fail.on_exit_codes.as_ref().unwrap();
+        assert_eq!(codes.container_name.as_deref(), Some("runner"));
+        assert_eq!(codes.operator, "In");
+        assert_eq!(codes.values, vec![2, 3]);
+        assert!(
+            !codes.values.contains(&exit::CANCELLED),
+            "a cancelled run is not a permanent failure"
+        );
     }
 
     #[test]

@@ -18,6 +18,12 @@ pub const NAME_LABEL: &str = "llmjob.dev/name";
 /// Annotation on the Job holding the `traceparent` of the operator's launch span: the run's trace
 /// is its child, so its trace id is the run's trace id.
 pub const LAUNCH_TRACEPARENT_ANNOTATION: &str = "llmjob.dev/launch-traceparent";
+/// Annotation on the Job holding the `spec.suspend` the operator last asked for (`true` or
+/// `false`). A Job whose `spec.suspend` differs from it was changed by another controller (Kueue
+/// suspends the Jobs it manages, also without a queue label under `manageJobsWithoutQueueName`,
+/// and resumes them on admission): the operator leaves the field alone until the LlmJob's own
+/// `spec.suspend` changes.
+pub const SUSPEND_ANNOTATION: &str = "llmjob.dev/suspend";
 /// Name of the runner container.
 pub const CONTAINER_NAME: &str = "runner";
 
@@ -57,6 +63,22 @@ pub fn queue(llmjob: &LlmJob) -> Option<&str> {
 /// Whether the LlmJob is managed by a Kueue queue (see [`queue`]).
 pub fn is_queued(llmjob: &LlmJob) -> bool {
     queue(llmjob).is_some()
+}
+
+/// The `spec.suspend` to set on the Job of a (not Kueue-labelled) LlmJob, if any: the LlmJob's
+/// wish when it differs from what the operator last asked ([`SUSPEND_ANNOTATION`]; a Job without
+/// the annotation gets the wish, and the annotation, once). When the operator already asked for
+/// the wish, the Job's current value is read as is: a Job suspended or resumed by another
+/// controller (Kueue) is never flipped back, so the operator never fights Kueue.
+pub fn suspend_to_apply(llmjob: &LlmJob, job: &k8s_openapi::api::batch::v1::Job) -> Option<bool> {
+    let want = llmjob.spec.suspend == Some(true);
+    let asked = job
+        .meta()
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(SUSPEND_ANNOTATION))
+        .and_then(|v| v.parse::<bool>().ok());
+    (asked != Some(want)).then_some(want)
 }
 
 /// Whether `owner` is the controller of `child` (by uid): a Job of its LlmJob, a pod of its Job.
@@ -105,6 +127,47 @@ mod tests {
         assert!(!is_queued(&llmjob(&format!(
             "metadata: {{name: a}}\n{spec}"
         ))));
+    }
+
+    #[test]
+    fn the_operator_applies_only_a_new_suspend_wish() {
+        let lj = |suspend: bool| {
+            llmjob(&format!(
+                "metadata: {{name: a}}\nspec: {{prompt: hi, suspend: {suspend}, openai: {{apiKeySecretRef: {{name: s}}}}}}"
+            ))
+        };
+        let job_of = |asked: Option<bool>, suspend: bool| {
+            let annotations = asked
+                .map(|a| format!("annotations: {{{SUSPEND_ANNOTATION}: \"{a}\"}}"))
+                .unwrap_or_default();
+            job(&format!(
+                "metadata: {{name: a, {annotations}}}\nspec: {{suspend: {suspend}, template: {{}}}}"
+            ))
+        };
+        // Kueue suspended the Job the operator created running: left alone.
+        assert_eq!(
+            suspend_to_apply(&lj(false), &job_of(Some(false), true)),
+            None
+        );
+        // Kueue resumed the Job of a queued run the operator created suspended: left alone too.
+        assert_eq!(
+            suspend_to_apply(&lj(true), &job_of(Some(true), false)),
+            None
+        );
+        // The user suspends, then resumes: each new wish is applied.
+        assert_eq!(
+            suspend_to_apply(&lj(true), &job_of(Some(false), false)),
+            Some(true)
+        );
+        assert_eq!(
+            suspend_to_apply(&lj(false), &job_of(Some(true), true)),
+            Some(false)
+        );
+        // A Job from before the annotation gets the wish once.
+        assert_eq!(
+            suspend_to_apply(&lj(false), &job_of(None, true)),
+            Some(false)
+        );
     }
 
     #[test]

@@ -24,8 +24,11 @@
 //! their category as an [`events::Reason`]. The status is written only when it changed, and only
 //! a new `metadata.generation` of an LlmJob triggers a reconcile (the operator is the only writer
 //! of the status, so its own writes need none); Job and pod events do the rest. Requeue
-//! decisions are explicit: a finished or blocked LlmJob waits for a change; an unfinished one is
-//! re-checked every [`RESYNC`] as a safety net; errors retry after [`ERROR_REQUEUE`].
+//! decisions are explicit: a finished LlmJob or an invalid spec waits for a change; a blocked
+//! LlmJob that no watch event can wake (a Job create the API server rejected, a conflicting Job
+//! without the operator's label) is looked at again after a backoff with jitter
+//! ([`blocked_retry_delay`]); an unfinished one is re-checked every [`RESYNC`] as a safety net;
+//! errors retry after [`ERROR_REQUEUE`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -63,6 +66,11 @@ use crate::{FIELD_MANAGER, apply, events, fetch, triggers};
 pub const RESYNC: Duration = Duration::from_secs(300);
 /// How soon a reconcile that failed is retried.
 pub const ERROR_REQUEUE: Duration = Duration::from_secs(10);
+/// The shortest wait before looking again at a blocked LlmJob that no watch event will wake (a
+/// Job create the API server rejected, a conflicting Job the operator does not watch).
+pub const BLOCKED_RETRY_MIN: Duration = Duration::from_secs(2);
+/// The longest such wait.
+pub const BLOCKED_RETRY_MAX: Duration = Duration::from_secs(300);
 /// How often the LlmJob-by-phase gauge is recomputed from the caches.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -102,6 +110,21 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// `spec.ttlSecondsAfterFinished` of the Job could not be set.
+    #[error(
+        "setting spec.ttlSecondsAfterFinished={ttl} on Job {namespace}/{name} failed: {source}"
+    )]
+    Ttl {
+        /// Namespace.
+        namespace: String,
+        /// Name of the Job.
+        name: String,
+        /// The wanted value.
+        ttl: i32,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
     /// The status could not be written.
     #[error("writing the status of LlmJob {namespace}/{name} failed: {source}")]
     Status {
@@ -127,6 +150,7 @@ impl Error {
             Error::Read { .. } => Reason::ReadFailed,
             Error::CreateJob { .. } => Reason::JobCreateFailed,
             Error::Suspend { .. } => Reason::SuspendFailed,
+            Error::Ttl { .. } => Reason::TtlUpdateFailed,
             Error::Status { .. } => Reason::StatusWriteFailed,
         }
     }
@@ -154,6 +178,20 @@ pub enum Blocked {
         /// Name of the Job.
         name: String,
     },
+    /// The API server refused to create the Job (a quota, an admission webhook or policy, an
+    /// invalid object); the create is retried with backoff.
+    #[error(
+        "the API server rejected Job {namespace}/{name}: {message} (retried with backoff until it \
+         is accepted)"
+    )]
+    JobRejected {
+        /// Namespace.
+        namespace: String,
+        /// Name of the Job.
+        name: String,
+        /// The API server's message.
+        message: String,
+    },
 }
 
 impl Blocked {
@@ -162,12 +200,57 @@ impl Blocked {
         match self {
             Blocked::Invalid(_) | Blocked::Build(_) => Reason::InvalidSpec,
             Blocked::JobConflict { .. } => Reason::JobConflict,
+            Blocked::JobRejected { .. } => Reason::JobCreateFailed,
         }
     }
 
-    /// When to look again: a change of the LlmJob (a new spec) or of the Job.
-    fn requeue(&self) -> Action {
-        Action::await_change()
+    /// When to look again, the problem having lasted `elapsed`: an invalid spec waits for a new
+    /// one; a conflicting Job (which the operator does not watch: it lacks the operator's label)
+    /// and a rejected create (a quota or a policy may change without any event the operator
+    /// sees) are looked at again after [`blocked_retry_delay`].
+    fn requeue(&self, elapsed: Duration) -> Action {
+        match self {
+            Blocked::Invalid(_) | Blocked::Build(_) => Action::await_change(),
+            Blocked::JobConflict { .. } | Blocked::JobRejected { .. } => {
+                Action::requeue(blocked_retry_delay(elapsed, jitter()))
+            }
+        }
+    }
+}
+
+/// How long to wait before looking again at an LlmJob blocked for `elapsed` (since its `Stalled`
+/// condition turned true): twice that, within [`BLOCKED_RETRY_MIN`] and [`BLOCKED_RETRY_MAX`],
+/// scaled by `jitter` (in `[0, 1)`) to between half and all of it, so that the waits at least
+/// double and LlmJobs blocked together (one quota) do not retry together.
+pub fn blocked_retry_delay(elapsed: Duration, jitter: f64) -> Duration {
+    let base = elapsed
+        .saturating_mul(2)
+        .clamp(BLOCKED_RETRY_MIN, BLOCKED_RETRY_MAX);
+    base.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+}
+
+/// A number in `[0, 1)` that differs from call to call (std's randomly keyed hasher: no
+/// dependency for a jitter that needs no cryptographic quality).
+fn jitter() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let bits = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    // The top 53 bits, as the fraction of an f64.
+    (bits >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The API server's message when it refused a request for good (quota, admission webhook or
+/// policy, an invalid object): a 4xx other than `409 Conflict` (the object exists: the next
+/// reconcile sees it) and `429 Too Many Requests` (throttling, an ordinary retried error).
+fn rejection(error: &kube::Error) -> Option<&str> {
+    match error {
+        kube::Error::Api(status)
+            if (400..500).contains(&status.code) && !matches!(status.code, 409 | 429) =>
+        {
+            Some(status.message.as_str())
+        }
+        _ => None,
     }
 }
 
@@ -576,6 +659,14 @@ impl Reconciler<'_> {
         if let Some(phase) = old.phase {
             tracing::Span::current().record("llmjob.phase", phase.as_str());
             if phase.is_finished() {
+                // The outcome is recorded: the Job may now expire (again after a restart that
+                // came between the status write and the TTL's).
+                if let Some(job) = self.ctx.caches.as_ref().and_then(|c| {
+                    fetch::cached_job(&c.jobs, self.namespace, &contract::job_name(self.name))
+                }) && contract::controlled_by(&job, llmjob)
+                {
+                    self.expire_after_outcome(llmjob, &job).await?;
+                }
                 return self.follow_generation(llmjob, old).await.map(Step::Done);
             }
         }
@@ -617,19 +708,20 @@ impl Reconciler<'_> {
             };
             return self.blocked(llmjob, conflict).await;
         }
-        if !contract::is_queued(llmjob) && !status::job_finished(&job) {
-            let want = llmjob.spec.suspend == Some(true);
-            let have = job.spec.as_ref().and_then(|s| s.suspend) == Some(true);
-            if want != have {
-                job = apply::set_suspend(&self.jobs, &job_name, want)
-                    .await
-                    .map_err(|source| Error::Suspend {
-                        namespace: self.namespace.to_owned(),
-                        name: job_name.clone(),
-                        suspend: want,
-                        source,
-                    })?;
-            }
+        // Only a new wish of the LlmJob is applied: a Job that Kueue (or another controller)
+        // suspended or resumed is read as it is, never flipped back.
+        if !contract::is_queued(llmjob)
+            && !status::job_finished(&job)
+            && let Some(want) = contract::suspend_to_apply(llmjob, &job)
+        {
+            job = apply::set_suspend(&self.jobs, &job_name, want)
+                .await
+                .map_err(|source| Error::Suspend {
+                    namespace: self.namespace.to_owned(),
+                    name: job_name.clone(),
+                    suspend: want,
+                    source,
+                })?;
         }
         let cached_pods = self.ctx.caches.as_ref().and_then(|c| {
             let pods = fetch::cached_pods(&c.pods, &job);
@@ -709,6 +801,15 @@ impl Reconciler<'_> {
             Ok(created) => created,
             Err(source) => {
                 launch.end(Some(&source.to_string()));
+                // Refused for good (until a quota or policy changes): said on the LlmJob.
+                if let Some(message) = rejection(&source) {
+                    let rejected = Blocked::JobRejected {
+                        namespace: self.namespace.to_owned(),
+                        name: job_name,
+                        message: message.to_owned(),
+                    };
+                    return self.blocked(llmjob, rejected).await;
+                }
                 return Err(Error::CreateJob {
                     namespace: self.namespace.to_owned(),
                     name: job_name,
@@ -765,10 +866,12 @@ impl Reconciler<'_> {
         let reason = problem.reason();
         let message = problem.to_string();
         let old = llmjob.status.clone().unwrap_or_default();
-        let already = old
+        let stalled_since = old
             .conditions
             .iter()
-            .any(|c| c.type_ == STALLED && c.status == "True" && c.reason == reason.as_str());
+            .find(|c| c.type_ == STALLED && c.status == "True" && c.reason == reason.as_str())
+            .map(|c| c.last_transition_time.0);
+        let already = stalled_since.is_some();
         let new = status::derive(
             llmjob,
             Observation::Blocked {
@@ -784,7 +887,14 @@ impl Reconciler<'_> {
             tracing::warn!(reason = reason.as_str(), %message, "the LlmJob cannot run yet");
             self.event(llmjob, reason, message).await;
         }
-        Ok(problem.requeue())
+        if reason == Reason::JobCreateFailed {
+            self.ctx.metrics.error(reason.as_str());
+        }
+        let elapsed = stalled_since
+            .map(|since| Timestamp::now().duration_since(since))
+            .and_then(|d| Duration::try_from(d).ok())
+            .unwrap_or_default();
+        Ok(problem.requeue(elapsed))
     }
 
     /// Derives and writes the status from an observation; events and metrics for transitions.
@@ -802,6 +912,11 @@ impl Reconciler<'_> {
         let Some(phase) = new.phase else {
             return Ok(Action::requeue(RESYNC));
         };
+        if phase.is_finished()
+            && let Observation::Job { job, .. } = observation
+        {
+            self.expire_after_outcome(llmjob, job).await?;
+        }
         tracing::Span::current().record("llmjob.phase", phase.as_str());
         // A problem the kubelet reports in the pod (a missing Secret or key): one Warning event
         // when it is new, as for a problem the operator finds itself.
@@ -869,6 +984,32 @@ impl Reconciler<'_> {
         })
     }
 
+    /// Sets the Job's `ttlSecondsAfterFinished` to `spec.run.ttlSecondsAfterFinished`, once the
+    /// outcome is in the status (the Job is created without it: see [`build_job`]).
+    async fn expire_after_outcome(&self, llmjob: &LlmJob, job: &Job) -> Result<(), Error> {
+        let Some(ttl) = llmjob
+            .spec
+            .run
+            .as_ref()
+            .and_then(|r| r.ttl_seconds_after_finished)
+        else {
+            return Ok(());
+        };
+        if job.spec.as_ref().and_then(|s| s.ttl_seconds_after_finished) == Some(ttl) {
+            return Ok(());
+        }
+        let name = job.name_any();
+        apply::set_ttl(&self.jobs, &name, ttl)
+            .await
+            .map_err(|source| Error::Ttl {
+                namespace: self.namespace.to_owned(),
+                name,
+                ttl,
+                source,
+            })?;
+        Ok(())
+    }
+
     /// Writes the status, on condition that the LlmJob is still at `base`'s `resourceVersion`.
     async fn write_status(&self, base: &LlmJob, new: &LlmJobStatus) -> Result<(), Error> {
         let base_rv = base.resource_version();
@@ -922,6 +1063,76 @@ mod tests {
         );
         let stranger = pod("metadata: {name: p, namespace: other}");
         assert_eq!(llmjob_of_pod(&reader, &stranger), None);
+    }
+
+    #[test]
+    fn blocked_retries_back_off_with_jitter_within_bounds() {
+        let secs = Duration::from_secs;
+        // The first look again comes soon, later ones as long again as the problem lasted.
+        assert_eq!(blocked_retry_delay(Duration::ZERO, 0.0), secs(1));
+        assert!(blocked_retry_delay(Duration::ZERO, 0.999_999) < secs(2));
+        assert_eq!(blocked_retry_delay(secs(16), 0.0), secs(16));
+        assert_eq!(blocked_retry_delay(secs(16), 0.5), secs(24));
+        // Capped: a quota held for a day is looked at every 2.5 to 5 minutes.
+        assert_eq!(blocked_retry_delay(secs(86_400), 0.0), secs(150));
+        assert!(blocked_retry_delay(secs(86_400), 1.0) <= BLOCKED_RETRY_MAX);
+        // Successive delays grow while the problem lasts.
+        let mut elapsed = Duration::ZERO;
+        let mut delays = Vec::new();
+        for _ in 0..8 {
+            let delay = blocked_retry_delay(elapsed, 0.0);
+            delays.push(delay);
+            elapsed += delay;
+        }
+        assert!(delays.windows(2).all(|w| w[0] <= w[1]), "{delays:?}");
+        assert!(delays[7] >= delays[0] * 8, "{delays:?}");
+    }
+
+    #[test]
+    fn jitter_is_a_fraction_that_varies() {
+        let draws: Vec<f64> = (0..64).map(|_| jitter()).collect();
+        assert!(draws.iter().all(|j| (0.0..1.0).contains(j)), "{draws:?}");
+        let first = draws[0];
+        assert!(draws.iter().any(|j| *j != first), "{draws:?}");
+    }
+
+    #[test]
+    fn which_create_errors_are_rejections() {
+        let api = |code: u16| {
+            kube::Error::Api(Box::new(kube::core::Status {
+                code,
+                message: format!("refused with {code}"),
+                ..Default::default()
+            }))
+        };
+        for code in [400, 403, 422] {
+            assert_eq!(
+                rejection(&api(code)),
+                Some(format!("refused with {code}").as_str())
+            );
+        }
+        for code in [409, 429, 500, 503] {
+            assert_eq!(rejection(&api(code)), None, "{code} is retried as an error");
+        }
+    }
+
+    #[test]
+    fn only_an_invalid_spec_waits_for_a_change() {
+        let conflict = Blocked::JobConflict {
+            namespace: "n".into(),
+            name: "j".into(),
+        };
+        let rejected = Blocked::JobRejected {
+            namespace: "n".into(),
+            name: "j".into(),
+            message: "exceeded quota".into(),
+        };
+        assert_eq!(rejected.reason(), Reason::JobCreateFailed);
+        assert!(rejected.to_string().contains("exceeded quota"));
+        for problem in [conflict, rejected] {
+            let action = problem.requeue(Duration::from_secs(10));
+            assert_ne!(action, Action::await_change(), "{problem}");
+        }
     }
 
     #[tokio::test]

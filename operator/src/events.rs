@@ -46,6 +46,8 @@ pub enum Reason {
     SuspendFailed,
     /// A reconcile could not write the status (retried).
     StatusWriteFailed,
+    /// A reconcile could not set the Job's `ttlSecondsAfterFinished` (retried).
+    TtlUpdateFailed,
 }
 
 impl Reason {
@@ -66,6 +68,7 @@ impl Reason {
             Reason::JobCreateFailed => "JobCreateFailed",
             Reason::SuspendFailed => "SuspendFailed",
             Reason::StatusWriteFailed => "StatusWriteFailed",
+            Reason::TtlUpdateFailed => "TtlUpdateFailed",
         }
     }
 

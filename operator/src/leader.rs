@@ -2,11 +2,14 @@
 //! [`kube_lease_manager`]: only the holder runs the controllers.
 //!
 //! A replica that loses the Lease stops with an error (and its pod restarts), as
-//! controller-runtime does: continuing could let two replicas create Jobs at once. The Lease is
+//! controller-runtime does: continuing could let two replicas create Jobs at once. So does a
+//! leader whose renewals stop landing for [`RENEW_DEADLINE`] (cut off from the API server, or
+//! paused): it stops before its Lease can expire, not once it reads another holder. The Lease is
 //! released on a clean shutdown, so a successor takes over without waiting for it to expire.
 
 use std::time::Duration;
 
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use kube_lease_manager::{LeaseCreateMode, LeaseManagerBuilder, LeaseManagerError};
@@ -20,8 +23,14 @@ use crate::http::Health;
 
 /// Seconds a Lease stays valid without renewal (controller-runtime's default).
 pub const LEASE_DURATION_SECS: u64 = 15;
-/// Seconds before expiry at which the holder renews (so renewal happens every 10 s).
-pub const RENEW_GRACE_SECS: u64 = 5;
+/// Seconds before expiry at which the holder renews (so renewal happens every 5 s).
+pub const RENEW_GRACE_SECS: u64 = 10;
+/// How long the leader keeps reconciling after its last renewal that landed (controller-runtime's
+/// default `RenewDeadline`): less than [`LEASE_DURATION_SECS`], so a leader cut off from the API
+/// server stops before its Lease expires and a standby can take over.
+pub const RENEW_DEADLINE: Duration = Duration::from_secs(10);
+/// How often the leader reads its Lease to check that its renewals land.
+const RENEW_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 /// How long a clean shutdown waits for the Lease to be released.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -41,6 +50,19 @@ pub enum LeaderError {
         /// The cause.
         #[source]
         source: LeaseManagerError,
+    },
+    /// This replica could not confirm a renewal of its Lease within [`RENEW_DEADLINE`].
+    #[error(
+        "no renewal of Lease {namespace}/{name} landed for {age:?} (renew deadline \
+         {RENEW_DEADLINE:?}); stopping before the Lease expires and another replica takes over"
+    )]
+    RenewDeadline {
+        /// Namespace of the Lease.
+        namespace: String,
+        /// Name of the Lease.
+        name: String,
+        /// Time since the last renewal that landed.
+        age: Duration,
     },
     /// This replica held the Lease and lost it.
     #[error(
@@ -79,24 +101,77 @@ impl Lease {
 /// This replica holds the Lease.
 pub struct Leadership {
     lease: Lease,
+    client: Client,
     state: watch::Receiver<bool>,
     task: JoinHandle<Result<kube_lease_manager::LeaseManager, LeaseManagerError>>,
 }
 
+/// The `renewTime` of `lease` when `identity` holds it: a renewal of ours that landed.
+pub fn our_renewal(
+    lease: &k8s_openapi::api::coordination::v1::Lease,
+    identity: &str,
+) -> Option<Timestamp> {
+    let spec = lease.spec.as_ref()?;
+    (spec.holder_identity.as_deref() == Some(identity))
+        .then(|| spec.renew_time.as_ref().map(|t| t.0))
+        .flatten()
+}
+
+/// Whether a leader must give up: its last renewal that landed (as read back from the Lease) is
+/// older than [`RENEW_DEADLINE`] at `now`, or none is known. A renewal time ahead of `now` (the
+/// clocks of the writer and reader are the same replica's) counts as fresh.
+pub fn must_give_up(last_renewal: Option<Timestamp>, now: Timestamp) -> Option<Duration> {
+    let Some(renewed) = last_renewal else {
+        return Some(Duration::ZERO);
+    };
+    let age = Duration::try_from(now.duration_since(renewed)).unwrap_or_default();
+    (age > RENEW_DEADLINE).then_some(age)
+}
+
 impl Leadership {
-    /// Resolves when the Lease is lost (never while it is held).
+    /// Resolves when the Lease is lost (never while it is held): another holder was seen, the
+    /// election task ended, or no renewal of ours landed within [`RENEW_DEADLINE`] (read back
+    /// from the Lease every [`RENEW_CHECK_INTERVAL`]; a read that fails keeps the last known
+    /// renewal, so a replica cut off from the API server gives up in time).
     pub async fn lost(&mut self) -> LeaderError {
-        // An error means the manager's task ended, which also means the Lease is not renewed.
-        let _ = self.state.wait_for(|leader| !*leader).await;
-        LeaderError::Lost {
-            namespace: self.lease.namespace.clone(),
-            name: self.lease.name.clone(),
+        let api: Api<k8s_openapi::api::coordination::v1::Lease> =
+            Api::namespaced(self.client.clone(), &self.lease.namespace);
+        let lease = self.lease.clone();
+        let deadline = async move {
+            // Just became the leader: its acquisition was a renewal that landed.
+            let mut last = Some(Timestamp::now());
+            let mut tick = tokio::time::interval(RENEW_CHECK_INTERVAL);
+            loop {
+                tick.tick().await;
+                if let Ok(Ok(read)) =
+                    tokio::time::timeout(RENEW_CHECK_INTERVAL, api.get(&lease.name)).await
+                {
+                    last = our_renewal(&read, &lease.identity).or(last);
+                }
+                if let Some(age) = must_give_up(last, Timestamp::now()) {
+                    return age;
+                }
+            }
+        };
+        tokio::select! {
+            // An error means the manager's task ended, which also means the Lease is not renewed.
+            _ = self.state.wait_for(|leader| !*leader) => LeaderError::Lost {
+                namespace: self.lease.namespace.clone(),
+                name: self.lease.name.clone(),
+            },
+            age = deadline => LeaderError::RenewDeadline {
+                namespace: self.lease.namespace.clone(),
+                name: self.lease.name.clone(),
+                age,
+            },
         }
     }
 
     /// Releases the Lease (closing the channel makes the manager release it and stop).
     pub async fn release(self) {
-        let Leadership { lease, state, task } = self;
+        let Leadership {
+            lease, state, task, ..
+        } = self;
         drop(state);
         match tokio::time::timeout(RELEASE_TIMEOUT, task).await {
             Ok(Ok(Ok(_))) => tracing::info!(lease = %lease.name, "released the leadership"),
@@ -175,7 +250,49 @@ pub async fn acquire(
     tracing::info!(lease = %lease.name, identity = %lease.identity, "became the leader");
     Ok(Some(Leadership {
         lease: lease.clone(),
+        client,
         state,
         task,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(holder: &str, renewed: Option<&str>) -> k8s_openapi::api::coordination::v1::Lease {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "l"},
+            "spec": {"holderIdentity": holder, "renewTime": renewed}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn only_our_own_renewal_counts() {
+        let t = "2026-12-05T20:00:00.000000Z";
+        let mine = our_renewal(&lease("me", Some(t)), "me").unwrap();
+        assert_eq!(mine, t.parse::<Timestamp>().unwrap());
+        assert_eq!(our_renewal(&lease("other", Some(t)), "me"), None);
+        assert_eq!(our_renewal(&lease("me", None), "me"), None);
+    }
+
+    #[test]
+    fn the_leader_gives_up_past_the_renew_deadline() {
+        let renewed: Timestamp = "2026-12-05T20:00:00Z".parse().unwrap();
+        let at = |secs: i64| renewed + k8s_openapi::jiff::SignedDuration::from_secs(secs);
+        // Renewals land every 5 s: a renewal up to the deadline old keeps the leadership.
+        assert_eq!(must_give_up(Some(renewed), at(0)), None);
+        assert_eq!(must_give_up(Some(renewed), at(10)), None);
+        assert_eq!(
+            must_give_up(Some(renewed), at(11)),
+            Some(Duration::from_secs(11))
+        );
+        // A renewal time ahead of now (clock steps) is fresh; none known gives up.
+        assert_eq!(must_give_up(Some(renewed), at(-3)), None);
+        assert_eq!(must_give_up(None, at(0)), Some(Duration::ZERO));
+        // It stops before the Lease can expire, and renewals come well within the deadline.
+        assert!(RENEW_DEADLINE < Duration::from_secs(LEASE_DURATION_SECS));
+        assert!(Duration::from_secs(LEASE_DURATION_SECS - RENEW_GRACE_SECS) < RENEW_DEADLINE);
+    }
 }

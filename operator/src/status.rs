@@ -475,6 +475,7 @@ fn exit_meaning(code: i32) -> &'static str {
         2 => "configuration error",
         3 => "the API refused the request",
         4 => "retries exhausted or deadline passed",
+        5 => "cancelled by a signal (the pod was deleted or evicted)",
         137 => "killed",
         _ => "unexpected exit",
     }
@@ -571,9 +572,10 @@ fn derive_from_job(
     let job_name = job.name_any();
     let runner = runner_state(pods);
     status.job_name = Some(job_name.clone());
-    // The result is copied when the Job finishes. A Job with `ttlSecondsAfterFinished` may be
-    // deleted right after it finishes, before a reconcile sees it finished: its result is copied
-    // as soon as the runner has written it, so it is in the status before the Job is gone.
+    // The result is copied when the Job finishes. For an LlmJob with `ttlSecondsAfterFinished` it
+    // is copied as soon as the runner has written it too; the Job only gets its TTL once the
+    // outcome is in the status (the controller's `expire_after_outcome`), so it cannot be
+    // deleted first, even while the operator is down.
     let ttl = llmjob
         .spec
         .run
@@ -695,7 +697,15 @@ fn derive_from_job(
         status.phase = Some(Phase::Suspended);
         let message = match queue(llmjob) {
             Some(queue) => format!("Job {job_name} waits for admission by Kueue queue {queue}"),
-            None => format!("spec.suspend is true: Job {job_name} is suspended"),
+            None if llmjob.spec.suspend == Some(true) => {
+                format!("spec.suspend is true: Job {job_name} is suspended")
+            }
+            // Kueue (managing Jobs without a queue label, or a default LocalQueue) or another
+            // controller suspended it: the operator leaves the field to it.
+            None => format!(
+                "Job {job_name} is suspended by another controller (e.g. Kueue waiting for \
+                 admission); the operator leaves its spec.suspend alone"
+            ),
         };
         return WantedConditions::in_progress(Phase::Suspended, "Suspended", message);
     }
@@ -1197,6 +1207,80 @@ spec: {prompt: hi, openai: {apiKeySecretRef: {name: openai}}}
         let s = derive(&queued, Observation::Job { job: &j, pods: &[] }, now());
         assert_eq!(s.phase, Some(Phase::Suspended));
         assert!(cond(&s, READY).message.contains("Kueue queue q1"));
+
+        let not_asked = llmjob(
+            r#"
+metadata: {name: haiku, namespace: team-a, uid: u-1}
+spec: {prompt: hi, suspend: false, openai: {apiKeySecretRef: {name: openai}}}
+"#,
+        );
+        let s = derive(&not_asked, Observation::Job { job: &j, pods: &[] }, now());
+        assert_eq!(s.phase, Some(Phase::Suspended));
+        assert!(
+            cond(&s, READY).message.contains("another controller"),
+            "{}",
+            cond(&s, READY).message
+        );
+    }
+
+    /// kstatus' verdict for a custom resource with the standard conditions (its generic rules:
+    /// an old `observedGeneration` or `Reconciling=True` is InProgress, `Stalled=True` is
+    /// Failed, anything else Current), which Flux's `wait: true` and `kubectl`-free GitOps waits
+    /// use.
+    fn kstatus(s: &LlmJobStatus, generation: Option<i64>) -> &'static str {
+        let is_true = |t: &str| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == t && c.status == "True")
+        };
+        if s.observed_generation != generation || is_true(RECONCILING) {
+            "InProgress"
+        } else if is_true(STALLED) {
+            "Failed"
+        } else {
+            "Current"
+        }
+    }
+
+    /// A suspended or queued LlmJob is where its spec (or its queue) puts it: a GitOps wait ends
+    /// (kstatus Current, Argo CD `Suspended` from the phase), while `Ready` keeps meaning "the
+    /// run succeeded", so `kubectl wait --for=condition=Ready` still waits for the result (see
+    /// docs/reliability.md). A running one is in progress.
+    #[test]
+    fn gitops_waits_end_while_suspended_or_queued_but_ready_means_succeeded() {
+        let suspended_job = job_with("spec: {suspend: true, template: {}}\n");
+        let queued = llmjob(
+            r#"
+metadata: {name: haiku, namespace: team-a, uid: u-1, generation: 2, labels: {kueue.x-k8s.io/queue-name: q1}}
+spec: {prompt: hi, openai: {apiKeySecretRef: {name: openai}}}
+"#,
+        );
+        for lj in [llmjob(LLMJOB), queued] {
+            let s = derive(
+                &lj,
+                Observation::Job {
+                    job: &suspended_job,
+                    pods: &[],
+                },
+                now(),
+            );
+            assert_eq!(s.phase, Some(Phase::Suspended));
+            assert_eq!(kstatus(&s, lj.meta().generation), "Current");
+            assert_eq!(cond(&s, STALLED).status, "False");
+            assert_eq!(cond(&s, READY).status, "False");
+            assert_eq!(cond(&s, READY).reason, "Suspended");
+        }
+        let running = job_with("status: {active: 1}\n");
+        let lj = llmjob(LLMJOB);
+        let s = derive(
+            &lj,
+            Observation::Job {
+                job: &running,
+                pods: &[],
+            },
+            now(),
+        );
+        assert_eq!(kstatus(&s, lj.meta().generation), "InProgress");
     }
 
     #[test]

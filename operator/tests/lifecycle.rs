@@ -281,20 +281,6 @@ async fn an_llmjob_succeeds_with_usage_trace_and_kubernetes_attributes() {
     assert!(op.stop().await.success(), "a clean shutdown exits 0");
 }
 
-/// The reason, status and message of the LlmJob's `Stalled` condition, once it has `reason`.
-async fn wait_for_stalled(env: &TestEnv, ns: &str, name: &str, reason: &str) -> LlmJob {
-    let api: Api<LlmJob> = Api::namespaced(env.client(), ns);
-    wait_until(&format!("LlmJob {ns}/{name} Stalled with {reason}"), || {
-        let api = api.clone();
-        async move {
-            let lj = api.get_opt(name).await.ok().flatten()?;
-            let (status, r, _) = condition(&lj, "Stalled")?;
-            (status == "True" && r == reason).then_some(lj)
-        }
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_secret_or_key_waits_in_the_pod_until_it_is_created() {
     let env = env().await;

@@ -54,6 +54,9 @@ pub const SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc.cluster
 ///   `root-ca-certificate-publisher` (`kube-root-ca.crt` in every namespace).
 /// * RBAC: `clusterrole-aggregation` fills the aggregated `admin`/`edit`/`view` ClusterRoles.
 /// * Workloads: `deployment`, `replicaset`.
+/// * `resourcequota`: computes a ResourceQuota's usage (its status), without which the API
+///   server's quota admission does not enforce it (a quota that forbids Jobs is a fault the
+///   operator's tests inject).
 /// * `pod-garbage-collector`: safe because the fake kubelet registers its Node (podgc deletes
 ///   pods bound to nodes that do not exist, after 40 s). `node-lifecycle` is left out: it would
 ///   taint and evict the pods of a node whose heartbeats stop.
@@ -70,6 +73,7 @@ pub const CONTROLLERS: &[&str] = &[
     "deployment-controller",
     "replicaset-controller",
     "pod-garbage-collector-controller",
+    "resourcequota-controller",
 ];
 /// The controllers a real node ([`crate::node`]) needs on top of [`CONTROLLERS`]: EndpointSlices
 /// for Services with selectors (kube-proxy and CoreDNS read them), the mirroring of

@@ -171,6 +171,19 @@ impl Runner {
 
     /// Runs the binary, failing the test when it has not exited within `deadline`.
     pub async fn run_within(self, deadline: Duration) -> Run {
+        self.run_signalled(deadline, std::future::pending(), "TERM")
+            .await
+    }
+
+    /// Runs the binary and, once `ready` completes (e.g. the API received the request), sends it
+    /// `signal` (a name `kill -s` takes, such as `TERM`); fails the test when it has not exited
+    /// within `deadline`.
+    pub async fn run_signalled(
+        self,
+        deadline: Duration,
+        ready: impl std::future::Future<Output = ()>,
+        signal: &str,
+    ) -> Run {
         let mut command = tokio::process::Command::new(RUNNER);
         command
             .env_clear()
@@ -186,7 +199,25 @@ impl Runner {
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         let started = Instant::now();
-        let output = match tokio::time::timeout(deadline, command.output()).await {
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {RUNNER}: {e}"));
+        let pid = child.id().expect("the runner's pid").to_string();
+        let output = child.wait_with_output();
+        tokio::pin!(output);
+        let with_signal = async {
+            tokio::select! {
+                output = &mut output => return output,
+                () = ready => {}
+            }
+            let status = std::process::Command::new("kill")
+                .args(["-s", signal, &pid])
+                .status()
+                .unwrap_or_else(|e| panic!("cannot run kill: {e}"));
+            assert!(status.success(), "kill -s {signal} {pid} failed");
+            output.await
+        };
+        let output = match tokio::time::timeout(deadline, with_signal).await {
             Ok(Ok(output)) => output,
             Ok(Err(e)) => panic!("cannot run {RUNNER}: {e}"),
             Err(_) => panic!(

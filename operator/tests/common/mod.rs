@@ -372,6 +372,20 @@ pub async fn wait_for_event(env: &TestEnv, ns: &str, name: &str, reason: &str) -
     .await
 }
 
+/// The LlmJob, once its `Stalled` condition is true with `reason`.
+pub async fn wait_for_stalled(env: &TestEnv, ns: &str, name: &str, reason: &str) -> LlmJob {
+    let api: Api<LlmJob> = Api::namespaced(env.client(), ns);
+    wait_until(&format!("LlmJob {ns}/{name} Stalled with {reason}"), || {
+        let api = api.clone();
+        async move {
+            let lj = api.get_opt(name).await.ok().flatten()?;
+            let (status, r, _) = condition(&lj, "Stalled")?;
+            (status == "True" && r == reason).then_some(lj)
+        }
+    })
+    .await
+}
+
 /// The condition `type_` of the LlmJob: (status, reason, message).
 pub fn condition(llmjob: &LlmJob, type_: &str) -> Option<(String, String, String)> {
     llmjob
