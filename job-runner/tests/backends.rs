@@ -187,7 +187,7 @@ async fn series_per_metric(backends: &Backends) -> BTreeMap<String, f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn runs_reach_prometheus_and_jaeger_through_the_reference_pipelines() {
     let logs_backend = collector().await;
-    let backends = Backends::start(&logs_backend.http_endpoint())
+    let backends = Backends::start(Some(&logs_backend.http_endpoint()))
         .await
         .unwrap_or_else(|e| panic!("cannot start Prometheus, Jaeger and the pipeline: {e}"));
     let ok = Arc::new(replay(ReplayConfig::new().with_api_key(KEY)).await);

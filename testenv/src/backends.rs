@@ -4,7 +4,8 @@
 //! loopback ports. Runs export OTLP to [`Backends::otlp_grpc_endpoint`]; the tests and the demo
 //! read back through Prometheus's query API ([`Backends::query`]) and Jaeger's
 //! ([`Backends::trace`]). The log records go to an OTLP/HTTP endpoint the caller names (a
-//! testenv [`crate::collector::Collector`], whose files can be read).
+//! testenv [`crate::collector::Collector`], whose files can be read); without one the pipeline
+//! runs the traces and metrics files only.
 //!
 //! This module owns starting, probing and stopping the three processes; it never edits the
 //! reference pipelines (the test must run the files users copy) and knows no metric name.
@@ -34,6 +35,9 @@ pub const PIPELINE_FILES: [&str; 3] = [
     "metrics-prometheus.yaml",
     "logs-otlp.yaml",
 ];
+
+/// The logs pipeline of [`PIPELINE_FILES`], left out without a logs endpoint.
+const LOGS_PIPELINE: &str = "logs-otlp.yaml";
 
 /// Errors from starting, querying or stopping the backends.
 #[derive(Debug, thiserror::Error)]
@@ -116,13 +120,17 @@ pub struct Backends {
 impl Backends {
     /// Starts Prometheus, Jaeger and the reference-pipeline collector under
     /// `<target>/testenv-logs/`; the pipeline sends log records to `logs_endpoint` (an OTLP/HTTP
-    /// base URL such as [`crate::collector::Collector::http_endpoint`]).
-    pub async fn start(logs_endpoint: &str) -> Result<Self, BackendsError> {
+    /// base URL such as [`crate::collector::Collector::http_endpoint`]), or has no logs pipeline
+    /// when it is `None`.
+    pub async fn start(logs_endpoint: Option<&str>) -> Result<Self, BackendsError> {
         Self::start_in(&tools::target_dir().join("testenv-logs"), logs_endpoint).await
     }
 
     /// [`Backends::start`] in a new directory under `parent`.
-    pub async fn start_in(parent: &Path, logs_endpoint: &str) -> Result<Self, BackendsError> {
+    pub async fn start_in(
+        parent: &Path,
+        logs_endpoint: Option<&str>,
+    ) -> Result<Self, BackendsError> {
         let prometheus_bin = tools::bin("prometheus")?;
         let jaeger_bin = tools::bin("jaeger")?;
         let otelcol_bin = tools::bin("otelcol-test")?;
@@ -195,12 +203,17 @@ impl Backends {
             .env("OTLP_HTTP_LISTEN", otlp_http.to_string())
             .env("OTLP_TRACES_ENDPOINT", jaeger_otlp.to_string())
             .env("OTLP_TRACES_INSECURE", "true")
-            .env("OTLP_LOGS_ENDPOINT", logs_endpoint)
             .env(
                 "PROMETHEUS_OTLP_ENDPOINT",
                 format!("http://{prometheus_addr}/api/v1/otlp/v1/metrics"),
             );
+        if let Some(endpoint) = logs_endpoint {
+            spec = spec.env("OTLP_LOGS_ENDPOINT", endpoint);
+        }
         for file in PIPELINE_FILES {
+            if file == LOGS_PIPELINE && logs_endpoint.is_none() {
+                continue;
+            }
             let mut arg = std::ffi::OsString::from("--config=file:");
             arg.push(pipelines.join(file));
             spec = spec.arg(arg);
