@@ -410,8 +410,15 @@ fn queries_to_check() -> Vec<(String, String)> {
             ));
         }
     }
-    queries.retain(|(_, q)| q.contains("gen_ai_"));
-    queries
+    // The operator's own metrics are scraped from the operator, which these host runs do not
+    // start: name what this test leaves to others rather than drop it silently.
+    let (runs, operator): (Vec<_>, Vec<_>) = queries
+        .into_iter()
+        .partition(|(_, q)| q.contains("gen_ai_"));
+    for (origin, query) in &operator {
+        eprintln!("not checked here (no gen_ai_ metric): {origin}: {query}");
+    }
+    runs
 }
 
 fn files_with_extension(dir: &Path, ext: &str) -> Vec<PathBuf> {
