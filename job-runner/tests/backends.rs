@@ -561,3 +561,48 @@ fn grafana_variables_and_thresholds_are_rewritten() {
         Some("prometheusRule.enabled")
     );
 }
+
+#[test]
+fn dashboard_targets_are_found_in_rows_too() {
+    let dashboard = serde_json::json!({"panels": [
+        {"title": "top", "targets": [{"expr": "a"}, {"refId": "B"}]},
+        {"title": "row", "type": "row", "panels": [{"title": "inner", "targets": [{"expr": "b"}]}]},
+    ]});
+    let mut exprs = Vec::new();
+    collect_panel_exprs(&dashboard, &mut exprs);
+    assert_eq!(
+        exprs,
+        vec![
+            ("top".to_owned(), "a".to_owned()),
+            ("inner".to_owned(), "b".to_owned())
+        ]
+    );
+}
+
+#[test]
+fn rules_are_rendered_with_their_enable_flag() {
+    // A chart shaped like the operator's: the PrometheusRule only renders with its flag set.
+    let chart = tempfile::tempdir().unwrap();
+    let write = |path: &str, text: &str| {
+        let path = chart.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    write(
+        "Chart.yaml",
+        "apiVersion: v2\nname: rules-probe\nversion: 0.1.0\n",
+    );
+    write("values.yaml", "alerts:\n  enabled: false\n");
+    let template = "{{- if .Values.alerts.enabled }}\napiVersion: monitoring.coreos.com/v1\nkind: PrometheusRule\nmetadata:\n  name: x\nspec:\n  groups:\n    - name: g\n      rules:\n        - alert: TooManyFailures\n          expr: sum(rate(gen_ai_client_operation_duration_seconds_count{error_type!=\"\"}[5m])) > 0.1\n        - record: not_an_alert\n          expr: vector(1)\n{{- end }}\n";
+    write("templates/rules.yaml", template);
+    let path = chart.path().join("templates/rules.yaml");
+    let flag = regex_lite_enable_flag(template).unwrap();
+    assert_eq!(flag, "alerts.enabled");
+    let rules = rendered_rules(chart.path(), &path, &flag);
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(rules[0].0, "TooManyFailures");
+    assert_eq!(
+        without_threshold(&rules[0].1),
+        r#"sum(rate(gen_ai_client_operation_duration_seconds_count{error_type!=""}[5m]))"#
+    );
+}
