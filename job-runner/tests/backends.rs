@@ -20,7 +20,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -361,222 +360,23 @@ fn assert_tree(trace: &serde_json::Value, chat: &str) {
     assert_eq!(process["serviceName"], "llm-batch", "{process}");
 }
 
-/// Every PromQL query to check, with where it came from: the `promql` blocks of the pipeline
-/// README, the `targets[].expr` of every Grafana dashboard JSON in the chart, and the `expr` of
-/// every rule of the chart's PrometheusRule templates (rendered with the template's own enable
-/// flag set), keeping those that read the runs' metrics (`gen_ai_*`).
+/// Every PromQL query users are given that reads the runs' metrics (`gen_ai_*`): the pipeline
+/// README's, the chart's dashboards' and its alert rules' ([`testenv::promql`]). The others read
+/// the operator's own metrics, scraped from the operator: `operator/tests/backends.rs` runs those.
 fn queries_to_check() -> Vec<(String, String)> {
     let root = testenv::tools::workspace_root();
-    let mut queries = Vec::new();
-    let readme_path = root.join("manifests/observability/README.md");
-    let readme = std::fs::read_to_string(&readme_path).unwrap();
-    for (n, block) in readme.split("```promql").skip(1).enumerate() {
-        let body = block.split("```").next().unwrap();
-        for line in body
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        {
-            queries.push((format!("README.md promql block {}", n + 1), line.to_owned()));
-        }
-    }
-    let chart = root.join("charts/llmjob-operator");
-    for path in files_with_extension(&chart, "json") {
-        let Ok(doc) =
-            serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&path).unwrap())
-        else {
-            continue;
-        };
-        let mut exprs = Vec::new();
-        collect_panel_exprs(&doc, &mut exprs);
-        for (title, expr) in exprs {
-            queries.push((
-                format!("{} panel {title:?}", path.display()),
-                grafana_to_promql(&expr),
-            ));
-        }
-    }
-    for path in files_with_extension(&chart.join("templates"), "yaml") {
-        let text = std::fs::read_to_string(&path).unwrap();
-        if !text.contains("PrometheusRule") {
-            continue;
-        }
-        let flag = regex_lite_enable_flag(&text)
-            .unwrap_or_else(|| panic!("{}: no `.Values.<x>.enabled` guard", path.display()));
-        for (alert, expr) in rendered_rules(&chart, &path, &flag) {
-            queries.push((
-                format!("{} alert {alert}", path.display()),
-                without_threshold(&expr),
-            ));
-        }
-    }
-    // The operator's own metrics are scraped from the operator, which these host runs do not
-    // start: name what this test leaves to others rather than drop it silently.
-    let (runs, operator): (Vec<_>, Vec<_>) = queries
+    let mut queries =
+        testenv::promql::markdown_queries(&root.join("manifests/observability/README.md"))
+            .unwrap_or_else(|e| panic!("{e}"));
+    queries.extend(
+        testenv::promql::chart_queries(&root.join("charts/llmjob-operator"))
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
+    queries
         .into_iter()
-        .partition(|(_, q)| q.contains("gen_ai_"));
-    for (origin, query) in &operator {
-        eprintln!("not checked here (no gen_ai_ metric): {origin}: {query}");
-    }
-    runs
-}
-
-fn files_with_extension(dir: &Path, ext: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(files_with_extension(&path, ext));
-        } else if path.extension().is_some_and(|e| e == ext) {
-            out.push(path);
-        }
-    }
-    out.sort();
-    out
-}
-
-/// `(panel title, expr)` of every panel target, rows' nested panels included.
-fn collect_panel_exprs(node: &serde_json::Value, out: &mut Vec<(String, String)>) {
-    let Some(panels) = node.get("panels").and_then(|p| p.as_array()) else {
-        return;
-    };
-    for panel in panels {
-        let title = panel["title"].as_str().unwrap_or("").to_owned();
-        for target in panel["targets"].as_array().into_iter().flatten() {
-            if let Some(expr) = target["expr"].as_str() {
-                out.push((title.clone(), expr.to_owned()));
-            }
-        }
-        collect_panel_exprs(panel, out);
-    }
-}
-
-/// A Grafana query made plain PromQL: the interval macros become durations, every template
-/// variable (`$namespace`, `${team}`) matches anything.
-fn grafana_to_promql(expr: &str) -> String {
-    let mut out = expr
-        .replace("$__rate_interval", "5m")
-        .replace("${__rate_interval}", "5m")
-        .replace("$__interval", "1m")
-        .replace("$__range", "1h");
-    while let Some(start) = out.find('$') {
-        let rest = &out[start + 1..];
-        let len = if let Some(inner) = rest.strip_prefix('{') {
-            inner.find('}').map(|e| e + 2).unwrap_or(rest.len())
-        } else {
-            rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .unwrap_or(rest.len())
-        };
-        out.replace_range(start..start + 1 + len, ".*");
-    }
-    out
-}
-
-/// The values path of `{{- if .Values.<path>.enabled }}` in a template.
-fn regex_lite_enable_flag(template: &str) -> Option<String> {
-    let start = template.find(".Values.")? + ".Values.".len();
-    let rest = &template[start..];
-    let end = rest.find(".enabled")?;
-    Some(format!("{}.enabled", &rest[..end]))
-}
-
-/// `(alert, expr)` of each rule in the PrometheusRule that `helm template --set <flag>=true`
-/// renders from `template`.
-fn rendered_rules(chart: &Path, template: &Path, flag: &str) -> Vec<(String, String)> {
-    let helm = testenv::tools::bin("helm").unwrap_or_else(|e| panic!("{e}"));
-    let relative = template.strip_prefix(chart).unwrap();
-    let output = std::process::Command::new(helm)
-        .arg("template")
-        .arg("llmjob")
-        .arg(chart)
-        .args(["--set", &format!("{flag}=true"), "--show-only"])
-        .arg(relative)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "helm template: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let mut rules = Vec::new();
-    for doc in String::from_utf8_lossy(&output.stdout).split("\n---") {
-        let Ok(value) = serde_norway::from_str::<serde_json::Value>(doc) else {
-            continue;
-        };
-        for group in value["spec"]["groups"].as_array().into_iter().flatten() {
-            for rule in group["rules"].as_array().into_iter().flatten() {
-                if let (Some(alert), Some(expr)) = (rule["alert"].as_str(), rule["expr"].as_str()) {
-                    rules.push((alert.to_owned(), expr.trim().to_owned()));
-                }
-            }
-        }
-    }
-    assert!(
-        !rules.is_empty(),
-        "{} rendered no alert",
-        template.display()
-    );
-    rules
-}
-
-/// An alert's expression without its final threshold (`... > 0.05`), so that it returns the
-/// measured values whether or not the alert would fire.
-fn without_threshold(expr: &str) -> String {
-    let trimmed = expr.trim_end();
-    let number_start = trimmed
-        .rfind(|c: char| !(c.is_ascii_digit() || c == '.' || c == 'e' || c == '-'))
-        .map(|i| i + 1)
-        .unwrap_or(0);
-    if number_start == trimmed.len() {
-        return expr.to_owned();
-    }
-    let before = trimmed[..number_start].trim_end();
-    let before = before.strip_suffix("bool").unwrap_or(before).trim_end();
-    for op in [">=", "<=", "==", "!=", ">", "<"] {
-        if let Some(left) = before.strip_suffix(op) {
-            return left.trim_end().to_owned();
-        }
-    }
-    expr.to_owned()
-}
-
-#[test]
-fn grafana_variables_and_thresholds_are_rewritten() {
-    assert_eq!(
-        grafana_to_promql(r#"sum(rate(x{ns=~"$namespace",t=~"${team}"}[$__rate_interval]))"#),
-        r#"sum(rate(x{ns=~".*",t=~".*"}[5m]))"#
-    );
-    assert_eq!(
-        without_threshold("sum(rate(x[5m])) > 0.05"),
-        "sum(rate(x[5m]))"
-    );
-    assert_eq!(without_threshold("a / b >= bool 1"), "a / b");
-    assert_eq!(without_threshold("up == 0"), "up");
-    assert_eq!(without_threshold("absent(up)"), "absent(up)");
-    assert_eq!(
-        regex_lite_enable_flag("{{- if .Values.prometheusRule.enabled }}").as_deref(),
-        Some("prometheusRule.enabled")
-    );
-}
-
-#[test]
-fn dashboard_targets_are_found_in_rows_too() {
-    let dashboard = serde_json::json!({"panels": [
-        {"title": "top", "targets": [{"expr": "a"}, {"refId": "B"}]},
-        {"title": "row", "type": "row", "panels": [{"title": "inner", "targets": [{"expr": "b"}]}]},
-    ]});
-    let mut exprs = Vec::new();
-    collect_panel_exprs(&dashboard, &mut exprs);
-    assert_eq!(
-        exprs,
-        vec![
-            ("top".to_owned(), "a".to_owned()),
-            ("inner".to_owned(), "b".to_owned())
-        ]
-    );
+        .filter(|q| q.promql.contains("gen_ai_"))
+        .map(|q| (q.origin, q.promql))
+        .collect()
 }
 
 #[test]
@@ -596,13 +396,13 @@ fn rules_are_rendered_with_their_enable_flag() {
     let template = "{{- if .Values.alerts.enabled }}\napiVersion: monitoring.coreos.com/v1\nkind: PrometheusRule\nmetadata:\n  name: x\nspec:\n  groups:\n    - name: g\n      rules:\n        - alert: TooManyFailures\n          expr: sum(rate(gen_ai_client_operation_duration_seconds_count{error_type!=\"\"}[5m])) > 0.1\n        - record: not_an_alert\n          expr: vector(1)\n{{- end }}\n";
     write("templates/rules.yaml", template);
     let path = chart.path().join("templates/rules.yaml");
-    let flag = regex_lite_enable_flag(template).unwrap();
+    let flag = testenv::promql::enable_flag(template).unwrap();
     assert_eq!(flag, "alerts.enabled");
-    let rules = rendered_rules(chart.path(), &path, &flag);
+    let rules = testenv::promql::rendered_alerts(chart.path(), &path, &flag).unwrap();
     assert_eq!(rules.len(), 1, "{rules:?}");
     assert_eq!(rules[0].0, "TooManyFailures");
     assert_eq!(
-        without_threshold(&rules[0].1),
+        testenv::promql::without_threshold(&rules[0].1),
         r#"sum(rate(gen_ai_client_operation_duration_seconds_count{error_type!=""}[5m]))"#
     );
 }

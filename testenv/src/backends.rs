@@ -131,6 +131,17 @@ impl Backends {
         parent: &Path,
         logs_endpoint: Option<&str>,
     ) -> Result<Self, BackendsError> {
+        Self::start_scraping(parent, logs_endpoint, &[]).await
+    }
+
+    /// [`Backends::start_in`], with Prometheus also scraping `/metrics` of each `(job, address)`
+    /// in `scrape` every second (e.g. the operator's HTTP server), beside the reference
+    /// `prometheus.yml`'s settings.
+    pub async fn start_scraping(
+        parent: &Path,
+        logs_endpoint: Option<&str>,
+        scrape: &[(&str, SocketAddr)],
+    ) -> Result<Self, BackendsError> {
         let prometheus_bin = tools::bin("prometheus")?;
         let jaeger_bin = tools::bin("jaeger")?;
         let otelcol_bin = tools::bin("otelcol-test")?;
@@ -170,8 +181,25 @@ impl Backends {
             http,
         };
 
+        let reference = pipelines.join("prometheus.yml");
+        let prometheus_config = if scrape.is_empty() {
+            reference
+        } else {
+            let path = dir.join("prometheus.yml");
+            let text =
+                std::fs::read_to_string(&reference).map_err(|source| BackendsError::Prepare {
+                    path: reference.clone(),
+                    source,
+                })?;
+            let rendered = with_scrape_configs(&text, scrape)?;
+            std::fs::write(&path, rendered).map_err(|source| BackendsError::Prepare {
+                path: path.clone(),
+                source,
+            })?;
+            path
+        };
         let mut config = std::ffi::OsString::from("--config.file=");
-        config.push(pipelines.join("prometheus.yml"));
+        config.push(&prometheus_config);
         let mut tsdb = std::ffi::OsString::from("--storage.tsdb.path=");
         tsdb.push(dir.join("tsdb"));
         let spec = ProcessSpec::new("prometheus", &prometheus_bin, dir.join("prometheus.log"))
@@ -450,6 +478,26 @@ fn parse_query_result(body: &serde_json::Value) -> Result<Vec<Sample>, String> {
     }
 }
 
+/// The reference Prometheus settings plus one static scrape job per `(job, address)`, scraped
+/// every second.
+fn with_scrape_configs(
+    reference: &str,
+    scrape: &[(&str, SocketAddr)],
+) -> Result<String, serde_norway::Error> {
+    let mut config: serde_json::Value = serde_norway::from_str(reference)?;
+    config["scrape_configs"] = scrape
+        .iter()
+        .map(|(job, addr)| {
+            serde_json::json!({
+                "job_name": job,
+                "scrape_interval": "1s",
+                "static_configs": [{ "targets": [addr.to_string()] }],
+            })
+        })
+        .collect();
+    serde_norway::to_string(&config)
+}
+
 /// Jaeger v2's config: OTLP in on two ports, traces in memory, the query API (HTTP and gRPC) on
 /// two more, no self-telemetry listener.
 fn render_jaeger_config(
@@ -513,6 +561,22 @@ mod tests {
         assert_eq!(parse_query_result(&scalar).unwrap()[0].value, 7.0);
         let matrix = serde_json::json!({"data": {"resultType": "matrix", "result": []}});
         assert!(parse_query_result(&matrix).is_err());
+    }
+
+    #[test]
+    fn scrape_jobs_are_added_to_the_reference_settings() {
+        let yaml = with_scrape_configs(
+            "otlp:\n  promote_all_resource_attributes: true\n",
+            &[("op", SocketAddr::from(([127, 0, 0, 1], 9)))],
+        )
+        .unwrap();
+        let v: serde_norway::Value = serde_norway::from_str(&yaml).unwrap();
+        assert_eq!(v["otlp"]["promote_all_resource_attributes"], true);
+        assert_eq!(v["scrape_configs"][0]["job_name"], "op");
+        assert_eq!(
+            v["scrape_configs"][0]["static_configs"][0]["targets"][0],
+            "127.0.0.1:9"
+        );
     }
 
     #[test]

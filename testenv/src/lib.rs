@@ -16,6 +16,7 @@ pub mod images;
 pub mod kubelet;
 pub mod node;
 pub mod process;
+pub mod promql;
 pub mod telemetry;
 pub mod tools;
 pub mod wait;
