@@ -28,8 +28,10 @@
 #   tools/ensure-tools.sh [test|demo|backends]
 #
 # The profile (default test) says what to build: `demo` only what `cargo xtask demo` runs (etcd,
-# kube-apiserver, kube-controller-manager, kubectl, the collector); `backends` that plus
-# Prometheus and Jaeger (`cargo xtask demo --backends`); `test` everything (adds helm,
+# kube-apiserver, kube-controller-manager, kubectl, the collector, the real node's tools; its
+# only apt-get is the node's runc, iptables, conntrack and iproute2 when missing, announced in a
+# line naming them and why); `backends` that plus Prometheus and Jaeger (`cargo xtask demo
+# --backends`); `test` everything (adds helm,
 # kubeconform, kubernetes-validate, hadolint, the schemas and Lua, which only tests use). A block
 # that only tests need is guarded by `want test`, one the backends need by `want backends`.
 # Every build prints a line at least every 30 s (tools/heartbeat.sh).
@@ -128,6 +130,8 @@ build_once() {
   local start=$SECONDS
   log "$name $version: building (first run only)..."
   run_with_heartbeat "$name $version" "$fn" "$tmp" || { rm -rf "$tmp"; die "$name $version: build failed (see the output above)"; }
+  # The cold build time, kept with the tool: the summary reports it (docs/test-infra.md quotes it).
+  echo "$((SECONDS - start))" > "$tmp/.build-seconds"
   mv "$tmp" "$dest"
   log "$name $version: built in $((SECONDS - start)) s"
 }
@@ -200,16 +204,14 @@ missing_pkgs=()
 command -v runc >/dev/null || missing_pkgs+=(runc)
 command -v iptables >/dev/null || missing_pkgs+=(iptables)
 command -v conntrack >/dev/null || missing_pkgs+=(conntrack)
-# umoci and a static busybox build the probe image of testenv/tests/node_smoke.rs.
-command -v umoci >/dev/null || missing_pkgs+=(umoci)
-[ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1 || missing_pkgs+=(busybox-static)
-[ ${#missing_pkgs[@]} -eq 0 ] || apt_install "${missing_pkgs[@]}"
-for b in runc iptables ip6tables iptables-save iptables-restore ip6tables-save ip6tables-restore conntrack umoci busybox; do
-  path=$(command -v "$b") || die "$b is missing after installing Debian's runc, iptables, conntrack, umoci and busybox-static"
+if [ ${#missing_pkgs[@]} -gt 0 ]; then
+  log "the real node needs Debian's ${missing_pkgs[*]} (runc runs the containers; iptables and conntrack serve kube-proxy and the CNI bridge): installing them with apt-get"
+  apt_install "${missing_pkgs[@]}"
+fi
+for b in runc iptables ip6tables iptables-save iptables-restore ip6tables-save ip6tables-restore conntrack; do
+  path=$(command -v "$b") || die "$b is missing after installing Debian's runc, iptables and conntrack"
   ln -sfn "$path" "$BIN/$b"
 done
-ldd "$BIN/busybox" >/dev/null 2>&1 && die "$BIN/busybox is not static: install Debian's busybox-static"
-UMOCI_VERSION=$(umoci --version | awk '{print $3}')
 RUNC_VERSION=$(runc --version | awk 'NR==1 {print $3}')
 IPTABLES_VERSION=$(iptables --version | awk '{print $2}')
 CONNTRACK_VERSION=$(conntrack --version | awk '{print $2}')
@@ -224,7 +226,10 @@ grep -qw overlay /proc/filesystems || modprobe overlay 2>/dev/null || node_need 
 [ -d /proc/sys/net/bridge ] || modprobe br_netfilter 2>/dev/null || node_need "br_netfilter" "/proc/sys/net/bridge is missing (modprobe br_netfilter)"
 [ -e /proc/self/ns/net ] || node_need "network namespaces" "/proc/self/ns/net is missing"
 command -v nsenter >/dev/null || node_need "nsenter" "install Debian's util-linux"
-command -v ip >/dev/null || apt_install iproute2
+if ! command -v ip >/dev/null; then
+  log "the real node needs Debian's iproute2 (ip creates the node's network namespace and veth pair): installing it with apt-get"
+  apt_install iproute2
+fi
 
 # --- etcd ----------------------------------------------------------------------------------------
 build_etcd() {
@@ -362,6 +367,25 @@ ln -sfn "$(command -v lua5.1)" "$BIN/lua"
 fi # want test
 
 # --- summary -------------------------------------------------------------------------------------
+# report_build_seconds: the cold build time of each cached tool, as build_once recorded it
+# (tools built before it recorded them say so).
+report_build_seconds() {
+  local dir line="" total=0 unknown=""
+  for dir in "$TOOLS"/*-*/; do
+    dir=${dir%/}
+    if [ -f "$dir/.build-seconds" ]; then
+      local s; s=$(cat "$dir/.build-seconds")
+      line+=" $(basename "$dir") ${s}s,"
+      total=$((total + s))
+    else
+      unknown+=" $(basename "$dir")"
+    fi
+  done
+  if [ -n "$line" ]; then
+    log "cold build times (tools/<tool>-<version>/.build-seconds):${line%,}; total ${total} s"
+  fi
+  [ -z "$unknown" ] || log "no recorded build time (built before it was recorded):$unknown"
+}
 if ! want test; then
   tools_built="etcd kube-apiserver kube-controller-manager kubectl otelcol-test"
   want backends && tools_built="$tools_built prometheus promtool jaeger"
@@ -369,6 +393,7 @@ if ! want test; then
     [ -e "$BIN/$tool" ] || die "$tool is missing ($BIN/$tool) after the build"
     printf '%-24s %s\n' "$tool" "$(readlink -f "$BIN/$tool")"
   done
+  report_build_seconds
   log "ready (profile $PROFILE; \`tools/ensure-tools.sh test\` adds what the tests need)"
   exit 0
 fi
@@ -389,7 +414,6 @@ coredns=$COREDNS_VERSION
 runc=$RUNC_VERSION
 iptables=$IPTABLES_VERSION
 conntrack=$CONNTRACK_VERSION
-umoci=$UMOCI_VERSION
 otelcol-test=$OTELCOL_VERSION
 helm=$HELM_VERSION
 kubeconform=$KUBECONFORM_VERSION
@@ -407,4 +431,5 @@ while IFS='=' read -r tool version; do
   [ -e "$path" ] || die "$tool is missing ($path) after the build"
   printf '%-24s %-8s %s\n' "$tool" "$version" "$(readlink -f "$path")"
 done < "$BIN/VERSIONS"
+report_build_seconds
 log "ready after $SECONDS s: put $BIN on PATH or set LLMJOB_TOOLS_BIN=$BIN"

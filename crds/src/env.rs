@@ -60,15 +60,34 @@ vars! {
     /// Base URL of any OpenAI-compatible server.
     OPENAI_BASE_URL = "OPENAI_BASE_URL", Some("https://api.openai.com/v1"),
         "base URL of an OpenAI-compatible API, e.g. http://127.0.0.1:8080/v1";
+    /// The OpenAI organisation, sent as `OpenAI-Organization` (the OpenAI SDKs' variable).
+    OPENAI_ORG_ID = "OPENAI_ORG_ID", None,
+        "OpenAI organisation id, sent as the OpenAI-Organization header";
+    /// The OpenAI project, sent as `OpenAI-Project` (the OpenAI SDKs' variable).
+    OPENAI_PROJECT_ID = "OPENAI_PROJECT_ID", None,
+        "OpenAI project id, sent as the OpenAI-Project header";
+    /// Azure OpenAI's `api-version` query parameter (the Azure OpenAI SDKs' variable).
+    OPENAI_API_VERSION = "OPENAI_API_VERSION", None,
+        "api-version query parameter of Azure OpenAI, e.g. 2024-10-21";
+    /// How the API key is sent.
+    LLMJOB_AUTH_STYLE = "LLMJOB_AUTH_STYLE", None,
+        "how the key is sent: bearer (Authorization: Bearer) or api-key (api-key header); default api-key for *.openai.azure.com URLs, else bearer";
     /// The chat model.
     OPENAI_MODEL = "OPENAI_MODEL", Some("gpt-4o-mini"),
         "chat model name";
     /// A single user message.
     OPENAI_PROMPT = "OPENAI_PROMPT", Some(DEFAULT_PROMPT),
         "one user message (exclusive with LLMJOB_MESSAGES)";
+    /// A file holding the one user message (e.g. a mounted ConfigMap key), instead of
+    /// `OPENAI_PROMPT`.
+    OPENAI_PROMPT_FILE = "OPENAI_PROMPT_FILE", None,
+        "path of a UTF-8 file holding the user message, e.g. a mounted ConfigMap key (exclusive with OPENAI_PROMPT and the messages)";
     /// A JSON array of chat messages, instead of `OPENAI_PROMPT`.
     LLMJOB_MESSAGES = "LLMJOB_MESSAGES", None,
         "JSON array of chat messages [{\"role\":\"system|developer|user|assistant\",\"content\":\"...\"}] (exclusive with OPENAI_PROMPT)";
+    /// A file holding the JSON array of chat messages, instead of `LLMJOB_MESSAGES`.
+    LLMJOB_MESSAGES_FILE = "LLMJOB_MESSAGES_FILE", None,
+        "path of a UTF-8 file holding the JSON array of chat messages (exclusive with LLMJOB_MESSAGES and the prompt)";
     /// Sampling temperature.
     LLMJOB_TEMPERATURE = "LLMJOB_TEMPERATURE", None,
         "sampling temperature, a number from 0 to 2";
@@ -81,6 +100,36 @@ vars! {
     /// Sampling seed.
     LLMJOB_SEED = "LLMJOB_SEED", None,
         "sampling seed, a whole number";
+    /// Stop sequences.
+    LLMJOB_STOP = "LLMJOB_STOP", None,
+        "stop sequences: a JSON array of 1 to 4 strings, or one plain string";
+    /// Frequency penalty.
+    LLMJOB_FREQUENCY_PENALTY = "LLMJOB_FREQUENCY_PENALTY", None,
+        "frequency penalty, a number from -2 to 2";
+    /// Presence penalty.
+    LLMJOB_PRESENCE_PENALTY = "LLMJOB_PRESENCE_PENALTY", None,
+        "presence penalty, a number from -2 to 2";
+    /// Number of choices.
+    LLMJOB_N = "LLMJOB_N", None,
+        "number of choices to generate, a whole number from 1 to 128";
+    /// Tools the model may call.
+    LLMJOB_TOOLS = "LLMJOB_TOOLS", None,
+        "JSON array of tools [{\"type\":\"function\",\"function\":{\"name\":\"...\",\"parameters\":{...}}}]";
+    /// Which tool the model calls.
+    LLMJOB_TOOL_CHOICE = "LLMJOB_TOOL_CHOICE", None,
+        "none, auto, required, or a JSON object such as {\"type\":\"function\",\"function\":{\"name\":\"...\"}} (needs LLMJOB_TOOLS unless none)";
+    /// The answer's format.
+    LLMJOB_RESPONSE_FORMAT = "LLMJOB_RESPONSE_FORMAT", None,
+        "text, json_object, or a JSON object {\"type\":\"json_schema\",\"json_schema\":{\"name\":\"...\",\"schema\":{...},\"strict\":true}}";
+    /// Reasoning effort of reasoning models.
+    LLMJOB_REASONING_EFFORT = "LLMJOB_REASONING_EFFORT", None,
+        "reasoning effort: none, minimal, low, medium, high or xhigh";
+    /// Service tier.
+    LLMJOB_SERVICE_TIER = "LLMJOB_SERVICE_TIER", None,
+        "service tier: auto, default, flex, scale or priority";
+    /// End-user identifier sent as `user`.
+    LLMJOB_USER = "LLMJOB_USER", None,
+        "end-user identifier sent as user (at most 256 characters; exported only with full capture)";
     /// Stream the response (server-sent events).
     LLMJOB_STREAM = "LLMJOB_STREAM", Some("false"),
         "stream the response: true or false";

@@ -44,7 +44,9 @@ pub struct RunError {
     /// (e.g. `authentication`, `rate_limited`, `timeout`, `invalid_request`, `500`).
     #[serde(rename = "type")]
     pub kind: String,
-    /// A short, human-readable message (never content or secrets).
+    /// A short, human-readable message. Never secrets. The server's own error text (which servers
+    /// fill with parts of the request) appears only under content capture `full`; otherwise the
+    /// message names the server's error type, code and param.
     pub message: String,
     /// The HTTP status of the last attempt, when there was a response.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -72,6 +74,9 @@ pub struct RunResult {
     /// Finish reason of the first choice (`stop`, `length`, `tool_calls`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finish_reason: Option<String>,
+    /// Finish reason of every choice, in index order, when the run asked for several (`n` > 1).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub finish_reasons: Vec<String>,
     /// Token usage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<TokenUsage>,
@@ -96,8 +101,9 @@ impl RunResult {
     /// Serialises the result as one line of JSON no longer than [`MAX_BYTES`]. What does not fit is
     /// given up in this order, each step at most once, so the loop always ends: the error message
     /// is shortened (on a character boundary), the content hashes are dropped, the server's
-    /// strings (`responseId`, `model`, `finishReason`, the error's `type`) are cut to 256 bytes,
-    /// then dropped, then the error message; what is left (status, ids, numbers) always fits.
+    /// strings (`responseId`, `model`, `finishReason`, `finishReasons`, the error's `type`) are cut
+    /// to 256 bytes, then dropped, then the error message; what is left (status, ids, numbers)
+    /// always fits.
     pub fn to_line(&self) -> String {
         const FIELD_CUT: usize = 256;
         let serialise =
@@ -128,6 +134,7 @@ impl RunResult {
                     ]
                     .into_iter()
                     .flatten()
+                    .chain(result.finish_reasons.iter_mut())
                     {
                         text::truncate(field, FIELD_CUT);
                     }
@@ -139,6 +146,7 @@ impl RunResult {
                     result.response_id = None;
                     result.model = None;
                     result.finish_reason = None;
+                    result.finish_reasons.clear();
                 }
                 4 => {
                     if let Some(err) = result.error.as_mut() {
@@ -172,6 +180,7 @@ impl RunResult {
             response_id: None,
             model: None,
             finish_reason: None,
+            finish_reasons: Vec::new(),
             usage: None,
             duration_ms: None,
             attempts: None,
@@ -200,6 +209,7 @@ mod tests {
             response_id: Some("chatcmpl-1".into()),
             model: Some("gpt-4o-mini-2024-07-18".into()),
             finish_reason: Some("stop".into()),
+            finish_reasons: Vec::new(),
             usage: Some(TokenUsage {
                 input_tokens: Some(23),
                 output_tokens: Some(8),
@@ -226,6 +236,7 @@ mod tests {
             response_id: None,
             model: None,
             finish_reason: None,
+            finish_reasons: Vec::new(),
             usage: None,
             duration_ms: None,
             attempts: Some(4),
@@ -252,6 +263,7 @@ mod tests {
             response_id: Some("i".repeat(10_000)),
             model: Some("m\u{1}".repeat(5_000)),
             finish_reason: Some("\"".repeat(3_000)),
+            finish_reasons: vec!["r".repeat(3_000); 128],
             usage: None,
             duration_ms: Some(1),
             attempts: Some(1),

@@ -118,6 +118,13 @@ fn reserved_env_rule() -> Rule {
         priority = 1
     ),
     printcolumn(
+        name = "Trace URL",
+        type_ = "string",
+        json_path = ".status.traceURL",
+        priority = 1,
+        description = "Link to the run's trace (set when the operator has --trace-url-template)"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -208,6 +215,10 @@ pub struct ChatMessage {
 /// Request parameters of the chat completion (unset ones are not sent).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.toolChoice) || self.toolChoice == 'none' || has(self.tools)").message("spec.parameters.toolChoice needs spec.parameters.tools (unless it is none)"),
+    validation = Rule::new("!has(self.toolChoice) || self.toolChoice in ['none', 'auto', 'required'] || (has(self.tools) && self.tools.exists(t, t.function.name == self.toolChoice))").message("spec.parameters.toolChoice must be none, auto, required or the name of one of spec.parameters.tools")
+)]
 pub struct RequestParameters {
     /// Sampling temperature, from 0 to 2.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -227,6 +238,207 @@ pub struct RequestParameters {
     /// Stream the answer (server-sent events); adds time-to-first-chunk telemetry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<bool>,
+    /// Up to 4 sequences where the model stops generating.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4), inner(length(min = 1, max = 256)))]
+    #[x_kube(merge_strategy = ListMerge::Atomic)]
+    pub stop: Option<Vec<String>>,
+    /// Penalises tokens by how often they already appeared, from -2 to 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = -2.0, max = 2.0))]
+    pub frequency_penalty: Option<f64>,
+    /// Penalises tokens that already appeared at all, from -2 to 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = -2.0, max = 2.0))]
+    pub presence_penalty: Option<f64>,
+    /// How many choices to generate, 1 to 128; all of them are reported (result, spans).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 128))]
+    pub n: Option<u32>,
+    /// Functions the model may call instead of answering in text. The answer is then the tool
+    /// calls (finish reason `tool_calls`); the run does not execute them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    #[x_kube(merge_strategy = ListMerge::Atomic)]
+    pub tools: Option<Vec<Tool>>,
+    /// Which tool the model calls: `none`, `auto` (the API's default with tools), `required` (at
+    /// least one), or the name of one of `tools` (exactly that one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub tool_choice: Option<String>,
+    /// The answer's format: plain text, any JSON object, or JSON following a schema.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<ResponseFormat>,
+    /// Reasoning effort of reasoning models: `none`, `minimal`, `low`, `medium`, `high` or
+    /// `xhigh` (which ones a model accepts varies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_effort: Option<ReasoningEffort>,
+    /// Processing tier: `auto`, `default`, `flex`, `scale` or `priority`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_tier: Option<ServiceTier>,
+    /// A stable identifier of the end user (e.g. a hash), sent as `user` to help the provider
+    /// detect abuse. Exported in telemetry only with `contentCapture: full`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub user: Option<String>,
+}
+
+/// The schema of a JSON object of any shape (a JSON Schema, a function's parameters), kept as
+/// written: the API server cannot describe JSON Schema structurally.
+fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
+}
+
+/// A tool the model may call.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Tool {
+    /// The kind of tool: `function` (the only one).
+    #[serde(rename = "type")]
+    pub kind: ToolKind,
+    /// The function.
+    pub function: FunctionTool,
+}
+
+/// The kind of a tool.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ToolKind {
+    /// A function with JSON arguments.
+    Function,
+}
+
+/// A function the model may call.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FunctionTool {
+    /// The function's name: letters, digits, `_` and `-`, at most 64.
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[a-zA-Z0-9_-]{1,64}$"))]
+    pub name: String,
+    /// What the function does, for the model to decide when to call it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
+    pub description: Option<String>,
+    /// The arguments, as a JSON Schema object (kept as written, e.g.
+    /// `{type: object, properties: {location: {type: string}}, required: [location]}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form_object")]
+    pub parameters: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Whether the model must follow `parameters` exactly (structured outputs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
+}
+
+/// The answer's format.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(self.type == 'json_schema') == has(self.jsonSchema)").message("spec.parameters.responseFormat.jsonSchema is required with type json_schema, and only then"))]
+pub struct ResponseFormat {
+    /// `text`, `json_object` (any JSON object) or `json_schema` (JSON following `jsonSchema`).
+    #[serde(rename = "type")]
+    pub kind: ResponseFormatKind,
+    /// The schema the answer follows, with `type: json_schema`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_schema: Option<JsonSchemaFormat>,
+}
+
+/// The kind of response format.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseFormatKind {
+    /// Plain text.
+    Text,
+    /// Any JSON object.
+    JsonObject,
+    /// JSON following a schema.
+    JsonSchema,
+}
+
+/// A named JSON Schema for structured outputs.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct JsonSchemaFormat {
+    /// The schema's name: letters, digits, `_` and `-`, at most 64.
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[a-zA-Z0-9_-]{1,64}$"))]
+    pub name: String,
+    /// What the format is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
+    pub description: Option<String>,
+    /// The JSON Schema of the answer (kept as written).
+    #[schemars(schema_with = "free_form_object")]
+    pub schema: serde_json::Map<String, serde_json::Value>,
+    /// Whether the model must follow the schema exactly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
+}
+
+/// Reasoning effort of reasoning models.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ReasoningEffort {
+    /// No reasoning.
+    None,
+    /// Minimal reasoning.
+    Minimal,
+    /// Low effort.
+    Low,
+    /// Medium effort.
+    Medium,
+    /// High effort.
+    High,
+    /// Extra-high effort.
+    Xhigh,
+}
+
+/// Processing tier of the request.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceTier {
+    /// The project's setting.
+    Auto,
+    /// Standard processing.
+    Default,
+    /// Cheaper, slower processing.
+    Flex,
+    /// Scale-tier processing.
+    Scale,
+    /// Faster processing.
+    Priority,
+}
+
+/// How the API key is sent.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthStyle {
+    /// `Authorization: Bearer KEY` (OpenAI and most compatible servers).
+    #[serde(rename = "bearer")]
+    Bearer,
+    /// `api-key: KEY` (Azure OpenAI's key authentication).
+    #[serde(rename = "api-key")]
+    ApiKey,
+}
+
+impl AuthStyle {
+    /// The value of `LLMJOB_AUTH_STYLE`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthStyle::Bearer => "bearer",
+            AuthStyle::ApiKey => "api-key",
+        }
+    }
+}
+
+/// The wire name of a serialisable enum value: `flex` for [`ServiceTier::Flex`], `low` for
+/// async-openai's `ReasoningEffort::Low`.
+pub fn wire_name(value: &impl Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(_) => String::new(),
+    }
 }
 
 /// How to reach the OpenAI-compatible API.
@@ -242,6 +454,23 @@ pub struct OpenAiConnection {
     #[schemars(length(min = 1, max = 2048))]
     #[x_kube(validation = Rule::new("self.matches('^https?://[^/?#]+')").message("spec.openai.baseURL must be an http:// or https:// URL, e.g. https://api.openai.com/v1"))]
     pub base_url: Option<String>,
+    /// OpenAI organisation id, sent as the `OpenAI-Organization` header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[!-~]{1,256}$"))]
+    pub organization: Option<String>,
+    /// OpenAI project id, sent as the `OpenAI-Project` header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[!-~]{1,256}$"))]
+    pub project: Option<String>,
+    /// Azure OpenAI's `api-version` query parameter, e.g. `2024-10-21`. With Azure, `baseURL` is
+    /// the deployment URL, e.g. `https://RESOURCE.openai.azure.com/openai/deployments/DEPLOYMENT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9._-]{1,64}$"))]
+    pub api_version: Option<String>,
+    /// How the key is sent: `bearer` (`Authorization: Bearer`) or `api-key` (the `api-key`
+    /// header of Azure OpenAI). Default: `api-key` for `*.openai.azure.com` URLs, else `bearer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_style: Option<AuthStyle>,
 }
 
 /// A key of a Secret in the LlmJob's namespace.
@@ -514,6 +743,11 @@ pub struct LlmJobStatus {
     /// Trace id (32 hex digits) of the run's trace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+    /// Link to the run's trace in your trace UI (Jaeger, Grafana, a vendor): the operator's
+    /// `--trace-url-template` (chart value `traceURLTemplate`) with `{traceId}` replaced by
+    /// `traceId`. Unset when the operator has no template.
+    #[serde(default, rename = "traceURL", skip_serializing_if = "Option::is_none")]
+    pub trace_url: Option<String>,
     /// The run's result as reported by the runner: response id, model, finish reason, token
     /// usage, duration and, on failure, the error. Never prompt or completion content.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -603,8 +837,24 @@ mod tests {
             .collect();
         assert_eq!(
             columns,
-            ["Status", "Model", "Tokens", "Trace", "Job", "Age"]
+            [
+                "Status",
+                "Model",
+                "Tokens",
+                "Trace",
+                "Job",
+                "Trace URL",
+                "Age"
+            ]
         );
+        let trace_url = version
+            .additional_printer_columns
+            .iter()
+            .flatten()
+            .find(|c| c.name == "Trace URL")
+            .unwrap();
+        assert_eq!(trace_url.json_path, ".status.traceURL");
+        assert_eq!(trace_url.priority, Some(1), "a column of -o wide only");
         assert!(
             version
                 .subresources

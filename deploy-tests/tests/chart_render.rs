@@ -459,6 +459,10 @@ fn default_deployment_is_restricted_and_matches_the_operator_cli() {
         !args.iter().any(|a| a.starts_with("--watch-namespaces")),
         "cluster-wide by default: {args:?}"
     );
+    assert!(
+        !args.iter().any(|a| a.starts_with("--trace-url-template")),
+        "no trace links by default: {args:?}"
+    );
 
     let env = env_of(c);
     let pod_ns = env
@@ -533,6 +537,7 @@ fn ci_values_reach_the_deployment() {
         "--http-addr=0.0.0.0:9090",
         "--leader-election-lease-name=llmjob-operator-test",
         "--log-format=json",
+        "--trace-url-template=http://jaeger-query.observability:16686/trace/{traceId}",
     ] {
         assert!(
             args.contains(&want.to_owned()),
@@ -596,6 +601,10 @@ fn service_monitor_network_policy_and_pdb_select_the_operator_pods() {
     );
     assert_eq!(sm["spec"]["endpoints"][0]["path"], "/metrics");
     assert_eq!(sm["spec"]["endpoints"][0]["interval"], "15s");
+    assert_eq!(
+        sm["spec"]["endpoints"][0]["honorLabels"], true,
+        "the operator's `namespace` label (the LlmJob's) must not become exported_namespace"
+    );
     assert_eq!(
         strs(&sm["spec"]["namespaceSelector"]["matchNames"]),
         vec![NS]
@@ -787,6 +796,16 @@ fn the_crd_is_a_template_kept_on_uninstall_and_not_in_the_all_category() {
     assert_eq!(
         crd["metadata"]["annotations"]["helm.sh/resource-policy"],
         "keep"
+    );
+    // GitOps tools ignore Helm's policy: deleting an Argo CD Application or pruning a Flux
+    // HelmRelease must not delete the CRD (and every LlmJob with it) either.
+    assert_eq!(
+        crd["metadata"]["annotations"]["argocd.argoproj.io/sync-options"],
+        "Delete=false"
+    );
+    assert_eq!(
+        crd["metadata"]["annotations"]["kustomize.toolkit.fluxcd.io/prune"],
+        "disabled"
     );
     assert_eq!(
         crd["metadata"]["labels"]["app.kubernetes.io/part-of"],

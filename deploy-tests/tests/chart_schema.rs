@@ -137,6 +137,16 @@ const BAD_VALUES: &[(&str, &[&str], &str)] = &[
         "repository",
     ),
     (
+        "trace URL template without {traceId}",
+        &["--set", "traceURLTemplate=http://jaeger:16686/trace/"],
+        "traceURLTemplate",
+    ),
+    (
+        "trace URL template that is not an http(s) URL",
+        &["--set", "traceURLTemplate=jaeger:16686/trace/{traceId}"],
+        "traceURLTemplate",
+    ),
+    (
         "bad PDB minAvailable",
         &["--set-string", "podDisruptionBudget.minAvailable=half"],
         "minAvailable",
@@ -195,6 +205,14 @@ fn documented_valid_values_are_accepted() {
             "extraArgs={--default-service-name=x,--log-format=json}",
         ],
         &["--set", "commonLabels.team=platform"],
+        &[
+            "--set",
+            "traceURLTemplate=http://jaeger:16686/trace/{traceId}",
+        ],
+        &[
+            "--set-string",
+            r#"traceURLTemplate=https://grafana.example.com/explore?left={"datasource":"tempo"\,"queries":[{"query":"{traceId}"}]}"#,
+        ],
         &["--set", "crds.enabled=false", "--set", "crds.keep=false"],
         &[
             "--set-json",

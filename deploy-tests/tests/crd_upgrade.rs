@@ -10,7 +10,7 @@
 //!   CRD to upgrade.
 //!
 //! Both also check the CRD's categories as the API server serves them: `llmjob`, not `all`. And,
-//! with the operator's pod never ready (no image here), the chart's `helm test` command,
+//! with the operator's pod never ready (no kubelet here), the chart's `helm test` command,
 //! `llmjob-operator check`, fails and says why.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -28,10 +28,11 @@ const RELEASE: &str = "llmjob-operator";
 /// The field the "next" CRD adds under `spec`.
 const NEW_FIELD: &str = "upgradeProbe";
 
-/// A control plane without images (the operator's pod may wait for its image: only the API
-/// objects matter here).
+/// A control plane without a kubelet (the operator's pod stays Pending: only the API objects
+/// matter here).
 async fn env() -> TestEnv {
     TestEnv::builder()
+        .api_only()
         .start()
         .await
         .unwrap_or_else(|e| panic!("{e}"))

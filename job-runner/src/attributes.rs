@@ -20,6 +20,37 @@ pub const GEN_AI_REQUEST_TOP_P: &str = "gen_ai.request.top_p";
 pub const GEN_AI_REQUEST_MAX_TOKENS: &str = "gen_ai.request.max_tokens";
 /// `gen_ai.request.seed`.
 pub const GEN_AI_REQUEST_SEED: &str = "gen_ai.request.seed";
+/// `gen_ai.request.stop_sequences` (string array).
+pub const GEN_AI_REQUEST_STOP_SEQUENCES: &str = "gen_ai.request.stop_sequences";
+/// `gen_ai.request.frequency_penalty`.
+pub const GEN_AI_REQUEST_FREQUENCY_PENALTY: &str = "gen_ai.request.frequency_penalty";
+/// `gen_ai.request.presence_penalty`.
+pub const GEN_AI_REQUEST_PRESENCE_PENALTY: &str = "gen_ai.request.presence_penalty";
+/// `gen_ai.request.choice.count` (`n`).
+pub const GEN_AI_REQUEST_CHOICE_COUNT: &str = "gen_ai.request.choice.count";
+/// `gen_ai.request.reasoning_effort` (as OpenLLMetry sets it).
+pub const GEN_AI_REQUEST_REASONING_EFFORT: &str = "gen_ai.request.reasoning_effort";
+/// `gen_ai.output.type`: `text` or `json`, from the requested response format.
+pub const GEN_AI_OUTPUT_TYPE: &str = "gen_ai.output.type";
+/// `gen_ai.request.structured_output_schema` (OpenLLMetry; content capture `full`).
+pub const GEN_AI_REQUEST_STRUCTURED_OUTPUT_SCHEMA: &str = "gen_ai.request.structured_output_schema";
+/// `openai.request.service_tier`.
+pub const OPENAI_REQUEST_SERVICE_TIER: &str = "openai.request.service_tier";
+/// `gen_ai.openai.request.service_tier` (the older semconv name, still queried).
+pub const GEN_AI_OPENAI_REQUEST_SERVICE_TIER: &str = "gen_ai.openai.request.service_tier";
+/// `gen_ai.openai.response.service_tier` (the older semconv name, still queried).
+pub const GEN_AI_OPENAI_RESPONSE_SERVICE_TIER: &str = "gen_ai.openai.response.service_tier";
+/// `gen_ai.openai.api_version` (OpenLLMetry: Azure's `api-version`).
+pub const GEN_AI_OPENAI_API_VERSION: &str = "gen_ai.openai.api_version";
+/// `llm.frequency_penalty` (OpenLLMetry).
+pub const LLM_FREQUENCY_PENALTY: &str = "llm.frequency_penalty";
+/// `llm.presence_penalty` (OpenLLMetry).
+pub const LLM_PRESENCE_PENALTY: &str = "llm.presence_penalty";
+/// `llm.user` (OpenLLMetry; content capture `full`: it identifies a person).
+pub const LLM_USER: &str = "llm.user";
+/// `llm.request.functions` (OpenLLMetry): prefix of `.<i>.name` / `.description` /
+/// `.parameters` of each requested tool (content capture `full`).
+pub const LLM_REQUEST_FUNCTIONS: &str = "llm.request.functions";
 /// `gen_ai.request.stream`.
 pub const GEN_AI_REQUEST_STREAM: &str = "gen_ai.request.stream";
 /// `gen_ai.response.id`.

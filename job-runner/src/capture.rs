@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
 use crate::config::Input;
+use crate::openai::Choice;
 
 /// Hex SHA-256 of a string.
 pub fn sha256_hex(text: &str) -> String {
@@ -80,20 +81,62 @@ fn tool_call_part(call: &Value) -> Value {
     })
 }
 
-/// `gen_ai.output.messages` for the answer of the first choice.
-pub fn output_messages(
-    answer: Option<&str>,
-    tool_calls: &[Value],
-    finish_reason: Option<&str>,
-) -> String {
-    let mut parts: Vec<Value> = answer.map(text_part).into_iter().collect();
-    parts.extend(tool_calls.iter().map(tool_call_part));
-    json!([{
-        "role": "assistant",
-        "parts": parts,
-        "finish_reason": finish_reason.unwrap_or(""),
-    }])
-    .to_string()
+/// `gen_ai.output.messages` for every choice, in index order: one assistant message each, with
+/// its text and tool calls as parts.
+pub fn output_messages(choices: &[Choice]) -> String {
+    let messages: Vec<Value> = choices
+        .iter()
+        .map(|choice| {
+            let mut parts: Vec<Value> = choice
+                .content
+                .as_deref()
+                .map(text_part)
+                .into_iter()
+                .collect();
+            parts.extend(choice.tool_calls.iter().map(tool_call_part));
+            json!({
+                "role": "assistant",
+                "parts": parts,
+                "finish_reason": choice.finish_reason.as_deref().unwrap_or(""),
+            })
+        })
+        .collect();
+    Value::Array(messages).to_string()
+}
+
+/// OpenLLMetry's flat completion attributes for every choice (content capture `full` only):
+/// `gen_ai.completion.<i>.role`, `.content`, `.finish_reason`, `.refusal` and
+/// `.tool_calls.<j>.id` / `.name` / `.arguments`, as its OpenAI instrumentation sets them.
+pub fn completion_attributes(choices: &[Choice]) -> Vec<(String, String)> {
+    let mut attrs = Vec::new();
+    for choice in choices {
+        let prefix = format!("gen_ai.completion.{}", choice.index);
+        attrs.push((format!("{prefix}.role"), "assistant".to_owned()));
+        if let Some(reason) = &choice.finish_reason {
+            attrs.push((format!("{prefix}.finish_reason"), reason.clone()));
+        }
+        if let Some(content) = &choice.content {
+            attrs.push((format!("{prefix}.content"), content.clone()));
+        }
+        if let Some(refusal) = &choice.refusal {
+            attrs.push((format!("{prefix}.refusal"), refusal.clone()));
+        }
+        for (j, call) in choice.tool_calls.iter().enumerate() {
+            let text = |pointer: &str| match call.pointer(pointer) {
+                Some(Value::String(s)) => s.clone(),
+                Some(other) => other.to_string(),
+                None => String::new(),
+            };
+            let call_prefix = format!("{prefix}.tool_calls.{j}");
+            attrs.push((format!("{call_prefix}.id"), text("/id")));
+            attrs.push((format!("{call_prefix}.name"), text("/function/name")));
+            attrs.push((
+                format!("{call_prefix}.arguments"),
+                text("/function/arguments"),
+            ));
+        }
+    }
+    attrs
 }
 
 #[cfg(test)]
@@ -132,10 +175,46 @@ mod tests {
     #[test]
     fn output_carries_finish_reason_and_tool_calls() {
         let call = json!({"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}});
+        let choice = Choice {
+            tool_calls: vec![call],
+            finish_reason: Some("tool_calls".into()),
+            ..Choice::default()
+        };
         let json: Value =
-            serde_json::from_str(&output_messages(None, &[call], Some("tool_calls"))).unwrap();
+            serde_json::from_str(&output_messages(std::slice::from_ref(&choice))).unwrap();
         assert_eq!(json[0]["finish_reason"], "tool_calls");
         assert_eq!(json[0]["parts"][0]["name"], "f");
+        let attrs = completion_attributes(&[choice]);
+        assert!(attrs.contains(&(
+            "gen_ai.completion.0.finish_reason".into(),
+            "tool_calls".into()
+        )));
+        assert!(attrs.contains(&("gen_ai.completion.0.tool_calls.0.name".into(), "f".into())));
+        assert!(attrs.contains(&(
+            "gen_ai.completion.0.tool_calls.0.id".into(),
+            "call_1".into()
+        )));
+        assert!(attrs.contains(&(
+            "gen_ai.completion.0.tool_calls.0.arguments".into(),
+            "{}".into()
+        )));
+    }
+
+    #[test]
+    fn every_choice_is_an_output_message() {
+        let choices: Vec<Choice> = (0..2)
+            .map(|i| Choice {
+                index: i,
+                content: Some(format!("answer {i}")),
+                finish_reason: Some("stop".into()),
+                ..Choice::default()
+            })
+            .collect();
+        let json: Value = serde_json::from_str(&output_messages(&choices)).unwrap();
+        assert_eq!(json.as_array().map(Vec::len), Some(2));
+        assert_eq!(json[1]["parts"][0]["content"], "answer 1");
+        let attrs = completion_attributes(&choices);
+        assert!(attrs.contains(&("gen_ai.completion.1.content".into(), "answer 1".into())));
     }
 
     #[test]

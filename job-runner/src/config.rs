@@ -3,14 +3,18 @@
 //! The names and defaults come from [`llmjob_crds::env`], the contract the operator injects; this
 //! module owns parsing and validation only. Every invalid value is a [`ConfigError`] naming the
 //! variable and the accepted values (the binary prints it and exits with code 2). Nothing here
-//! performs I/O beyond reading the variables through the lookup function it is given, so it is
-//! unit-tested with plain maps.
+//! performs I/O beyond reading the variables and the prompt or messages file through the
+//! functions it is given, so it is unit-tested with plain maps.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use async_openai::types::chat::ChatCompletionRequestMessage;
+use async_openai::types::chat::{
+    ChatCompletionRequestMessage, ChatCompletionToolChoiceOption, ChatCompletionTools,
+    ReasoningEffort, ResponseFormat, ServiceTier,
+};
 use llmjob_crds::env::{self, Var};
 use llmjob_crds::v1alpha1::{ContentCapture, OtlpProtocol};
 use opentelemetry::Context;
@@ -21,6 +25,13 @@ use url::Url;
 
 /// Upper bound of `LLMJOB_MAX_ATTEMPTS`.
 pub const MAX_ATTEMPTS_LIMIT: u32 = 20;
+/// The largest prompt or messages file read (`OPENAI_PROMPT_FILE`, `LLMJOB_MESSAGES_FILE`): a
+/// ConfigMap holds at most 1 MiB.
+pub const MAX_INPUT_FILE_BYTES: u64 = 1024 * 1024;
+/// Upper bound of `LLMJOB_N` (OpenAI's).
+pub const MAX_CHOICES: u8 = 128;
+/// Upper bound of `LLMJOB_USER`, in characters.
+pub const MAX_USER_CHARS: usize = 256;
 
 /// A configuration error: which variable, what was wrong, what is accepted.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +63,18 @@ pub enum ConfigError {
         name: &'static str,
         /// What is wrong with it.
         reason: &'static str,
+    },
+    /// A file named by a variable cannot be used; the file's content is never quoted.
+    #[error("invalid {name}={path:?}: {reason}; accepted: {help}")]
+    File {
+        /// The variable.
+        name: &'static str,
+        /// The path it names.
+        path: String,
+        /// What is wrong with the file.
+        reason: String,
+        /// The accepted values.
+        help: &'static str,
     },
     /// Two variables that exclude each other are both set.
     #[error("{first} and {second} are both set: set only one of them")]
@@ -110,6 +133,26 @@ pub enum Input {
     Messages(Vec<ChatCompletionRequestMessage>),
 }
 
+/// How the API key is sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AuthStyle {
+    /// `Authorization: Bearer KEY` (OpenAI and most compatible servers).
+    #[default]
+    Bearer,
+    /// `api-key: KEY` (Azure OpenAI's key authentication).
+    ApiKey,
+}
+
+impl AuthStyle {
+    /// The value of `LLMJOB_AUTH_STYLE`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthStyle::Bearer => "bearer",
+            AuthStyle::ApiKey => "api-key",
+        }
+    }
+}
+
 /// Request parameters that were set.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Parameters {
@@ -123,6 +166,39 @@ pub struct Parameters {
     pub seed: Option<i64>,
     /// Stream the response.
     pub stream: bool,
+    /// `stop`: 1 to 4 sequences.
+    pub stop: Option<Vec<String>>,
+    /// `frequency_penalty`.
+    pub frequency_penalty: Option<f32>,
+    /// `presence_penalty`.
+    pub presence_penalty: Option<f32>,
+    /// `n`: how many choices.
+    pub n: Option<u8>,
+    /// `tools`.
+    pub tools: Option<Vec<ChatCompletionTools>>,
+    /// `tool_choice`.
+    pub tool_choice: Option<ChatCompletionToolChoiceOption>,
+    /// `response_format`.
+    pub response_format: Option<ResponseFormat>,
+    /// `reasoning_effort`.
+    pub reasoning_effort: Option<ReasoningEffort>,
+    /// `service_tier`.
+    pub service_tier: Option<ServiceTier>,
+    /// `user`: the end user's identifier.
+    pub user: Option<String>,
+}
+
+/// The connection settings besides the base URL and the key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Connection {
+    /// `OpenAI-Organization` header.
+    pub organization: Option<String>,
+    /// `OpenAI-Project` header.
+    pub project: Option<String>,
+    /// Azure OpenAI's `api-version` query parameter.
+    pub api_version: Option<String>,
+    /// How the key is sent.
+    pub auth_style: AuthStyle,
 }
 
 /// Telemetry settings.
@@ -152,6 +228,8 @@ pub struct Config {
     pub api_key: ApiKey,
     /// Base URL of the OpenAI-compatible API, without a trailing slash.
     pub base_url: Url,
+    /// Headers, query and key style of the requests.
+    pub connection: Connection,
     /// The requested model.
     pub model: String,
     /// The prompt or messages.
@@ -318,6 +396,112 @@ fn parse_messages(value: &str) -> Result<Vec<ChatCompletionRequestMessage>, Stri
     Ok(messages)
 }
 
+/// How a bare name is read as JSON.
+#[derive(Clone, Copy)]
+enum Name {
+    /// As the JSON string of the name (`"auto"`).
+    String,
+    /// As `{"type": name}` (`response_format`), a JSON object being accepted too.
+    Tagged,
+    /// As the JSON string, a JSON object being accepted too (`tool_choice`).
+    StringOrObject,
+}
+
+/// Parses a value that is one of `names` or, when `how` allows, a JSON object, into `T`.
+fn parse_name_or_json<T: serde::de::DeserializeOwned>(
+    names: &[&str],
+    how: Name,
+) -> impl Fn(&str) -> Result<T, String> {
+    move |value| {
+        if value.starts_with('{') {
+            if matches!(how, Name::String) {
+                return Err("not one of the accepted names".to_owned());
+            }
+            serde_json::from_str(value).map_err(|e| format!("not a valid JSON object: {e}"))
+        } else if names.contains(&value) {
+            let json = match how {
+                Name::Tagged => serde_json::json!({ "type": value }),
+                Name::String | Name::StringOrObject => serde_json::Value::String(value.to_owned()),
+            };
+            serde_json::from_value(json).map_err(|e| e.to_string())
+        } else {
+            Err("unknown value".to_owned())
+        }
+    }
+}
+
+fn parse_stop(value: &str) -> Result<Vec<String>, String> {
+    let stop: Vec<String> = if value.starts_with('[') {
+        serde_json::from_str(value).map_err(|e| format!("not a JSON array of strings: {e}"))?
+    } else {
+        vec![value.to_owned()]
+    };
+    if stop.is_empty() || stop.len() > 4 {
+        return Err(format!("{} sequences", stop.len()));
+    }
+    if stop.iter().any(String::is_empty) {
+        return Err("an empty sequence".to_owned());
+    }
+    Ok(stop)
+}
+
+fn parse_tools(value: &str) -> Result<Vec<ChatCompletionTools>, String> {
+    let tools: Vec<ChatCompletionTools> =
+        serde_json::from_str(value).map_err(|e| format!("not a JSON array of tools: {e}"))?;
+    if tools.is_empty() {
+        return Err("the array is empty".to_owned());
+    }
+    Ok(tools)
+}
+
+fn parse_user(value: &str) -> Result<String, String> {
+    if value.chars().count() > MAX_USER_CHARS {
+        return Err(format!("longer than {MAX_USER_CHARS} characters"));
+    }
+    Ok(value.to_owned())
+}
+
+/// A header value: visible ASCII only, so it cannot smuggle a line break into the request.
+fn parse_header_value(value: &str) -> Result<String, String> {
+    if value.len() > 256 || !value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("not 1 to 256 visible ASCII characters".to_owned());
+    }
+    Ok(value.to_owned())
+}
+
+fn parse_auth_style(value: &str) -> Result<AuthStyle, String> {
+    match value {
+        "bearer" => Ok(AuthStyle::Bearer),
+        "api-key" => Ok(AuthStyle::ApiKey),
+        _ => Err("unknown style".to_owned()),
+    }
+}
+
+/// Reads a prompt or messages file: at most [`MAX_INPUT_FILE_BYTES`], UTF-8, not blank.
+pub fn read_input_file(path: &Path) -> Result<String, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot open the file: {e}"))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_INPUT_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read the file: {e}"))?;
+    if bytes.len() as u64 > MAX_INPUT_FILE_BYTES {
+        return Err(format!(
+            "the file is larger than {} MiB",
+            MAX_INPUT_FILE_BYTES / (1024 * 1024)
+        ));
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "the file is not valid UTF-8 (at byte {})",
+            e.utf8_error().valid_up_to()
+        )
+    })?;
+    if text.trim().is_empty() {
+        return Err("the file is empty or blank".to_owned());
+    }
+    Ok(text)
+}
+
 fn parse_capture(value: &str) -> Result<ContentCapture, String> {
     ContentCapture::from_name(&value.to_ascii_lowercase()).ok_or_else(|| "unknown mode".to_owned())
 }
@@ -363,8 +547,18 @@ impl Config {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
-    /// Reads the configuration through `lookup` (a variable name to its value).
+    /// Reads the configuration through `lookup` (a variable name to its value), reading the
+    /// prompt or messages file, when one is named, with [`read_input_file`].
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        Self::from_sources(lookup, read_input_file)
+    }
+
+    /// Reads the configuration through `lookup`, and a named prompt or messages file through
+    /// `read_file` (its text, or why it cannot be used).
+    pub fn from_sources(
+        lookup: impl Fn(&str) -> Option<String>,
+        read_file: impl Fn(&Path) -> Result<String, String>,
+    ) -> Result<Self, ConfigError> {
         let env = Env { lookup };
 
         let api_key = env.raw(&env::OPENAI_API_KEY).ok_or(ConfigError::Missing {
@@ -397,18 +591,67 @@ impl Config {
                 "the prompt is blank (unset OPENAI_PROMPT to send the default prompt)",
             ));
         }
-        let prompt = env.raw(&env::OPENAI_PROMPT);
-        let messages = env.parse(&env::LLMJOB_MESSAGES, parse_messages)?;
-        let input = match (prompt, messages) {
-            (Some(_), Some(_)) => {
-                return Err(ConfigError::Conflict {
-                    first: env::OPENAI_PROMPT.name,
-                    second: env::LLMJOB_MESSAGES.name,
-                });
+        // At most one of the four sources of the input.
+        let sources = [
+            &env::OPENAI_PROMPT,
+            &env::OPENAI_PROMPT_FILE,
+            &env::LLMJOB_MESSAGES,
+            &env::LLMJOB_MESSAGES_FILE,
+        ];
+        let set: Vec<&Var> = sources
+            .into_iter()
+            .filter(|v| env.raw(v).is_some())
+            .collect();
+        if let [first, second, ..] = set.as_slice() {
+            return Err(ConfigError::Conflict {
+                first: first.name,
+                second: second.name,
+            });
+        }
+        let file_text = |var: &Var| -> Result<Option<String>, ConfigError> {
+            match env.raw(var) {
+                None => Ok(None),
+                Some(path) => {
+                    read_file(Path::new(&path))
+                        .map(Some)
+                        .map_err(|reason| ConfigError::File {
+                            name: var.name,
+                            path: shorten(&path),
+                            reason,
+                            help: var.help,
+                        })
+                }
             }
-            (_, Some(messages)) => Input::Messages(messages),
-            (Some(prompt), None) => Input::Prompt(prompt),
-            (None, None) => Input::Prompt(env::DEFAULT_PROMPT.to_owned()),
+        };
+        let input = if let Some(prompt) = env.raw(&env::OPENAI_PROMPT) {
+            Input::Prompt(prompt)
+        } else if let Some(prompt) = file_text(&env::OPENAI_PROMPT_FILE)? {
+            Input::Prompt(prompt)
+        } else if let Some(messages) = env.parse(&env::LLMJOB_MESSAGES, parse_messages)? {
+            Input::Messages(messages)
+        } else if let Some(text) = file_text(&env::LLMJOB_MESSAGES_FILE)? {
+            // The file's content is never quoted (it is the prompt): the parser's position only,
+            // not its words, which quote the text.
+            let file_error = |reason: String| ConfigError::File {
+                name: env::LLMJOB_MESSAGES_FILE.name,
+                path: shorten(&env.raw(&env::LLMJOB_MESSAGES_FILE).unwrap_or_default()),
+                reason,
+                help: env::LLMJOB_MESSAGES_FILE.help,
+            };
+            let messages: Vec<ChatCompletionRequestMessage> =
+                serde_json::from_str(&text).map_err(|e| {
+                    file_error(format!(
+                        "not a JSON array of chat messages (line {}, column {})",
+                        e.line(),
+                        e.column()
+                    ))
+                })?;
+            if messages.is_empty() {
+                return Err(file_error("the array is empty".to_owned()));
+            }
+            Input::Messages(messages)
+        } else {
+            Input::Prompt(env::DEFAULT_PROMPT.to_owned())
         };
 
         let parameters = Parameters {
@@ -420,6 +663,68 @@ impl Config {
                     .map_err(|_| "not a whole number".to_owned())
             })?,
             stream: env.bool(&env::LLMJOB_STREAM)?.unwrap_or(false),
+            stop: env.parse(&env::LLMJOB_STOP, parse_stop)?,
+            frequency_penalty: env
+                .parse(&env::LLMJOB_FREQUENCY_PENALTY, parse_ranged_f32(-2.0, 2.0))?,
+            presence_penalty: env
+                .parse(&env::LLMJOB_PRESENCE_PENALTY, parse_ranged_f32(-2.0, 2.0))?,
+            n: env
+                .parse(&env::LLMJOB_N, parse_ranged_u32(1, u32::from(MAX_CHOICES)))?
+                .map(|n| u8::try_from(n).unwrap_or(MAX_CHOICES)),
+            tools: env.parse(&env::LLMJOB_TOOLS, parse_tools)?,
+            tool_choice: env.parse(
+                &env::LLMJOB_TOOL_CHOICE,
+                parse_name_or_json(&["none", "auto", "required"], Name::StringOrObject),
+            )?,
+            response_format: env.parse(
+                &env::LLMJOB_RESPONSE_FORMAT,
+                parse_name_or_json(&["text", "json_object"], Name::Tagged),
+            )?,
+            reasoning_effort: env.parse(
+                &env::LLMJOB_REASONING_EFFORT,
+                parse_name_or_json(
+                    &["none", "minimal", "low", "medium", "high", "xhigh"],
+                    Name::String,
+                ),
+            )?,
+            service_tier: env.parse(
+                &env::LLMJOB_SERVICE_TIER,
+                parse_name_or_json(
+                    &["auto", "default", "flex", "scale", "priority"],
+                    Name::String,
+                ),
+            )?,
+            user: env.parse(&env::LLMJOB_USER, parse_user)?,
+        };
+        // A tool choice other than `none` names tools that must be there.
+        if parameters.tools.is_none()
+            && let Some(choice) = &parameters.tool_choice
+            && !matches!(
+                choice,
+                ChatCompletionToolChoiceOption::Mode(
+                    async_openai::types::chat::ToolChoiceOptions::None
+                )
+            )
+        {
+            return Err(ConfigError::invalid(
+                &env::LLMJOB_TOOL_CHOICE,
+                &env.raw(&env::LLMJOB_TOOL_CHOICE).unwrap_or_default(),
+                "LLMJOB_TOOLS is not set",
+            ));
+        }
+        let connection = Connection {
+            organization: env.parse(&env::OPENAI_ORG_ID, parse_header_value)?,
+            project: env.parse(&env::OPENAI_PROJECT_ID, parse_header_value)?,
+            api_version: env.parse(&env::OPENAI_API_VERSION, parse_header_value)?,
+            auth_style: env
+                .parse(&env::LLMJOB_AUTH_STYLE, parse_auth_style)?
+                .unwrap_or_else(|| {
+                    if crate::openai::provider_of(&base_url) == "azure.ai.openai" {
+                        AuthStyle::ApiKey
+                    } else {
+                        AuthStyle::Bearer
+                    }
+                }),
         };
 
         let timeout = env
@@ -486,6 +791,7 @@ impl Config {
         Ok(Config {
             api_key: ApiKey(api_key),
             base_url,
+            connection,
             model,
             input,
             parameters,
@@ -524,12 +830,27 @@ mod tests {
 
     use super::*;
 
+    /// Files the tests' configurations may name: `/files/NAME` holds these texts.
+    fn fake_file(path: &Path) -> Result<String, String> {
+        match path.to_str() {
+            Some("/files/prompt.txt") => Ok("PROMPT FROM FILE".to_owned()),
+            Some("/files/messages.json") => Ok(
+                r#"[{"role":"system","content":"be brief"},{"role":"user","content":"hi"}]"#
+                    .to_owned(),
+            ),
+            Some("/files/not-messages.json") => {
+                Ok(r#"{"role":"user","content":"SECRET"}"#.to_owned())
+            }
+            _ => Err("cannot open the file: No such file or directory".to_owned()),
+        }
+    }
+
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let map: HashMap<String, String> = vars
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        Config::from_lookup(|name| map.get(name).cloned())
+        Config::from_sources(|name| map.get(name).cloned(), fake_file)
     }
 
     fn err(vars: &[(&str, &str)]) -> String {
@@ -790,7 +1111,7 @@ mod tests {
 
         #[test]
         fn any_values_give_a_config_or_an_error(
-            values in proptest::collection::vec("\\PC{0,24}|[0-9a-z./:_ -]{0,16}", 26),
+            values in proptest::collection::vec("\\PC{0,24}|[0-9a-z./:_ -]{0,16}", env::ALL.len()),
         ) {
             let vars: Vec<(&str, &str)> = env::ALL
                 .iter()
@@ -804,6 +1125,217 @@ mod tests {
         fn any_duration_is_handled(value in "[0-9]{1,30}(ns|us|ms|s|m|h|d|w|y)?") {
             let _ = parse_duration(&value);
         }
+    }
+
+    #[test]
+    fn request_options_are_parsed() {
+        let c = config(&[
+            ("OPENAI_API_KEY", "k"),
+            ("LLMJOB_STOP", r#"["END", "\n\n"]"#),
+            ("LLMJOB_FREQUENCY_PENALTY", "-1.5"),
+            ("LLMJOB_PRESENCE_PENALTY", "0.5"),
+            ("LLMJOB_N", "3"),
+            (
+                "LLMJOB_TOOLS",
+                r#"[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object"}}}]"#,
+            ),
+            ("LLMJOB_TOOL_CHOICE", "required"),
+            ("LLMJOB_RESPONSE_FORMAT", "json_object"),
+            ("LLMJOB_REASONING_EFFORT", "low"),
+            ("LLMJOB_SERVICE_TIER", "flex"),
+            ("LLMJOB_USER", "user-1234"),
+        ])
+        .unwrap();
+        let p = &c.parameters;
+        assert_eq!(p.stop, Some(vec!["END".to_owned(), "\n\n".to_owned()]));
+        assert_eq!(
+            (p.frequency_penalty, p.presence_penalty),
+            (Some(-1.5), Some(0.5))
+        );
+        assert_eq!(p.n, Some(3));
+        assert_eq!(p.tools.as_ref().map(Vec::len), Some(1));
+        assert_eq!(
+            p.tool_choice,
+            Some(ChatCompletionToolChoiceOption::Mode(
+                async_openai::types::chat::ToolChoiceOptions::Required
+            ))
+        );
+        assert_eq!(p.response_format, Some(ResponseFormat::JsonObject));
+        assert_eq!(p.reasoning_effort, Some(ReasoningEffort::Low));
+        assert_eq!(p.service_tier, Some(ServiceTier::Flex));
+        assert_eq!(p.user.as_deref(), Some("user-1234"));
+
+        let c = config(&[
+            ("OPENAI_API_KEY", "k"),
+            ("LLMJOB_STOP", "END"),
+            (
+                "LLMJOB_RESPONSE_FORMAT",
+                r#"{"type":"json_schema","json_schema":{"name":"answer","schema":{"type":"object"},"strict":true}}"#,
+            ),
+        ])
+        .unwrap();
+        assert_eq!(c.parameters.stop, Some(vec!["END".to_owned()]));
+        assert!(matches!(
+            c.parameters.response_format,
+            Some(ResponseFormat::JsonSchema { ref json_schema }) if json_schema.name == "answer"
+        ));
+    }
+
+    #[test]
+    fn invalid_request_options_name_the_variable() {
+        let tools = r#"[{"type":"function","function":{"name":"f"}}]"#;
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("LLMJOB_STOP", "[]")], "LLMJOB_STOP"),
+            (
+                &[("LLMJOB_STOP", r#"["a","b","c","d","e"]"#)],
+                "LLMJOB_STOP",
+            ),
+            (&[("LLMJOB_FREQUENCY_PENALTY", "2.5")], "-2 to 2"),
+            (&[("LLMJOB_PRESENCE_PENALTY", "loud")], "-2 to 2"),
+            (&[("LLMJOB_N", "0")], "1 to 128"),
+            (&[("LLMJOB_N", "129")], "1 to 128"),
+            (&[("LLMJOB_TOOLS", "[]")], "LLMJOB_TOOLS"),
+            (&[("LLMJOB_TOOLS", r#"[{"name":"f"}]"#)], "LLMJOB_TOOLS"),
+            (
+                &[("LLMJOB_TOOL_CHOICE", "sometimes"), ("LLMJOB_TOOLS", tools)],
+                "LLMJOB_TOOL_CHOICE",
+            ),
+            (&[("LLMJOB_TOOL_CHOICE", "auto")], "LLMJOB_TOOLS is not set"),
+            (&[("LLMJOB_RESPONSE_FORMAT", "yaml")], "json_object"),
+            (
+                &[("LLMJOB_RESPONSE_FORMAT", r#"{"type":"json_schema"}"#)],
+                "json_schema",
+            ),
+            (&[("LLMJOB_REASONING_EFFORT", "extreme")], "minimal"),
+            (&[("LLMJOB_REASONING_EFFORT", r#"{"a":1}"#)], "minimal"),
+            (&[("LLMJOB_SERVICE_TIER", "gold")], "priority"),
+            (&[("LLMJOB_USER", &"u".repeat(257))], "LLMJOB_USER"),
+            (&[("OPENAI_ORG_ID", "org 1")], "OPENAI_ORG_ID"),
+            (&[("OPENAI_PROJECT_ID", "proj\u{e9}")], "OPENAI_PROJECT_ID"),
+            (&[("OPENAI_API_VERSION", "2024 10")], "OPENAI_API_VERSION"),
+            (&[("LLMJOB_AUTH_STYLE", "basic")], "bearer"),
+        ];
+        for (vars, expected) in cases {
+            let mut all = vec![("OPENAI_API_KEY", "k")];
+            all.extend_from_slice(vars);
+            let message = err(&all);
+            assert!(message.contains(vars[0].0), "{vars:?}: {message}");
+            assert!(message.contains(expected), "{vars:?}: {message}");
+        }
+        // `none` needs no tools.
+        assert!(config(&[("OPENAI_API_KEY", "k"), ("LLMJOB_TOOL_CHOICE", "none")]).is_ok());
+    }
+
+    #[test]
+    fn connection_headers_and_azure_defaults() {
+        let c = config(&[
+            ("OPENAI_API_KEY", "k"),
+            ("OPENAI_ORG_ID", "org-123"),
+            ("OPENAI_PROJECT_ID", "proj_456"),
+        ])
+        .unwrap();
+        assert_eq!(c.connection.organization.as_deref(), Some("org-123"));
+        assert_eq!(c.connection.project.as_deref(), Some("proj_456"));
+        assert_eq!(c.connection.auth_style, AuthStyle::Bearer);
+        let azure = [
+            ("OPENAI_API_KEY", "k"),
+            (
+                "OPENAI_BASE_URL",
+                "https://res.openai.azure.com/openai/deployments/gpt-4o",
+            ),
+            ("OPENAI_API_VERSION", "2024-10-21"),
+        ];
+        let c = config(&azure).unwrap();
+        assert_eq!(c.connection.auth_style, AuthStyle::ApiKey);
+        assert_eq!(c.connection.api_version.as_deref(), Some("2024-10-21"));
+        let mut bearer = azure.to_vec();
+        bearer.push(("LLMJOB_AUTH_STYLE", "bearer"));
+        assert_eq!(
+            config(&bearer).unwrap().connection.auth_style,
+            AuthStyle::Bearer
+        );
+        let c = config(&[("OPENAI_API_KEY", "k"), ("LLMJOB_AUTH_STYLE", "api-key")]).unwrap();
+        assert_eq!(c.connection.auth_style, AuthStyle::ApiKey);
+    }
+
+    #[test]
+    fn prompt_and_messages_come_from_files() {
+        let c = config(&[
+            ("OPENAI_API_KEY", "k"),
+            ("OPENAI_PROMPT_FILE", "/files/prompt.txt"),
+        ])
+        .unwrap();
+        assert_eq!(c.input, Input::Prompt("PROMPT FROM FILE".to_owned()));
+        let c = config(&[
+            ("OPENAI_API_KEY", "k"),
+            ("LLMJOB_MESSAGES_FILE", "/files/messages.json"),
+        ])
+        .unwrap();
+        assert!(matches!(c.input, Input::Messages(ref m) if m.len() == 2));
+
+        let message = err(&[
+            ("OPENAI_API_KEY", "k"),
+            ("OPENAI_PROMPT_FILE", "/files/missing"),
+        ]);
+        assert!(
+            message.starts_with("invalid OPENAI_PROMPT_FILE=\"/files/missing\": cannot open"),
+            "{message}"
+        );
+        let message = err(&[
+            ("OPENAI_API_KEY", "k"),
+            ("LLMJOB_MESSAGES_FILE", "/files/not-messages.json"),
+        ]);
+        assert!(message.contains("LLMJOB_MESSAGES_FILE"), "{message}");
+        assert!(message.contains("not a JSON array"), "{message}");
+        assert!(
+            !message.contains("SECRET"),
+            "the file's content is never quoted: {message}"
+        );
+
+        for (a, b) in [
+            ("OPENAI_PROMPT", "OPENAI_PROMPT_FILE"),
+            ("OPENAI_PROMPT_FILE", "LLMJOB_MESSAGES_FILE"),
+            ("LLMJOB_MESSAGES", "LLMJOB_MESSAGES_FILE"),
+            ("OPENAI_PROMPT_FILE", "LLMJOB_MESSAGES"),
+        ] {
+            let value = |name: &str| {
+                if name == "LLMJOB_MESSAGES" {
+                    r#"[{"role":"user","content":"hi"}]"#
+                } else if name.ends_with("_FILE") {
+                    "/files/prompt.txt"
+                } else {
+                    "hi"
+                }
+            };
+            let message = err(&[("OPENAI_API_KEY", "k"), (a, value(a)), (b, value(b))]);
+            assert!(message.contains("are both set"), "{a} {b}: {message}");
+            assert!(message.contains(a) && message.contains(b), "{message}");
+        }
+    }
+
+    #[test]
+    fn input_files_are_bounded_utf8_and_not_blank() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, bytes: &[u8]| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            path
+        };
+        assert_eq!(
+            read_input_file(&write("ok", "héllo\n".as_bytes())).unwrap(),
+            "héllo\n"
+        );
+        let e = read_input_file(&write("blank", b" \n\t")).unwrap_err();
+        assert!(e.contains("blank"), "{e}");
+        let e = read_input_file(&write("latin1", b"caf\xe9")).unwrap_err();
+        assert!(e.contains("not valid UTF-8"), "{e}");
+        let big = vec![b'a'; usize::try_from(MAX_INPUT_FILE_BYTES).unwrap() + 1];
+        let e = read_input_file(&write("big", &big)).unwrap_err();
+        assert!(e.contains("larger than 1 MiB"), "{e}");
+        let e = read_input_file(&dir.path().join("missing")).unwrap_err();
+        assert!(e.starts_with("cannot open the file"), "{e}");
+        let e = read_input_file(dir.path()).unwrap_err();
+        assert!(e.starts_with("cannot read the file"), "{e}");
     }
 
     #[test]

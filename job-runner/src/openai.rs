@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use async_openai::types::chat::{
     ChatCompletionRequestMessage, ChatCompletionRequestUserMessage, ChatCompletionStreamOptions,
-    CreateChatCompletionRequest,
+    CreateChatCompletionRequest, StopConfiguration,
 };
 use eventsource_stream::{EventStreamError, Eventsource as _};
 use futures::StreamExt as _;
@@ -23,7 +23,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use url::Url;
 
-use crate::config::{ApiKey, Config, Input};
+use crate::config::{ApiKey, AuthStyle, Config, Connection, Input};
 
 /// The most a successful response (a JSON body or a whole event stream) may take, in bytes.
 pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
@@ -50,6 +50,33 @@ pub struct Usage {
     pub reasoning: Option<u64>,
 }
 
+/// One choice of a completion.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Choice {
+    /// The choice's `index`.
+    pub index: u32,
+    /// Its text.
+    pub content: Option<String>,
+    /// Its `refusal`, when the model refused.
+    pub refusal: Option<String>,
+    /// Its tool calls (`{"id", "type": "function", "function": {"name", "arguments"}}`), when the
+    /// model called tools.
+    pub tool_calls: Vec<Value>,
+    /// Its finish reason, when the server sent one.
+    pub finish_reason: Option<String>,
+}
+
+impl Choice {
+    /// The choice's text, else its tool calls as JSON.
+    pub fn answer(&self) -> String {
+        match (&self.content, self.tool_calls.is_empty()) {
+            (Some(text), _) => text.clone(),
+            (None, false) => Value::Array(self.tool_calls.clone()).to_string(),
+            (None, true) => String::new(),
+        }
+    }
+}
+
 /// A received completion, reduced to what the runner reports.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Completion {
@@ -57,13 +84,9 @@ pub struct Completion {
     pub id: String,
     /// `model` of the response.
     pub model: String,
-    /// Text of the first choice.
-    pub content: Option<String>,
-    /// The first choice's `refusal`, when the model refused.
-    pub refusal: Option<String>,
-    /// Tool calls of the first choice (raw JSON), when the model called tools.
-    pub tool_calls: Vec<Value>,
-    /// Finish reason of every choice, in index order.
+    /// Every choice, in index order (at least one).
+    pub choices: Vec<Choice>,
+    /// Finish reason of every choice that has one, in index order.
     pub finish_reasons: Vec<String>,
     /// Token usage, when reported.
     pub usage: Option<Usage>,
@@ -76,12 +99,22 @@ pub struct Completion {
 }
 
 impl Completion {
-    /// What the runner prints: the first choice's text, else its tool calls as JSON.
+    /// The first choice.
+    pub fn first(&self) -> Option<&Choice> {
+        self.choices.first()
+    }
+
+    /// What the runner prints: with one choice, its text, else its tool calls as JSON; with
+    /// several, each under a `[choice N]` line.
     pub fn answer(&self) -> String {
-        match (&self.content, self.tool_calls.is_empty()) {
-            (Some(text), _) => text.clone(),
-            (None, false) => Value::Array(self.tool_calls.clone()).to_string(),
-            (None, true) => String::new(),
+        match self.choices.as_slice() {
+            [] => String::new(),
+            [only] => only.answer(),
+            many => many
+                .iter()
+                .map(|c| format!("[choice {}]\n{}", c.index, c.answer()))
+                .collect::<Vec<_>>()
+                .join("\n"),
         }
     }
 }
@@ -292,8 +325,38 @@ pub fn build_request(config: &Config) -> CreateChatCompletionRequest {
             include_usage: Some(true),
             include_obfuscation: None,
         }),
+        stop: p.stop.clone().map(StopConfiguration::StringArray),
+        frequency_penalty: p.frequency_penalty,
+        presence_penalty: p.presence_penalty,
+        n: p.n,
+        tools: p.tools.clone(),
+        tool_choice: p.tool_choice.clone(),
+        response_format: p.response_format.clone(),
+        reasoning_effort: p.reasoning_effort.clone(),
+        service_tier: p.service_tier.clone(),
+        user: p.user.clone(),
         ..Default::default()
     }
+}
+
+/// `{base_url}/chat/completions`, keeping the base URL's query and adding Azure's
+/// `api-version` when one is configured (replacing one already in the base URL).
+pub fn chat_url(base_url: &Url, api_version: Option<&str>) -> Url {
+    let mut url = base_url.clone();
+    let path = format!("{}/chat/completions", url.path().trim_end_matches('/'));
+    url.set_path(&path);
+    if let Some(version) = api_version {
+        let kept: Vec<(String, String)> = url
+            .query_pairs()
+            .filter(|(k, _)| k != "api-version")
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        url.query_pairs_mut()
+            .clear()
+            .extend_pairs(kept)
+            .append_pair("api-version", version);
+    }
+    url
 }
 
 /// `server.address` and `server.port` of a base URL.
@@ -444,22 +507,51 @@ pub struct ChatClient {
     http: reqwest::Client,
     url: Url,
     api_key: ApiKey,
+    /// The key's header, and the organisation and project headers.
+    headers: HeaderMap,
 }
 
 impl ChatClient {
-    /// A client for `{base_url}/chat/completions`.
-    pub fn new(base_url: &Url, api_key: ApiKey) -> Result<Self, CallError> {
-        let url = Url::parse(&format!(
-            "{}/chat/completions",
-            base_url.as_str().trim_end_matches('/')
-        ))
-        .map_err(|e| CallError::Connect(format!("invalid base URL: {e}")))?;
+    /// A client for `{base_url}/chat/completions` (with `api-version` for Azure), sending the key
+    /// as `connection.auth_style` says and the organisation and project headers when set.
+    pub fn new(
+        base_url: &Url,
+        api_key: ApiKey,
+        connection: &Connection,
+    ) -> Result<Self, CallError> {
+        let url = chat_url(base_url, connection.api_version.as_deref());
+        let header = |value: String| {
+            let mut value = http::HeaderValue::from_str(&value).map_err(|_| {
+                CallError::Request("a header value holds characters a header cannot carry".into())
+            })?;
+            value.set_sensitive(true);
+            Ok::<_, CallError>(value)
+        };
+        let mut headers = HeaderMap::new();
+        match connection.auth_style {
+            AuthStyle::Bearer => headers.insert(
+                http::header::AUTHORIZATION,
+                header(format!("Bearer {}", api_key.expose()))?,
+            ),
+            AuthStyle::ApiKey => headers.insert("api-key", header(api_key.expose().to_owned())?),
+        };
+        if let Some(org) = &connection.organization {
+            headers.insert("openai-organization", header(org.clone())?);
+        }
+        if let Some(project) = &connection.project {
+            headers.insert("openai-project", header(project.clone())?);
+        }
         let http = reqwest::Client::builder()
             .user_agent(concat!("llmjob-runner/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| client_error(&e, ca_store_present()))?;
-        Ok(ChatClient { http, url, api_key })
+        Ok(ChatClient {
+            http,
+            url,
+            api_key,
+            headers,
+        })
     }
 
     /// Sends one attempt. `timeout` bounds the whole exchange, including reading the stream.
@@ -485,7 +577,7 @@ impl ChatClient {
         let mut response = self
             .http
             .post(self.url.clone())
-            .bearer_auth(self.api_key.expose())
+            .headers(self.headers.clone())
             .headers(headers)
             .json(request)
             .send()
@@ -713,17 +805,30 @@ pub fn parse_response(body: &[u8]) -> Result<Completion, CallError> {
         return Err(CallError::decode("the response has no choices"));
     }
     choices.sort_by_key(|c| c.index.unwrap_or(0));
+    let choices: Vec<Choice> = choices
+        .into_iter()
+        .enumerate()
+        .map(|(position, c)| {
+            let message = c.message.unwrap_or_default();
+            Choice {
+                index: c
+                    .index
+                    .unwrap_or_else(|| u32::try_from(position).unwrap_or(u32::MAX)),
+                content: message.content,
+                refusal: message.refusal.filter(|r| !r.is_empty()),
+                tool_calls: message.tool_calls.unwrap_or_default(),
+                finish_reason: clip_opt(c.finish_reason),
+            }
+        })
+        .collect();
     let finish_reasons = choices
         .iter()
-        .filter_map(|c| clip_opt(c.finish_reason.clone()))
+        .filter_map(|c| c.finish_reason.clone())
         .collect();
-    let first = choices.swap_remove(0).message.unwrap_or_default();
     Ok(Completion {
         id: clip(&response.id.unwrap_or_default(), MAX_FIELD_BYTES),
         model: clip(&response.model.unwrap_or_default(), MAX_FIELD_BYTES),
-        content: first.content,
-        refusal: first.refusal.filter(|r| !r.is_empty()),
-        tool_calls: first.tool_calls.unwrap_or_default(),
+        choices,
         finish_reasons,
         usage: response.usage.map(Usage::from),
         service_tier: clip_opt(response.service_tier),
@@ -740,16 +845,26 @@ struct ToolCallParts {
     arguments: String,
 }
 
+/// One streamed choice being assembled.
+#[derive(Debug, Default)]
+struct ChoiceParts {
+    content: String,
+    saw_content: bool,
+    refusal: String,
+    finish: Option<String>,
+    tool_calls: BTreeMap<u64, ToolCallParts>,
+}
+
+/// The most choices a stream may carry (OpenAI's limit of `n`); chunks for other indexes are
+/// ignored, so a hostile stream cannot grow the map without bound.
+const MAX_STREAM_CHOICES: u32 = 128;
+
 /// Accumulates a streamed completion chunk by chunk.
 #[derive(Debug, Default)]
 pub struct StreamAccumulator {
     completion: Completion,
-    content: String,
-    saw_content: bool,
     saw_choice: bool,
-    refusal: String,
-    finish: BTreeMap<u32, String>,
-    tool_calls: BTreeMap<u64, ToolCallParts>,
+    choices: BTreeMap<u32, ChoiceParts>,
 }
 
 impl StreamAccumulator {
@@ -778,23 +893,24 @@ impl StreamAccumulator {
         for choice in chunk.choices.unwrap_or_default() {
             self.saw_choice = true;
             let index = choice.index.unwrap_or(0);
-            if let Some(reason) = choice.finish_reason {
-                self.finish.insert(index, clip(&reason, MAX_FIELD_BYTES));
-            }
-            if index != 0 {
+            if index >= MAX_STREAM_CHOICES {
                 continue;
+            }
+            let parts = self.choices.entry(index).or_default();
+            if let Some(reason) = choice.finish_reason {
+                parts.finish = Some(clip(&reason, MAX_FIELD_BYTES));
             }
             let delta = choice.delta.or(choice.message).unwrap_or_default();
             if let Some(text) = delta.content {
-                self.saw_content = true;
-                self.content.push_str(&text);
+                parts.saw_content = true;
+                parts.content.push_str(&text);
             }
             if let Some(text) = delta.refusal {
-                self.refusal.push_str(&text);
+                parts.refusal.push_str(&text);
             }
             for call in delta.tool_calls.unwrap_or_default() {
                 let index = call.get("index").and_then(Value::as_u64).unwrap_or(0);
-                let entry = self.tool_calls.entry(index).or_default();
+                let entry = parts.tool_calls.entry(index).or_default();
                 if let Some(id) = call.get("id").and_then(Value::as_str) {
                     entry.id = id.to_owned();
                 }
@@ -810,19 +926,37 @@ impl StreamAccumulator {
         }
     }
 
+    /// Whether any choice has a finish reason (the answer is complete even without `[DONE]`).
+    fn finished(&self) -> bool {
+        self.choices.values().any(|c| c.finish.is_some())
+    }
+
     /// The completion so far.
     fn finish(mut self) -> Completion {
-        self.completion.content = self.saw_content.then_some(self.content);
-        self.completion.refusal = (!self.refusal.is_empty()).then_some(self.refusal);
-        self.completion.tool_calls = self
-            .tool_calls
-            .into_values()
-            .map(|t| {
-                serde_json::json!({"id": t.id, "type": "function",
-                    "function": {"name": t.name, "arguments": t.arguments}})
+        self.completion.choices = self
+            .choices
+            .into_iter()
+            .map(|(index, parts)| Choice {
+                index,
+                content: parts.saw_content.then_some(parts.content),
+                refusal: (!parts.refusal.is_empty()).then_some(parts.refusal),
+                tool_calls: parts
+                    .tool_calls
+                    .into_values()
+                    .map(|t| {
+                        serde_json::json!({"id": t.id, "type": "function",
+                            "function": {"name": t.name, "arguments": t.arguments}})
+                    })
+                    .collect(),
+                finish_reason: parts.finish,
             })
             .collect();
-        self.completion.finish_reasons = self.finish.into_values().collect();
+        self.completion.finish_reasons = self
+            .completion
+            .choices
+            .iter()
+            .filter_map(|c| c.finish_reason.clone())
+            .collect();
         self.completion
     }
 }
@@ -922,7 +1056,7 @@ fn finish_stream(
     done: bool,
     first_chunk: Option<Duration>,
 ) -> Result<Completion, CallError> {
-    if !done && acc.finish.is_empty() {
+    if !done && !acc.finished() {
         return Err(CallError::Connect(
             "the stream ended before the completion finished".to_owned(),
         ));
@@ -1150,7 +1284,7 @@ mod tests {
             br#"{"choices":[{"index":0,"message":{"content":null,"refusal":"I can't help"},"finish_reason":"stop"}]}"#,
         )
         .unwrap();
-        assert_eq!(c.refusal.as_deref(), Some("I can't help"));
+        assert_eq!(c.choices[0].refusal.as_deref(), Some("I can't help"));
         let acc = StreamAccumulator::default();
         assert!(matches!(
             finish_stream(acc, true, None),
@@ -1194,11 +1328,14 @@ mod tests {
             Ok(Event::Done)
         ));
         let c = finish_stream(acc, true, None).unwrap();
-        assert_eq!(c.content.as_deref(), Some("Hello"));
+        assert_eq!(c.choices[0].content.as_deref(), Some("Hello"));
         assert_eq!(c.finish_reasons, vec!["stop"]);
         assert_eq!(c.usage.unwrap().total, 5);
         assert_eq!(c.id, "c1");
-        assert_eq!(c.tool_calls[0]["function"]["arguments"], "{\"a\":1}");
+        assert_eq!(
+            c.choices[0].tool_calls[0]["function"]["arguments"],
+            "{\"a\":1}"
+        );
         let mut acc = StreamAccumulator::default();
         let err = stream_event(
             &mut acc,
@@ -1206,6 +1343,120 @@ mod tests {
             &key,
         );
         assert!(matches!(err, Err(CallError::Status { status: 500, .. })));
+    }
+
+    #[test]
+    fn the_request_carries_every_option_set() {
+        let vars = [
+            ("OPENAI_API_KEY", "k"),
+            ("LLMJOB_STOP", "END"),
+            ("LLMJOB_FREQUENCY_PENALTY", "0.5"),
+            ("LLMJOB_PRESENCE_PENALTY", "-0.5"),
+            ("LLMJOB_N", "2"),
+            (
+                "LLMJOB_TOOLS",
+                r#"[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}]"#,
+            ),
+            (
+                "LLMJOB_TOOL_CHOICE",
+                r#"{"type":"function","function":{"name":"f"}}"#,
+            ),
+            ("LLMJOB_RESPONSE_FORMAT", "json_object"),
+            ("LLMJOB_REASONING_EFFORT", "high"),
+            ("LLMJOB_SERVICE_TIER", "priority"),
+            ("LLMJOB_USER", "u-1"),
+        ];
+        let config = Config::from_lookup(|name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        })
+        .unwrap();
+        let body = serde_json::to_value(build_request(&config)).unwrap();
+        assert_eq!(body["stop"], serde_json::json!(["END"]));
+        assert_eq!(body["frequency_penalty"], 0.5);
+        assert_eq!(body["presence_penalty"], -0.5);
+        assert_eq!(body["n"], 2);
+        assert_eq!(body["tools"][0]["type"], "function");
+        assert_eq!(body["tools"][0]["function"]["name"], "f");
+        assert_eq!(
+            body["tool_choice"],
+            serde_json::json!({"type": "function", "function": {"name": "f"}})
+        );
+        assert_eq!(
+            body["response_format"],
+            serde_json::json!({"type": "json_object"})
+        );
+        assert_eq!(body["reasoning_effort"], "high");
+        assert_eq!(body["service_tier"], "priority");
+        assert_eq!(body["user"], "u-1");
+        let plain =
+            Config::from_lookup(|name| (name == "OPENAI_API_KEY").then(|| "k".to_owned())).unwrap();
+        let body = serde_json::to_value(build_request(&plain)).unwrap();
+        for unset in [
+            "stop",
+            "n",
+            "tools",
+            "tool_choice",
+            "response_format",
+            "user",
+            "service_tier",
+        ] {
+            assert!(body.get(unset).is_none(), "{unset} sent unset: {body}");
+        }
+    }
+
+    #[test]
+    fn the_chat_url_keeps_the_query_and_adds_the_api_version() {
+        let url = |base: &str, version: Option<&str>| {
+            chat_url(&Url::parse(base).unwrap(), version).to_string()
+        };
+        assert_eq!(
+            url("http://127.0.0.1:9/v1", None),
+            "http://127.0.0.1:9/v1/chat/completions"
+        );
+        assert_eq!(
+            url(
+                "https://res.openai.azure.com/openai/deployments/gpt-4o/",
+                Some("2024-10-21")
+            ),
+            "https://res.openai.azure.com/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
+        );
+        assert_eq!(
+            url("https://x.example/v1?api-version=old&tenant=a", Some("new")),
+            "https://x.example/v1/chat/completions?tenant=a&api-version=new"
+        );
+        assert_eq!(
+            url("https://x.example/v1?tenant=a", None),
+            "https://x.example/v1/chat/completions?tenant=a"
+        );
+    }
+
+    #[test]
+    fn several_choices_are_all_kept() {
+        let c = parse_response(
+            br#"{"id":"x","choices":[
+                {"index":1,"message":{"content":"two"},"finish_reason":"length"},
+                {"index":0,"message":{"content":"one"},"finish_reason":"stop"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(c.finish_reasons, vec!["stop", "length"]);
+        assert_eq!(c.choices.len(), 2);
+        assert_eq!(c.answer(), "[choice 0]\none\n[choice 1]\ntwo");
+        let key = ApiKey::new("k");
+        let mut acc = StreamAccumulator::default();
+        for data in [
+            r#"{"id":"c","choices":[{"index":0,"delta":{"content":"o"}},{"index":1,"delta":{"content":"t"}}]}"#,
+            r#"{"id":"c","choices":[{"index":1,"delta":{"content":"wo"},"finish_reason":"stop"}]}"#,
+            r#"{"id":"c","choices":[{"index":0,"delta":{"content":"ne"},"finish_reason":"length"}]}"#,
+            r#"{"id":"c","choices":[{"index":999999,"delta":{"content":"ignored"}}]}"#,
+        ] {
+            assert!(stream_event(&mut acc, data, &key).is_ok());
+        }
+        let c = finish_stream(acc, true, None).unwrap();
+        assert_eq!(c.finish_reasons, vec!["length", "stop"]);
+        assert_eq!(c.choices.len(), 2, "an index beyond 128 is ignored");
+        assert_eq!(c.choices[1].content.as_deref(), Some("two"));
     }
 
     #[test]

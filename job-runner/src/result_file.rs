@@ -29,6 +29,7 @@ mod tests {
             response_id: Some("chatcmpl-1".into()),
             model: None,
             finish_reason: None,
+            finish_reasons: Vec::new(),
             usage: None,
             duration_ms: Some(12),
             attempts: Some(1),
@@ -63,6 +64,7 @@ mod tests {
             kind in any_string(),
             message in any_string(),
             hash in any_string(),
+            finish_reasons in proptest::collection::vec(".{0,300}", 0..130),
         ) {
             let result = RunResult {
                 status: RunStatus::Failed,
@@ -71,6 +73,7 @@ mod tests {
                 response_id,
                 model,
                 finish_reason,
+                finish_reasons,
                 usage: None,
                 duration_ms: Some(u64::MAX),
                 attempts: Some(u32::MAX),

@@ -10,8 +10,9 @@
 use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
+use async_openai::types::chat::{ChatCompletionTools, ResponseFormat};
 use llmjob_crds::result::{RunError, RunResult, RunStatus, TokenUsage};
-use llmjob_crds::v1alpha1::ContentCapture;
+use llmjob_crds::v1alpha1::{ContentCapture, wire_name};
 use opentelemetry::context::FutureExt as _;
 use opentelemetry::propagation::TextMapPropagator as _;
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _, Tracer as _};
@@ -162,6 +163,7 @@ impl CallContext<'_> {
         if let Some(s) = p.seed {
             attrs.push(KeyValue::new(attr::GEN_AI_REQUEST_SEED, s));
         }
+        attrs.extend(self.option_attributes());
         match (c.capture, &self.input_json) {
             (ContentCapture::Full, Some(json)) => {
                 attrs.push(KeyValue::new(attr::GEN_AI_INPUT_MESSAGES, json.clone()))
@@ -173,6 +175,102 @@ impl CallContext<'_> {
                 ));
             }
             _ => {}
+        }
+        attrs
+    }
+}
+
+impl CallContext<'_> {
+    /// Attributes of the request options that were set (`stop`, the penalties, `n`, reasoning
+    /// effort, service tier, response format, Azure's api-version), and under content capture
+    /// `full` those that may identify a person or describe the task (`user`, tool definitions,
+    /// the JSON schema), as OpenLLMetry names them.
+    fn option_attributes(&self) -> Vec<KeyValue> {
+        let c = self.config;
+        let p = &c.parameters;
+        let mut attrs = Vec::new();
+        if let Some(stop) = &p.stop {
+            attrs.push(KeyValue::new(
+                attr::GEN_AI_REQUEST_STOP_SEQUENCES,
+                string_array(stop),
+            ));
+        }
+        if let Some(v) = p.frequency_penalty {
+            attrs.push(KeyValue::new(
+                attr::GEN_AI_REQUEST_FREQUENCY_PENALTY,
+                f64::from(v),
+            ));
+            attrs.push(KeyValue::new(attr::LLM_FREQUENCY_PENALTY, f64::from(v)));
+        }
+        if let Some(v) = p.presence_penalty {
+            attrs.push(KeyValue::new(
+                attr::GEN_AI_REQUEST_PRESENCE_PENALTY,
+                f64::from(v),
+            ));
+            attrs.push(KeyValue::new(attr::LLM_PRESENCE_PENALTY, f64::from(v)));
+        }
+        if let Some(n) = p.n {
+            attrs.push(KeyValue::new(
+                attr::GEN_AI_REQUEST_CHOICE_COUNT,
+                i64::from(n),
+            ));
+        }
+        if let Some(effort) = &p.reasoning_effort {
+            attrs.push(KeyValue::new(
+                attr::GEN_AI_REQUEST_REASONING_EFFORT,
+                wire_name(effort),
+            ));
+        }
+        if let Some(tier) = &p.service_tier {
+            let tier = wire_name(tier);
+            attrs.push(KeyValue::new(
+                attr::OPENAI_REQUEST_SERVICE_TIER,
+                tier.clone(),
+            ));
+            attrs.push(KeyValue::new(
+                attr::GEN_AI_OPENAI_REQUEST_SERVICE_TIER,
+                tier,
+            ));
+        }
+        if let Some(format) = &p.response_format {
+            let output_type = match format {
+                ResponseFormat::Text => "text",
+                ResponseFormat::JsonObject | ResponseFormat::JsonSchema { .. } => "json",
+            };
+            attrs.push(KeyValue::new(attr::GEN_AI_OUTPUT_TYPE, output_type));
+        }
+        if let Some(version) = &c.connection.api_version {
+            attrs.push(KeyValue::new(
+                attr::GEN_AI_OPENAI_API_VERSION,
+                version.clone(),
+            ));
+        }
+        if c.capture == ContentCapture::Full {
+            if let Some(user) = &p.user {
+                attrs.push(KeyValue::new(attr::LLM_USER, user.clone()));
+            }
+            if let Some(ResponseFormat::JsonSchema { json_schema }) = &p.response_format {
+                attrs.push(KeyValue::new(
+                    attr::GEN_AI_REQUEST_STRUCTURED_OUTPUT_SCHEMA,
+                    json_schema.schema.to_string(),
+                ));
+            }
+            for (i, tool) in p.tools.iter().flatten().enumerate() {
+                if let ChatCompletionTools::Function(tool) = tool {
+                    let prefix = format!("{}.{i}", attr::LLM_REQUEST_FUNCTIONS);
+                    let f = &tool.function;
+                    attrs.push(KeyValue::new(format!("{prefix}.name"), f.name.clone()));
+                    if let Some(d) = &f.description {
+                        attrs.push(KeyValue::new(format!("{prefix}.description"), d.clone()));
+                    }
+                    if let Some(params) = &f.parameters {
+                        attrs.push(KeyValue::new(
+                            format!("{prefix}.parameters"),
+                            params.to_string(),
+                        ));
+                    }
+                }
+            }
         }
         attrs
     }
@@ -251,6 +349,7 @@ pub async fn run(config: &Config, telemetry: &Telemetry) -> Outcome {
         response_id: None,
         model: None,
         finish_reason: None,
+        finish_reasons: Vec::new(),
         usage: None,
         duration_ms: Some(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)),
         attempts: Some(attempts),
@@ -265,18 +364,16 @@ pub async fn run(config: &Config, telemetry: &Telemetry) -> Outcome {
                 result.response_id = Some(completion.id.clone());
                 result.model = Some(completion.model.clone());
                 result.finish_reason = completion.finish_reasons.first().cloned();
+                if completion.choices.len() > 1 {
+                    result.finish_reasons = completion.finish_reasons.clone();
+                }
                 result.usage = completion.usage.map(|u| TokenUsage {
                     input_tokens: Some(u.input),
                     output_tokens: Some(u.output),
                     total_tokens: Some(u.total),
                 });
-                let output_json = (config.capture != ContentCapture::None).then(|| {
-                    capture::output_messages(
-                        completion.content.as_deref(),
-                        &completion.tool_calls,
-                        completion.finish_reasons.first().map(String::as_str),
-                    )
-                });
+                let output_json = (config.capture != ContentCapture::None)
+                    .then(|| capture::output_messages(&completion.choices));
                 if config.capture == ContentCapture::Full
                     && let Some(json) = &output_json
                 {
@@ -447,11 +544,7 @@ async fn task(call: &CallContext<'_>) -> (Result<Completion, Failure>, u32) {
     match &result {
         Ok(completion) => {
             if call.config.capture == ContentCapture::Full {
-                let output = capture::output_messages(
-                    completion.content.as_deref(),
-                    &completion.tool_calls,
-                    completion.finish_reasons.first().map(String::as_str),
-                );
+                let output = capture::output_messages(&completion.choices);
                 task_cx
                     .span()
                     .set_attribute(KeyValue::new(attr::TRACELOOP_ENTITY_OUTPUT, output));
@@ -471,7 +564,8 @@ async fn task(call: &CallContext<'_>) -> (Result<Completion, Failure>, u32) {
 async fn attempts(call: &CallContext<'_>, task_cx: &Context) -> (Result<Completion, Failure>, u32) {
     let config = call.config;
     let policy = RetryPolicy::new(config.max_attempts, config.timeout, Instant::now());
-    let client = match ChatClient::new(&config.base_url, config.api_key.clone()) {
+    let client = match ChatClient::new(&config.base_url, config.api_key.clone(), &config.connection)
+    {
         Ok(client) => client,
         Err(e) => return (Err(Failure::Permanent(e)), 0),
     };
@@ -602,6 +696,10 @@ async fn chat_attempt(
                     attr::OPENAI_RESPONSE_SERVICE_TIER,
                     tier.clone(),
                 ));
+                span.set_attribute(KeyValue::new(
+                    attr::GEN_AI_OPENAI_RESPONSE_SERVICE_TIER,
+                    tier.clone(),
+                ));
             }
             if let Some(fp) = &c.system_fingerprint {
                 span.set_attribute(KeyValue::new(
@@ -639,12 +737,13 @@ async fn chat_attempt(
                 }
                 instruments.token_usage.record(u.output, &attrs);
             }
+            if call.config.capture == ContentCapture::Full {
+                for (key, value) in capture::completion_attributes(&c.choices) {
+                    span.set_attribute(KeyValue::new(key, value));
+                }
+            }
             if call.config.capture != ContentCapture::None {
-                let output = capture::output_messages(
-                    c.content.as_deref(),
-                    &c.tool_calls,
-                    c.finish_reasons.first().map(String::as_str),
-                );
+                let output = capture::output_messages(&c.choices);
                 let (key, value): (&'static str, Cow<'_, str>) = match call.config.capture {
                     ContentCapture::Full => (attr::GEN_AI_OUTPUT_MESSAGES, Cow::Owned(output)),
                     _ => (
@@ -654,7 +753,7 @@ async fn chat_attempt(
                 };
                 span.set_attribute(KeyValue::new(key, value.into_owned()));
             }
-            if c.refusal.is_none() {
+            if refusal_of(c).is_none() {
                 span.set_status(Status::Ok);
             }
         }
@@ -673,7 +772,7 @@ async fn chat_attempt(
     }
     // A refusal is a complete response (recorded above) that answers nothing: the run fails.
     let result = match result {
-        Ok(c) => match c.refusal {
+        Ok(c) => match refusal_of(&c) {
             Some(text) => {
                 let e = CallError::Refused { text };
                 fail_span(&cx, e.error_type(), &e.describe(call.config.capture));
@@ -685,6 +784,11 @@ async fn chat_attempt(
     };
     span.end();
     result
+}
+
+/// The first choice's refusal: the run fails when the model refused to answer.
+fn refusal_of(completion: &Completion) -> Option<String> {
+    completion.first().and_then(|c| c.refusal.clone())
 }
 
 #[cfg(test)]

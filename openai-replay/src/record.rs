@@ -11,6 +11,8 @@ pub struct RecordedRequest {
     pub method: String,
     /// The request path without the query, e.g. `/v1/chat/completions`.
     pub path: String,
+    /// The query string without the `?` (e.g. Azure's `api-version=2024-10-21`), when there is one.
+    pub query: Option<String>,
     /// The request headers in arrival order, names lower-case, credentials redacted.
     pub headers: Vec<(String, String)>,
     /// The body parsed as JSON; `None` when empty or not JSON.
@@ -61,6 +63,17 @@ pub(crate) fn redacted_headers(headers: &HeaderMap) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The key a request presents: its `api-key` header (Azure OpenAI's key authentication) or else
+/// its bearer token, when non-empty.
+pub(crate) fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .or_else(|| bearer_token(headers))
+}
+
 /// The bearer token of a request, if it has a non-empty one.
 pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get("authorization")?.to_str().ok()?.trim();
@@ -87,6 +100,16 @@ mod tests {
         assert!(recorded.contains(&("content-type".into(), "application/json".into())));
         h.insert("authorization", "Basic dXNlcjpwYXNz".parse().unwrap());
         assert!(redacted_headers(&h).contains(&("authorization".into(), "<redacted>".into())));
+    }
+
+    #[test]
+    fn an_api_key_header_is_a_presented_key() {
+        let mut h = HeaderMap::new();
+        assert_eq!(presented_key(&h), None);
+        h.insert("authorization", "Bearer sk-1".parse().unwrap());
+        assert_eq!(presented_key(&h), Some("sk-1"));
+        h.insert("api-key", " az-2 ".parse().unwrap());
+        assert_eq!(presented_key(&h), Some("az-2"));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use tokio::sync::{oneshot, watch};
 
 use crate::fixtures::{Catalog, FIXTURE_NAMES, Fixture, FixtureBody, catalog};
-use crate::record::{RecordedRequest, bearer_token, redacted_headers};
+use crate::record::{RecordedRequest, presented_key, redacted_headers};
 use crate::{Faults, Hostile, ReplayConfig, ReplayError, Scenario, openai_error, select};
 
 /// How long a stopping server lets open responses finish before cutting them.
@@ -277,10 +277,11 @@ impl Reply {
 }
 
 impl Shared {
-    /// The 401 reply when a key is required and the request does not carry it.
+    /// The 401 reply when a key is required and the request does not carry it (as a bearer
+    /// token, or in Azure OpenAI's `api-key` header).
     fn reject_unauthorized(&self, headers: &HeaderMap) -> Option<Reply> {
         let expected = self.api_key.as_deref()?;
-        let presented = bearer_token(headers);
+        let presented = presented_key(headers);
         (presented != Some(expected)).then(|| {
             Reply::json(
                 StatusCode::UNAUTHORIZED,
@@ -347,6 +348,7 @@ impl Shared {
         lock(&self.requests).push(RecordedRequest {
             method: method.to_string(),
             path: uri.path().to_owned(),
+            query: uri.query().map(str::to_owned),
             headers: redacted_headers(headers),
             body,
             fixture: fixture.map(str::to_owned),
@@ -428,6 +430,11 @@ fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/chat/completions", post(chat))
+        // Azure OpenAI's deployment URL form (`?api-version=` is recorded, not checked).
+        .route(
+            "/openai/deployments/{deployment}/chat/completions",
+            post(chat),
+        )
         .route("/v1/models", get(list_models))
         .route("/models", get(list_models))
         .route("/v1/models/{model}", get(get_model))

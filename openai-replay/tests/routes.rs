@@ -352,3 +352,39 @@ async fn models_health_and_unknown_routes() {
     assert!(!paths.iter().any(|p| p == "/healthz"), "{paths:?}");
     assert!(paths.iter().any(|p| p == "/v1/embeddings"), "{paths:?}");
 }
+
+#[tokio::test]
+async fn azure_deployment_urls_take_the_api_key_header_and_record_the_query() {
+    let server = ReplayServer::start(ReplayConfig::new().with_api_key("az-key"))
+        .await
+        .unwrap();
+    let base = server.base_url().trim_end_matches("/v1").to_owned();
+    let url = format!("{base}/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21");
+    let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]});
+    let client = reqwest::Client::new();
+    let ok = client
+        .post(&url)
+        .header("api-key", "az-key")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let wrong = client
+        .post(&url)
+        .header("api-key", "other")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2);
+    let first = &requests[0];
+    assert_eq!(first.path, "/openai/deployments/gpt-4o/chat/completions");
+    assert_eq!(first.query.as_deref(), Some("api-version=2024-10-21"));
+    assert_eq!(first.header("api-key"), Some("<redacted>"));
+    assert_eq!(first.header("authorization"), None);
+    assert_eq!(first.fixture.as_deref(), Some("chat_gpt4o_mini"));
+    server.shutdown().await.unwrap();
+}

@@ -20,7 +20,9 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
 use llmjob_crds::env::{self, DEFAULT_MAX_ATTEMPTS};
-use llmjob_crds::v1alpha1::{KUEUE_QUEUE_LABEL, LlmJob};
+use llmjob_crds::v1alpha1::{
+    AuthStyle, KUEUE_QUEUE_LABEL, LlmJob, RequestParameters, ResponseFormatKind, wire_name,
+};
 
 use crate::config::JobDefaults;
 use crate::contract::{
@@ -50,6 +52,15 @@ pub enum BuildError {
     /// The messages could not be encoded as JSON.
     #[error("spec.messages could not be encoded as JSON: {0}")]
     Messages(#[source] serde_json::Error),
+    /// A request parameter (tools, stop sequences) could not be encoded as JSON.
+    #[error("spec.parameters.{field} could not be encoded as JSON: {source}")]
+    Parameters {
+        /// The field.
+        field: &'static str,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 /// Whether the Job is created suspended: queued for Kueue, or `spec.suspend: true`.
@@ -142,6 +153,66 @@ fn field_ref(name: &str, path: &str) -> EnvVar {
     }
 }
 
+/// The variables of the request options of `spec.parameters` that are set, in the contract's
+/// order: JSON for the stop sequences, tools, a named tool choice and a JSON-schema format.
+fn option_vars(p: &RequestParameters) -> Result<Vec<EnvVar>, BuildError> {
+    fn json(field: &'static str, value: &impl serde::Serialize) -> Result<String, BuildError> {
+        serde_json::to_string(value).map_err(|source| BuildError::Parameters { field, source })
+    }
+    let mut vars = Vec::new();
+    if let Some(stop) = &p.stop {
+        vars.push(literal(env::LLMJOB_STOP.name, json("stop", stop)?));
+    }
+    if let Some(v) = p.frequency_penalty {
+        vars.push(literal(env::LLMJOB_FREQUENCY_PENALTY.name, v.to_string()));
+    }
+    if let Some(v) = p.presence_penalty {
+        vars.push(literal(env::LLMJOB_PRESENCE_PENALTY.name, v.to_string()));
+    }
+    if let Some(n) = p.n {
+        vars.push(literal(env::LLMJOB_N.name, n.to_string()));
+    }
+    if let Some(tools) = &p.tools {
+        vars.push(literal(env::LLMJOB_TOOLS.name, json("tools", tools)?));
+    }
+    if let Some(choice) = &p.tool_choice {
+        let value = match choice.as_str() {
+            "none" | "auto" | "required" => choice.clone(),
+            name => serde_json::json!({"type": "function", "function": {"name": name}}).to_string(),
+        };
+        vars.push(literal(env::LLMJOB_TOOL_CHOICE.name, value));
+    }
+    if let Some(format) = &p.response_format {
+        let value = match &format.json_schema {
+            Some(schema) if format.kind == ResponseFormatKind::JsonSchema => {
+                let mut object = serde_json::json!({"name": schema.name, "schema": schema.schema});
+                if let Some(d) = &schema.description {
+                    object["description"] = serde_json::Value::from(d.clone());
+                }
+                if let Some(strict) = schema.strict {
+                    object["strict"] = serde_json::Value::from(strict);
+                }
+                serde_json::json!({"type": "json_schema", "json_schema": object}).to_string()
+            }
+            _ => wire_name(&format.kind),
+        };
+        vars.push(literal(env::LLMJOB_RESPONSE_FORMAT.name, value));
+    }
+    if let Some(effort) = p.reasoning_effort {
+        vars.push(literal(
+            env::LLMJOB_REASONING_EFFORT.name,
+            wire_name(&effort),
+        ));
+    }
+    if let Some(tier) = p.service_tier {
+        vars.push(literal(env::LLMJOB_SERVICE_TIER.name, wire_name(&tier)));
+    }
+    if let Some(user) = &p.user {
+        vars.push(literal(env::LLMJOB_USER.name, user));
+    }
+    Ok(vars)
+}
+
 /// The runner container's environment, in order.
 fn environment(
     llmjob: &LlmJob,
@@ -170,6 +241,20 @@ fn environment(
     if let Some(url) = &spec.openai.base_url {
         vars.push(literal(env::OPENAI_BASE_URL.name, url));
     }
+    let openai = &spec.openai;
+    for (var, value) in [
+        (&env::OPENAI_ORG_ID, openai.organization.as_deref()),
+        (&env::OPENAI_PROJECT_ID, openai.project.as_deref()),
+        (&env::OPENAI_API_VERSION, openai.api_version.as_deref()),
+        (
+            &env::LLMJOB_AUTH_STYLE,
+            openai.auth_style.map(AuthStyle::as_str),
+        ),
+    ] {
+        if let Some(value) = value {
+            vars.push(literal(var.name, value));
+        }
+    }
     vars.push(literal(env::OPENAI_MODEL.name, &spec.model));
     match &valid.input {
         Input::Prompt(prompt) => vars.push(literal(env::OPENAI_PROMPT.name, prompt)),
@@ -194,6 +279,7 @@ fn environment(
         if let Some(s) = p.stream {
             vars.push(literal(env::LLMJOB_STREAM.name, s.to_string()));
         }
+        vars.extend(option_vars(p)?);
     }
     vars.push(literal(
         env::LLMJOB_TIMEOUT.name,
@@ -735,6 +821,104 @@ status: {{phase: {phase}}}
                 matches!(build_from(&lj), Err(BuildError::Finished(_))),
                 "{phase}"
             );
+        }
+    }
+
+    #[test]
+    fn request_options_and_connection_settings_become_the_runners_variables() {
+        let env = env_of(&build(
+            r#"
+metadata: {name: opts, namespace: default, uid: u-6}
+spec:
+  prompt: weather?
+  openai:
+    apiKeySecretRef: {name: openai}
+    baseURL: https://res.openai.azure.com/openai/deployments/gpt-4o
+    organization: org-1
+    project: proj_2
+    apiVersion: 2024-10-21
+    authStyle: api-key
+  parameters:
+    stop: [END, "$(HOME)"]
+    frequencyPenalty: 0.5
+    presencePenalty: -1
+    n: 3
+    tools:
+    - type: function
+      function:
+        name: get_weather
+        description: The weather
+        parameters: {type: object, properties: {location: {type: string}}, required: [location]}
+        strict: true
+    toolChoice: get_weather
+    responseFormat:
+      type: json_schema
+      jsonSchema: {name: answer, schema: {type: object}, strict: true}
+    reasoningEffort: low
+    serviceTier: flex
+    user: user-42
+"#,
+        ));
+        let json = |name: &str| -> serde_json::Value {
+            serde_json::from_str(value(&env, name).unwrap_or_else(|| panic!("{name} missing")))
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
+        };
+        assert_eq!(value(&env, "OPENAI_ORG_ID"), Some("org-1"));
+        assert_eq!(value(&env, "OPENAI_PROJECT_ID"), Some("proj_2"));
+        assert_eq!(value(&env, "OPENAI_API_VERSION"), Some("2024-10-21"));
+        assert_eq!(value(&env, "LLMJOB_AUTH_STYLE"), Some("api-key"));
+        assert_eq!(
+            json("LLMJOB_STOP"),
+            serde_json::json!(["END", "$$(HOME)"]),
+            "$ is escaped for the kubelet"
+        );
+        assert_eq!(value(&env, "LLMJOB_FREQUENCY_PENALTY"), Some("0.5"));
+        assert_eq!(value(&env, "LLMJOB_PRESENCE_PENALTY"), Some("-1"));
+        assert_eq!(value(&env, "LLMJOB_N"), Some("3"));
+        assert_eq!(
+            json("LLMJOB_TOOLS"),
+            serde_json::json!([{"type": "function", "function": {
+                "name": "get_weather", "description": "The weather", "strict": true,
+                "parameters": {"type": "object", "properties": {"location": {"type": "string"}},
+                               "required": ["location"]}}}])
+        );
+        assert_eq!(
+            json("LLMJOB_TOOL_CHOICE"),
+            serde_json::json!({"type": "function", "function": {"name": "get_weather"}})
+        );
+        assert_eq!(
+            json("LLMJOB_RESPONSE_FORMAT"),
+            serde_json::json!({"type": "json_schema", "json_schema":
+                {"name": "answer", "schema": {"type": "object"}, "strict": true}})
+        );
+        assert_eq!(value(&env, "LLMJOB_REASONING_EFFORT"), Some("low"));
+        assert_eq!(value(&env, "LLMJOB_SERVICE_TIER"), Some("flex"));
+        assert_eq!(value(&env, "LLMJOB_USER"), Some("user-42"));
+
+        let env = env_of(&build(
+            r#"
+metadata: {name: opts2, namespace: default, uid: u-7}
+spec:
+  prompt: hi
+  openai: {apiKeySecretRef: {name: openai}}
+  parameters:
+    tools: [{type: function, function: {name: f}}]
+    toolChoice: required
+    responseFormat: {type: json_object}
+"#,
+        ));
+        assert_eq!(value(&env, "LLMJOB_TOOL_CHOICE"), Some("required"));
+        assert_eq!(value(&env, "LLMJOB_RESPONSE_FORMAT"), Some("json_object"));
+        for unset in [
+            "OPENAI_ORG_ID",
+            "OPENAI_API_VERSION",
+            "LLMJOB_AUTH_STYLE",
+            "LLMJOB_STOP",
+            "LLMJOB_N",
+            "LLMJOB_USER",
+            "LLMJOB_SERVICE_TIER",
+        ] {
+            assert!(env.iter().all(|e| e.name != unset), "{unset} set");
         }
     }
 

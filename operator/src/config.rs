@@ -10,6 +10,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use llmjob_crds::env::{self, Var};
 use llmjob_crds::v1alpha1::OtlpProtocol;
 
+use crate::trace_url::TraceUrlTemplate;
+
 /// The runner image used when `--runner-image` is not given: the job-runner of the same version.
 pub const DEFAULT_RUNNER_IMAGE: &str = concat!(
     "ghcr.io/llmjob-dev/llmjob-runner:",
@@ -125,6 +127,12 @@ pub struct Config {
     /// the process id and start time).
     #[arg(long, env = "POD_NAME")]
     pub leader_election_identity: Option<String>,
+
+    /// URL of a run's trace in your trace UI, with `{traceId}` where the trace id goes, e.g.
+    /// `http://jaeger:16686/trace/{traceId}`: fills `status.traceURL` and the Succeeded and
+    /// Failed events. Must be an absolute http(s) URL. Not given: no trace links.
+    #[arg(long, env = "LLMJOB_TRACE_URL_TEMPLATE", value_parser = trace_url_parser)]
+    pub trace_url_template: Option<TraceUrlTemplate>,
 
     /// Log format on stderr: text or json.
     #[arg(long, env = "LLMJOB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -275,6 +283,11 @@ fn otlp_protocol_parser() -> impl clap::builder::TypedValueParser<Value = OtlpPr
         .map(|name| OtlpProtocol::from_name(&name).unwrap_or(OtlpProtocol::Grpc))
 }
 
+/// Parses `--trace-url-template`, with the reason a template is refused as clap's message.
+fn trace_url_parser(value: &str) -> Result<TraceUrlTemplate, String> {
+    TraceUrlTemplate::parse(value).map_err(|e| e.to_string())
+}
+
 /// Log format on stderr.
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -372,6 +385,33 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.contains("grpc, http/protobuf"), "{err}");
+    }
+
+    #[test]
+    fn trace_url_template_is_validated_at_start() {
+        assert_eq!(parse(&[]).trace_url_template, None);
+        let c = parse(&["--trace-url-template=http://jaeger:16686/trace/{traceId}"]);
+        assert_eq!(
+            c.trace_url_template
+                .map(|t| t.as_str().to_owned())
+                .as_deref(),
+            Some("http://jaeger:16686/trace/{traceId}")
+        );
+        for bad in [
+            "",
+            "http://jaeger:16686/trace/",
+            "jaeger/trace/{traceId}",
+            "file:///trace/{traceId}",
+        ] {
+            let err = Config::try_parse_from(["x", &format!("--trace-url-template={bad}")])
+                .err()
+                .map(|e| (e.kind(), e.to_string()));
+            let Some((kind, message)) = err else {
+                panic!("{bad} must be refused")
+            };
+            assert_eq!(kind, clap::error::ErrorKind::ValueValidation, "{message}");
+            assert!(message.contains("trace URL template"), "{message}");
+        }
     }
 
     #[test]

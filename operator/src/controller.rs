@@ -55,6 +55,7 @@ use crate::metrics::Metrics;
 use crate::own_writes::OwnWrites;
 use crate::status::{self, Observation};
 use crate::telemetry::{self, LaunchInfo, LaunchSpan};
+use crate::trace_url::TraceUrlTemplate;
 use crate::validate::{self, Validated, ValidationError};
 use crate::{FIELD_MANAGER, apply, events, fetch, triggers};
 
@@ -187,6 +188,8 @@ pub struct Context {
     pub caches: Option<Caches>,
     /// The operator's own status writes the LlmJob cache does not show yet.
     pub own_writes: OwnWrites,
+    /// `--trace-url-template`: fills `status.traceURL` and the finished runs' events.
+    pub trace_url: Option<TraceUrlTemplate>,
 }
 
 /// The watch caches of one scope's Jobs and pods (only the operator's, by label).
@@ -213,6 +216,7 @@ impl Context {
             tracer,
             caches: None,
             own_writes: OwnWrites::default(),
+            trace_url: config.trace_url_template.clone(),
         }
     }
 }
@@ -431,11 +435,23 @@ pub async fn run(
         let mut tick = tokio::time::interval(GAUGE_INTERVAL);
         loop {
             tick.tick().await;
+            let llmjobs: Vec<Arc<LlmJob>> = stores.iter().flat_map(|s| s.state()).collect();
             metrics.set_phases(
-                stores
+                llmjobs
                     .iter()
-                    .flat_map(|s| s.state())
                     .map(|j| j.status.as_ref().and_then(|s| s.phase)),
+            );
+            metrics.set_oldest_pending(
+                llmjobs
+                    .iter()
+                    .filter(|j| {
+                        matches!(
+                            j.status.as_ref().and_then(|s| s.phase),
+                            None | Some(Phase::Pending)
+                        )
+                    })
+                    .filter_map(|j| j.metadata.creation_timestamp.as_ref().map(|t| t.0)),
+                Timestamp::now(),
             );
         }
     });
@@ -470,6 +486,7 @@ pub async fn reconcile(llmjob: Arc<LlmJob>, ctx: Arc<Context>) -> Result<Action,
     );
     let started = Instant::now();
     ctx.metrics.reconciles.inc();
+    let _in_flight = ctx.metrics.in_flight();
     let result = Reconciler {
         ctx: &ctx,
         namespace: &namespace,
@@ -683,7 +700,7 @@ impl Reconciler<'_> {
                     launch.end(None);
                     return Ok(Action::await_change());
                 }
-                Err(e @ BuildError::Messages(_)) => {
+                Err(e @ (BuildError::Messages(_) | BuildError::Parameters { .. })) => {
                     launch.end(Some(&e.to_string()));
                     return self.blocked(llmjob, Blocked::Build(e)).await;
                 }
@@ -777,7 +794,8 @@ impl Reconciler<'_> {
         observation: Observation<'_>,
     ) -> Result<Action, Error> {
         let old = llmjob.status.clone().unwrap_or_default();
-        let new = status::derive(llmjob, observation, Timestamp::now());
+        let mut new = status::derive(llmjob, observation, Timestamp::now());
+        status::link_trace(&mut new, self.ctx.trace_url.as_ref());
         if new != old {
             self.write_status(llmjob, &new).await?;
         }
@@ -812,6 +830,11 @@ impl Reconciler<'_> {
                 .map(|c| c.message.clone())
                 .filter(|m| !m.is_empty())
                 .unwrap_or_else(|| format!("The LlmJob is {}", phase.as_str()));
+            let note = if phase.is_finished() {
+                events::with_trace_link(note, new.trace_url.as_deref())
+            } else {
+                note
+            };
             tracing::info!(
                 from = old.phase.map(Phase::as_str).unwrap_or("none"),
                 to = phase.as_str(),
@@ -825,6 +848,19 @@ impl Reconciler<'_> {
                     .metrics
                     .count_tokens(self.namespace, &llmjob.spec.model, result);
             }
+            let condition = if phase == Phase::Failed {
+                FAILED
+            } else {
+                READY
+            };
+            let reason = new
+                .conditions
+                .iter()
+                .find(|c| c.type_ == condition)
+                .map_or(phase.as_str(), |c| c.reason.as_str());
+            self.ctx
+                .metrics
+                .count_run(self.namespace, phase, reason, new.attempts);
             return Ok(Action::await_change());
         }
         Ok(match phase {

@@ -106,6 +106,17 @@ pub fn for_transition(old: Option<Phase>, new: Phase) -> Option<Reason> {
     }
 }
 
+/// The note of a lifecycle event with the run's trace link (`status.traceURL`) at its end, the
+/// note cut first so the link is never cut off.
+pub fn with_trace_link(note: String, trace_url: Option<&str>) -> String {
+    let Some(url) = trace_url else { return note };
+    let link = format!(" Trace: {url}");
+    let mut note = note;
+    text::truncate(&mut note, MAX_NOTE_BYTES.saturating_sub(link.len()));
+    note.push_str(&link);
+    note
+}
+
 /// Publishes an event about `llmjob`; failures are logged, not returned.
 pub async fn publish(recorder: &Recorder, llmjob: &LlmJob, reason: Reason, note: String) {
     let mut note = note;
@@ -142,6 +153,19 @@ mod tests {
         assert_eq!(for_transition(None, Phase::Failed), Some(Reason::Failed));
         assert_eq!(Reason::Failed.event_type(), EventType::Warning);
         assert_eq!(for_transition(None, Phase::Pending), None);
+    }
+
+    #[test]
+    fn the_trace_link_ends_the_note_and_is_never_cut() {
+        let url = "http://jaeger:16686/trace/0af7651916cd43dd8448eb211c80319c";
+        assert_eq!(
+            with_trace_link("The run finished: 31 tokens".into(), Some(url)),
+            format!("The run finished: 31 tokens Trace: {url}")
+        );
+        assert_eq!(with_trace_link("done".into(), None), "done");
+        let long = with_trace_link("x".repeat(3000), Some(url));
+        assert!(long.len() <= MAX_NOTE_BYTES, "{}", long.len());
+        assert!(long.ends_with(&format!("... Trace: {url}")), "{long}");
     }
 
     #[test]

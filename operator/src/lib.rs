@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod own_writes;
 pub mod status;
 pub mod telemetry;
+pub mod trace_url;
 pub mod traceparent;
 pub mod triggers;
 pub mod validate;
@@ -99,6 +100,7 @@ async fn run_with_telemetry(
         .map_err(RunError::Crd)?;
 
     let metrics = Arc::new(metrics::Metrics::new());
+    metrics.set_runner_image(&config.runner_image);
     let health = http::Health::default();
     let server = http::serve(config.http_addr, metrics.clone(), health.clone()).await?;
     tracing::info!(addr = %server.local_addr(), "serving /healthz, /readyz and /metrics");

@@ -51,6 +51,32 @@ pub struct TokenLabels {
     pub r#type: String,
 }
 
+/// Labels of the finished-run counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RunLabels {
+    /// Namespace of the LlmJob.
+    pub namespace: String,
+    /// `Succeeded` or `Failed`.
+    pub phase: String,
+    /// The reason of the `Ready` condition (`Succeeded`) or of the `Failed` condition
+    /// (`RateLimited`, `AuthenticationFailed`, `DeadlineExceeded`, ...): a short fixed list.
+    pub reason: String,
+}
+
+/// Labels of the attempt counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NamespaceLabels {
+    /// Namespace of the LlmJob.
+    pub namespace: String,
+}
+
+/// Labels of the runner-image info metric.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ImageLabels {
+    /// The image new runs' pods get (`--runner-image`).
+    pub image: String,
+}
+
 /// The operator's metrics and their registry.
 #[derive(Debug)]
 pub struct Metrics {
@@ -69,6 +95,16 @@ pub struct Metrics {
     pub tokens: Family<TokenLabels, Counter>,
     /// 1 while this replica leads (or runs without leader election), else 0.
     pub leader: Gauge,
+    /// LlmJobs that finished, by namespace, phase and reason.
+    pub runs: Family<RunLabels, Counter>,
+    /// HTTP attempts of the runs that finished, by namespace (retries = attempts - runs).
+    pub run_attempts: Family<NamespaceLabels, Counter>,
+    /// Reconciles running now.
+    pub reconciles_in_flight: Gauge,
+    /// Age in seconds of the oldest LlmJob that is Pending or has no status yet; 0 when none.
+    pub oldest_pending_seconds: Gauge,
+    /// 1, labelled with the runner image of new runs.
+    pub runner_image: Family<ImageLabels, Gauge>,
     /// The model labels handed out so far (at most [`MAX_MODEL_LABELS`]).
     models: Mutex<BTreeSet<String>>,
 }
@@ -148,8 +184,43 @@ impl Metrics {
             "1 while this replica runs the controller",
             leader.clone(),
         );
+        let runs = Family::<RunLabels, Counter>::default();
+        registry.register(
+            "runs",
+            "LlmJobs that finished, by namespace, phase (Succeeded/Failed) and reason",
+            runs.clone(),
+        );
+        let run_attempts = Family::<NamespaceLabels, Counter>::default();
+        registry.register(
+            "run_attempts",
+            "HTTP attempts of the LlmJobs that finished, by namespace (retries: attempts minus runs)",
+            run_attempts.clone(),
+        );
+        let reconciles_in_flight = Gauge::default();
+        registry.register(
+            "reconciles_in_flight",
+            "Reconciles running now",
+            reconciles_in_flight.clone(),
+        );
+        let oldest_pending_seconds = Gauge::default();
+        registry.register(
+            "oldest_pending_seconds",
+            "Age of the oldest LlmJob that is Pending or has no status yet (0: none)",
+            oldest_pending_seconds.clone(),
+        );
+        let runner_image = Family::<ImageLabels, Gauge>::default();
+        registry.register(
+            "runner_image_info",
+            "The job-runner image new runs' pods get (--runner-image), as a label; the value is 1",
+            runner_image.clone(),
+        );
         Metrics {
             registry,
+            runs,
+            run_attempts,
+            reconciles_in_flight,
+            oldest_pending_seconds,
+            runner_image,
             reconciles,
             reconcile_errors,
             reconcile_duration,
@@ -222,6 +293,49 @@ impl Metrics {
         }
     }
 
+    /// Sets the runner-image info metric to `image` (once, at start).
+    pub fn set_runner_image(&self, image: &str) {
+        self.runner_image.clear();
+        self.runner_image
+            .get_or_create(&ImageLabels {
+                image: image.to_owned(),
+            })
+            .set(1);
+    }
+
+    /// Counts a run that finished in `phase` for `reason`, and its HTTP attempts.
+    pub fn count_run(&self, namespace: &str, phase: Phase, reason: &str, attempts: Option<u32>) {
+        self.runs
+            .get_or_create(&RunLabels {
+                namespace: namespace.to_owned(),
+                phase: phase.as_str().to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
+        if let Some(n) = attempts {
+            self.run_attempts
+                .get_or_create(&NamespaceLabels {
+                    namespace: namespace.to_owned(),
+                })
+                .inc_by(u64::from(n));
+        }
+    }
+
+    /// Sets the oldest-Pending gauge from the creation times of the LlmJobs that are Pending (or
+    /// have no status yet), at `now`.
+    pub fn set_oldest_pending(
+        &self,
+        pending_since: impl IntoIterator<Item = k8s_openapi::jiff::Timestamp>,
+        now: k8s_openapi::jiff::Timestamp,
+    ) {
+        let oldest = pending_since
+            .into_iter()
+            .map(|t| now.duration_since(t).as_secs().max(0))
+            .max()
+            .unwrap_or(0);
+        self.oldest_pending_seconds.set(oldest);
+    }
+
     /// Sets the LlmJob gauge from the phases of every LlmJob the controller sees.
     pub fn set_phases(&self, phases: impl IntoIterator<Item = Option<Phase>>) {
         let mut counts = std::collections::BTreeMap::<&'static str, i64>::from([
@@ -246,6 +360,12 @@ impl Metrics {
         }
     }
 
+    /// Marks a reconcile as running until the returned guard is dropped.
+    pub fn in_flight(&self) -> InFlight {
+        self.reconciles_in_flight.inc();
+        InFlight(self.reconciles_in_flight.clone())
+    }
+
     /// The metrics in the OpenMetrics text format.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
@@ -254,10 +374,60 @@ impl Metrics {
     }
 }
 
+/// A reconcile counted in `llmjob_operator_reconciles_in_flight` while this lives.
+#[derive(Debug)]
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use llmjob_crds::result::{RunStatus, TokenUsage};
+
+    #[test]
+    fn runs_attempts_image_queue_and_pending_age() {
+        let m = Metrics::new();
+        m.set_runner_image("ghcr.io/llmjob-dev/llmjob-runner:0.1.0");
+        m.count_run("team-a", Phase::Succeeded, "Succeeded", Some(1));
+        m.count_run("team-a", Phase::Failed, "RateLimited", Some(4));
+        m.count_run("team-a", Phase::Failed, "JobDeleted", None);
+        let guard = m.in_flight();
+        let now: k8s_openapi::jiff::Timestamp = "2026-01-02T03:04:05Z".parse().unwrap();
+        m.set_oldest_pending(
+            [
+                "2026-01-02T03:00:05Z".parse().unwrap(),
+                "2026-01-02T03:04:00Z".parse().unwrap(),
+            ],
+            now,
+        );
+        let text = m.encode().unwrap();
+        for want in [
+            r#"llmjob_operator_runner_image_info{image="ghcr.io/llmjob-dev/llmjob-runner:0.1.0"} 1"#,
+            r#"llmjob_operator_runs_total{namespace="team-a",phase="Succeeded",reason="Succeeded"} 1"#,
+            r#"llmjob_operator_runs_total{namespace="team-a",phase="Failed",reason="RateLimited"} 1"#,
+            r#"llmjob_operator_run_attempts_total{namespace="team-a"} 5"#,
+            "llmjob_operator_reconciles_in_flight 1",
+            "llmjob_operator_oldest_pending_seconds 240",
+        ] {
+            assert!(text.contains(want), "missing {want}:\n{text}");
+        }
+        drop(guard);
+        m.set_oldest_pending([], now);
+        let text = m.encode().unwrap();
+        assert!(
+            text.contains("llmjob_operator_reconciles_in_flight 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("llmjob_operator_oldest_pending_seconds 0"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn encodes_every_metric() {
@@ -274,6 +444,7 @@ mod tests {
             response_id: None,
             model: None,
             finish_reason: None,
+            finish_reasons: Vec::new(),
             usage: Some(TokenUsage {
                 input_tokens: Some(23),
                 output_tokens: Some(8),

@@ -20,6 +20,7 @@ use llmjob_crds::v1alpha1::{LlmJob, LlmJobStatus, Phase};
 use crate::FIELD_MANAGER;
 use crate::contract::{CONTAINER_NAME, LAUNCH_TRACEPARENT_ANNOTATION, queue};
 use crate::events::Reason;
+use crate::trace_url::TraceUrlTemplate;
 use crate::traceparent::TraceParent;
 use crate::triggers::STARTING_REASONS;
 
@@ -723,6 +724,18 @@ fn derive_from_job(
     WantedConditions::in_progress(Phase::Pending, "Pending", message)
 }
 
+/// Sets `status.traceURL` from the trace id and the operator's template. Without a template, or
+/// before the trace id is known, the link the status already has stays (a link written under an
+/// earlier template still points at the trace).
+pub fn link_trace(status: &mut LlmJobStatus, template: Option<&TraceUrlTemplate>) {
+    if let Some(url) = template
+        .zip(status.trace_id.as_deref())
+        .and_then(|(t, id)| t.render(id))
+    {
+        status.trace_url = Some(url);
+    }
+}
+
 /// The problem `status` reports as `Stalled` while the run is not finished, of those
 /// [`derive`] reads from the Job's pods (a missing Secret or key): the reason of the Warning event
 /// about it.
@@ -1381,6 +1394,29 @@ spec: {prompt: hi, openai: {apiKeySecretRef: {name: openai}}}
             None
         );
         assert_eq!(missing_secret("secret \"a\" is forbidden"), None);
+    }
+
+    #[test]
+    fn the_trace_link_follows_the_trace_id() {
+        let template = TraceUrlTemplate::parse("http://jaeger:16686/trace/{traceId}").unwrap();
+        let mut s = LlmJobStatus::default();
+        link_trace(&mut s, Some(&template));
+        assert_eq!(s.trace_url, None, "no trace id yet, no link");
+        s.trace_id = Some("0af7651916cd43dd8448eb211c80319c".into());
+        link_trace(&mut s, None);
+        assert_eq!(s.trace_url, None, "no template, no link");
+        link_trace(&mut s, Some(&template));
+        assert_eq!(
+            s.trace_url.as_deref(),
+            Some("http://jaeger:16686/trace/0af7651916cd43dd8448eb211c80319c")
+        );
+        link_trace(&mut s, None);
+        assert!(s.trace_url.is_some(), "a link written earlier stays");
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(
+            json["traceURL"],
+            "http://jaeger:16686/trace/0af7651916cd43dd8448eb211c80319c"
+        );
     }
 
     #[test]

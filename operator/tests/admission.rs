@@ -1,6 +1,6 @@
 //! Bad input is rejected at admission by the CRD's OpenAPI schema and CEL rules, with a message
-//! that says what to do, against a real kube-apiserver. Valid manifests (including every example
-//! in `manifests/examples/`) are accepted.
+//! that says what to do, against a real kube-apiserver (no kubelet: nothing here runs a pod).
+//! Valid manifests (including every example in `manifests/examples/`) are accepted.
 
 mod common;
 
@@ -86,7 +86,7 @@ fn untyped(env: &testenv::env::TestEnv, ns: &str) -> Api<DynamicObject> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_llmjobs_are_rejected_with_actionable_messages() {
-    let env = env().await;
+    let env = api_env().await;
     let ns = env.create_namespace("admission").await.expect("namespace");
     let api = untyped(env, &ns);
     type Edit = Box<dyn FnOnce(&mut serde_json::Value)>;
@@ -280,7 +280,7 @@ async fn invalid_llmjobs_are_rejected_with_actionable_messages() {
     ];
     let mut problems = Vec::new();
     let mut rejections = Vec::new();
-    for (what, edit, want) in cases {
+    for (what, edit, want) in cases.into_iter().chain(request_option_cases()) {
         match dry_run(&api, &manifest(edit)).await {
             Ok(()) => problems.push(format!("{what}: accepted")),
             Err(message) if !message.contains(want) => problems.push(format!(
@@ -306,9 +306,174 @@ async fn invalid_llmjobs_are_rejected_with_actionable_messages() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
+type OptionEdit = Box<dyn FnOnce(&mut serde_json::Value)>;
+
+/// Request options and connection settings that admission refuses (issue 20 item 4): run by
+/// `invalid_llmjobs_are_rejected_with_actionable_messages`, which also checks that every CEL
+/// rule is exercised.
+fn request_option_cases() -> Vec<(&'static str, OptionEdit, &'static str)> {
+    let param = |field: &'static str, value: serde_json::Value| -> OptionEdit {
+        Box::new(move |m| m["spec"]["parameters"] = serde_json::json!({ field: value }))
+    };
+    let openai = |field: &'static str, value: &'static str| -> OptionEdit {
+        Box::new(move |m| m["spec"]["openai"][field] = value.into())
+    };
+    let tool = serde_json::json!([{"type": "function", "function": {"name": "get_weather"}}]);
+    vec![
+        (
+            "frequency penalty above 2",
+            param("frequencyPenalty", 3.into()),
+            "frequencyPenalty",
+        ),
+        (
+            "presence penalty below -2",
+            param("presencePenalty", (-2.5).into()),
+            "presencePenalty",
+        ),
+        ("no choices", param("n", 0.into()), "spec.parameters.n"),
+        (
+            "too many choices",
+            param("n", 129.into()),
+            "spec.parameters.n",
+        ),
+        (
+            "five stop sequences",
+            param("stop", serde_json::json!(["a", "b", "c", "d", "e"])),
+            "spec.parameters.stop",
+        ),
+        (
+            "a tool name with a space",
+            param(
+                "tools",
+                serde_json::json!([{"type": "function", "function": {"name": "get weather"}}]),
+            ),
+            "spec.parameters.tools[0].function.name",
+        ),
+        (
+            "a tool that is not a function",
+            param(
+                "tools",
+                serde_json::json!([{"type": "retrieval", "function": {"name": "f"}}]),
+            ),
+            "spec.parameters.tools[0].type",
+        ),
+        (
+            "a tool choice without tools",
+            param("toolChoice", "auto".into()),
+            "spec.parameters.toolChoice needs spec.parameters.tools",
+        ),
+        (
+            "a tool choice naming no tool",
+            Box::new(move |m| {
+                m["spec"]["parameters"] = serde_json::json!({"tools": tool, "toolChoice": "other"})
+            }),
+            "spec.parameters.toolChoice must be none, auto, required or the name of one of",
+        ),
+        (
+            "json_schema without a schema",
+            param("responseFormat", serde_json::json!({"type": "json_schema"})),
+            "spec.parameters.responseFormat.jsonSchema is required with type json_schema",
+        ),
+        (
+            "a schema with type json_object",
+            param(
+                "responseFormat",
+                serde_json::json!({"type": "json_object",
+                    "jsonSchema": {"name": "a", "schema": {"type": "object"}}}),
+            ),
+            "spec.parameters.responseFormat.jsonSchema is required with type json_schema",
+        ),
+        (
+            "an unknown response format",
+            param("responseFormat", serde_json::json!({"type": "yaml"})),
+            "spec.parameters.responseFormat.type",
+        ),
+        (
+            "an unknown reasoning effort",
+            param("reasoningEffort", "extreme".into()),
+            "reasoningEffort",
+        ),
+        (
+            "an unknown service tier",
+            param("serviceTier", "gold".into()),
+            "serviceTier",
+        ),
+        (
+            "an empty user",
+            param("user", "".into()),
+            "spec.parameters.user",
+        ),
+        (
+            "an unknown auth style",
+            openai("authStyle", "basic"),
+            "authStyle",
+        ),
+        (
+            "an api version with a space",
+            openai("apiVersion", "2024 10"),
+            "apiVersion",
+        ),
+        (
+            "an organisation with a space",
+            openai("organization", "org 1"),
+            "organization",
+        ),
+        (
+            "a project with a line break",
+            openai("project", "proj\n2"),
+            "project",
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn valid_request_options_are_accepted() {
+    let env = env().await;
+    let ns = env.create_namespace("options").await.expect("namespace");
+    let api = untyped(env, &ns);
+    let all = manifest(|m| {
+        m["spec"]["openai"] = serde_json::json!({
+            "apiKeySecretRef": {"name": "openai"},
+            "baseURL": "https://res.openai.azure.com/openai/deployments/gpt-4o",
+            "organization": "org-1", "project": "proj_2",
+            "apiVersion": "2025-04-01-preview", "authStyle": "api-key"
+        });
+        m["spec"]["parameters"] = serde_json::json!({
+            "stop": ["END"], "frequencyPenalty": -2, "presencePenalty": 2, "n": 128,
+            "tools": [{"type": "function", "function": {"name": "get_weather",
+                "description": "d", "strict": true,
+                "parameters": {"type": "object", "properties": {"location": {"type": "string",
+                    "enum": ["a", "b"]}}, "required": ["location"], "additionalProperties": false}}}],
+            "toolChoice": "get_weather",
+            "responseFormat": {"type": "json_schema", "jsonSchema": {"name": "answer",
+                "schema": {"type": "object", "$defs": {"x": {"type": "string"}}}, "strict": true}},
+            "reasoningEffort": "xhigh", "serviceTier": "priority", "user": "u-1"
+        });
+    });
+    dry_run(&api, &all)
+        .await
+        .unwrap_or_else(|e| panic!("every option at once: {e}"));
+    for choice in ["none", "auto", "required"] {
+        let m = manifest(|m| {
+            m["spec"]["parameters"] = serde_json::json!({
+                "tools": [{"type": "function", "function": {"name": "f"}}],
+                "toolChoice": choice, "responseFormat": {"type": "json_object"}
+            });
+        });
+        dry_run(&api, &m)
+            .await
+            .unwrap_or_else(|e| panic!("toolChoice {choice}: {e}"));
+    }
+    let none_alone =
+        manifest(|m| m["spec"]["parameters"] = serde_json::json!({"toolChoice": "none"}));
+    dry_run(&api, &none_alone)
+        .await
+        .unwrap_or_else(|e| panic!("toolChoice none without tools: {e}"));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_spec_is_immutable_except_suspend() {
-    let env = env().await;
+    let env = api_env().await;
     let ns = env.create_namespace("immutable").await.expect("namespace");
     let api: Api<LlmJob> = Api::namespaced(env.client(), &ns);
     let created: LlmJob =
@@ -336,7 +501,7 @@ async fn the_spec_is_immutable_except_suspend() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_examples_are_accepted() {
-    let env = env().await;
+    let env = api_env().await;
     let ns = env.create_namespace("examples").await.expect("namespace");
     let api = untyped(env, &ns);
     let dir = testenv::tools::workspace_root()
@@ -376,7 +541,7 @@ async fn a_status_write_from_a_stale_copy_conflicts() {
     use llmjob_crds::v1alpha1::{LlmJobStatus, Phase};
     use llmjob_operator::status;
 
-    let env = env().await;
+    let env = api_env().await;
     let ns = env.create_namespace("status-rv").await.expect("namespace");
     let api: Api<LlmJob> = Api::namespaced(env.client(), &ns);
     let created = create_llmjob(env, &ns, manifest(|_| {})).await;

@@ -1,6 +1,8 @@
 //! The operator end to end, against a real kube-apiserver + kube-controller-manager (Job and
-//! garbage-collector controllers), the fake kubelet running the real job-runner binary, the
-//! openai-replay server and a real OpenTelemetry Collector.
+//! garbage-collector controllers), a real node (kubelet, containerd, runc) running the runner
+//! pods from the runner image in namespaces that enforce the restricted Pod Security Standard,
+//! the openai-replay server behind a Service and a real OpenTelemetry Collector. The operator
+//! is a host process per test (`--watch-namespaces` = the test's namespace).
 
 mod common;
 
@@ -12,19 +14,22 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use llmjob_crds::v1alpha1::{LlmJob, Phase};
-use openai_replay::{ReplayConfig, ReplayServer};
+use openai_replay::ReplayConfig;
 use testenv::env::TestEnv;
+use testenv::images::{self, ImageArchive};
 
-/// The replay server accepting [`API_KEY`], answering after `delay`.
-#[allow(clippy::expect_used)]
-async fn replay_after(delay: Duration) -> ReplayServer {
-    ReplayServer::start(ReplayConfig::new().with_api_key(API_KEY).with_delay(delay))
-        .await
-        .expect("replay server")
+/// The replay server for namespace `ns`, accepting [`API_KEY`], answering after `delay`.
+async fn replay_after(env: &TestEnv, ns: &str, delay: Duration) -> Replay {
+    Replay::start(
+        env,
+        ns,
+        ReplayConfig::new().with_api_key(API_KEY).with_delay(delay),
+    )
+    .await
 }
 
-async fn replay() -> ReplayServer {
-    replay_after(Duration::ZERO).await
+async fn replay(env: &TestEnv, ns: &str) -> Replay {
+    replay_after(env, ns, Duration::ZERO).await
 }
 
 /// Proves the operator has processed what happened in `ns` so far: creates the LlmJob `marker`
@@ -48,7 +53,7 @@ async fn operator_caught_up(env: &TestEnv, ns: &str, base_url: &str) {
 async fn an_llmjob_succeeds_with_usage_trace_and_kubernetes_attributes() {
     let env = env().await;
     let ns = namespace_with_secret(env, "ok").await;
-    let replay = replay().await;
+    let replay = replay(env, &ns).await;
     let op = Operator::start(env, &ns, &[]).await;
 
     create_llmjob(env, &ns, llmjob_json("haiku", &replay.base_url())).await;
@@ -183,6 +188,40 @@ async fn an_llmjob_succeeds_with_usage_trace_and_kubernetes_attributes() {
         .expect("pods")
         .items;
     let pod = pods.first().expect("the run's pod");
+    assert_eq!(
+        pod.spec.as_ref().and_then(|s| s.node_name.as_deref()),
+        Some(testenv::node::NODE_NAME)
+    );
+    // The runner ran in containerd, from the image `cargo xtask images` built.
+    let runner = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|cs| cs.first())
+        .expect("the runner's container status");
+    assert!(
+        runner
+            .container_id
+            .as_deref()
+            .is_some_and(|id| id.starts_with("containerd://")),
+        "{runner:?}"
+    );
+    let built = ImageArchive::open(&images::RUNNER).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(runner.image_id, built.config_digest, "{runner:?}");
+    // `kubectl logs` (apiserver -> kubelet -> containerd's log file) shows the runner's lines.
+    let logs = env
+        .kubectl(&["logs", "-n", &ns, &pod.name_any()])
+        .await
+        .expect("kubectl logs");
+    let logs_text = String::from_utf8_lossy(&logs.stdout);
+    assert!(
+        logs.status.success() && !logs_text.trim().is_empty(),
+        "kubectl logs of the runner pod: {logs:?}"
+    );
+    assert!(
+        !logs_text.contains(API_KEY),
+        "the API key is in the runner's log"
+    );
     for span in spans
         .iter()
         .filter(|s| s.resource.str("service.name") == Some("llm-job"))
@@ -204,7 +243,7 @@ async fn an_llmjob_succeeds_with_usage_trace_and_kubernetes_attributes() {
         assert_eq!(r.str("k8s.job.name"), Some("haiku"), "{}", span.name);
         assert_eq!(
             r.str("k8s.node.name"),
-            Some(testenv::env::NODE_NAME),
+            Some(testenv::node::NODE_NAME),
             "{}",
             span.name
         );
@@ -260,7 +299,7 @@ async fn wait_for_stalled(env: &TestEnv, ns: &str, name: &str, reason: &str) -> 
 async fn a_missing_secret_or_key_waits_in_the_pod_until_it_is_created() {
     let env = env().await;
     let ns = env.create_namespace("secret").await.expect("namespace");
-    let replay = replay().await;
+    let replay = replay(env, &ns).await;
     let op = Operator::start(env, &ns, &[]).await;
 
     // No Secret: the Job is created, the kubelet cannot start the runner and says why.
@@ -344,9 +383,12 @@ async fn a_missing_secret_or_key_waits_in_the_pod_until_it_is_created() {
 async fn a_wrong_key_fails_with_an_actionable_reason() {
     let env = env().await;
     let ns = namespace_with_secret(env, "auth").await;
-    let replay = ReplayServer::start(ReplayConfig::new().with_api_key("sk-the-right-one"))
-        .await
-        .expect("replay");
+    let replay = Replay::start(
+        env,
+        &ns,
+        ReplayConfig::new().with_api_key("sk-the-right-one"),
+    )
+    .await;
     let _op = Operator::start(env, &ns, &[]).await;
 
     create_llmjob(env, &ns, llmjob_json("denied", &replay.base_url())).await;
@@ -370,7 +412,7 @@ async fn deleting_an_llmjob_cascades_to_its_job_and_pod() {
     let env = env().await;
     let ns = namespace_with_secret(env, "cascade").await;
     // The replay server answers slowly, so the pod is still running when the LlmJob goes.
-    let replay = replay_after(Duration::from_secs(30)).await;
+    let replay = replay_after(env, &ns, Duration::from_secs(30)).await;
     let _op = Operator::start(env, &ns, &[]).await;
 
     create_llmjob(env, &ns, llmjob_json("doomed", &replay.base_url())).await;
@@ -397,7 +439,7 @@ async fn deleting_an_llmjob_cascades_to_its_job_and_pod() {
 async fn suspend_and_resume() {
     let env = env().await;
     let ns = namespace_with_secret(env, "suspend").await;
-    let replay = replay().await;
+    let replay = replay(env, &ns).await;
     let _op = Operator::start(env, &ns, &[]).await;
 
     let mut manifest = llmjob_json("later", &replay.base_url());
@@ -433,7 +475,7 @@ async fn suspend_and_resume() {
 async fn a_restarted_operator_never_creates_a_second_job() {
     let env = env().await;
     let ns = namespace_with_secret(env, "restart").await;
-    let replay = replay_after(Duration::from_secs(3)).await;
+    let replay = replay_after(env, &ns, Duration::from_secs(3)).await;
     let first = Operator::start(env, &ns, &[]).await;
     create_llmjob(env, &ns, llmjob_json("once", &replay.base_url())).await;
     wait_until("the Job", || async {
@@ -461,7 +503,7 @@ async fn a_restarted_operator_never_creates_a_second_job() {
 async fn a_job_deleted_by_its_ttl_keeps_the_outcome() {
     let env = env().await;
     let ns = namespace_with_secret(env, "ttl").await;
-    let replay = replay().await;
+    let replay = replay(env, &ns).await;
     let _op = Operator::start(env, &ns, &[]).await;
     let mut manifest = llmjob_json("short-lived", &replay.base_url());
     manifest["spec"]["run"]["ttlSecondsAfterFinished"] = serde_json::json!(0);
@@ -493,7 +535,7 @@ async fn a_job_deleted_by_its_ttl_keeps_the_outcome() {
 async fn a_job_deleted_mid_run_fails_the_llmjob_and_is_not_recreated() {
     let env = env().await;
     let ns = namespace_with_secret(env, "jobgone").await;
-    let replay = replay_after(Duration::from_secs(30)).await;
+    let replay = replay_after(env, &ns, Duration::from_secs(30)).await;
     let _op = Operator::start(env, &ns, &[]).await;
     create_llmjob(env, &ns, llmjob_json("orphan", &replay.base_url())).await;
     wait_for_phase(env, &ns, "orphan", Phase::Running).await;
@@ -523,7 +565,7 @@ async fn a_job_deleted_mid_run_fails_the_llmjob_and_is_not_recreated() {
 async fn two_replicas_with_leader_election_run_one_job_and_hand_over() {
     let env = env().await;
     let ns = namespace_with_secret(env, "leader").await;
-    let replay = replay().await;
+    let replay = replay(env, &ns).await;
     let lease = format!("--leader-election-lease-name=llmjob-{ns}");
     let args = ["--leader-elect=true", lease.as_str()];
     let first = Operator::start(env, &ns, &args).await;

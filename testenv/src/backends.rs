@@ -13,7 +13,7 @@
 //! Where things go: `<target>/testenv-logs/backends-<millis>-<pid>-<n>/` holds each process's
 //! log (`prometheus.log`, `jaeger.log`, `pipeline.log`), `jaeger.yaml`, and Prometheus's TSDB.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -131,14 +131,16 @@ impl Backends {
         parent: &Path,
         logs_endpoint: Option<&str>,
     ) -> Result<Self, BackendsError> {
-        Self::start_scraping(parent, logs_endpoint, &[]).await
+        Self::start_scraping(parent, IpAddr::V4(Ipv4Addr::LOCALHOST), logs_endpoint, &[]).await
     }
 
-    /// [`Backends::start_in`], with Prometheus also scraping `/metrics` of each `(job, address)`
-    /// in `scrape` every second (e.g. the operator's HTTP server), beside the reference
-    /// `prometheus.yml`'s settings.
+    /// [`Backends::start_in`], with the pipeline's OTLP receivers on `listen` (a real node's pods
+    /// reach the host on its non-loopback address, see [`crate::node`]) and Prometheus also
+    /// scraping `/metrics` of each `(job, address)` in `scrape` every second (e.g. the
+    /// operator's HTTP server), beside the reference `prometheus.yml`'s settings.
     pub async fn start_scraping(
         parent: &Path,
+        listen: IpAddr,
         logs_endpoint: Option<&str>,
         scrape: &[(&str, SocketAddr)],
     ) -> Result<Self, BackendsError> {
@@ -161,7 +163,8 @@ impl Backends {
         };
         let (prometheus_addr, jaeger_query_addr, jaeger_grpc_query) = (port()?, port()?, port()?);
         let (jaeger_otlp, jaeger_otlp_http) = (port()?, port()?);
-        let (otlp_grpc, otlp_http) = (port()?, port()?);
+        let on_listen = |addr: SocketAddr| SocketAddr::new(listen, addr.port());
+        let (otlp_grpc, otlp_http) = (on_listen(port()?), on_listen(port()?));
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
@@ -304,6 +307,11 @@ impl Backends {
     /// export.
     pub fn otlp_grpc_endpoint(&self) -> String {
         format!("http://{}", self.otlp_grpc)
+    }
+
+    /// The reference pipeline's OTLP/gRPC listening address.
+    pub fn otlp_grpc_addr(&self) -> SocketAddr {
+        self.otlp_grpc
     }
 
     /// The reference pipeline's OTLP/HTTP base endpoint.

@@ -1,14 +1,19 @@
 //! The harness the integration tests and the demo use: one [`TestEnv`] is a control plane
-//! ([`crate::cluster`]), the fake kubelet ([`crate::kubelet`]) running pods as local processes
-//! (or, with [`TestEnvBuilder::real_node`], a real node from [`crate::node`]), and optionally an
-//! OpenTelemetry Collector ([`crate::collector`]), all logging into one directory.
+//! ([`crate::cluster`]), a node that runs its pods, and optionally an OpenTelemetry Collector
+//! ([`crate::collector`]), all logging into one directory. The node is a real one from
+//! [`crate::node`] ([`TestEnvBuilder::real_node`]: containerd, runc, the kubelet), the fake
+//! kubelet of [`crate::kubelet`] running pods as local processes (the default; the operator
+//! bench's thousands of pods), or none ([`TestEnvBuilder::api_only`]).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), testenv::env::EnvError> {
 //! use testenv::env::TestEnv;
+//! use testenv::images;
+//! use testenv::node::NodeConfig;
+//! let node = NodeConfig::built_images(&[images::PAUSE, images::RUNNER])
+//!     .expect("run `cargo xtask images`");
 //! let env = TestEnv::builder()
-//!     .image("ghcr.io/llmjob-dev/llmjob-runner", "target/debug/llmjob-runner")
-//!     .host_image("busybox")
+//!     .real_node(node)
 //!     .collector(true)
 //!     .start()
 //!     .await?;
@@ -19,12 +24,14 @@
 //! ```
 //!
 //! Where things go: `<target>/testenv-logs/env-<millis>-<pid>-<n>/` holds `etcd.log`,
-//! `kube-apiserver.log`, `kube-controller-manager.log`, `pki/`, `kubeconfig`, `pods/` (one log per
-//! container, `<ns>_<pod>_<container>.log`) and `collector-*/`. The path is printed to stderr on
-//! start (`testenv: logs in ...`) and named by every start error. It is kept after the run.
+//! `kube-apiserver.log`, `kube-controller-manager.log`, `pki/`, `kubeconfig`, the node's logs and
+//! `node/`, or with the fake kubelet `pods/` (one log per container,
+//! `<ns>_<pod>_<container>.log`), and `collector-*/`. The path is printed to stderr on start
+//! (`testenv: logs in ...`) and named by every start error. It is kept after the run.
 //!
-//! Tests share one environment per test binary through [`TestEnv::shared`] and isolate themselves
-//! with [`TestEnv::create_namespace`]. It must not hold test logic (assertions, fixtures).
+//! Tests share one environment per test binary through [`TestEnv::shared_with`] and isolate
+//! themselves with [`TestEnv::create_namespace`]. It must not hold test logic (assertions,
+//! fixtures).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -43,9 +50,8 @@ use crate::kubelet::{Kubelet, KubeletConfig, KubeletError, KubeletHandle};
 use crate::node::{Node, NodeConfig, NodeError, NodeHost};
 use crate::tools::{self, MissingTool};
 
-/// The Node the fake kubelet registers.
-pub const NODE_NAME: &str = "testenv-node";
-/// The job-runner's image (without tag), mapped by [`TestEnv::shared`] to the cargo-built binary.
+/// The job-runner's image (without tag), as the operator bench maps it to a binary on the fake
+/// kubelet ([`TestEnvBuilder::image`]).
 pub const RUNNER_IMAGE: &str = "ghcr.io/llmjob-dev/llmjob-runner";
 /// The label every namespace made by [`TestEnv::create_namespace`] carries.
 pub const NAMESPACE_LABEL: &str = "testenv.llmjob.dev/test-namespace";
@@ -125,6 +131,7 @@ pub struct TestEnvBuilder {
     collector_forward: Option<String>,
     parent_dir: Option<PathBuf>,
     real_node: Option<NodeConfig>,
+    api_only: bool,
 }
 
 impl TestEnvBuilder {
@@ -163,6 +170,14 @@ impl TestEnvBuilder {
     /// [`TestEnvBuilder::host_image`] only apply to the fake kubelet.
     pub fn real_node(mut self, config: NodeConfig) -> Self {
         self.real_node = Some(config);
+        self
+    }
+
+    /// Starts no kubelet at all, neither the fake one nor a real node: the control plane (and the
+    /// collector, if asked) only, for tests of the API server alone (admission, CRD upgrades).
+    /// Pods stay `Pending`. [`TestEnvBuilder::real_node`] wins over it.
+    pub fn api_only(mut self) -> Self {
+        self.api_only = true;
         self
     }
 
@@ -227,6 +242,7 @@ impl TestEnvBuilder {
                 }
                 (None, Some(node))
             }
+            _ if self.api_only => (None, None),
             _ => (
                 Some(start_kubelet(&cluster, dir, self.images, self.host_images).await?),
                 None,
@@ -296,13 +312,12 @@ async fn start_kubelet(
 ) -> Result<KubeletHandle, KubeletError> {
     Kubelet::start(KubeletConfig {
         client: cluster.client(),
-        node_name: NODE_NAME.into(),
+        // The same name as the real node's, so tests read one constant whichever runs.
+        node_name: crate::node::NODE_NAME.into(),
         images,
         host_images,
         // The kubelet writes `<dir>/pods/<ns>_<pod>_<container>.log`.
         dir: dir.to_owned(),
-        api_server_url: cluster.api_server_url().to_owned(),
-        ca_pem: cluster.ca_pem().to_owned(),
     })
     .await
 }
@@ -336,31 +351,9 @@ impl TestEnv {
         TestEnvBuilder::default()
     }
 
-    /// The configuration [`TestEnv::shared`] starts: the job-runner image
-    /// ([`RUNNER_IMAGE`]) mapped to `<target>/debug/llmjob-runner` (build it first; a pod of that
-    /// image fails to start while the file is missing), `busybox` on the host, and a collector.
-    pub fn shared_builder() -> TestEnvBuilder {
-        Self::builder()
-            .image(
-                RUNNER_IMAGE,
-                tools::target_dir().join("debug").join("llmjob-runner"),
-            )
-            .host_image("busybox")
-            .collector(true)
-    }
-
-    /// The environment shared by all tests of this test binary, started on first use with
-    /// [`TestEnv::shared_builder`]. See [`TestEnv::shared_with`].
-    ///
-    /// # Panics
-    /// If the environment cannot start; every test that asks for it then fails with the same
-    /// message (which names the missing tool or the log directory).
-    pub fn shared() -> &'static TestEnv {
-        Self::shared_with(Self::shared_builder)
-    }
-
-    /// Like [`TestEnv::shared`], but the first caller's `configure` decides the configuration
-    /// (later callers get the same environment whatever they pass).
+    /// The environment shared by all tests of this test binary, started on first use with the
+    /// configuration of the first caller's `configure` (later callers get the same environment
+    /// whatever they pass).
     ///
     /// The environment runs on a dedicated thread with its own tokio runtime, so it outlives the
     /// runtime of each `#[tokio::test]`; its clients work from any runtime. It is never dropped:
@@ -368,7 +361,8 @@ impl TestEnv {
     /// etcd data directories left behind by dead processes.
     ///
     /// # Panics
-    /// If the environment cannot start (see [`TestEnv::shared`]).
+    /// If the environment cannot start; every test that asks for it then fails with the same
+    /// message (which names the missing tool or the log directory).
     pub fn shared_with(configure: impl FnOnce() -> TestEnvBuilder) -> &'static TestEnv {
         match Self::try_shared_with(configure) {
             Ok(env) => env,

@@ -64,8 +64,18 @@ pub const PAUSE: Image = Image {
     repository: "registry.k8s.io/pause",
     tag: "3.10.2",
 };
-/// Every image, in build order.
+/// Every image the chart, `manifests/` and the demo use, in build order.
 pub const ALL: [Image; 3] = [PAUSE, OPERATOR, RUNNER];
+/// A test-only image: Debian's static busybox (`/bin/busybox` and a few applets), user 65532,
+/// entrypoint `/bin/sh`; the probe pods of `testenv/tests/node_smoke.rs` run shell scripts in it.
+/// `cargo xtask images` builds it with the others (not `cargo xtask demo`).
+pub const PROBE: Image = Image {
+    name: "probe",
+    repository: "testenv.local/busybox",
+    tag: "probe",
+};
+/// Every image `cargo xtask images` builds: [`ALL`] and [`PROBE`].
+pub const BUILT: [Image; 4] = [PAUSE, OPERATOR, RUNNER, PROBE];
 
 /// The image user of the operator and runner images (distroless `nonroot`).
 pub const NONROOT_UID: u32 = 65532;

@@ -1,9 +1,10 @@
 //! End-to-end checks of the test control plane: a real etcd, kube-apiserver and
-//! kube-controller-manager (built by `tools/ensure-tools.sh`) plus the fake kubelet.
+//! kube-controller-manager (built by `tools/ensure-tools.sh`) plus a real node (the pods run
+//! from the probe image of `cargo xtask images`, Debian's static busybox).
 //!
-//! Most tests share one environment ([`TestEnv::shared`]) and work in their own namespace; one
-//! starts and stops a standalone [`Cluster`] to check the lifecycle. Nothing is skipped: a
-//! missing tool fails every test with the message naming `tools/ensure-tools.sh`.
+//! Most tests share one environment ([`env`]) and work in their own namespace; one starts and
+//! stops a standalone [`Cluster`] to check the lifecycle. Nothing is skipped: a missing tool or
+//! image fails every test with the message naming what to run.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -18,8 +19,20 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use testenv::cluster::Cluster;
 use testenv::env::TestEnv;
+use testenv::images;
+use testenv::node::{self, NodeConfig};
 
 const WAIT: Duration = Duration::from_secs(90);
+
+/// The environment shared by this binary's tests: a control plane, and a real node that imports
+/// the pause and probe images.
+fn env() -> &'static TestEnv {
+    TestEnv::shared_with(|| {
+        let node = NodeConfig::built_images(&[images::PAUSE, images::PROBE])
+            .unwrap_or_else(|e| panic!("{e}"));
+        TestEnv::builder().real_node(node)
+    })
+}
 
 /// Polls `check` every 100 ms until it returns `Some`, failing the test after `timeout` with
 /// `what` and the environment's directory.
@@ -30,7 +43,7 @@ where
 {
     testenv::wait::until(what, timeout, check)
         .await
-        .unwrap_or_else(|e| panic!("{e}; logs in {}", TestEnv::shared().dir().display()))
+        .unwrap_or_else(|e| panic!("{e}; logs in {}", env().dir().display()))
 }
 
 fn meta(name: &str) -> ObjectMeta {
@@ -58,7 +71,7 @@ fn from_json<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
 
 #[tokio::test]
 async fn apiserver_is_ready_and_configmaps_round_trip() {
-    let env = TestEnv::shared();
+    let env = env();
     let client = env.client();
     let readyz = client
         .request_text(http::Request::get("/readyz").body(Vec::new()).unwrap())
@@ -102,7 +115,7 @@ async fn apiserver_is_ready_and_configmaps_round_trip() {
 
 #[tokio::test]
 async fn kubectl_talks_to_the_cluster_with_the_admin_kubeconfig() {
-    let env = TestEnv::shared();
+    let env = env();
     let ns = env.create_namespace("kubectl").await.unwrap();
     let out = env
         .kubectl(&["get", "namespace", &ns, "-o", "name"])
@@ -128,7 +141,7 @@ async fn kubectl_talks_to_the_cluster_with_the_admin_kubeconfig() {
 
 #[tokio::test]
 async fn job_completes_through_the_job_controller() {
-    let env = TestEnv::shared();
+    let env = env();
     let ns = env.create_namespace("job").await.unwrap();
     let jobs: Api<Job> = Api::namespaced(env.client(), &ns);
     let job: Job = from_json(serde_json::json!({
@@ -141,7 +154,7 @@ async fn job_completes_through_the_job_controller() {
                 "restartPolicy": "Never",
                 "containers": [{
                     "name": "main",
-                    "image": "busybox:1.37",
+                    "image": images::PROBE.reference(),
                     "command": ["sh", "-c", "echo hi"],
                 }],
             }},
@@ -180,15 +193,19 @@ async fn job_completes_through_the_job_controller() {
     );
     assert_eq!(
         pod.spec.as_ref().and_then(|s| s.node_name.as_deref()),
-        Some("testenv-node")
+        Some(node::NODE_NAME)
     );
-    let log = env.pod_log(&ns, &pod_name, "main");
-    assert_eq!(log.trim(), "hi", "log of {ns}/{pod_name}");
+    let out = env
+        .kubectl(&["logs", "-n", &ns, &pod_name, "-c", "main"])
+        .await
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(log.trim(), "hi", "kubectl logs {ns}/{pod_name}: {out:?}");
 }
 
 #[tokio::test]
 async fn deleting_an_owner_cascades_through_the_garbage_collector() {
-    let env = TestEnv::shared();
+    let env = env();
     let ns = env.create_namespace("gc").await.unwrap();
     let api: Api<ConfigMap> = Api::namespaced(env.client(), &ns);
     let pp = PostParams::default();
@@ -220,7 +237,7 @@ async fn deleting_an_owner_cascades_through_the_garbage_collector() {
 
 #[tokio::test]
 async fn namespace_deletion_finishes_with_a_running_pod_inside() {
-    let env = TestEnv::shared();
+    let env = env();
     let ns = env.create_namespace("nsdel").await.unwrap();
     let client = env.client();
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
@@ -236,7 +253,7 @@ async fn namespace_deletion_finishes_with_a_running_pod_inside() {
             "terminationGracePeriodSeconds": 2,
             "containers": [{
                 "name": "main",
-                "image": "busybox",
+                "image": images::PROBE.reference(),
                 "command": ["sh", "-c", "echo started; sleep 300"],
             }],
         },
@@ -265,7 +282,7 @@ async fn namespace_deletion_finishes_with_a_running_pod_inside() {
 
 #[tokio::test]
 async fn service_account_clients_are_subject_to_rbac() {
-    let env = TestEnv::shared();
+    let env = env();
     let ns = env.create_namespace("rbac").await.unwrap();
     let as_sa = env.client_as_service_account(&ns, "default").await.unwrap();
     let sa_pods: Api<Pod> = Api::namespaced(as_sa, &ns);

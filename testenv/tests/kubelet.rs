@@ -21,11 +21,13 @@ use testenv::env::TestEnv;
 
 const WAIT: Duration = Duration::from_secs(90);
 
-/// The shared environment, with two extra image mappings for the mapped-binary tests (every test
-/// of this binary asks through here, so the first one's configuration is everyone's).
+/// The shared environment on the fake kubelet: `busybox` runs on the host, and two image
+/// mappings for the mapped-binary tests (every test of this binary asks through here, so the
+/// first one's configuration is everyone's).
 fn shared_env() -> &'static TestEnv {
     TestEnv::shared_with(|| {
-        TestEnv::shared_builder()
+        TestEnv::builder()
+            .host_image("busybox")
             .image("testenv.local/echo", "/bin/echo")
             .image("testenv.local/missing", "/nonexistent/binary")
     })
@@ -407,32 +409,6 @@ async fn unknown_images_wait_with_a_hint() {
     let message = waiting.message.unwrap_or_default();
     assert!(message.contains("example.com/not-mapped"), "{message}");
     assert!(message.contains("host_image"), "{message}");
-}
-
-#[tokio::test]
-async fn service_account_kubeconfig_authenticates_as_the_pod() {
-    let env = shared_env();
-    let ns = env.create_namespace("kubelet-sa").await.unwrap();
-    let kubectl = testenv::tools::bin("kubectl").unwrap();
-    let pods: Api<Pod> = Api::namespaced(env.client(), &ns);
-    let pod: Pod = from_json(serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": { "name": "whoami" },
-        "spec": {
-            "restartPolicy": "Never",
-            "containers": [{
-                "name": "main",
-                "image": "busybox",
-                "command": [kubectl, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"],
-            }],
-        },
-    }));
-    pods.create(&PostParams::default(), &pod).await.unwrap();
-    let pod = finished(&pods, "whoami").await;
-    let log = env.pod_log(&ns, "whoami", "main");
-    assert_eq!(phase(&pod), Some("Succeeded"), "log: {log}");
-    assert_eq!(log.trim(), format!("system:serviceaccount:{ns}:default"));
 }
 
 #[tokio::test]

@@ -10,117 +10,23 @@
 //! Standard admits a restricted pod and refuses a privileged one; and the shutdown leaves no
 //! namespace, cgroup or mount behind.
 //!
-//! Needs: root, the tools of `tools/ensure-tools.sh` (it also installs umoci and busybox-static,
-//! which build the probe image here), and the pause image archive that `cargo xtask images`
-//! writes (`$LLMJOB_IMAGES_DIR` or `<target>/images/pause.oci.tar`). Nothing is skipped: a
-//! missing piece fails the test with a message naming what to run.
+//! Needs: root, the tools of `tools/ensure-tools.sh`, and the pause and probe (Debian's static
+//! busybox) image archives that `cargo xtask images` writes (`$LLMJOB_IMAGES_DIR` or
+//! `<target>/images/`). Nothing is skipped: a missing piece fails the test with a message naming
+//! what to run.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use testenv::env::TestEnv;
+use testenv::images::{self, ImageArchive};
 use testenv::node::{self, NodeConfig};
-use testenv::tools;
 
-/// The probe image's reference (built by this test from Debian's busybox-static).
-const PROBE_IMAGE: &str = "testenv.local/busybox:probe";
 const WAIT: Duration = Duration::from_secs(120);
-
-/// `$LLMJOB_IMAGES_DIR/<file>`, else `<target>/images/<file>`, the directory of
-/// `cargo xtask images`; panics naming that command when the archive is missing.
-fn built_image(file: &str) -> PathBuf {
-    let dir = std::env::var_os("LLMJOB_IMAGES_DIR")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| tools::target_dir().join("images"));
-    let path = dir.join(file);
-    assert!(
-        path.is_file(),
-        "image archive {} not found: run `cargo xtask images` (or set LLMJOB_IMAGES_DIR)",
-        path.display()
-    );
-    path
-}
-
-fn run(program: &Path, args: &[&str]) {
-    let out = Command::new(program).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{} {args:?}: {}",
-        program.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Builds the probe image with umoci: one layer with the static busybox and its applets, user
-/// 65532, as an OCI archive whose index names [`PROBE_IMAGE`]. Returns the archive and the
-/// image's id (its configuration's digest), which the kubelet reports as `imageID`.
-fn build_probe_image(dir: &Path) -> (PathBuf, String) {
-    let umoci = tools::bin("umoci").unwrap();
-    let busybox = tools::bin("busybox").unwrap();
-    let layout = dir.join("probe");
-    let image = format!("{}:probe", layout.display());
-    let bundle = dir.join("bundle");
-    run(&umoci, &["init", "--layout", &layout.to_string_lossy()]);
-    run(&umoci, &["new", "--image", &image]);
-    run(
-        &umoci,
-        &["unpack", "--image", &image, &bundle.to_string_lossy()],
-    );
-    let bin = bundle.join("rootfs").join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    std::fs::copy(&busybox, bin.join("busybox")).unwrap();
-    for applet in ["sh", "echo", "cat", "nslookup", "wget", "nc", "sleep"] {
-        std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
-    }
-    run(
-        &umoci,
-        &["repack", "--image", &image, &bundle.to_string_lossy()],
-    );
-    run(
-        &umoci,
-        &[
-            "config",
-            "--image",
-            &image,
-            "--config.user",
-            "65532:65532",
-            "--config.env",
-            "PATH=/bin",
-            "--config.entrypoint",
-            "/bin/sh",
-        ],
-    );
-    run(&umoci, &["gc", "--layout", &layout.to_string_lossy()]);
-    // umoci names the image by its tag alone; containerd imports it under the full reference.
-    let index_path = layout.join("index.json");
-    let mut index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
-    let manifest = &mut index["manifests"][0];
-    manifest["annotations"]["org.opencontainers.image.ref.name"] = PROBE_IMAGE.into();
-    let manifest_digest = manifest["digest"].as_str().unwrap().to_owned();
-    std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
-    let blob = |digest: &str| layout.join("blobs").join(digest.replacen(':', "/", 1));
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(blob(&manifest_digest)).unwrap()).unwrap();
-    let digest = manifest["config"]["digest"].as_str().unwrap().to_owned();
-    let archive = dir.join("probe.oci.tar");
-    let status = Command::new("tar")
-        .arg("-cf")
-        .arg(&archive)
-        .arg("-C")
-        .arg(&layout)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(status.success());
-    (archive, digest)
-}
 
 /// A pod of the probe image running `script`, compliant with the restricted Pod Security
 /// Standard.
@@ -136,7 +42,7 @@ fn probe_pod(name: &str, script: &str) -> Pod {
             },
             "containers": [{
                 "name": "probe",
-                "image": PROBE_IMAGE,
+                "image": images::PROBE.reference(),
                 "imagePullPolicy": "Never",
                 "command": ["/bin/sh", "-c", script],
                 "securityContext": {
@@ -196,12 +102,11 @@ fn peak_rss_kib(pid: u32) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_node_runs_pods_from_imported_images() {
-    let scratch = tempfile::tempdir().unwrap();
-    let (probe_archive, probe_digest) = build_probe_image(scratch.path());
-    let config = NodeConfig {
-        images: vec![built_image("pause.oci.tar"), probe_archive],
-        ..NodeConfig::default()
-    };
+    let probe = ImageArchive::open(&images::PROBE).unwrap_or_else(|e| panic!("{e}"));
+    let probe_digest = probe.config_digest.clone();
+    let probe_image = images::PROBE.reference();
+    let config =
+        NodeConfig::built_images(&[images::PAUSE, images::PROBE]).unwrap_or_else(|e| panic!("{e}"));
     let env = TestEnv::builder()
         .real_node(config)
         .collector(true)
@@ -238,8 +143,8 @@ async fn real_node_runs_pods_from_imported_images() {
         status.image_id, probe_digest,
         "imageID is not the imported image's id"
     );
-    let images = node.ctr(&["images", "list", "--quiet"]).unwrap();
-    assert!(images.contains(PROBE_IMAGE), "{images}");
+    let imported = node.ctr(&["images", "list", "--quiet"]).unwrap();
+    assert!(imported.contains(&probe_image), "{imported}");
     let hello_logs = logs(&env, &ns, "hello").await;
     assert!(
         hello_logs.contains("hello from a real node"),

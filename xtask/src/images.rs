@@ -1,5 +1,5 @@
-//! `cargo xtask images`: the OCI images of the operator, the job-runner and the pod sandbox
-//! (pause), built with no Docker, no daemon and no registry, into `testenv::images::dir()`
+//! `cargo xtask images`: the OCI images of the operator, the job-runner, the pod sandbox
+//! (pause) and the tests' probe, built with no Docker, no daemon and no registry, into `testenv::images::dir()`
 //! (`$LLMJOB_IMAGES_DIR`, else `<cargo target dir>/images`), one OCI image-layout archive each,
 //! importable with `ctr -n k8s.io images import` under the references of `testenv::images`.
 //!
@@ -13,6 +13,9 @@
 //!   environment, labels) is the one of `images/*.Dockerfile`; `deploy-tests/tests/dockerfiles.rs`
 //!   checks both against each other. The base layer is cached in
 //!   `$LLMJOB_CACHE/images/base-<key>.tar`, the key a hash of the package versions.
+//! * **probe** (tests only): `/bin/busybox` of Debian's `busybox-static` (`apt-get download`,
+//!   `dpkg-deb -x`, never installed) and applet links in `/bin`, user 65532, `PATH=/bin`,
+//!   entrypoint `/bin/sh`.
 //!
 //! `ocidir` (the containers project's OCI layout crate) writes blobs, digests, manifests and the
 //! index; this module only decides what goes into the layers and the configuration. Everything
@@ -53,6 +56,10 @@ const CA_BUNDLE: &str = "etc/ssl/certs/ca-certificates.crt";
 const WORKDIR: &str = "/home/nonroot";
 /// The pause image's user (upstream's).
 const PAUSE_USER: &str = "65535:65535";
+/// The Debian package whose static `/bin/busybox` the probe image carries.
+const PROBE_PACKAGE: &str = "busybox-static";
+/// The applets the probe pods' scripts use, as links to `/bin/busybox`.
+const PROBE_APPLETS: [&str; 7] = ["sh", "echo", "cat", "nslookup", "wget", "nc", "sleep"];
 
 /// One application image: which binary, and the labels of its Dockerfile.
 struct App {
@@ -74,10 +81,10 @@ const APPS: [App; 2] = [
     },
 ];
 
-/// Builds the images named in `only` (all when empty): pause first, then the release binaries,
-/// the base layer and the application images.
+/// Builds the images named in `only` (all of `testenv::images::BUILT` when empty): pause first,
+/// then the release binaries, the base layer and the application images, then the probe.
 pub fn run(root: &Path, only: &[String]) -> Result<()> {
-    let known: Vec<&str> = imgs::ALL.iter().map(|i| i.name).collect();
+    let known: Vec<&str> = imgs::BUILT.iter().map(|i| i.name).collect();
     if let Some(unknown) = only.iter().find(|n| !known.contains(&n.as_str())) {
         bail!("no image `{unknown}`: choose among {}", known.join(", "));
     }
@@ -122,6 +129,13 @@ pub fn run(root: &Path, only: &[String]) -> Result<()> {
             build_app(app, &release.join(app.binary), &base, &out)?;
             report(&app.image, &out, t)?;
         }
+    }
+
+    if wanted(&imgs::PROBE) {
+        crate::step("image testenv.local/busybox:probe (tests): Debian's busybox-static");
+        let t = Instant::now();
+        build_probe(&out)?;
+        report(&imgs::PROBE, &out, t)?;
     }
     eprintln!(
         "images: done in {:.1} s, in {} (import: ctr -n k8s.io images import <file>)",
@@ -285,6 +299,24 @@ fn which(program: &str) -> Option<PathBuf> {
 
 // --- the base layer ------------------------------------------------------------------------------
 
+/// Downloads the Debian packages `versions` (`name=version` each) into `dir` with
+/// `apt-get download` (nothing is installed).
+fn download_debs(versions: &[String], dir: &Path) -> Result<()> {
+    eprintln!(
+        "  apt-get download {} (Debian's archive)",
+        versions.join(" ")
+    );
+    run_checked(
+        Command::new("apt-get")
+            .arg("download")
+            .args(versions)
+            .current_dir(dir),
+    )
+    .context(
+        "the images are made from Debian packages: apt-get and Debian's package archive are needed",
+    )
+}
+
 /// The cached base layer (an uncompressed tar), built when its key is new.
 fn base_layer() -> Result<PathBuf> {
     let versions = BASE_PACKAGES
@@ -307,17 +339,7 @@ fn base_layer() -> Result<PathBuf> {
     let work = tempfile_dir(&dir, &format!("base-{key}"))?;
     let debs = work.join("debs");
     fs::create_dir_all(&debs)?;
-    eprintln!(
-        "  apt-get download {} (Debian's archive)",
-        versions.join(" ")
-    );
-    run_checked(
-        Command::new("apt-get")
-            .arg("download")
-            .args(&versions)
-            .current_dir(&debs),
-    )
-    .context("downloading the base packages needs apt-get and Debian's package archive")?;
+    download_debs(&versions, &debs)?;
     let rootfs = work.join("rootfs");
     let ca = work.join("ca-certificates");
     for entry in sorted_dir(&debs)? {
@@ -465,6 +487,60 @@ fn write(root: &Path, rel: &str, content: &[u8], mode: u32) -> Result<()> {
     }
     fs::write(&p, content).with_context(|| format!("writing {}", p.display()))?;
     fs::set_permissions(&p, fs::Permissions::from_mode(mode))?;
+    Ok(())
+}
+
+// --- the probe image ----------------------------------------------------------------------------
+
+/// Writes the probe image: one layer with Debian's static busybox and its applet links.
+fn build_probe(out: &Path) -> Result<()> {
+    let version = candidate_version(PROBE_PACKAGE)?;
+    let work = tempfile_dir(out, imgs::PROBE.name)?;
+    let debs = work.join("debs");
+    fs::create_dir_all(&debs)?;
+    download_debs(&[format!("{PROBE_PACKAGE}={version}")], &debs)?;
+    let extracted = work.join("extracted");
+    for entry in sorted_dir(&debs)? {
+        run_checked(
+            Command::new("dpkg-deb")
+                .arg("-x")
+                .arg(debs.join(&entry))
+                .arg(&extracted),
+        )?;
+    }
+    let busybox = extracted.join("bin/busybox");
+    if !busybox.is_file() {
+        bail!("{PROBE_PACKAGE} {version} holds no /bin/busybox");
+    }
+
+    let layout = work.join("layout");
+    let oci = open_layout(&layout)?;
+    let config = image_config(
+        ConfigBuilder::default()
+            .user(format!("{NONROOT_UID}:{NONROOT_UID}"))
+            .entrypoint(vec!["/bin/sh".to_owned()])
+            .env(vec!["PATH=/bin".to_owned()])
+            .build()?,
+    )?;
+    let mut tar = oci.create_layer(None)?;
+    append_dir(&mut tar, Path::new("bin"), 0o755)?;
+    append_file(&mut tar, &busybox, Path::new("bin/busybox"), 0o755)?;
+    for applet in PROBE_APPLETS {
+        let mut h = header(tar::EntryType::Symlink, 0o777, 0, (0, 0));
+        tar.append_link(&mut h, Path::new("bin").join(applet), "busybox")?;
+    }
+    let layer = tar.into_inner()?.complete()?;
+    insert_image(
+        &oci,
+        config,
+        vec![(
+            layer,
+            format!("/bin/busybox of Debian's {PROBE_PACKAGE} {version}"),
+        )],
+        &imgs::PROBE.reference(),
+    )?;
+    write_archive(&layout, &out.join(imgs::PROBE.file_name()))?;
+    fs::remove_dir_all(&work).ok();
     Ok(())
 }
 

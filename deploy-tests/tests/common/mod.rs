@@ -81,15 +81,9 @@ pub fn workspace_binary(name: &str) -> PathBuf {
 /// operator and the runner, under the references the chart and `manifests/` use), and a
 /// collector.
 pub async fn start_env() -> TestEnv {
-    let archives = images::ALL
-        .iter()
-        .map(|i| images::archive(i).unwrap_or_else(|e| panic!("{e}")))
-        .collect();
+    let node = NodeConfig::built_images(&images::ALL).unwrap_or_else(|e| panic!("{e}"));
     TestEnv::builder()
-        .real_node(NodeConfig {
-            images: archives,
-            ..NodeConfig::default()
-        })
+        .real_node(node)
         .collector(true)
         .start()
         .await

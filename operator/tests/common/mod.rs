@@ -1,9 +1,16 @@
-//! Shared by the operator's integration tests: the real control plane (`testenv`), the CRD, the
-//! real operator binary scoped to one test namespace, and small waiting helpers.
+//! Shared by the operator's integration tests: the real control plane and a real node
+//! (`testenv`: containerd, runc, the kubelet, kube-proxy, CoreDNS) that runs the runner pods
+//! from the runner image `cargo xtask images` built, the CRD, the real operator binary scoped
+//! to one test namespace, the openai-replay server behind a Service, and small waiting helpers.
 //!
-//! Each test creates its own namespace and runs its own operator process with
-//! `--watch-namespaces=<that namespace>`, so tests share one control plane (and collector) and
-//! still never see each other's objects.
+//! One environment per test binary ([`env`]): starting a control plane and a node costs seconds
+//! and hundreds of MiB, a test only a namespace. Each test creates its own namespace (enforcing
+//! the restricted Pod Security Standard, so the API server checks every pod the operator builds)
+//! and runs its own operator process, a host process with `--watch-namespaces=<that namespace>`,
+//! so tests share one cluster (and collector) and still never see each other's objects.
+//!
+//! Needs root, the tools of `tools/ensure-tools.sh` and the image archives of `cargo xtask
+//! images`; a missing one fails every test naming it.
 
 #![allow(
     dead_code,
@@ -13,18 +20,21 @@
     clippy::panic
 )]
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use llmjob_crds::v1alpha1::{LlmJob, Phase};
-use testenv::env::{RUNNER_IMAGE, TestEnv};
+use openai_replay::{RecordedRequest, ReplayConfig, ReplayServer};
+use testenv::env::TestEnv;
+use testenv::images;
+use testenv::node::{self, NodeConfig, services};
 use testenv::process::{ManagedProcess, ProcessSpec, free_loopback_port};
 use tokio::sync::OnceCell;
 
@@ -33,13 +43,116 @@ pub const API_KEY: &str = "sk-test-LEAKCHECK-operator-0123456789";
 /// Generous upper bound for waits: a bound against hanging CI, not a performance assertion.
 pub const WAIT: Duration = Duration::from_secs(120);
 
-/// The shared control plane with the CRD installed.
+/// The label that makes a namespace enforce the restricted Pod Security Standard.
+pub const POD_SECURITY_ENFORCE: &str = "pod-security.kubernetes.io/enforce";
+
+/// The environment shared by this binary's tests (a control plane, a real node that imports the
+/// pause and runner images, a collector) with the CRD installed.
+///
+/// It is never dropped: when the test binary exits, its processes die with it, and the next
+/// environment that takes the same node slot removes the containers, mounts and network
+/// namespace left behind ([`testenv::node`]).
 pub async fn env() -> &'static TestEnv {
+    let env = TestEnv::shared_with(|| {
+        let node = NodeConfig::built_images(&[images::PAUSE, images::RUNNER])
+            .unwrap_or_else(|e| panic!("{e}"));
+        TestEnv::builder().real_node(node).collector(true)
+    });
+    with_crd(env).await
+}
+
+/// The environment shared by this binary's tests when they need the API server only (no
+/// kubelet: admission), with the CRD installed.
+pub async fn api_env() -> &'static TestEnv {
+    with_crd(TestEnv::shared_with(|| TestEnv::builder().api_only())).await
+}
+
+/// Installs the CRD into the shared `env` once, and remembers its directory for messages.
+async fn with_crd(env: &'static TestEnv) -> &'static TestEnv {
     static CRD: OnceCell<()> = OnceCell::const_new();
-    let env = TestEnv::shared();
-    CRD.get_or_init(|| async { install_crd(&env.client()).await })
-        .await;
+    CRD.get_or_init(|| async {
+        let _ = ENV_DIR.set(env.dir().to_owned());
+        install_crd(&env.client()).await;
+    })
+    .await;
     env
+}
+
+/// The shared environment's directory (its logs), for failure messages.
+static ENV_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// ` (logs in <dir>)` once the shared environment runs.
+fn logs_hint() -> String {
+    ENV_DIR
+        .get()
+        .map(|d| format!("; logs in {}", d.display()))
+        .unwrap_or_default()
+}
+
+/// A fresh namespace `<prefix>-<n>-<random>` that enforces the restricted Pod Security Standard.
+pub async fn namespace(env: &TestEnv, prefix: &str) -> String {
+    let ns = env.create_namespace(prefix).await.expect("namespace");
+    Api::<Namespace>::all(env.client())
+        .patch(
+            &ns,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({
+                "metadata": {"labels": {POD_SECURITY_ENFORCE: "restricted"}}
+            })),
+        )
+        .await
+        .expect("labelling the namespace restricted");
+    ns
+}
+
+/// The openai-replay server on the node's host address, reached by the runner pods through the
+/// Service `openai-replay` of the test's namespace (port 80).
+pub struct Replay {
+    server: ReplayServer,
+    url: String,
+}
+
+impl Replay {
+    /// Starts the server with `config` (its address is set here) and exposes it in `ns`.
+    pub async fn start(env: &TestEnv, ns: &str, config: ReplayConfig) -> Replay {
+        let host = env.node().expect("env() starts a real node").host_ip();
+        let server = ReplayServer::start(config.with_addr(SocketAddr::new(host, 0)))
+            .await
+            .expect("starting the openai-replay server");
+        let IpAddr::V4(address) = server.addr().ip() else {
+            panic!("the replay server listens on {}, not IPv4", server.addr());
+        };
+        let base = services::host_http_service(
+            &env.client(),
+            ns,
+            "openai-replay",
+            address,
+            server.addr().port(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("exposing the replay server: {e}"));
+        // The first run must not race kube-proxy (a new Service refuses connections until its
+        // endpoints are programmed): each test asserts how many attempts its run took.
+        env.node()
+            .expect("a real node")
+            .wait_for_service(&env.client(), ns, "openai-replay", 80, WAIT)
+            .await
+            .unwrap_or_else(|e| panic!("{e}{}", logs_hint()));
+        Replay {
+            server,
+            url: format!("{base}/v1"),
+        }
+    }
+
+    /// The OpenAI base URL inside the cluster: `http://openai-replay.<ns>.svc/v1`.
+    pub fn base_url(&self) -> String {
+        self.url.clone()
+    }
+
+    /// The requests the server has answered.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.server.requests()
+    }
 }
 
 /// Applies the generated CRD and waits until it is Established.
@@ -72,7 +185,7 @@ where
 {
     testenv::wait::until(what, WAIT, f)
         .await
-        .unwrap_or_else(|e| panic!("{e}; logs in {}", TestEnv::shared().dir().display()))
+        .unwrap_or_else(|e| panic!("{e}{}", logs_hint()))
 }
 
 /// The real operator binary, watching one namespace.
@@ -83,11 +196,13 @@ pub struct Operator {
 }
 
 impl Operator {
-    /// Starts `llmjob-operator` for `namespace`, exporting to the shared collector.
+    /// Starts `llmjob-operator` for `namespace` as a host process, exporting to the shared
+    /// collector; its runs use the runner image and export through the collector's Service.
     pub async fn start(env: &TestEnv, namespace: &str, extra_args: &[&str]) -> Operator {
         let port = free_loopback_port().expect("a free port");
         let http: SocketAddr = ([127, 0, 0, 1], port).into();
         let collector = env.collector().expect("the shared env runs a collector");
+        let (collector_ns, collector_name) = node::COLLECTOR_SERVICE;
         let log = env
             .dir()
             .join("operators")
@@ -97,11 +212,10 @@ impl Operator {
             env!("CARGO_BIN_EXE_llmjob-operator"),
             &log,
         )
-        .arg(format!("--runner-image={RUNNER_IMAGE}:dev"))
+        .arg(format!("--runner-image={}", images::RUNNER.reference()))
         .arg("--runner-image-pull-policy=Never")
         .arg(format!(
-            "--default-otlp-endpoint={}",
-            collector.grpc_endpoint()
+            "--default-otlp-endpoint=http://{collector_name}.{collector_ns}.svc:4317"
         ))
         .arg("--default-environment=test")
         .arg(format!("--watch-namespaces={namespace}"))
@@ -154,9 +268,9 @@ impl Operator {
     }
 }
 
-/// A namespace with the API-key Secret `openai` (key `api-key`).
+/// A [`namespace`] with the API-key Secret `openai` (key `api-key`).
 pub async fn namespace_with_secret(env: &TestEnv, prefix: &str) -> String {
-    let ns = env.create_namespace(prefix).await.expect("namespace");
+    let ns = namespace(env, prefix).await;
     create_secret(env, &ns, "openai").await;
     ns
 }
@@ -214,7 +328,7 @@ pub async fn wait_for_phase(env: &TestEnv, ns: &str, name: &str, phase: Phase) -
         }
     })
     .await
-    .unwrap_or_else(|e| panic!("{e}; logs in {}", TestEnv::shared().dir().display()))
+    .unwrap_or_else(|e| panic!("{e}{}", logs_hint()))
 }
 
 /// The Jobs in `ns`.

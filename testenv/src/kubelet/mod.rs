@@ -22,14 +22,11 @@
 //!   message saying how to map them.
 //! * **Environment** ([`env_resolve`]): exactly what the kubelet would give the container (`env`
 //!   with `$(VAR)` expansion, `secretKeyRef` and `fieldRef`), plus `PATH`, `HOME` and `LANG` from
-//!   the host, `HOSTNAME` (the pod's hostname) and `KUBECONFIG` (below); nothing else is
-//!   inherited. A missing Secret or key leaves the container waiting in
+//!   the host and `HOSTNAME` (the pod's hostname); nothing else is inherited. A missing Secret or key leaves the container waiting in
 //!   `CreateContainerConfigError` with the kubelet's message, retried every 2 s.
 //!   `$(VAR)` references in `command`/`args` are expanded too.
-//! * **Service account** ([`token`]): unless `automountServiceAccountToken` is false, a token bound
-//!   to the pod in a kubeconfig under the pod's directory, named by `KUBECONFIG` (no
-//!   `KUBERNETES_SERVICE_HOST`: processes are not in a pod network, and in-cluster config would
-//!   look for `/var/run/secrets`).
+//! * **Service account**: none. The pods it runs (the operator bench's runners, its own tests'
+//!   shell pods) never call the API server; what does runs on the real node ([`crate::node`]).
 //! * **Termination message**: the container's `terminationMessagePath` (default
 //!   `/dev/termination-log`) becomes `<dir>/pods/<ns>_<pod>/<container>.termination-log`; every env
 //!   value equal to the path and every occurrence of it in `command`/`args` is rewritten to that
@@ -52,7 +49,6 @@ mod pods;
 mod runner;
 mod scheduler;
 mod status;
-mod token;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -100,10 +96,6 @@ pub struct KubeletConfig {
     pub host_images: Vec<String>,
     /// Where pod logs and files go (`<dir>/pods/...`).
     pub dir: PathBuf,
-    /// The API server URL put into pods' kubeconfigs (`https://127.0.0.1:PORT`).
-    pub api_server_url: String,
-    /// The cluster CA (PEM) put into pods' kubeconfigs.
-    pub ca_pem: String,
 }
 
 /// Errors from starting the kubelet.
@@ -167,8 +159,6 @@ impl Kubelet {
             images: cfg.images,
             host_images: cfg.host_images,
             dir: cfg.dir.clone(),
-            api_server_url: cfg.api_server_url,
-            ca_pem: cfg.ca_pem,
             registry: registry.clone(),
             host_env,
         });

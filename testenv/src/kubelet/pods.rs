@@ -20,7 +20,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, Preconditions};
-use tokio::sync::{OnceCell, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
 use super::env_resolve::{EnvSources, expand, referenced_secrets, resolve_env};
 use super::image::{
@@ -30,7 +30,6 @@ use super::runner::{ContainerProcess, Launch, ProcessRegistry};
 use super::status::{
     ContainerRuntime, PodRuntime, RunState, Terminated, build_status, is_terminal, restart_policy,
 };
-use super::token::service_account_kubeconfig;
 
 /// The longest a container gets between SIGTERM and SIGKILL (tests should not wait 30 s).
 pub(crate) const MAX_GRACE: Duration = Duration::from_secs(5);
@@ -63,10 +62,6 @@ pub(crate) struct Shared {
     pub host_images: Vec<String>,
     /// Where pod files go.
     pub dir: PathBuf,
-    /// The API server URL written into pod kubeconfigs.
-    pub api_server_url: String,
-    /// The cluster CA written into pod kubeconfigs.
-    pub ca_pem: String,
     /// All running container processes.
     pub registry: ProcessRegistry,
     /// The part of the host environment containers get (`PATH`, `HOME`, `LANG`).
@@ -131,7 +126,6 @@ struct PodCtx {
     name: String,
     uid: String,
     dir: PathBuf,
-    kubeconfig: OnceCell<Option<PathBuf>>,
     updates: mpsc::UnboundedSender<(usize, ContainerRuntime)>,
 }
 
@@ -152,24 +146,6 @@ impl PodCtx {
 
     fn termination_file(&self, container: &str) -> PathBuf {
         self.dir.join(format!("{container}.termination-log"))
-    }
-
-    /// The pod's service account kubeconfig, requested once per pod.
-    async fn kubeconfig(&self) -> Result<Option<PathBuf>, String> {
-        self.kubeconfig
-            .get_or_try_init(|| async {
-                let pod = self.pod();
-                service_account_kubeconfig(
-                    &self.shared.client,
-                    &pod,
-                    &self.dir,
-                    &self.shared.api_server_url,
-                    &self.shared.ca_pem,
-                )
-                .await
-            })
-            .await
-            .cloned()
     }
 }
 
@@ -240,7 +216,7 @@ fn secret_data(secret: Secret) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Everything short of spawning: image, environment, token, argv.
+/// Everything short of spawning: image, environment, argv.
 async fn prepare(ctx: &PodCtx, container: &Container) -> Result<Launch, PrepareError> {
     let shared = &ctx.shared;
     let image = container.image.as_deref().unwrap_or_default();
@@ -273,14 +249,6 @@ async fn prepare(ctx: &PodCtx, container: &Container) -> Result<Launch, PrepareE
     let mut env =
         resolve_env(&pod, container, &sources).map_err(|e| config_error(e.to_string()))?;
 
-    let kubeconfig = ctx
-        .kubeconfig()
-        .await
-        .map_err(|message| PrepareError::Config {
-            reason: "ContainerCreating",
-            message,
-        })?;
-
     // The termination-message path becomes a real file on the host.
     let message_path = container
         .termination_message_path
@@ -307,9 +275,6 @@ async fn prepare(ctx: &PodCtx, container: &Container) -> Result<Launch, PrepareE
         .and_then(|s| s.hostname.clone())
         .unwrap_or_else(|| ctx.name.clone());
     full_env.push(("HOSTNAME".to_owned(), hostname));
-    if let Some(path) = kubeconfig {
-        full_env.push(("KUBECONFIG".to_owned(), path.to_string_lossy().into_owned()));
-    }
     full_env.extend(env.iter().cloned());
     let path_var = full_env
         .iter()
@@ -665,7 +630,6 @@ pub(crate) async fn run_pod(shared: Arc<Shared>, mut pod_rx: watch::Receiver<Arc
             namespace: namespace.clone(),
             name: name.clone(),
             uid: uid.clone(),
-            kubeconfig: OnceCell::new(),
             updates: updates_tx,
         });
         let program = run_containers(ctx, spec.clone(), stop_rx);

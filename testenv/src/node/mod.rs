@@ -114,6 +114,14 @@ pub enum NodeError {
         #[source]
         source: kube::Error,
     },
+    /// A Service did not answer from inside the node in time.
+    #[error("{what} did not accept connections from the node in time (last seen: {last})")]
+    ServiceUnreachable {
+        /// The Service and port.
+        what: String,
+        /// The last attempt's outcome.
+        last: String,
+    },
     /// A component exited or did not become ready in time.
     #[error("{component} did not become ready: {reason}\nlog {log} (last lines):\n{tail}")]
     NotReady {
@@ -135,6 +143,23 @@ pub struct NodeConfig {
     pub images: Vec<PathBuf>,
     /// The pause image's reference; one of `images` must carry it.
     pub sandbox_image: String,
+}
+
+impl NodeConfig {
+    /// Imports the archives `cargo xtask images` built of `images` (include
+    /// [`crate::images::PAUSE`], the sandbox), with the default sandbox image; the error names
+    /// `cargo xtask images` when an archive is missing.
+    pub fn built_images(
+        images: &[crate::images::Image],
+    ) -> Result<Self, crate::images::ImageError> {
+        Ok(Self {
+            images: images
+                .iter()
+                .map(crate::images::archive)
+                .collect::<Result<_, _>>()?,
+            ..Self::default()
+        })
+    }
 }
 
 impl Default for NodeConfig {
@@ -651,9 +676,54 @@ impl Node {
         self.host.host_ip()
     }
 
-    /// containerd's paths (socket, root, state).
-    pub fn containerd_paths(&self) -> &containerd::Paths {
-        &self.containerd_paths
+    /// Waits until Service `namespace/name` accepts TCP connections on `port` from inside the
+    /// node's network namespace, i.e. until kube-proxy has programmed its endpoints: a Service
+    /// applied a moment ago refuses connections (kube-proxy's REJECT rule for a Service without
+    /// endpoints) until kube-proxy's next sync. Each attempt connects with bash's `/dev/tcp`
+    /// through `nsenter --net`.
+    pub async fn wait_for_service(
+        &self,
+        client: &kube::Client,
+        namespace: &str,
+        name: &str,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<(), NodeError> {
+        let what = format!("Service {namespace}/{name} port {port}");
+        let services: kube::Api<k8s_openapi::api::core::v1::Service> =
+            kube::Api::namespaced(client.clone(), namespace);
+        let netns = self.host.addresses.nsenter_net_arg();
+        wait::until_ok(&what, timeout, || async {
+            let service = services
+                .get(name)
+                .await
+                .map_err(|e| format!("cannot read the Service: {e}"))?;
+            let ip = service
+                .spec
+                .and_then(|s| s.cluster_ip)
+                .ok_or_else(|| "no cluster IP yet".to_owned())?;
+            let mut child = tokio::process::Command::new("nsenter")
+                .arg(&netns)
+                .args(["--", "bash", "-c", &format!("exec 3<>/dev/tcp/{ip}/{port}")])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| format!("cannot run nsenter: {e}"))?;
+            // A dropped packet would hang the connect: one second per attempt.
+            match tokio::time::timeout(Duration::from_secs(1), child.wait()).await {
+                Ok(Ok(status)) if status.success() => Ok(()),
+                Ok(Ok(status)) => Err(format!("connecting to {ip}:{port}: {status}")),
+                Ok(Err(e)) => Err(format!("waiting for nsenter: {e}")),
+                Err(_) => Err(format!("connecting to {ip}:{port}: no answer within 1 s")),
+            }
+        })
+        .await
+        .map_err(|e| NodeError::ServiceUnreachable {
+            what,
+            last: e.last.unwrap_or_else(|| "nothing".to_owned()),
+        })
     }
 
     /// Runs `ctr` against this node's containerd in the CRI namespace (`k8s.io`).

@@ -113,7 +113,9 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
     if !options.no_build {
         crate::tools(root, if options.backends { "backends" } else { "demo" })?;
         step("building the images of the operator and the job-runner: cargo xtask images");
-        crate::images::run(root, &[])?;
+        // Only the images the demo runs (not the tests' probe).
+        let names: Vec<String> = images::ALL.iter().map(|i| i.name.to_owned()).collect();
+        crate::images::run(root, &names)?;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -123,10 +125,7 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
 }
 
 async fn demo(root: &Path, options: &Options) -> Result<()> {
-    let archives = images::ALL
-        .iter()
-        .map(images::archive)
-        .collect::<Result<Vec<_>, _>>()?;
+    let node = NodeConfig::built_images(&images::ALL)?;
 
     step(
         "starting the stack: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, a real node (containerd, runc, the kubelet, kube-proxy, CoreDNS) and an OpenTelemetry Collector",
@@ -144,12 +143,7 @@ async fn demo(root: &Path, options: &Options) -> Result<()> {
     } else {
         None
     };
-    let mut builder = TestEnv::builder()
-        .real_node(NodeConfig {
-            images: archives,
-            ..NodeConfig::default()
-        })
-        .collector(true);
+    let mut builder = TestEnv::builder().real_node(node).collector(true);
     if let Some(backends) = &backends {
         builder = builder.collector_forward_to(backends.otlp_grpc_endpoint());
     }
