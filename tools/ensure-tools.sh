@@ -25,24 +25,26 @@
 # interrupted build is never mistaken for a finished one), symlinked into bin/. A warm run takes
 # seconds. Bump a version below and the next run builds the new one next to the old.
 #
-#   tools/ensure-tools.sh [test|demo]
+#   tools/ensure-tools.sh [test|demo|backends]
 #
 # The profile (default test) says what to build: `demo` only what `cargo xtask demo` runs (etcd,
 # kube-apiserver, kube-controller-manager, kubectl, the collector, the real node's tools; its
 # only apt-get is the node's runc, iptables, conntrack and iproute2 when missing, announced in a
-# line naming them and why); `test` everything (adds helm,
+# line naming them and why); `backends` that plus Prometheus and Jaeger (`cargo xtask demo
+# --backends`); `test` everything (adds helm,
 # kubeconform, kubernetes-validate, hadolint, the schemas and Lua, which only tests use). A block
-# that only tests need is guarded by `want test`. Every build prints a line at least every 30 s
-# (tools/heartbeat.sh).
+# that only tests need is guarded by `want test`, one the backends need by `want backends`.
+# Every build prints a line at least every 30 s (tools/heartbeat.sh).
 set -euo pipefail
 
 PROFILE=${1:-test}
 case "$PROFILE" in
-  test | demo) ;;
-  *) printf '[tools] ERROR: unknown profile %s (use test or demo)\n' "$PROFILE" >&2; exit 2 ;;
+  test | demo | backends) ;;
+  *) printf '[tools] ERROR: unknown profile %s (use test, demo or backends)\n' "$PROFILE" >&2; exit 2 ;;
 esac
-# want PROFILE: whether this run builds what PROFILE needs (test includes demo).
-want() { [ "$1" = demo ] || [ "$PROFILE" = test ]; }
+# want PROFILE: whether this run builds what PROFILE needs (test includes backends, which
+# includes demo).
+want() { [ "$1" = demo ] || [ "$PROFILE" = test ] || [ "$1" = "$PROFILE" ]; }
 
 KUBE_VERSION=1.36.2
 ETCD_VERSION=3.6.14
@@ -252,6 +254,34 @@ OTELCOL_KEY="$OTELCOL_VERSION-$(sha256sum "$REPO/tools/otelcol/builder-config.ya
 build_once otelcol "$OTELCOL_KEY" build_otelcol
 link "$TOOLS/otelcol-$OTELCOL_KEY/otelcol-test"
 
+if want backends; then
+# --- Prometheus and promtool (testenv::backends; `promtool check/test rules` on the chart's rules) --
+# `remove_all_sd` leaves out the cloud service discoveries (AWS, Azure, GCE, Kubernetes, ...):
+# testenv scrapes static targets only, and the build is minutes shorter. No `builtinassets` tag:
+# the web UI is not embedded, the HTTP API (queries, the OTLP receiver) is all the tests use.
+build_prometheus() {
+  local v=github.com/prometheus/common/version
+  (cd "$REPO/tools/prometheus" && go mod download && go build -tags remove_all_sd \
+    -ldflags "-s -w -X $v.Version=$(prometheus_release) -X $v.Branch=HEAD -X $v.Revision=v$PROMETHEUS_VERSION" \
+    -o "$1/" github.com/prometheus/prometheus/cmd/prometheus github.com/prometheus/prometheus/cmd/promtool)
+}
+# Module v0.3MM.P is Prometheus 3.MM.P.
+prometheus_release() { local minor=${PROMETHEUS_VERSION#0.3}; echo "3.${minor%%.*}.${PROMETHEUS_VERSION##*.}"; }
+grep -q "github.com/prometheus/prometheus v$PROMETHEUS_VERSION" "$REPO/tools/prometheus/go.mod" || die "tools/prometheus/go.mod does not pin prometheus v$PROMETHEUS_VERSION"
+build_once prometheus "$PROMETHEUS_VERSION" build_prometheus
+for b in prometheus promtool; do link "$TOOLS/prometheus-$PROMETHEUS_VERSION/$b"; done
+
+# --- Jaeger v2 (testenv::backends: OTLP in, traces kept in memory, the query API) ----------------
+build_jaeger() {
+  local v=github.com/jaegertracing/jaeger/internal/version
+  (cd "$REPO/tools/jaeger" && go mod download && go build \
+    -ldflags "-s -w -X $v.latestVersion=v$JAEGER_VERSION" -o "$1/jaeger" github.com/jaegertracing/jaeger/cmd/jaeger)
+}
+grep -q "github.com/jaegertracing/jaeger v$JAEGER_VERSION" "$REPO/tools/jaeger/go.mod" || die "tools/jaeger/go.mod does not pin jaeger v$JAEGER_VERSION"
+build_once jaeger "$JAEGER_VERSION" build_jaeger
+link "$TOOLS/jaeger-$JAEGER_VERSION/jaeger"
+fi # want backends
+
 if want test; then
 # --- helm (KubeVersion compiled in as the control plane's, see test-infra.md) --------------------
 build_helm() {
@@ -278,32 +308,6 @@ build_helm_docs() {
 }
 build_once helm-docs "$HELM_DOCS_VERSION" build_helm_docs
 link "$TOOLS/helm-docs-$HELM_DOCS_VERSION/helm-docs"
-
-# --- Prometheus and promtool (testenv::backends; `promtool check/test rules` on the chart's rules) --
-# `remove_all_sd` leaves out the cloud service discoveries (AWS, Azure, GCE, Kubernetes, ...):
-# testenv scrapes static targets only, and the build is minutes shorter. No `builtinassets` tag:
-# the web UI is not embedded, the HTTP API (queries, the OTLP receiver) is all the tests use.
-build_prometheus() {
-  local v=github.com/prometheus/common/version
-  (cd "$REPO/tools/prometheus" && go mod download && go build -tags remove_all_sd \
-    -ldflags "-s -w -X $v.Version=$(prometheus_release) -X $v.Branch=HEAD -X $v.Revision=v$PROMETHEUS_VERSION" \
-    -o "$1/" github.com/prometheus/prometheus/cmd/prometheus github.com/prometheus/prometheus/cmd/promtool)
-}
-# Module v0.3MM.P is Prometheus 3.MM.P.
-prometheus_release() { local minor=${PROMETHEUS_VERSION#0.3}; echo "3.${minor%%.*}.${PROMETHEUS_VERSION##*.}"; }
-grep -q "github.com/prometheus/prometheus v$PROMETHEUS_VERSION" "$REPO/tools/prometheus/go.mod" || die "tools/prometheus/go.mod does not pin prometheus v$PROMETHEUS_VERSION"
-build_once prometheus "$PROMETHEUS_VERSION" build_prometheus
-for b in prometheus promtool; do link "$TOOLS/prometheus-$PROMETHEUS_VERSION/$b"; done
-
-# --- Jaeger v2 (testenv::backends: OTLP in, traces kept in memory, the query API) ----------------
-build_jaeger() {
-  local v=github.com/jaegertracing/jaeger/internal/version
-  (cd "$REPO/tools/jaeger" && go mod download && go build \
-    -ldflags "-s -w -X $v.latestVersion=v$JAEGER_VERSION" -o "$1/jaeger" github.com/jaegertracing/jaeger/cmd/jaeger)
-}
-grep -q "github.com/jaegertracing/jaeger v$JAEGER_VERSION" "$REPO/tools/jaeger/go.mod" || die "tools/jaeger/go.mod does not pin jaeger v$JAEGER_VERSION"
-build_once jaeger "$JAEGER_VERSION" build_jaeger
-link "$TOOLS/jaeger-$JAEGER_VERSION/jaeger"
 
 # --- kubernetes-validate (offline schemas) -------------------------------------------------------
 ensure_venv
@@ -383,7 +387,9 @@ report_build_seconds() {
   [ -z "$unknown" ] || log "no recorded build time (built before it was recorded):$unknown"
 }
 if ! want test; then
-  for tool in etcd kube-apiserver kube-controller-manager kubectl otelcol-test; do
+  tools_built="etcd kube-apiserver kube-controller-manager kubectl otelcol-test"
+  want backends && tools_built="$tools_built prometheus promtool jaeger"
+  for tool in $tools_built; do
     [ -e "$BIN/$tool" ] || die "$tool is missing ($BIN/$tool) after the build"
     printf '%-24s %s\n' "$tool" "$(readlink -f "$BIN/$tool")"
   done

@@ -26,6 +26,8 @@ pub use crate::wait::POLL_INTERVAL;
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Lines of the collector's log quoted in errors.
 const LOG_TAIL_LINES: usize = 30;
+/// The exporter that forwards traces and metrics ([`Collector::start_forwarding`]).
+const FORWARD_EXPORTER: &str = "otlp_grpc/forward";
 /// Attempts at finding two free ports the collector can bind.
 const PORT_ATTEMPTS: usize = 3;
 
@@ -105,6 +107,16 @@ impl Collector {
     /// Starts a collector in a new directory under `parent`, listening on `address` (a real
     /// node's pods reach the host on a non-loopback address; see [`crate::node`]).
     pub async fn start_on(parent: &Path, address: IpAddr) -> Result<Self, CollectorError> {
+        Self::start_forwarding(parent, address, None).await
+    }
+
+    /// [`Collector::start_on`], also forwarding traces and metrics over OTLP/gRPC (plaintext) to
+    /// `forward`, e.g. the reference pipelines of [`crate::backends::Backends`], when given.
+    pub async fn start_forwarding(
+        parent: &Path,
+        address: IpAddr,
+        forward: Option<&str>,
+    ) -> Result<Self, CollectorError> {
         let binary = tools::bin("otelcol-test")?;
         let dir = unique_dir(parent);
         let output_dir = dir.join("out");
@@ -128,7 +140,7 @@ impl Collector {
             if grpc == http {
                 continue;
             }
-            let config = render_config(grpc, http, &output_dir)?;
+            let config = render_config(grpc, http, &output_dir, forward)?;
             std::fs::write(&config_path, config).map_err(|source| CollectorError::Prepare {
                 path: config_path.clone(),
                 source,
@@ -307,11 +319,13 @@ fn unique_dir(parent: &Path) -> PathBuf {
 }
 
 /// The collector config: OTLP in on the two ports, one file exporter per signal (JSON lines,
-/// flushed every 100 ms), the debug exporter into the log, no self-telemetry listener.
+/// flushed every 100 ms), the debug exporter into the log, no self-telemetry listener; with
+/// `forward`, traces and metrics also go to that OTLP/gRPC endpoint.
 fn render_config(
     grpc: SocketAddr,
     http: SocketAddr,
     output_dir: &Path,
+    forward: Option<&str>,
 ) -> Result<String, serde_norway::Error> {
     let file = |name: &str| {
         serde_json::json!({
@@ -320,8 +334,14 @@ fn render_config(
             "flush_interval": "100ms",
         })
     };
-    let pipeline = |exporter: &str| serde_json::json!({ "receivers": ["otlp"], "exporters": [exporter, "debug"] });
-    let config = serde_json::json!({
+    let pipeline = |exporter: &str, forwarded: bool| {
+        let mut exporters = vec![exporter, "debug"];
+        if forwarded && forward.is_some() {
+            exporters.push(FORWARD_EXPORTER);
+        }
+        serde_json::json!({ "receivers": ["otlp"], "exporters": exporters })
+    };
+    let mut config = serde_json::json!({
         "receivers": { "otlp": { "protocols": {
             "grpc": { "endpoint": grpc.to_string() },
             "http": { "endpoint": http.to_string() },
@@ -335,12 +355,16 @@ fn render_config(
         "service": {
             "telemetry": { "metrics": { "level": "none" } },
             "pipelines": {
-                "traces": pipeline("file/traces"),
-                "metrics": pipeline("file/metrics"),
-                "logs": pipeline("file/logs"),
+                "traces": pipeline("file/traces", true),
+                "metrics": pipeline("file/metrics", true),
+                "logs": pipeline("file/logs", false),
             },
         },
     });
+    if let Some(endpoint) = forward {
+        config["exporters"][FORWARD_EXPORTER] =
+            serde_json::json!({ "endpoint": endpoint, "tls": { "insecure": true } });
+    }
     serde_norway::to_string(&config)
 }
 
@@ -350,7 +374,8 @@ mod tests {
 
     #[test]
     fn config_names_ports_files_and_no_self_metrics() {
-        let yaml = render_config(loopback(1111), loopback(2222), Path::new("/tmp/x y")).unwrap();
+        let yaml =
+            render_config(loopback(1111), loopback(2222), Path::new("/tmp/x y"), None).unwrap();
         let v: serde_norway::Value = serde_norway::from_str(&yaml).unwrap();
         assert_eq!(
             v["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"],
@@ -366,6 +391,26 @@ mod tests {
             v["service"]["pipelines"]["metrics"]["exporters"][0],
             "file/metrics"
         );
+    }
+
+    #[test]
+    fn forwarding_adds_an_otlp_exporter_to_traces_and_metrics() {
+        let yaml = render_config(
+            loopback(1),
+            loopback(2),
+            Path::new("/o"),
+            Some("http://127.0.0.1:3"),
+        )
+        .unwrap();
+        let v: serde_norway::Value = serde_norway::from_str(&yaml).unwrap();
+        assert_eq!(
+            v["exporters"][FORWARD_EXPORTER]["endpoint"],
+            "http://127.0.0.1:3"
+        );
+        let exporters = |p: &str| v["service"]["pipelines"][p]["exporters"].clone();
+        assert_eq!(exporters("traces")[2], FORWARD_EXPORTER);
+        assert_eq!(exporters("metrics")[2], FORWARD_EXPORTER);
+        assert_eq!(exporters("logs").as_sequence().map(Vec::len), Some(2));
     }
 
     #[test]

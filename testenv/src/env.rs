@@ -128,6 +128,7 @@ pub struct TestEnvBuilder {
     images: HashMap<String, PathBuf>,
     host_images: Vec<String>,
     collector: bool,
+    collector_forward: Option<String>,
     parent_dir: Option<PathBuf>,
     real_node: Option<NodeConfig>,
     api_only: bool,
@@ -144,6 +145,14 @@ impl TestEnvBuilder {
     /// `args` on the host (e.g. `busybox` with `sh -c ...`).
     pub fn host_image(mut self, image: impl Into<String>) -> Self {
         self.host_images.push(image.into());
+        self
+    }
+
+    /// Makes the collector (when enabled) also forward traces and metrics over OTLP/gRPC to
+    /// `endpoint`, e.g. [`crate::backends::Backends::otlp_grpc_endpoint`] (the demo's
+    /// `--backends`).
+    pub fn collector_forward_to(mut self, endpoint: impl Into<String>) -> Self {
+        self.collector_forward = Some(endpoint.into());
         self
     }
 
@@ -214,7 +223,14 @@ impl TestEnvBuilder {
         };
         let cluster = Cluster::start_with(dir, &options).await?;
         let collector = if self.collector {
-            Some(Collector::start_on(dir, options.address).await?)
+            Some(
+                Collector::start_forwarding(
+                    dir,
+                    options.address,
+                    self.collector_forward.as_deref(),
+                )
+                .await?,
+            )
         } else {
             None
         };

@@ -86,6 +86,10 @@ enum Task {
         /// (the end-to-end test).
         #[arg(long)]
         no_build: bool,
+        /// Also run a real Prometheus and Jaeger behind the reference collector pipelines
+        /// (manifests/observability/) and print what the run left there.
+        #[arg(long)]
+        backends: bool,
     },
 }
 
@@ -133,7 +137,18 @@ fn run(task: Task) -> Result<()> {
         }
         Task::Bench => bench(&root),
         Task::Images { names } => images::run(&root, &names),
-        Task::Demo { keep, no_build } => demo::run(&root, &demo::Options { keep, no_build }),
+        Task::Demo {
+            keep,
+            no_build,
+            backends,
+        } => demo::run(
+            &root,
+            &demo::Options {
+                keep,
+                no_build,
+                backends,
+            },
+        ),
     }
 }
 

@@ -25,7 +25,13 @@
 //! exit) when the run fails, and says why. `--keep` keeps everything the printed instructions
 //! use (the stack, the collector and the replay server) up until Ctrl-C, and writes
 //! `manifests/examples/messages.yaml` pointed at the same OpenAI server for `kubectl apply`.
+//!
+//! `--backends` also starts a real Prometheus and Jaeger behind the reference collector
+//! pipelines (`testenv::backends`); the demo's collector forwards traces and metrics to them, and
+//! the demo prints the usage dashboard's key panels from Prometheus and the trace from Jaeger
+//! ([`backends`]); with `--keep` it prints their URLs. Without it nothing changes.
 
+pub mod backends;
 pub mod report;
 
 use std::net::{IpAddr, SocketAddr};
@@ -69,6 +75,8 @@ pub struct Options {
     pub keep: bool,
     /// Use the tools and images already built (the end-to-end test, after `cargo xtask images`).
     pub no_build: bool,
+    /// Also run Prometheus and Jaeger behind the reference collector pipelines.
+    pub backends: bool,
 }
 
 /// Where OpenAI is.
@@ -103,7 +111,7 @@ fn step(what: &str) {
 /// Runs the demo.
 pub fn run(root: &Path, options: &Options) -> Result<()> {
     if !options.no_build {
-        crate::tools(root, "demo")?;
+        crate::tools(root, if options.backends { "backends" } else { "demo" })?;
         step("building the images of the operator and the job-runner: cargo xtask images");
         // Only the images the demo runs (not the tests' probe).
         let names: Vec<String> = images::ALL.iter().map(|i| i.name.to_owned()).collect();
@@ -123,12 +131,23 @@ async fn demo(root: &Path, options: &Options) -> Result<()> {
         "starting the stack: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, a real node (containerd, runc, the kubelet, kube-proxy, CoreDNS) and an OpenTelemetry Collector",
     );
     let started = std::time::Instant::now();
-    let env = TestEnv::builder()
-        .real_node(node)
-        .collector(true)
-        .start()
-        .await
-        .context("starting the stack")?;
+    let backends = if options.backends {
+        step(
+            "starting Prometheus 3 and Jaeger v2 behind the reference collector pipelines (manifests/observability/)",
+        );
+        Some(
+            testenv::backends::Backends::start(None)
+                .await
+                .context("starting Prometheus and Jaeger")?,
+        )
+    } else {
+        None
+    };
+    let mut builder = TestEnv::builder().real_node(node).collector(true);
+    if let Some(backends) = &backends {
+        builder = builder.collector_forward_to(backends.otlp_grpc_endpoint());
+    }
+    let env = builder.start().await.context("starting the stack")?;
     if let Some(node) = env.node() {
         eprintln!(
             "node {} Ready {:.1} s after its start ({:.1} s for the whole stack)",
@@ -137,14 +156,24 @@ async fn demo(root: &Path, options: &Options) -> Result<()> {
             started.elapsed().as_secs_f64()
         );
     }
-    let result = demo_on(root, &env, options).await;
+    let result = demo_on(root, &env, backends.as_ref(), options).await;
     if let Err(e) = env.shutdown().await {
         eprintln!("demo: stopping the stack: {e}");
+    }
+    if let Some(backends) = backends
+        && let Err(e) = backends.shutdown().await
+    {
+        eprintln!("demo: stopping Prometheus and Jaeger: {e}");
     }
     result
 }
 
-async fn demo_on(root: &Path, env: &TestEnv, options: &Options) -> Result<()> {
+async fn demo_on(
+    root: &Path,
+    env: &TestEnv,
+    backends: Option<&testenv::backends::Backends>,
+    options: &Options,
+) -> Result<()> {
     let collector = env.collector().context("the stack runs a collector")?;
 
     step(
@@ -293,6 +322,15 @@ async fn demo_on(root: &Path, env: &TestEnv, options: &Options) -> Result<()> {
             "\nthe collector's output: {} (traces.jsonl, metrics.jsonl, logs.jsonl)",
             collector.output_dir().display()
         );
+        if let Some(backends) = backends {
+            step("the usage dashboard's key panels, now, from Prometheus");
+            backends::print_panels(backends).await?;
+            step(&format!(
+                "the run's trace from Jaeger: GET /api/traces/{trace_id}"
+            ));
+            let trace = backends::fetch_trace(backends, &trace_id).await?;
+            print!("{}", backends::trace_tree(&trace));
+        }
     }
 
     if phase != Some(Phase::Succeeded) {
@@ -311,7 +349,7 @@ async fn demo_on(root: &Path, env: &TestEnv, options: &Options) -> Result<()> {
     eprintln!("\ndemo: the LlmJob succeeded");
     if options.keep {
         // Here, while `openai` (the replay server) is still alive: the instructions use it.
-        keep(root, env, &openai).await?;
+        keep(root, env, backends, &openai).await?;
     } else {
         eprintln!(
             "(run `cargo xtask demo --keep` to keep the stack up and apply your own LlmJobs)"
@@ -588,7 +626,12 @@ async fn first_pod(env: &TestEnv) -> Option<String> {
 
 /// Keeps the stack up until Ctrl-C, printing how to use it. Everything the instructions name
 /// (the stack, the collector, the OpenAI server in `openai`) is alive until then.
-async fn keep(root: &Path, env: &TestEnv, openai: &OpenAi) -> Result<()> {
+async fn keep(
+    root: &Path,
+    env: &TestEnv,
+    backends: Option<&testenv::backends::Backends>,
+    openai: &OpenAi,
+) -> Result<()> {
     let llmjob = example(root, KEEP_EXAMPLE, openai)?;
     let file = env.dir().join(KEEP_EXAMPLE);
     if let Some(dir) = file.parent() {
@@ -609,6 +652,23 @@ async fn keep(root: &Path, env: &TestEnv, openai: &OpenAi) -> Result<()> {
             c.grpc_endpoint(),
             c.http_endpoint(),
             c.output_dir().display()
+        );
+    }
+    if let Some(b) = backends {
+        println!(
+            "  Prometheus: {}  (HTTP API, e.g. {}/api/v1/query?query=gen_ai_client_token_usage_sum; no web UI in this build)",
+            b.prometheus_url(),
+            b.prometheus_url()
+        );
+        println!(
+            "  Jaeger: {}  (query API, e.g. {}/api/traces/<traceId>)",
+            b.jaeger_url(),
+            b.jaeger_url()
+        );
+        println!(
+            "  the reference pipelines: OTLP gRPC {} (logs: {})",
+            b.otlp_grpc_endpoint(),
+            b.dir().display()
         );
     }
     if let OpenAi::Replay(server, url) = openai {
