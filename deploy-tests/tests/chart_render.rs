@@ -123,6 +123,8 @@ fn default_render_is_valid_kubernetes_1_36() {
         "RoleBinding",
         "Service",
         "Deployment",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
     ]
     .into();
     assert_eq!(kinds, want, "kinds rendered with default values");
@@ -180,6 +182,7 @@ fn operator_grants() -> BTreeSet<Grant> {
             &["get", "list", "watch", "create", "patch"],
         ),
         ("", "pods", &["get", "list", "watch"]),
+        ("", "namespaces", &["get"]),
         ("events.k8s.io", "events", &["create", "patch"]),
     ];
     let mut out = BTreeSet::new();
@@ -926,4 +929,108 @@ fn kube_version_constraint_is_what_the_chart_needs() {
         readme.contains("--kube-version"),
         "README.md.gotmpl must tell `helm template` users to pass --kube-version"
     );
+}
+
+/// The tenant policy (docs/security.md): the ValidatingAdmissionPolicy and its binding are on by
+/// default and refuse; the `tenancy.*` values loosen the policy cluster-wide and reach the
+/// operator as the same settings; the binding follows `watchNamespaces`; it can be turned off.
+#[test]
+fn the_tenancy_policy_follows_the_values_and_the_operator_gets_the_same() {
+    let env_of = |docs: &[Value]| -> Vec<(String, String)> {
+        one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter_map(|e| {
+                Some((
+                    e["name"].as_str()?.to_owned(),
+                    e["value"].as_str()?.to_owned(),
+                ))
+            })
+            .filter(|(n, _)| {
+                n.starts_with("LLMJOB_ALLOW")
+                    || n == "LLMJOB_RUNNER_SERVICE_ACCOUNT"
+                    || n == "LLMJOB_CLUSTER_DOMAIN"
+            })
+            .collect()
+    };
+    let variables = |docs: &[Value]| -> Vec<String> {
+        one(docs, "ValidatingAdmissionPolicy")["spec"]["variables"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter(|v| v["name"].as_str().is_some_and(|n| n.starts_with("allow")))
+            .map(|v| v["expression"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    let (_, docs) = render_default();
+    let policy = one(&docs, "ValidatingAdmissionPolicy");
+    let binding = one(&docs, "ValidatingAdmissionPolicyBinding");
+    assert_eq!(binding["spec"]["policyName"], policy["metadata"]["name"]);
+    assert_eq!(strs(&binding["spec"]["validationActions"]), ["Deny"]);
+    assert_eq!(policy["spec"]["failurePolicy"], "Fail");
+    assert!(
+        binding["spec"].get("matchResources").is_none(),
+        "every namespace by default"
+    );
+    let defaults = variables(&docs);
+    assert_eq!(defaults.len(), 3);
+    for (expr, label) in defaults.iter().zip([
+        "llmjob.dev/allow-env-refs",
+        "llmjob.dev/allow-service-accounts",
+        "llmjob.dev/allow-insecure-base-url",
+    ]) {
+        assert!(
+            expr.starts_with("false || ") && expr.contains(label),
+            "{expr}"
+        );
+    }
+    assert_eq!(
+        env_of(&docs),
+        [
+            ("LLMJOB_RUNNER_SERVICE_ACCOUNT", ""),
+            ("LLMJOB_ALLOW_ENV_REFS", "false"),
+            ("LLMJOB_ALLOW_SERVICE_ACCOUNTS", "false"),
+            ("LLMJOB_ALLOW_INSECURE_BASE_URL", "false"),
+            ("LLMJOB_CLUSTER_DOMAIN", "cluster.local"),
+        ]
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    );
+
+    let (text, docs) = render(&[
+        "--set",
+        "tenancy.allowEnvRefs=true,tenancy.allowServiceAccounts=true,tenancy.allowInsecureBaseURL=true",
+        "--set",
+        "runner.serviceAccountName=llm-runner,tenancy.clusterDomain=corp.internal",
+        "--set",
+        "tenancy.admissionPolicy.validationActions={Warn,Audit}",
+    ]);
+    assert_valid(&text, "tenancy values", &[]);
+    assert!(
+        variables(&docs).iter().all(|e| e.starts_with("true || ")),
+        "{:?}",
+        variables(&docs)
+    );
+    assert!(text.contains("variables.serviceAccount == 'llm-runner'"));
+    assert!(text.contains("endsWith('.svc.corp.internal')"));
+    assert_eq!(
+        strs(&one(&docs, "ValidatingAdmissionPolicyBinding")["spec"]["validationActions"]),
+        ["Warn", "Audit"]
+    );
+    assert!(env_of(&docs).iter().all(|(n, v)| match n.as_str() {
+        "LLMJOB_RUNNER_SERVICE_ACCOUNT" => v == "llm-runner",
+        "LLMJOB_CLUSTER_DOMAIN" => v == "corp.internal",
+        _ => v == "true",
+    }));
+
+    let (_, docs) = render_ci();
+    let selector = &one(&docs, "ValidatingAdmissionPolicyBinding")["spec"]["matchResources"]["namespaceSelector"]
+        ["matchExpressions"][0];
+    assert_eq!(selector["key"], "kubernetes.io/metadata.name");
+    assert_eq!(strs(&selector["values"]), ["team-a", "team-b"]);
+
+    let (_, docs) = render(&["--set", "tenancy.admissionPolicy.enabled=false"]);
+    assert!(of_kind(&docs, "ValidatingAdmissionPolicy").is_empty());
+    assert!(of_kind(&docs, "ValidatingAdmissionPolicyBinding").is_empty());
 }
