@@ -890,15 +890,16 @@ fn helm_test_hook_checks_the_operator_with_its_own_image_and_minimal_rbac() {
     );
 }
 
-/// The chart's `kubeVersion` (`>=1.29.0-0`) is what the CRD (CEL rules with `fieldPath`, GA in
-/// 1.29) and the operator's Jobs (`podReplacementPolicy`, on by default from 1.29) need; the
+/// The chart's `kubeVersion` (`>=1.30.0-0`) is what the CRD (CEL rules with `fieldPath`, GA in
+/// 1.29), the operator's Jobs (`podReplacementPolicy`, on by default from 1.29) and the tenancy
+/// ValidatingAdmissionPolicy (`admissionregistration.k8s.io/v1` and CEL's IP library, 1.30) need; the
 /// README says so and tells `helm template` users to pass `--kube-version`.
 #[test]
 fn kube_version_constraint_is_what_the_chart_needs() {
     let chart: Value =
         serde_norway::from_str(&std::fs::read_to_string(chart_dir().join("Chart.yaml")).unwrap())
             .unwrap();
-    assert_eq!(chart["kubeVersion"], ">=1.29.0-0");
+    assert_eq!(chart["kubeVersion"], ">=1.30.0-0");
 
     // Without --kube-version, helm checks its built-in default: the project's helm is built with
     // the pinned control plane's version (tools/ensure-tools.sh), as Helm's releases are built
@@ -910,18 +911,18 @@ fn kube_version_constraint_is_what_the_chart_needs() {
 
     // What a helm with an older default (a plain `go install` of Helm: 1.20) does, and the
     // boundary of the constraint.
-    for old in ["1.20.0", "1.28.9"] {
+    for old in ["1.20.0", "1.29.9"] {
         let err = helm_template_raw(NS, &["--kube-version", old])
-            .expect_err("an API server older than 1.29 must be refused");
+            .expect_err("an API server older than 1.30 must be refused");
         let msg = err.to_string();
         assert!(
-            msg.contains("chart requires kubeVersion: >=1.29.0-0"),
+            msg.contains("chart requires kubeVersion: >=1.30.0-0"),
             "{old}: {msg}"
         );
     }
-    helm_template_raw(NS, &["--kube-version", "1.29.0"]).unwrap_or_else(|e| panic!("{e}"));
-    // Managed clusters report pre-release versions (v1.29.4-eks-…): the `-0` accepts them.
-    helm_template_raw(NS, &["--kube-version", "1.29.4-eks-036c24b"])
+    helm_template_raw(NS, &["--kube-version", "1.30.0"]).unwrap_or_else(|e| panic!("{e}"));
+    // Managed clusters report pre-release versions (v1.30.4-eks-…): the `-0` accepts them.
+    helm_template_raw(NS, &["--kube-version", "1.30.4-eks-036c24b"])
         .unwrap_or_else(|e| panic!("{e}"));
 
     let readme = std::fs::read_to_string(chart_dir().join("README.md.gotmpl")).unwrap();
