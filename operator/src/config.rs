@@ -99,6 +99,19 @@ pub struct Config {
     #[arg(long, env = "LLMJOB_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
 
+    /// Serve /metrics over HTTPS on this address instead of on --http-addr, to clients whose
+    /// bearer token the API server authenticates (TokenReview) and allows `get` on the
+    /// non-resource URL /metrics (SubjectAccessReview). The health endpoints stay on
+    /// --http-addr. Unset: /metrics is plain HTTP on --http-addr.
+    #[arg(long, env = "LLMJOB_METRICS_SECURE_ADDR")]
+    pub metrics_secure_addr: Option<SocketAddr>,
+
+    /// Directory holding the HTTPS metrics server's `tls.crt` and `tls.key` (PEM), e.g. a
+    /// mounted cert-manager or `kubernetes.io/tls` Secret. Unset: a self-signed certificate is
+    /// generated at start.
+    #[arg(long, env = "LLMJOB_METRICS_CERT_DIR")]
+    pub metrics_cert_dir: Option<std::path::PathBuf>,
+
     /// Elect a leader through a Lease, so that only one replica reconciles (`--leader-elect=true`).
     #[arg(
         long,
