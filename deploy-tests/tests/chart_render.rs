@@ -1035,3 +1035,111 @@ fn the_tenancy_policy_follows_the_values_and_the_operator_gets_the_same() {
     assert!(of_kind(&docs, "ValidatingAdmissionPolicy").is_empty());
     assert!(of_kind(&docs, "ValidatingAdmissionPolicyBinding").is_empty());
 }
+
+/// `metrics.secure.enabled`: /metrics moves to an HTTPS port the Service, the ServiceMonitor and
+/// the NetworkPolicy follow; the operator gets its settings, the mounted certificate when one is
+/// named, and exactly `create` on TokenReviews and SubjectAccessReviews; a metrics-reader
+/// ClusterRole is there to bind; the probes stay on the plain port.
+#[test]
+fn secure_metrics_are_https_with_token_review_rbac() {
+    let (text, docs) = render(&[
+        "--set",
+        "metrics.secure.enabled=true,metrics.secure.certSecret=operator-tls",
+        "--set",
+        "metrics.serviceMonitor.enabled=true,networkPolicy.enabled=true",
+    ]);
+    assert_valid(&text, "secure metrics", &["ServiceMonitor"]);
+    let deployment = one(&docs, "Deployment");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let env: Vec<(String, String)> = container["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|e| {
+            Some((
+                e["name"].as_str()?.to_owned(),
+                e["value"].as_str()?.to_owned(),
+            ))
+        })
+        .collect();
+    assert!(env.contains(&(
+        "LLMJOB_METRICS_SECURE_ADDR".to_owned(),
+        "0.0.0.0:8443".to_owned()
+    )));
+    assert!(env.contains(&(
+        "LLMJOB_METRICS_CERT_DIR".to_owned(),
+        "/etc/llmjob-operator/metrics-tls".to_owned()
+    )));
+    assert_eq!(container["livenessProbe"]["httpGet"]["port"], "http");
+    assert_eq!(container["readinessProbe"]["httpGet"]["port"], "http");
+    let volumes = &deployment["spec"]["template"]["spec"]["volumes"];
+    assert!(
+        volumes
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|v| v["secret"]["secretName"] == "operator-tls"),
+        "{volumes:?}"
+    );
+    let service = one(&docs, "Service");
+    assert_eq!(service["spec"]["ports"][0]["name"], "https");
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], "metrics-https");
+    let monitor = one(&docs, "ServiceMonitor");
+    assert_eq!(monitor["spec"]["endpoints"][0]["scheme"], "https");
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "https");
+    let policy = one(&docs, "NetworkPolicy");
+    assert!(
+        strs(&Value::Sequence(
+            policy["spec"]["ingress"][0]["ports"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(|p| p["port"].clone())
+                .collect()
+        ))
+        .contains(&"metrics-https".to_owned())
+    );
+
+    let roles = of_kind(&docs, "ClusterRole");
+    let auth = roles
+        .iter()
+        .find(|r| r["metadata"]["name"] == "llmjob-operator-metrics-auth")
+        .expect("the metrics-auth ClusterRole");
+    let want: BTreeSet<Grant> = [
+        ("authentication.k8s.io", "tokenreviews"),
+        ("authorization.k8s.io", "subjectaccessreviews"),
+    ]
+    .iter()
+    .map(|(g, r)| (g.to_string(), r.to_string(), "create".to_owned(), None))
+    .collect();
+    assert_eq!(grants(auth), want);
+    let reader = roles
+        .iter()
+        .find(|r| r["metadata"]["name"] == "llmjob-operator-metrics-reader")
+        .expect("the metrics-reader ClusterRole");
+    assert_eq!(strs(&reader["rules"][0]["nonResourceURLs"]), ["/metrics"]);
+    assert_eq!(strs(&reader["rules"][0]["verbs"]), ["get"]);
+    assert!(
+        of_kind(&docs, "ClusterRoleBinding")
+            .iter()
+            .any(|b| b["roleRef"]["name"] == "llmjob-operator-metrics-auth")
+    );
+    assert_no_secrets_rule(&docs, "helm template (secure metrics)");
+
+    // Without a certificate Secret: self-signed, nothing mounted, the ServiceMonitor skips
+    // verification.
+    let (_, docs) = render(&[
+        "--set",
+        "metrics.secure.enabled=true,metrics.serviceMonitor.enabled=true",
+    ]);
+    let container = &one(&docs, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+    assert!(
+        !serde_norway::to_string(container)
+            .unwrap()
+            .contains("LLMJOB_METRICS_CERT_DIR")
+    );
+    assert_eq!(
+        one(&docs, "ServiceMonitor")["spec"]["endpoints"][0]["tlsConfig"]["insecureSkipVerify"],
+        true
+    );
+}
