@@ -180,6 +180,25 @@ vars! {
         "log filter, e.g. info or llmjob_runner=debug";
 }
 
+/// Prefixes of the variables the operator sets or the runner reads: a user variable
+/// (`spec.pod.env`) whose name starts with one is refused, so no user variable can change the
+/// runner's configuration, its OTLP export (`OTEL_EXPORTER_OTLP_HEADERS`, ...) or its trace.
+pub const RESERVED_PREFIXES: &[&str] = &["OTEL_", "LLMJOB_", "OPENAI_", "TRACEPARENT"];
+
+/// Variables of the contract that no [`RESERVED_PREFIXES`] entry covers and users may not set
+/// either (`RUST_LOG`, the log filter, is the one variable of the contract users may set).
+pub const RESERVED_NAMES: &[&str] = &[
+    DEPLOYMENT_ENVIRONMENT.name,
+    TRACESTATE.name,
+    TRACELOOP_TRACE_CONTENT.name,
+];
+
+/// Whether a user environment variable named `name` is refused: it starts with a
+/// [`RESERVED_PREFIXES`] entry or is one of [`RESERVED_NAMES`].
+pub fn is_reserved(name: &str) -> bool {
+    RESERVED_PREFIXES.iter().any(|p| name.starts_with(p)) || RESERVED_NAMES.contains(&name)
+}
+
 /// Names of the pod-level variables the operator fills from the downward API and references from
 /// `OTEL_RESOURCE_ATTRIBUTES` with `$(VAR)`. They are not read by the runner directly.
 pub mod downward {
@@ -221,6 +240,32 @@ mod tests {
         let len = names.len();
         names.dedup();
         assert_eq!(len, names.len(), "duplicate variable name in the contract");
+    }
+
+    #[test]
+    fn every_variable_but_the_log_filter_is_reserved() {
+        for var in ALL {
+            assert_eq!(
+                is_reserved(var.name),
+                var.name != RUST_LOG.name,
+                "{}",
+                var.name
+            );
+        }
+        for name in [
+            downward::POD_NAME,
+            downward::POD_NAMESPACE,
+            downward::POD_UID,
+            downward::NODE_NAME,
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "OPENAI_ORG_ID",
+            "TRACEPARENT_X",
+        ] {
+            assert!(is_reserved(name), "{name}");
+        }
+        for name in ["RUST_LOG", "HTTPS_PROXY", "MY_OTEL_THING", "TRACE"] {
+            assert!(!is_reserved(name), "{name}");
+        }
     }
 
     #[test]

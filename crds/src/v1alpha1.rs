@@ -48,28 +48,73 @@ fn default_api_key_key() -> String {
     DEFAULT_API_KEY_KEY.to_owned()
 }
 
-/// The CEL rule that rejects user environment variables the operator sets itself.
-fn reserved_env_rule() -> Rule {
-    let names: Vec<String> = env::ALL
+/// Prefixes of the resource-attribute keys the operator sets (`service.*`, `k8s.*`, `llmjob.*`,
+/// `deployment.environment*`): users cannot set or override them through
+/// `spec.telemetry.resourceAttributes`, so every run carries the same identifying attributes.
+pub const RESERVED_ATTRIBUTE_PREFIXES: &[&str] =
+    &["service.", "k8s.", "llmjob.", "deployment.environment"];
+
+/// Longest value of a user resource attribute, in characters.
+pub const MAX_ATTRIBUTE_VALUE_LENGTH: usize = 255;
+
+/// Whether a user resource-attribute key is reserved (see [`RESERVED_ATTRIBUTE_PREFIXES`]).
+pub fn is_reserved_attribute(key: &str) -> bool {
+    RESERVED_ATTRIBUTE_PREFIXES
         .iter()
-        .filter(|v| v.name != env::RUST_LOG.name)
-        .map(|v| format!("'{}'", v.name))
-        .chain(
-            [
-                env::downward::POD_NAME,
-                env::downward::POD_NAMESPACE,
-                env::downward::POD_UID,
-                env::downward::NODE_NAME,
-            ]
-            .iter()
-            .map(|n| format!("'{n}'")),
-        )
+        .any(|p| key.starts_with(p))
+}
+
+/// The message of the rule on reserved resource-attribute keys (the operator's refusal says the
+/// same).
+pub const RESERVED_ATTRIBUTE_MESSAGE: &str = "spec.telemetry.resourceAttributes must not set service.*, k8s.*, llmjob.* or deployment.environment*: the operator sets those (use spec.telemetry.serviceName / environment)";
+
+/// The message of the rule on reserved environment variables (the operator's refusal says the
+/// same).
+pub const RESERVED_ENV_MESSAGE: &str = "spec.pod.env must not set a variable the operator sets itself (names starting with OTEL_, LLMJOB_, OPENAI_ or TRACEPARENT, and DEPLOYMENT_ENVIRONMENT, TRACESTATE, TRACELOOP_TRACE_CONTENT): use spec.model, spec.parameters, spec.openai, spec.telemetry or spec.run instead";
+
+/// A CEL string literal of `s` (the names and prefixes here hold no quote or backslash).
+fn cel_string(s: &str) -> String {
+    format!("'{s}'")
+}
+
+/// The CEL rule that rejects user environment variables the operator sets itself, by prefix
+/// ([`env::RESERVED_PREFIXES`]) and by name ([`env::RESERVED_NAMES`]).
+fn reserved_env_rule() -> Rule {
+    let prefixes: Vec<String> = env::RESERVED_PREFIXES
+        .iter()
+        .map(|p| format!("e.name.startsWith({})", cel_string(p)))
         .collect();
-    Rule::new(format!("self.all(e, !(e.name in [{}]))", names.join(", "))).message(
-        "spec.pod.env must not set a variable the operator sets itself (OPENAI_*, LLMJOB_*, OTEL_*, \
-         DEPLOYMENT_ENVIRONMENT, TRACEPARENT, TRACESTATE, TRACELOOP_TRACE_CONTENT): use spec.model, \
-         spec.parameters, spec.openai, spec.telemetry or spec.run instead",
-    )
+    let names: Vec<String> = env::RESERVED_NAMES
+        .iter()
+        .copied()
+        .map(cel_string)
+        .collect();
+    Rule::new(format!(
+        "self.all(e, !({} || e.name in [{}]))",
+        prefixes.join(" || "),
+        names.join(", ")
+    ))
+    .message(RESERVED_ENV_MESSAGE)
+}
+
+/// The CEL rule that rejects reserved resource-attribute keys ([`RESERVED_ATTRIBUTE_PREFIXES`]).
+fn reserved_attribute_rule() -> Rule {
+    let prefixes: Vec<String> = RESERVED_ATTRIBUTE_PREFIXES
+        .iter()
+        .map(|p| format!("k.startsWith({})", cel_string(p)))
+        .collect();
+    Rule::new(format!("self.all(k, !({}))", prefixes.join(" || ")))
+        .message(RESERVED_ATTRIBUTE_MESSAGE)
+}
+
+/// The CEL rule that bounds the values of resource attributes.
+fn attribute_value_rule() -> Rule {
+    Rule::new(format!(
+        "self.all(k, size(self[k]) <= {MAX_ATTRIBUTE_VALUE_LENGTH})"
+    ))
+    .message(kube::core::Message::Message(format!(
+        "spec.telemetry.resourceAttributes values must be at most {MAX_ATTRIBUTE_VALUE_LENGTH} characters"
+    )))
 }
 
 /// An LLM job: one OpenAI chat completion, run as a Kubernetes Job whose pod exports traces,
@@ -578,13 +623,15 @@ pub struct TelemetrySpec {
     /// OTLP protocol: `grpc` or `http/protobuf` (default: the operator's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<OtlpProtocol>,
-    /// Extra resource attributes of the run's telemetry (added to `OTEL_RESOURCE_ATTRIBUTES`).
-    /// Keys the operator sets (`k8s.*`, `service.name`, `deployment.environment*`) are reserved.
+    /// Extra resource attributes of the run's telemetry (added to `OTEL_RESOURCE_ATTRIBUTES`),
+    /// values of at most 255 characters. Keys the operator sets (`service.*`, `k8s.*`,
+    /// `llmjob.*`, `deployment.environment*`) are reserved.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 64))]
     #[x_kube(
         validation = Rule::new("self.all(k, k.matches('^[A-Za-z0-9_.-]{1,255}$'))").message("spec.telemetry.resourceAttributes keys must be 1-255 characters of letters, digits, '.', '_' or '-'"),
-        validation = Rule::new("self.all(k, !k.startsWith('k8s.') && !(k in ['service.name', 'service.instance.id', 'deployment.environment', 'deployment.environment.name']))").message("spec.telemetry.resourceAttributes must not set k8s.*, service.name, service.instance.id or deployment.environment*: the operator sets those (use spec.telemetry.serviceName / environment)")
+        validation = reserved_attribute_rule(),
+        validation = attribute_value_rule()
     )]
     pub resource_attributes: BTreeMap<String, String>,
     /// Prompt and completion capture: `none` (default), `hash` or `full`.
@@ -638,7 +685,9 @@ pub struct PodOverrides {
     /// Affinity of the pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Affinity>,
-    /// Service account of the pod (default: none mounted).
+    /// Service account of the pod (default: the operator's runner ServiceAccount, else the
+    /// namespace's `default` without a token mounted). Another one is refused unless the
+    /// cluster's LlmJob admission policy allows it in the namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub service_account_name: Option<String>,
@@ -655,8 +704,10 @@ pub struct PodOverrides {
     /// Extra annotations of the pod.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
-    /// Extra environment variables of the runner container. Variables the operator sets
-    /// (`OPENAI_*`, `LLMJOB_*`, `OTEL_*`, ...) are rejected: use the matching spec fields.
+    /// Extra environment variables of the runner container. Names starting with `OTEL_`,
+    /// `LLMJOB_`, `OPENAI_` or `TRACEPARENT` (and the other variables the operator sets) are
+    /// rejected: use the matching spec fields. `valueFrom.secretKeyRef` and `configMapKeyRef` are
+    /// refused unless the cluster's LlmJob admission policy allows them in the namespace.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     #[x_kube(merge_strategy = ListMerge::Atomic, validation = reserved_env_rule())]
@@ -945,9 +996,31 @@ mod tests {
     fn reserved_env_rule_names_the_contract() {
         let rule = serde_json::to_string(&reserved_env_rule()).unwrap_or_default();
         assert!(
-            rule.contains("'OPENAI_API_KEY'") && rule.contains("'OTEL_RESOURCE_ATTRIBUTES'"),
+            rule.contains("startsWith('OTEL_')")
+                && rule.contains("startsWith('TRACEPARENT')")
+                && rule.contains("'TRACESTATE'"),
             "{rule}"
         );
-        assert!(!rule.contains("'RUST_LOG'"), "{rule}");
+        assert!(!rule.contains("RUST_LOG"), "{rule}");
+    }
+
+    #[test]
+    fn reserved_attributes() {
+        for key in [
+            "service.name",
+            "service.version",
+            "k8s.pod.name",
+            "llmjob.name",
+            "llmjob.uid",
+            "deployment.environment",
+            "deployment.environment.name",
+        ] {
+            assert!(is_reserved_attribute(key), "{key}");
+        }
+        for key in ["team", "cost.center", "servicename", "deployment.region"] {
+            assert!(!is_reserved_attribute(key), "{key}");
+        }
+        let rule = serde_json::to_string(&reserved_attribute_rule()).unwrap_or_default();
+        assert!(rule.contains("startsWith('llmjob.')"), "{rule}");
     }
 }

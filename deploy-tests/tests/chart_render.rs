@@ -123,6 +123,8 @@ fn default_render_is_valid_kubernetes_1_36() {
         "RoleBinding",
         "Service",
         "Deployment",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
     ]
     .into();
     assert_eq!(kinds, want, "kinds rendered with default values");
@@ -180,6 +182,7 @@ fn operator_grants() -> BTreeSet<Grant> {
             &["get", "list", "watch", "create", "patch"],
         ),
         ("", "pods", &["get", "list", "watch"]),
+        ("", "namespaces", &["get"]),
         ("events.k8s.io", "events", &["create", "patch"]),
     ];
     let mut out = BTreeSet::new();
@@ -906,15 +909,16 @@ fn helm_test_hook_checks_the_operator_with_its_own_image_and_minimal_rbac() {
     );
 }
 
-/// The chart's `kubeVersion` (`>=1.29.0-0`) is what the CRD (CEL rules with `fieldPath`, GA in
-/// 1.29) and the operator's Jobs (`podReplacementPolicy`, on by default from 1.29) need; the
+/// The chart's `kubeVersion` (`>=1.30.0-0`) is what the CRD (CEL rules with `fieldPath`, GA in
+/// 1.29), the operator's Jobs (`podReplacementPolicy`, on by default from 1.29) and the tenancy
+/// ValidatingAdmissionPolicy (`admissionregistration.k8s.io/v1` and CEL's IP library, 1.30) need; the
 /// README says so and tells `helm template` users to pass `--kube-version`.
 #[test]
 fn kube_version_constraint_is_what_the_chart_needs() {
     let chart: Value =
         serde_norway::from_str(&std::fs::read_to_string(chart_dir().join("Chart.yaml")).unwrap())
             .unwrap();
-    assert_eq!(chart["kubeVersion"], ">=1.29.0-0");
+    assert_eq!(chart["kubeVersion"], ">=1.30.0-0");
 
     // Without --kube-version, helm checks its built-in default: the project's helm is built with
     // the pinned control plane's version (tools/ensure-tools.sh), as Helm's releases are built
@@ -926,23 +930,235 @@ fn kube_version_constraint_is_what_the_chart_needs() {
 
     // What a helm with an older default (a plain `go install` of Helm: 1.20) does, and the
     // boundary of the constraint.
-    for old in ["1.20.0", "1.28.9"] {
+    for old in ["1.20.0", "1.29.9"] {
         let err = helm_template_raw(NS, &["--kube-version", old])
-            .expect_err("an API server older than 1.29 must be refused");
+            .expect_err("an API server older than 1.30 must be refused");
         let msg = err.to_string();
         assert!(
-            msg.contains("chart requires kubeVersion: >=1.29.0-0"),
+            msg.contains("chart requires kubeVersion: >=1.30.0-0"),
             "{old}: {msg}"
         );
     }
-    helm_template_raw(NS, &["--kube-version", "1.29.0"]).unwrap_or_else(|e| panic!("{e}"));
-    // Managed clusters report pre-release versions (v1.29.4-eks-…): the `-0` accepts them.
-    helm_template_raw(NS, &["--kube-version", "1.29.4-eks-036c24b"])
+    helm_template_raw(NS, &["--kube-version", "1.30.0"]).unwrap_or_else(|e| panic!("{e}"));
+    // Managed clusters report pre-release versions (v1.30.4-eks-…): the `-0` accepts them.
+    helm_template_raw(NS, &["--kube-version", "1.30.4-eks-036c24b"])
         .unwrap_or_else(|e| panic!("{e}"));
 
     let readme = std::fs::read_to_string(chart_dir().join("README.md.gotmpl")).unwrap();
     assert!(
         readme.contains("--kube-version"),
         "README.md.gotmpl must tell `helm template` users to pass --kube-version"
+    );
+}
+
+/// The tenant policy (docs/security.md): the ValidatingAdmissionPolicy and its binding are on by
+/// default and refuse; the `tenancy.*` values loosen the policy cluster-wide and reach the
+/// operator as the same settings; the binding follows `watchNamespaces`; it can be turned off.
+#[test]
+fn the_tenancy_policy_follows_the_values_and_the_operator_gets_the_same() {
+    let env_of = |docs: &[Value]| -> Vec<(String, String)> {
+        one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter_map(|e| {
+                Some((
+                    e["name"].as_str()?.to_owned(),
+                    e["value"].as_str()?.to_owned(),
+                ))
+            })
+            .filter(|(n, _)| {
+                n.starts_with("LLMJOB_ALLOW")
+                    || n == "LLMJOB_RUNNER_SERVICE_ACCOUNT"
+                    || n == "LLMJOB_CLUSTER_DOMAIN"
+            })
+            .collect()
+    };
+    let variables = |docs: &[Value]| -> Vec<String> {
+        one(docs, "ValidatingAdmissionPolicy")["spec"]["variables"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter(|v| v["name"].as_str().is_some_and(|n| n.starts_with("allow")))
+            .map(|v| v["expression"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    let (_, docs) = render_default();
+    let policy = one(&docs, "ValidatingAdmissionPolicy");
+    let binding = one(&docs, "ValidatingAdmissionPolicyBinding");
+    assert_eq!(binding["spec"]["policyName"], policy["metadata"]["name"]);
+    assert_eq!(strs(&binding["spec"]["validationActions"]), ["Deny"]);
+    assert_eq!(policy["spec"]["failurePolicy"], "Fail");
+    assert!(
+        binding["spec"].get("matchResources").is_none(),
+        "every namespace by default"
+    );
+    let defaults = variables(&docs);
+    assert_eq!(defaults.len(), 3);
+    for (expr, label) in defaults.iter().zip([
+        "llmjob.dev/allow-env-refs",
+        "llmjob.dev/allow-service-accounts",
+        "llmjob.dev/allow-insecure-base-url",
+    ]) {
+        assert!(
+            expr.starts_with("false || ") && expr.contains(label),
+            "{expr}"
+        );
+    }
+    assert_eq!(
+        env_of(&docs),
+        [
+            ("LLMJOB_RUNNER_SERVICE_ACCOUNT", ""),
+            ("LLMJOB_ALLOW_ENV_REFS", "false"),
+            ("LLMJOB_ALLOW_SERVICE_ACCOUNTS", "false"),
+            ("LLMJOB_ALLOW_INSECURE_BASE_URL", "false"),
+            ("LLMJOB_CLUSTER_DOMAIN", "cluster.local"),
+        ]
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    );
+
+    let (text, docs) = render(&[
+        "--set",
+        "tenancy.allowEnvRefs=true,tenancy.allowServiceAccounts=true,tenancy.allowInsecureBaseURL=true",
+        "--set",
+        "runner.serviceAccountName=llm-runner,tenancy.clusterDomain=corp.internal",
+        "--set",
+        "tenancy.admissionPolicy.validationActions={Warn,Audit}",
+    ]);
+    assert_valid(&text, "tenancy values", &[]);
+    assert!(
+        variables(&docs).iter().all(|e| e.starts_with("true || ")),
+        "{:?}",
+        variables(&docs)
+    );
+    assert!(text.contains("variables.serviceAccount == 'llm-runner'"));
+    assert!(text.contains("endsWith('.svc.corp.internal')"));
+    assert_eq!(
+        strs(&one(&docs, "ValidatingAdmissionPolicyBinding")["spec"]["validationActions"]),
+        ["Warn", "Audit"]
+    );
+    assert!(env_of(&docs).iter().all(|(n, v)| match n.as_str() {
+        "LLMJOB_RUNNER_SERVICE_ACCOUNT" => v == "llm-runner",
+        "LLMJOB_CLUSTER_DOMAIN" => v == "corp.internal",
+        _ => v == "true",
+    }));
+
+    let (_, docs) = render_ci();
+    let selector = &one(&docs, "ValidatingAdmissionPolicyBinding")["spec"]["matchResources"]["namespaceSelector"]
+        ["matchExpressions"][0];
+    assert_eq!(selector["key"], "kubernetes.io/metadata.name");
+    assert_eq!(strs(&selector["values"]), ["team-a", "team-b"]);
+
+    let (_, docs) = render(&["--set", "tenancy.admissionPolicy.enabled=false"]);
+    assert!(of_kind(&docs, "ValidatingAdmissionPolicy").is_empty());
+    assert!(of_kind(&docs, "ValidatingAdmissionPolicyBinding").is_empty());
+}
+
+/// `metrics.secure.enabled`: /metrics moves to an HTTPS port the Service, the ServiceMonitor and
+/// the NetworkPolicy follow; the operator gets its settings, the mounted certificate when one is
+/// named, and exactly `create` on TokenReviews and SubjectAccessReviews; a metrics-reader
+/// ClusterRole is there to bind; the probes stay on the plain port.
+#[test]
+fn secure_metrics_are_https_with_token_review_rbac() {
+    let (text, docs) = render(&[
+        "--set",
+        "metrics.secure.enabled=true,metrics.secure.certSecret=operator-tls",
+        "--set",
+        "metrics.serviceMonitor.enabled=true,networkPolicy.enabled=true",
+    ]);
+    assert_valid(&text, "secure metrics", &["ServiceMonitor"]);
+    let deployment = one(&docs, "Deployment");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let env: Vec<(String, String)> = container["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|e| {
+            Some((
+                e["name"].as_str()?.to_owned(),
+                e["value"].as_str()?.to_owned(),
+            ))
+        })
+        .collect();
+    assert!(env.contains(&(
+        "LLMJOB_METRICS_SECURE_ADDR".to_owned(),
+        "0.0.0.0:8443".to_owned()
+    )));
+    assert!(env.contains(&(
+        "LLMJOB_METRICS_CERT_DIR".to_owned(),
+        "/etc/llmjob-operator/metrics-tls".to_owned()
+    )));
+    assert_eq!(container["livenessProbe"]["httpGet"]["port"], "http");
+    assert_eq!(container["readinessProbe"]["httpGet"]["port"], "http");
+    let volumes = &deployment["spec"]["template"]["spec"]["volumes"];
+    assert!(
+        volumes
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|v| v["secret"]["secretName"] == "operator-tls"),
+        "{volumes:?}"
+    );
+    let service = one(&docs, "Service");
+    assert_eq!(service["spec"]["ports"][0]["name"], "https");
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], "metrics-https");
+    let monitor = one(&docs, "ServiceMonitor");
+    assert_eq!(monitor["spec"]["endpoints"][0]["scheme"], "https");
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "https");
+    let policy = one(&docs, "NetworkPolicy");
+    assert!(
+        strs(&Value::Sequence(
+            policy["spec"]["ingress"][0]["ports"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(|p| p["port"].clone())
+                .collect()
+        ))
+        .contains(&"metrics-https".to_owned())
+    );
+
+    let roles = of_kind(&docs, "ClusterRole");
+    let auth = roles
+        .iter()
+        .find(|r| r["metadata"]["name"] == "llmjob-operator-metrics-auth")
+        .expect("the metrics-auth ClusterRole");
+    let want: BTreeSet<Grant> = [
+        ("authentication.k8s.io", "tokenreviews"),
+        ("authorization.k8s.io", "subjectaccessreviews"),
+    ]
+    .iter()
+    .map(|(g, r)| (g.to_string(), r.to_string(), "create".to_owned(), None))
+    .collect();
+    assert_eq!(grants(auth), want);
+    let reader = roles
+        .iter()
+        .find(|r| r["metadata"]["name"] == "llmjob-operator-metrics-reader")
+        .expect("the metrics-reader ClusterRole");
+    assert_eq!(strs(&reader["rules"][0]["nonResourceURLs"]), ["/metrics"]);
+    assert_eq!(strs(&reader["rules"][0]["verbs"]), ["get"]);
+    assert!(
+        of_kind(&docs, "ClusterRoleBinding")
+            .iter()
+            .any(|b| b["roleRef"]["name"] == "llmjob-operator-metrics-auth")
+    );
+    assert_no_secrets_rule(&docs, "helm template (secure metrics)");
+
+    // Without a certificate Secret: self-signed, nothing mounted, the ServiceMonitor skips
+    // verification.
+    let (_, docs) = render(&[
+        "--set",
+        "metrics.secure.enabled=true,metrics.serviceMonitor.enabled=true",
+    ]);
+    let container = &one(&docs, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+    assert!(
+        !serde_norway::to_string(container)
+            .unwrap()
+            .contains("LLMJOB_METRICS_CERT_DIR")
+    );
+    assert_eq!(
+        one(&docs, "ServiceMonitor")["spec"]["endpoints"][0]["tlsConfig"]["insecureSkipVerify"],
+        true
     );
 }

@@ -25,9 +25,20 @@ fn kustomize_build_equals_install_yaml() {
         let kind = obj["kind"].as_str().unwrap();
         let cluster_scoped = matches!(
             kind,
-            "Namespace" | "CustomResourceDefinition" | "ClusterRole" | "ClusterRoleBinding"
+            "Namespace"
+                | "CustomResourceDefinition"
+                | "ClusterRole"
+                | "ClusterRoleBinding"
+                | "ValidatingAdmissionPolicy"
+                | "ValidatingAdmissionPolicyBinding"
         );
-        if !cluster_scoped {
+        if cluster_scoped {
+            assert!(
+                obj["metadata"].get("namespace").is_none(),
+                "{} is cluster-scoped",
+                object_id(obj)
+            );
+        } else {
             assert_eq!(obj["metadata"]["namespace"], NS, "{}", object_id(obj));
         }
         assert_eq!(
@@ -55,6 +66,8 @@ fn install_yaml_holds_namespace_crd_and_operator() {
         "RoleBinding",
         "Service",
         "Deployment",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
     ] {
         assert!(kinds.contains(kind), "install.yaml lacks a {kind}");
     }

@@ -373,7 +373,8 @@ fn environment(
         value: Some(resource_attributes(llmjob, job_name, &valid.uid)),
         value_from: None,
     });
-    // The user's variables, verbatim (CEL rejects the names the operator sets).
+    // The user's variables, verbatim (CEL and the validate step reject the names the operator
+    // sets; the tenant policy, references to Secrets and ConfigMaps unless allowed).
     if let Some(pod) = &spec.pod {
         vars.extend(pod.env.iter().cloned());
     }
@@ -454,6 +455,10 @@ pub fn build_job(
         ..Container::default()
     };
 
+    let service_account = pod
+        .service_account_name
+        .clone()
+        .or_else(|| defaults.service_account.clone());
     let pod_spec = PodSpec {
         // `podFailurePolicy` requires `Never`.
         restart_policy: Some("Never".to_owned()),
@@ -461,10 +466,10 @@ pub fn build_job(
         // within this bound (docs/job-runner.md, exit code 5).
         termination_grace_period_seconds: Some(exit::TERMINATION_GRACE_SECS),
         containers: vec![container],
-        service_account_name: pod.service_account_name.clone(),
-        // No token in the pod unless the user asked for an identity: the runner never talks to
-        // the API server.
-        automount_service_account_token: pod.service_account_name.is_none().then_some(false),
+        service_account_name: service_account.clone(),
+        // No token in the pod unless the LlmJob or the operator's configuration names an
+        // identity: the runner never talks to the API server.
+        automount_service_account_token: service_account.is_none().then_some(false),
         security_context: Some(PodSecurityContext {
             run_as_non_root: Some(true),
             run_as_user: Some(RUNNER_UID),
@@ -859,6 +864,22 @@ spec:
         assert_eq!(pod.priority_class_name.as_deref(), Some("low"));
         assert_eq!(pod.tolerations.unwrap().len(), 1);
         assert!(pod.containers[0].resources.is_some());
+    }
+
+    #[test]
+    fn the_runner_service_account_is_the_default_identity() {
+        let lj = llmjob(
+            "metadata: {name: r, namespace: default, uid: u-6}\nspec: {prompt: hi, openai: {apiKeySecretRef: {name: openai}}}",
+        );
+        let valid = crate::validate::validate(&lj).unwrap_or_else(|e| panic!("{e}"));
+        let defaults = JobDefaults {
+            service_account: Some("llm-runner".to_owned()),
+            ..JobDefaults::default()
+        };
+        let job = build_job(&lj, &valid, &defaults, &tp()).unwrap_or_else(|e| panic!("{e}"));
+        let pod = job.spec.unwrap().template.spec.unwrap();
+        assert_eq!(pod.service_account_name.as_deref(), Some("llm-runner"));
+        assert_eq!(pod.automount_service_account_token, None);
     }
 
     #[test]

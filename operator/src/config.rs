@@ -11,6 +11,7 @@ use llmjob_crds::env::{self, Var};
 use llmjob_crds::v1alpha1::OtlpProtocol;
 
 use crate::trace_url::TraceUrlTemplate;
+use crate::validate::{DEFAULT_CLUSTER_DOMAIN, TenantPolicy};
 
 /// The runner image used when `--runner-image` is not given: the job-runner of the same version.
 pub const DEFAULT_RUNNER_IMAGE: &str = concat!(
@@ -99,6 +100,19 @@ pub struct Config {
     #[arg(long, env = "LLMJOB_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
 
+    /// Serve /metrics over HTTPS on this address instead of on --http-addr, to clients whose
+    /// bearer token the API server authenticates (TokenReview) and allows `get` on the
+    /// non-resource URL /metrics (SubjectAccessReview). The health endpoints stay on
+    /// --http-addr. Unset: /metrics is plain HTTP on --http-addr.
+    #[arg(long, env = "LLMJOB_METRICS_SECURE_ADDR")]
+    pub metrics_secure_addr: Option<SocketAddr>,
+
+    /// Directory holding the HTTPS metrics server's `tls.crt` and `tls.key` (PEM), e.g. a
+    /// mounted cert-manager or `kubernetes.io/tls` Secret. Unset: a self-signed certificate is
+    /// generated at start.
+    #[arg(long, env = "LLMJOB_METRICS_CERT_DIR")]
+    pub metrics_cert_dir: Option<std::path::PathBuf>,
+
     /// Elect a leader through a Lease, so that only one replica reconciles (`--leader-elect=true`).
     #[arg(
         long,
@@ -133,6 +147,36 @@ pub struct Config {
     /// Failed events. Must be an absolute http(s) URL. Not given: no trace links.
     #[arg(long, env = "LLMJOB_TRACE_URL_TEMPLATE", value_parser = trace_url_parser)]
     pub trace_url_template: Option<TraceUrlTemplate>,
+
+    /// ServiceAccount of runner pods whose LlmJob sets no spec.pod.serviceAccountName (it must
+    /// exist in each namespace). Empty: the namespace's `default`, with no token mounted. LlmJobs
+    /// may always name this one.
+    #[arg(long, env = "LLMJOB_RUNNER_SERVICE_ACCOUNT", default_value = "")]
+    pub runner_service_account: String,
+
+    /// Allow spec.pod.env entries with valueFrom.secretKeyRef / configMapKeyRef in every
+    /// namespace (otherwise only where the namespace has the label
+    /// `llmjob.dev/allow-env-refs=true`).
+    #[arg(long, env = "LLMJOB_ALLOW_ENV_REFS", default_value_t = false, num_args = 0..=1,
+          require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub allow_env_refs: bool,
+
+    /// Allow any ServiceAccount in spec.pod.serviceAccountName in every namespace (otherwise
+    /// only the runner's, or any where the namespace has `llmjob.dev/allow-service-accounts=true`).
+    #[arg(long, env = "LLMJOB_ALLOW_SERVICE_ACCOUNTS", default_value_t = false, num_args = 0..=1,
+          require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub allow_service_accounts: bool,
+
+    /// Allow a plain-http spec.openai.baseURL to a host outside the cluster in every namespace
+    /// (otherwise only where the namespace has `llmjob.dev/allow-insecure-base-url=true`).
+    #[arg(long, env = "LLMJOB_ALLOW_INSECURE_BASE_URL", default_value_t = false, num_args = 0..=1,
+          require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub allow_insecure_base_url: bool,
+
+    /// The cluster's DNS domain: a plain-http baseURL to `*.svc` or `*.svc.<domain>` stays in the
+    /// cluster.
+    #[arg(long, env = "LLMJOB_CLUSTER_DOMAIN", default_value = DEFAULT_CLUSTER_DOMAIN)]
+    pub cluster_domain: String,
 
     /// Log format on stderr: text or json.
     #[arg(long, env = "LLMJOB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -182,7 +226,24 @@ impl Config {
             otlp_protocol: self.default_otlp_protocol,
             environment: self.default_environment.clone(),
             service_name: self.default_service_name.clone(),
+            service_account: self.runner_service_account(),
         }
+    }
+
+    /// The tenant policy the flags set (cluster-wide; namespace labels loosen it further).
+    pub fn tenant_policy(&self) -> TenantPolicy {
+        TenantPolicy {
+            allow_env_refs: self.allow_env_refs,
+            allow_service_accounts: self.allow_service_accounts,
+            allow_insecure_base_url: self.allow_insecure_base_url,
+            runner_service_account: self.runner_service_account(),
+            cluster_domain: self.cluster_domain.clone(),
+        }
+    }
+
+    /// `--runner-service-account`, `None` when empty.
+    fn runner_service_account(&self) -> Option<String> {
+        Some(self.runner_service_account.trim().to_owned()).filter(|s| !s.is_empty())
     }
 
     /// The identity of this replica in the leader-election Lease: the pod name when given (unique
@@ -234,6 +295,9 @@ pub struct JobDefaults {
     pub environment: String,
     /// `service.name` when the LlmJob sets none.
     pub service_name: String,
+    /// The runner pods' ServiceAccount when the LlmJob names none; `None`: the namespace's
+    /// `default`, with no token mounted.
+    pub service_account: Option<String>,
 }
 
 impl Default for JobDefaults {
@@ -245,6 +309,7 @@ impl Default for JobDefaults {
             otlp_protocol: OtlpProtocol::Grpc,
             environment: DEFAULT_ENVIRONMENT.to_owned(),
             service_name: DEFAULT_SERVICE_NAME.to_owned(),
+            service_account: None,
         }
     }
 }
@@ -375,6 +440,34 @@ mod tests {
     fn the_last_value_of_a_repeated_flag_wins() {
         let c = parse(&["--http-addr=0.0.0.0:8080", "--http-addr=127.0.0.1:9000"]);
         assert_eq!(c.http_addr.to_string(), "127.0.0.1:9000");
+    }
+
+    #[test]
+    fn the_tenant_policy_flags() {
+        let strict = parse(&[]).tenant_policy();
+        assert_eq!(strict, TenantPolicy::default());
+        let loose = parse(&[
+            "--allow-env-refs",
+            "--allow-service-accounts=true",
+            "--allow-insecure-base-url=true",
+            "--runner-service-account=llm-runner",
+            "--cluster-domain=corp.internal",
+        ]);
+        assert_eq!(
+            loose.tenant_policy(),
+            TenantPolicy {
+                allow_env_refs: true,
+                allow_service_accounts: true,
+                allow_insecure_base_url: true,
+                runner_service_account: Some("llm-runner".to_owned()),
+                cluster_domain: "corp.internal".to_owned(),
+            }
+        );
+        assert_eq!(
+            loose.job_defaults().service_account.as_deref(),
+            Some("llm-runner")
+        );
+        assert!(!parse(&["--allow-env-refs=false"]).allow_env_refs);
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! watch caches too; what is read fresh from the API server, and when, is in [`crate::fetch`]):
 //! 1. finished (`Succeeded`/`Failed`): nothing runs again; only `observedGeneration` follows;
 //! 2. [`validate`](crate::validate) fails → `Stalled` with reason `InvalidSpec`, a Warning event;
+//!    before a launch, the tenant policy ([`validate::permitted`], with the namespace's labels
+//!    when it matters) refuses → `Stalled` with reason `NotPermitted`, a Warning event;
 //!
 //! then one of three paths:
 //!
@@ -35,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::ListParams;
 use kube::runtime::controller::{Action, Controller};
@@ -59,7 +61,7 @@ use crate::own_writes::OwnWrites;
 use crate::status::{self, Observation};
 use crate::telemetry::{self, LaunchInfo, LaunchSpan};
 use crate::trace_url::TraceUrlTemplate;
-use crate::validate::{self, Validated, ValidationError};
+use crate::validate::{self, Refusal, TenantPolicy, Validated, ValidationError};
 use crate::{FIELD_MANAGER, apply, events, fetch, triggers};
 
 /// How often an unfinished LlmJob is re-checked even without a watch event.
@@ -167,6 +169,9 @@ pub enum Blocked {
     /// No Job can be built from the spec.
     #[error(transparent)]
     Build(BuildError),
+    /// The tenant policy refuses the spec in this namespace.
+    #[error(transparent)]
+    NotPermitted(Refusal),
     /// A Job of the LlmJob's Job name exists and is not owned by the LlmJob.
     #[error(
         "Job {namespace}/{name} exists and is not owned by this LlmJob: delete that Job, or create \
@@ -201,16 +206,19 @@ impl Blocked {
             Blocked::Invalid(_) | Blocked::Build(_) => Reason::InvalidSpec,
             Blocked::JobConflict { .. } => Reason::JobConflict,
             Blocked::JobRejected { .. } => Reason::JobCreateFailed,
+            Blocked::NotPermitted(_) => Reason::NotPermitted,
         }
     }
 
     /// When to look again, the problem having lasted `elapsed`: an invalid spec waits for a new
     /// one; a conflicting Job (which the operator does not watch: it lacks the operator's label)
     /// and a rejected create (a quota or a policy may change without any event the operator
-    /// sees) are looked at again after [`blocked_retry_delay`].
+    /// sees) are looked at again after [`blocked_retry_delay`]; a refusal of the tenant policy
+    /// every [`RESYNC`], since a namespace label that allows it triggers no reconcile.
     fn requeue(&self, elapsed: Duration) -> Action {
         match self {
             Blocked::Invalid(_) | Blocked::Build(_) => Action::await_change(),
+            Blocked::NotPermitted(_) => Action::requeue(RESYNC),
             Blocked::JobConflict { .. } | Blocked::JobRejected { .. } => {
                 Action::requeue(blocked_retry_delay(elapsed, jitter()))
             }
@@ -261,6 +269,8 @@ pub struct Context {
     pub client: Client,
     /// What runs' pods get when their LlmJob leaves a field out.
     pub defaults: JobDefaults,
+    /// What LlmJobs may ask for, cluster-wide (namespace labels loosen it).
+    pub policy: TenantPolicy,
     /// Publishes Events.
     pub recorder: Recorder,
     /// The operator's metrics.
@@ -295,6 +305,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             defaults: config.job_defaults(),
+            policy: config.tenant_policy(),
             metrics,
             tracer,
             caches: None,
@@ -766,13 +777,17 @@ impl Reconciler<'_> {
         self.launch(llmjob, valid, job_name).await
     }
 
-    /// Creates the Job under a new launch span, whose trace context the run's trace continues.
+    /// Creates the Job under a new launch span, whose trace context the run's trace continues,
+    /// once the tenant policy permits the LlmJob.
     async fn launch(
         &self,
         llmjob: &LlmJob,
         valid: &Validated,
         job_name: String,
     ) -> Result<Action, Error> {
+        if let Err(refusal) = self.permitted(llmjob).await? {
+            return self.blocked(llmjob, Blocked::NotPermitted(refusal)).await;
+        }
         let launch = LaunchSpan::start(
             &self.ctx.tracer,
             &LaunchInfo {
@@ -844,6 +859,23 @@ impl Reconciler<'_> {
             },
         )
         .await
+    }
+
+    /// The tenant policy's verdict: cluster-wide first, and only when that refuses, with the
+    /// labels of the LlmJob's namespace (read fresh: a label just added counts).
+    async fn permitted(&self, llmjob: &LlmJob) -> Result<Result<(), Refusal>, Error> {
+        let policy = &self.ctx.policy;
+        if validate::permitted(llmjob, policy, &Default::default()).is_ok() {
+            return Ok(Ok(()));
+        }
+        let namespaces: Api<Namespace> = Api::all(self.ctx.client.clone());
+        let labels = fetch::namespace_labels(&namespaces, self.namespace)
+            .await
+            .map_err(|source| Error::Read {
+                what: format!("namespace {}", self.namespace),
+                source,
+            })?;
+        Ok(validate::permitted(llmjob, policy, &labels))
     }
 
     /// A finished LlmJob never runs again: only `observedGeneration` follows spec edits.

@@ -31,6 +31,9 @@ pub enum Reason {
     InvalidSpec,
     /// A Job of the LlmJob's Job name exists and is not owned by the LlmJob.
     JobConflict,
+    /// The tenant policy refuses the spec (environment from a Secret or ConfigMap, another
+    /// ServiceAccount, plain-http baseURL outside the cluster) in the LlmJob's namespace.
+    NotPermitted,
     /// A Secret the runner pod needs (the API-key Secret, or one `spec.pod.env` names) does not
     /// exist: the kubelet says so in the pod's waiting state.
     SecretNotFound,
@@ -61,6 +64,7 @@ impl Reason {
             Reason::Resumed => "Resumed",
             Reason::InvalidSpec => "InvalidSpec",
             Reason::JobConflict => "JobConflict",
+            Reason::NotPermitted => "NotPermitted",
             Reason::SecretNotFound => "SecretNotFound",
             Reason::SecretKeyNotFound => "SecretKeyNotFound",
             Reason::InvalidTraceParent => "InvalidTraceParent",

@@ -1,4 +1,5 @@
-//! Fetch step: reads the LlmJob, its Job and the Job's pods. Read-only.
+//! Fetch step: reads the LlmJob, its Job and the Job's pods (and, for the tenant policy, its
+//! namespace's labels). Read-only.
 //!
 //! A reconcile works on the watch caches: the LlmJob as the controller's store holds it, its Job
 //! and the Job's pods from the scope's pruned caches. The API server is asked only where a cache
@@ -8,7 +9,9 @@
 //! cache yet has its pods listed, so a termination message just written is never missed.
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::ListParams;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, ResourceExt};
@@ -22,6 +25,19 @@ pub const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
 /// The LlmJob as stored now; `None` when it was deleted.
 pub async fn llmjob(api: &Api<LlmJob>, name: &str) -> Result<Option<LlmJob>, kube::Error> {
     api.get_opt(name).await
+}
+
+/// The labels of namespace `name` (empty when it has none, or is gone). Read only when the
+/// tenant policy refuses an LlmJob without them: a namespace label may allow it.
+pub async fn namespace_labels(
+    api: &Api<Namespace>,
+    name: &str,
+) -> Result<BTreeMap<String, String>, kube::Error> {
+    Ok(api
+        .get_opt(name)
+        .await?
+        .and_then(|ns| ns.metadata.labels)
+        .unwrap_or_default())
 }
 
 /// The Job named `name`, if it exists.

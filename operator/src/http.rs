@@ -1,5 +1,6 @@
 //! The operator's HTTP server: `/healthz` (liveness), `/readyz` (readiness) and `/metrics`
-//! (Prometheus/OpenMetrics text).
+//! (Prometheus/OpenMetrics text), plain HTTP. With `--metrics-secure-addr`, `/metrics` moves to
+//! the HTTPS server of [`crate::secure_metrics`] and answers 404 here; the probes stay plain.
 //!
 //! `/healthz` answers while the process serves requests. `/readyz` answers 200 once the
 //! controllers' caches are synced, or while this replica waits as a leader-election standby
@@ -12,7 +13,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -63,15 +64,22 @@ impl Health {
 struct AppState {
     metrics: Arc<Metrics>,
     health: Health,
+    /// Whether `/metrics` is served here (false when it is served over HTTPS instead).
+    plain_metrics: bool,
 }
 
-/// The router, for tests and [`serve`].
-pub fn router(metrics: Arc<Metrics>, health: Health) -> Router {
+/// The router, for tests and [`serve`]; `plain_metrics` false answers `/metrics` with 404 (it is
+/// served by [`crate::secure_metrics`] instead).
+pub fn router(metrics: Arc<Metrics>, health: Health, plain_metrics: bool) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_handler))
-        .with_state(AppState { metrics, health })
+        .with_state(AppState {
+            metrics,
+            health,
+            plain_metrics,
+        })
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
@@ -84,8 +92,20 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
-async fn metrics_handler(State(state): State<AppState>) -> impl IntoResponse {
-    match state.metrics.encode() {
+async fn metrics_handler(State(state): State<AppState>) -> Response {
+    if !state.plain_metrics {
+        return (
+            StatusCode::NOT_FOUND,
+            "/metrics is served over HTTPS only (--metrics-secure-addr)",
+        )
+            .into_response();
+    }
+    metrics_response(&state.metrics)
+}
+
+/// The metrics as an OpenMetrics response.
+pub(crate) fn metrics_response(metrics: &Metrics) -> Response {
+    match metrics.encode() {
         Ok(body) => (
             StatusCode::OK,
             [(
@@ -107,6 +127,11 @@ pub struct Server {
 }
 
 impl Server {
+    /// A server running as `task` on `addr`, stopped through `stop`.
+    pub(crate) fn new(addr: SocketAddr, stop: oneshot::Sender<()>, task: JoinHandle<()>) -> Self {
+        Server { addr, stop, task }
+    }
+
     /// The address it listens on (the port is known even with `--http-addr=...:0`).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
@@ -119,11 +144,12 @@ impl Server {
     }
 }
 
-/// Binds `addr` and serves in the background.
+/// Binds `addr` and serves in the background (`/metrics` too when `plain_metrics`).
 pub async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
     health: Health,
+    plain_metrics: bool,
 ) -> Result<Server, HttpError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -132,7 +158,7 @@ pub async fn serve(
         .local_addr()
         .map_err(|source| HttpError { addr, source })?;
     let (stop, stopped) = oneshot::channel::<()>();
-    let app = router(metrics, health);
+    let app = router(metrics, health, plain_metrics);
     let task = tokio::spawn(async move {
         let result = axum::serve(listener, app)
             .with_graceful_shutdown(async {
@@ -172,9 +198,14 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         metrics.reconciles.inc();
         let health = Health::default();
-        let server = serve("127.0.0.1:0".parse().unwrap(), metrics, health.clone())
-            .await
-            .unwrap();
+        let server = serve(
+            "127.0.0.1:0".parse().unwrap(),
+            metrics.clone(),
+            health.clone(),
+            true,
+        )
+        .await
+        .unwrap();
         let addr = server.local_addr();
         assert_eq!(get(addr, "/healthz").await.0, 200);
         assert_eq!(get(addr, "/readyz").await.0, 503);
@@ -190,13 +221,20 @@ mod tests {
         );
         assert!(body.trim_end().ends_with("# EOF"), "{body}");
         server.shutdown().await;
+        // With HTTPS metrics, the plain server keeps the probes and drops /metrics.
+        let server = serve("127.0.0.1:0".parse().unwrap(), metrics, health, false)
+            .await
+            .unwrap();
+        assert_eq!(get(server.local_addr(), "/healthz").await.0, 200);
+        assert_eq!(get(server.local_addr(), "/metrics").await.0, 404);
+        server.shutdown().await;
     }
 
     #[tokio::test]
     async fn a_taken_port_is_a_clear_error() {
         let held = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = held.local_addr().unwrap();
-        let err = serve(addr, Arc::new(Metrics::new()), Health::default())
+        let err = serve(addr, Arc::new(Metrics::new()), Health::default(), true)
             .await
             .err()
             .unwrap();

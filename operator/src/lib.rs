@@ -25,6 +25,7 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod own_writes;
+pub mod secure_metrics;
 pub mod status;
 pub mod telemetry;
 pub mod trace_url;
@@ -60,6 +61,9 @@ pub enum RunError {
     /// The HTTP server could not start.
     #[error(transparent)]
     Http(#[from] http::HttpError),
+    /// The HTTPS metrics server could not start.
+    #[error(transparent)]
+    SecureMetrics(#[from] secure_metrics::SecureMetricsError),
     /// Leader election failed.
     #[error(transparent)]
     Leader(#[from] leader::LeaderError),
@@ -102,8 +106,32 @@ async fn run_with_telemetry(
     let metrics = Arc::new(metrics::Metrics::new());
     metrics.set_runner_image(&config.runner_image);
     let health = http::Health::default();
-    let server = http::serve(config.http_addr, metrics.clone(), health.clone()).await?;
-    tracing::info!(addr = %server.local_addr(), "serving /healthz, /readyz and /metrics");
+    let secure = match config.metrics_secure_addr {
+        Some(addr) => {
+            let server = secure_metrics::serve(
+                addr,
+                config.metrics_cert_dir.as_deref(),
+                client.clone(),
+                metrics.clone(),
+            )
+            .await?;
+            tracing::info!(
+                addr = %server.local_addr(),
+                self_signed = config.metrics_cert_dir.is_none(),
+                "serving /metrics over HTTPS, to authorised clients only"
+            );
+            Some(server)
+        }
+        None => None,
+    };
+    let server = http::serve(
+        config.http_addr,
+        metrics.clone(),
+        health.clone(),
+        secure.is_none(),
+    )
+    .await?;
+    tracing::info!(addr = %server.local_addr(), plain_metrics = secure.is_none(), "serving /healthz and /readyz");
 
     let ctx = Arc::new(controller::Context::new(
         client.clone(),
@@ -135,5 +163,8 @@ async fn run_with_telemetry(
         metrics.leader.set(0);
     }
     server.shutdown().await;
+    if let Some(secure) = secure {
+        secure.shutdown().await;
+    }
     Ok(())
 }

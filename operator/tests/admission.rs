@@ -1,6 +1,9 @@
 //! Bad input is rejected at admission by the CRD's OpenAPI schema and CEL rules, with a message
 //! that says what to do, against a real kube-apiserver (no kubelet: nothing here runs a pod).
-//! Valid manifests (including every example in `manifests/examples/`) are accepted.
+//! Valid manifests (including every example in `manifests/examples/`) are accepted. The tenant
+//! policy (docs/security.md) is refused at admission by the ValidatingAdmissionPolicy of
+//! `manifests/install.yaml`, loosened by namespace labels, and refused again by the operator
+//! before a launch.
 
 mod common;
 
@@ -214,7 +217,7 @@ async fn invalid_llmjobs_are_rejected_with_actionable_messages() {
                 m["spec"]["telemetry"] =
                     serde_json::json!({"resourceAttributes": {"k8s.pod.name": "x"}})
             }),
-            "must not set k8s.*, service.name",
+            "must not set service.*, k8s.*, llmjob.*",
         ),
         (
             "service.name as attribute",
@@ -222,7 +225,40 @@ async fn invalid_llmjobs_are_rejected_with_actionable_messages() {
                 m["spec"]["telemetry"] =
                     serde_json::json!({"resourceAttributes": {"service.name": "x"}})
             }),
-            "must not set k8s.*, service.name",
+            "must not set service.*, k8s.*, llmjob.*",
+        ),
+        (
+            "service.version as attribute",
+            Box::new(|m| {
+                m["spec"]["telemetry"] =
+                    serde_json::json!({"resourceAttributes": {"service.version": "x"}})
+            }),
+            "must not set service.*, k8s.*, llmjob.*",
+        ),
+        (
+            "llmjob.name as attribute",
+            Box::new(|m| {
+                m["spec"]["telemetry"] =
+                    serde_json::json!({"resourceAttributes": {"llmjob.name": "x"}})
+            }),
+            "must not set service.*, k8s.*, llmjob.*",
+        ),
+        (
+            "deployment.environment.name as attribute",
+            Box::new(|m| {
+                m["spec"]["telemetry"] = serde_json::json!(
+                    {"resourceAttributes": {"deployment.environment.name": "x"}}
+                )
+            }),
+            "must not set service.*, k8s.*, llmjob.*",
+        ),
+        (
+            "attribute value too long",
+            Box::new(|m| {
+                m["spec"]["telemetry"] =
+                    serde_json::json!({"resourceAttributes": {"team": "x".repeat(256)}})
+            }),
+            "resourceAttributes values must be at most 255 characters",
         ),
         (
             "bad attribute key",
@@ -269,6 +305,48 @@ async fn invalid_llmjobs_are_rejected_with_actionable_messages() {
             Box::new(|m| {
                 m["spec"]["pod"] =
                     serde_json::json!({"env": [{"name": "OTEL_SERVICE_NAME", "value": "x"}]})
+            }),
+            "spec.pod.env must not set a variable the operator sets itself",
+        ),
+        (
+            "OTEL_ prefix env var (export headers)",
+            Box::new(|m| {
+                m["spec"]["pod"] = serde_json::json!({"env": [
+                    {"name": "A", "value": "x"},
+                    {"name": "OTEL_EXPORTER_OTLP_HEADERS", "value": "authorization=x"}
+                ]})
+            }),
+            "spec.pod.env must not set a variable the operator sets itself",
+        ),
+        (
+            "OPENAI_ prefix env var",
+            Box::new(|m| {
+                m["spec"]["pod"] =
+                    serde_json::json!({"env": [{"name": "OPENAI_ORG_ID", "value": "x"}]})
+            }),
+            "spec.pod.env must not set a variable the operator sets itself",
+        ),
+        (
+            "LLMJOB_ prefix env var",
+            Box::new(|m| {
+                m["spec"]["pod"] =
+                    serde_json::json!({"env": [{"name": "LLMJOB_ANYTHING", "value": "x"}]})
+            }),
+            "spec.pod.env must not set a variable the operator sets itself",
+        ),
+        (
+            "TRACEPARENT prefix env var",
+            Box::new(|m| {
+                m["spec"]["pod"] =
+                    serde_json::json!({"env": [{"name": "TRACEPARENT", "value": "x"}]})
+            }),
+            "spec.pod.env must not set a variable the operator sets itself",
+        ),
+        (
+            "TRACESTATE env var",
+            Box::new(|m| {
+                m["spec"]["pod"] =
+                    serde_json::json!({"env": [{"name": "TRACESTATE", "value": "x"}]})
             }),
             "spec.pod.env must not set a variable the operator sets itself",
         ),
@@ -580,4 +658,262 @@ async fn a_status_write_from_a_stale_copy_conflicts() {
     status::apply(&api, "candidate", None, &running)
         .await
         .expect("an unconditional write succeeds");
+}
+
+/// The tenant policy's ValidatingAdmissionPolicy and its binding, as `manifests/install.yaml`
+/// (the chart with default values) ships them.
+#[allow(clippy::expect_used)]
+fn tenancy_policy_from_manifests() -> Vec<serde_json::Value> {
+    let path = testenv::tools::workspace_root()
+        .join("manifests")
+        .join("install.yaml");
+    let text = std::fs::read_to_string(&path).expect("manifests/install.yaml");
+    let objects: Vec<serde_json::Value> = serde_norway::Deserializer::from_str(&text)
+        .map(|doc| serde::Deserialize::deserialize(doc).expect("a YAML document"))
+        .filter(|v: &serde_json::Value| {
+            matches!(
+                v["kind"].as_str(),
+                Some("ValidatingAdmissionPolicy" | "ValidatingAdmissionPolicyBinding")
+            )
+        })
+        .collect();
+    assert_eq!(
+        objects.len(),
+        2,
+        "manifests/install.yaml must hold the tenancy ValidatingAdmissionPolicy and its binding"
+    );
+    objects
+}
+
+/// Applies the tenancy policy from `manifests/install.yaml` (as `kubectl apply --server-side`
+/// would) and waits until it refuses.
+#[allow(clippy::expect_used)]
+async fn install_tenancy_policy(env: &testenv::env::TestEnv, probe_ns: &str) {
+    for object in tenancy_policy_from_manifests() {
+        let kind = object["kind"].as_str().unwrap_or_default().to_owned();
+        let plural = match kind.as_str() {
+            "ValidatingAdmissionPolicy" => "validatingadmissionpolicies",
+            _ => "validatingadmissionpolicybindings",
+        }
+        .to_owned();
+        let ar = ApiResource {
+            group: "admissionregistration.k8s.io".into(),
+            version: "v1".into(),
+            api_version: "admissionregistration.k8s.io/v1".into(),
+            kind: kind.clone(),
+            plural,
+        };
+        let obj: DynamicObject = serde_json::from_value(object).expect("an object");
+        let name = obj.metadata.name.clone().expect("a name");
+        Api::<DynamicObject>::all_with(env.client(), &ar)
+            .patch(
+                &name,
+                &PatchParams::apply("llmjob-tests").force(),
+                &Patch::Apply(&obj),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("applying {kind} {name}: {e}"));
+    }
+    // A CEL expression that does not compile is refused by the apply above; one that fails at
+    // run time refuses every LlmJob (failurePolicy Fail), which the accepted cases would show.
+    // The policy takes effect asynchronously: wait until a refused LlmJob is refused.
+    let api = untyped(env, probe_ns);
+    let probe = manifest(|m| {
+        m["spec"]["openai"]["baseURL"] = "http://probe.example/v1".into();
+    });
+    wait_until("the tenancy policy to take effect", || async {
+        dry_run(&api, &probe)
+            .await
+            .err()
+            .filter(|e| e.contains("allow-insecure-base-url"))
+    })
+    .await;
+}
+
+/// Each refusal of the tenant policy happens at admission, with a message naming the field and
+/// the label that allows it; a namespace carrying the labels accepts the same LlmJobs.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_tenant_policy_refuses_at_admission_unless_the_namespace_allows() {
+    use k8s_openapi::api::core::v1::Namespace;
+    use llmjob_operator::validate::labels;
+
+    let env = env().await;
+    let strict = env.create_namespace("tenancy").await.expect("namespace");
+    install_tenancy_policy(env, &strict).await;
+
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let refused: Vec<(&str, Edit, &str)> = vec![
+        (
+            "env from a Secret",
+            Box::new(|m| {
+                m["spec"]["pod"] = serde_json::json!({"env": [{"name": "TOKEN",
+                    "valueFrom": {"secretKeyRef": {"name": "other", "key": "token"}}}]})
+            }),
+            labels::ALLOW_ENV_REFS,
+        ),
+        (
+            "env from a ConfigMap",
+            Box::new(|m| {
+                m["spec"]["pod"] = serde_json::json!({"env": [{"name": "SETTING",
+                    "valueFrom": {"configMapKeyRef": {"name": "cm", "key": "k"}}}]})
+            }),
+            labels::ALLOW_ENV_REFS,
+        ),
+        (
+            "another ServiceAccount",
+            Box::new(|m| m["spec"]["pod"] = serde_json::json!({"serviceAccountName": "deployer"})),
+            labels::ALLOW_SERVICE_ACCOUNTS,
+        ),
+        (
+            "plain http outside the cluster",
+            Box::new(|m| m["spec"]["openai"]["baseURL"] = "http://llm.example.com:8080/v1".into()),
+            labels::ALLOW_INSECURE_BASE_URL,
+        ),
+        (
+            "plain http to a non-loopback IP",
+            Box::new(|m| m["spec"]["openai"]["baseURL"] = "http://203.0.113.7/v1".into()),
+            labels::ALLOW_INSECURE_BASE_URL,
+        ),
+    ];
+    let strict_api = untyped(env, &strict);
+    let mut problems = Vec::new();
+    for (what, edit, label) in &refused {
+        match dry_run(&strict_api, &manifest(edit)).await {
+            Ok(()) => problems.push(format!("{what}: accepted in a namespace without labels")),
+            Err(m) if !(m.contains(&format!("{label}=true")) && m.contains("spec.")) => problems
+                .push(format!(
+                    "{what}: message {m:?} does not name the field and {label}=true"
+                )),
+            Err(_) => {}
+        }
+    }
+    // What the policy lets through everywhere.
+    let accepted: Vec<(&str, Edit)> = vec![
+        (
+            "plain env and fieldRef",
+            Box::new(|m| {
+                m["spec"]["pod"] = serde_json::json!({"env": [{"name": "A", "value": "x"},
+                    {"name": "P", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]})
+            }),
+        ),
+        (
+            "https anywhere",
+            Box::new(|m| m["spec"]["openai"]["baseURL"] = "https://llm.example.com/v1".into()),
+        ),
+        (
+            "plain http to a Service",
+            Box::new(|m| m["spec"]["openai"]["baseURL"] = "http://vllm.models.svc:8000/v1".into()),
+        ),
+        (
+            "plain http to a Service, full name",
+            Box::new(|m| {
+                m["spec"]["openai"]["baseURL"] =
+                    "http://vllm.models.svc.cluster.local:8000/v1".into()
+            }),
+        ),
+        (
+            "plain http to loopback",
+            Box::new(|m| m["spec"]["openai"]["baseURL"] = "http://127.0.0.1:8080/v1".into()),
+        ),
+    ];
+    for (what, edit) in &accepted {
+        if let Err(e) = dry_run(&strict_api, &manifest(edit)).await {
+            problems.push(format!("{what}: refused: {e}"));
+        }
+    }
+
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+
+    // A loosened namespace per label: the label allows its refusal, and only its own. The
+    // policy reads namespaces from a cache, so a label just set is waited for.
+    let namespaces: Api<Namespace> = Api::all(env.client());
+    for (i, (what, edit, label)) in refused.iter().enumerate() {
+        let loose = env
+            .create_namespace("tenancy-loose")
+            .await
+            .expect("namespace");
+        namespaces
+            .patch(
+                &loose,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"metadata": {"labels": {*label: "true"}}})),
+            )
+            .await
+            .expect("labelling the namespace");
+        let loose_api = untyped(env, &loose);
+        let wanted = manifest(edit);
+        wait_until(
+            &format!("{what} to be accepted with {label}=true"),
+            || async { dry_run(&loose_api, &wanted).await.ok() },
+        )
+        .await;
+        // Another refusal (of another label) is still refused there.
+        let (other, other_edit, _) = refused
+            .iter()
+            .cycle()
+            .skip(i + 1)
+            .find(|(_, _, l)| l != label)
+            .expect("another label");
+        let mut both = manifest(edit);
+        other_edit(&mut both);
+        assert!(
+            dry_run(&loose_api, &both).await.is_err(),
+            "{what} + {other}: {label}=true allowed both"
+        );
+    }
+}
+
+/// Defence in depth: an LlmJob the policy admitted (its namespace allowed it then) is refused by
+/// the operator once the namespace no longer allows it: `Stalled` with reason `NotPermitted`, a
+/// Warning event naming the field and the label, and no Job.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_operator_refuses_what_the_namespace_no_longer_allows() {
+    use k8s_openapi::api::core::v1::Namespace;
+    use llmjob_crds::v1alpha1::condition::STALLED;
+    use llmjob_operator::validate::labels;
+
+    let env = env().await;
+    let ns = env.create_namespace("tenancy-op").await.expect("namespace");
+    let namespaces: Api<Namespace> = Api::all(env.client());
+    let label = |value: Option<&str>| {
+        Patch::Merge(serde_json::json!({"metadata": {"labels": {labels::ALLOW_ENV_REFS: value}}}))
+    };
+    namespaces
+        .patch(&ns, &PatchParams::default(), &label(Some("true")))
+        .await
+        .expect("labelling the namespace");
+    // The tenancy policy (when another test installed it) reads namespaces from a cache: the
+    // create is retried until it sees the label.
+    let wanted: LlmJob = serde_json::from_value(manifest(|m| {
+        m["spec"]["pod"] = serde_json::json!({"env": [{"name": "TOKEN",
+            "valueFrom": {"secretKeyRef": {"name": "other", "key": "token"}}}]})
+    }))
+    .expect("an LlmJob");
+    let llmjobs: Api<LlmJob> = Api::namespaced(env.client(), &ns);
+    wait_until(
+        "the LlmJob to be created in the labelled namespace",
+        || async { llmjobs.create(&PostParams::default(), &wanted).await.ok() },
+    )
+    .await;
+    namespaces
+        .patch(&ns, &PatchParams::default(), &label(None))
+        .await
+        .expect("unlabelling the namespace");
+
+    let operator = Operator::start(env, &ns, &[]).await;
+    let note = wait_for_event(env, &ns, "candidate", "NotPermitted").await;
+    assert!(
+        note.contains("spec.pod.env[0] (TOKEN)")
+            && note.contains(&format!("{}=true", labels::ALLOW_ENV_REFS)),
+        "{note}"
+    );
+    let llmjob = llmjobs.get("candidate").await.expect("the LlmJob");
+    let (status, reason, message) = condition(&llmjob, STALLED).expect("a Stalled condition");
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "NotPermitted"));
+    assert_eq!(message, note);
+    assert!(
+        jobs(env, &ns).await.is_empty(),
+        "a refused LlmJob has no Job"
+    );
+    operator.stop().await;
 }

@@ -108,6 +108,12 @@ grant exactly the same verbs. No wildcards.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
+# Why: the tenant policy can be loosened per namespace by a namespace label
+# (llmjob.dev/allow-*); the operator reads the labels of an LlmJob's namespace, only when the
+# policy would refuse the LlmJob without them. In a Role this reaches only its own namespace.
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["get"]
 # Why: the operator records what it did (run started, succeeded, failed, invalid spec) as
 # Kubernetes Events on the LlmJob; patch aggregates repeated events.
 - apiGroups: ["events.k8s.io"]
