@@ -296,10 +296,11 @@ pub struct RequestParameters {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = -2.0, max = 2.0))]
     pub presence_penalty: Option<f64>,
-    /// How many choices to generate, 1 to 128; all of them are reported (result, spans).
+    /// How many choices to generate (OpenAI's `n`), 1 to 128; all of them are reported (result,
+    /// spans). Not named `n`: YAML 1.1 readers (kubectl, Helm) read a key `n` as `false`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 128))]
-    pub n: Option<u32>,
+    pub choice_count: Option<u32>,
     /// Functions the model may call instead of answering in text. The answer is then the tool
     /// calls (finish reason `tool_calls`); the run does not execute them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -865,6 +866,47 @@ mod tests {
             "unknown integer format left in the CRD"
         );
         assert!(yaml.contains("format: int32"));
+    }
+
+    /// kubectl, Helm and most GitOps tools read YAML 1.1, where an unquoted `n`, `y`, `on`, `no`
+    /// and the like are booleans: a field named so becomes `false`/`true` in users' manifests and
+    /// in the chart's copy of the CRD (found with `n`, now `choiceCount`).
+    #[test]
+    fn no_field_name_is_a_yaml_1_1_boolean_or_null() {
+        const AMBIGUOUS: &[&str] = &[
+            "y", "yes", "n", "no", "true", "false", "on", "off", "null", "~",
+        ];
+        fn walk(value: &serde_json::Value, path: &str, found: &mut Vec<String>) {
+            match value {
+                serde_json::Value::Object(map) => {
+                    if let Some(serde_json::Value::Object(props)) = map.get("properties") {
+                        for (name, schema) in props {
+                            if AMBIGUOUS.contains(&name.to_ascii_lowercase().as_str()) {
+                                found.push(format!("{path}.{name}"));
+                            }
+                            walk(schema, &format!("{path}.{name}"), found);
+                        }
+                    }
+                    for (key, child) in map {
+                        if key != "properties" {
+                            walk(child, path, found);
+                        }
+                    }
+                }
+                serde_json::Value::Array(items) => {
+                    items.iter().for_each(|item| walk(item, path, found))
+                }
+                _ => {}
+            }
+        }
+        let schema = serde_json::to_value(crd()).unwrap_or_default();
+        let mut found = Vec::new();
+        walk(&schema, "", &mut found);
+        assert!(schema.get("spec").is_some(), "the CRD serialises");
+        assert!(
+            found.is_empty(),
+            "YAML 1.1 reads these field names as booleans or null: {found:?}"
+        );
     }
 
     #[test]

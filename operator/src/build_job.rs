@@ -202,7 +202,7 @@ fn option_vars(p: &RequestParameters) -> Result<Vec<EnvVar>, BuildError> {
     if let Some(v) = p.presence_penalty {
         vars.push(literal(env::LLMJOB_PRESENCE_PENALTY.name, v.to_string()));
     }
-    if let Some(n) = p.n {
+    if let Some(n) = p.choice_count {
         vars.push(literal(env::LLMJOB_N.name, n.to_string()));
     }
     if let Some(tools) = &p.tools {
@@ -917,7 +917,7 @@ spec:
     stop: [END, "$(HOME)"]
     frequencyPenalty: 0.5
     presencePenalty: -1
-    n: 3
+    choiceCount: 3
     tools:
     - type: function
       function:

@@ -408,11 +408,15 @@ fn request_option_cases() -> Vec<(&'static str, OptionEdit, &'static str)> {
             param("presencePenalty", (-2.5).into()),
             "presencePenalty",
         ),
-        ("no choices", param("n", 0.into()), "spec.parameters.n"),
+        (
+            "no choices",
+            param("choiceCount", 0.into()),
+            "spec.parameters.choiceCount",
+        ),
         (
             "too many choices",
-            param("n", 129.into()),
-            "spec.parameters.n",
+            param("choiceCount", 129.into()),
+            "spec.parameters.choiceCount",
         ),
         (
             "five stop sequences",
@@ -517,7 +521,7 @@ async fn valid_request_options_are_accepted() {
             "apiVersion": "2025-04-01-preview", "authStyle": "api-key"
         });
         m["spec"]["parameters"] = serde_json::json!({
-            "stop": ["END"], "frequencyPenalty": -2, "presencePenalty": 2, "n": 128,
+            "stop": ["END"], "frequencyPenalty": -2, "presencePenalty": 2, "choiceCount": 128,
             "tools": [{"type": "function", "function": {"name": "get_weather",
                 "description": "d", "strict": true,
                 "parameters": {"type": "object", "properties": {"location": {"type": "string",

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use llmjob_crds::v1alpha1::Phase;
-use openai_replay::{ReplayConfig, ReplayServer};
+use openai_replay::ReplayConfig;
 
 const TEMPLATE: &str = "http://jaeger.observability:16686/trace/{traceId}";
 
@@ -14,9 +14,7 @@ const TEMPLATE: &str = "http://jaeger.observability:16686/trace/{traceId}";
 async fn the_trace_url_is_in_the_status_the_event_and_kubectl_wide() {
     let env = env().await;
     let ns = namespace_with_secret(env, "trace-url").await;
-    let replay = ReplayServer::start(ReplayConfig::new().with_api_key(API_KEY))
-        .await
-        .expect("replay server");
+    let replay = Replay::start(env, &ns, ReplayConfig::new().with_api_key(API_KEY)).await;
     let flag = format!("--trace-url-template={TEMPLATE}");
     let op = Operator::start(env, &ns, &[&flag]).await;
 
