@@ -457,9 +457,12 @@ pub enum ServiceTier {
 }
 
 /// How the API key is sent.
-#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
 pub enum AuthStyle {
     /// `Authorization: Bearer KEY` (OpenAI and most compatible servers).
+    #[default]
     #[serde(rename = "bearer")]
     Bearer,
     /// `api-key: KEY` (Azure OpenAI's key authentication).

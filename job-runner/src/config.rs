@@ -133,25 +133,8 @@ pub enum Input {
     Messages(Vec<ChatCompletionRequestMessage>),
 }
 
-/// How the API key is sent.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum AuthStyle {
-    /// `Authorization: Bearer KEY` (OpenAI and most compatible servers).
-    #[default]
-    Bearer,
-    /// `api-key: KEY` (Azure OpenAI's key authentication).
-    ApiKey,
-}
-
-impl AuthStyle {
-    /// The value of `LLMJOB_AUTH_STYLE`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuthStyle::Bearer => "bearer",
-            AuthStyle::ApiKey => "api-key",
-        }
-    }
-}
+/// How the API key is sent (one definition, shared with the CRD).
+pub use llmjob_crds::v1alpha1::AuthStyle;
 
 /// Request parameters that were set.
 #[derive(Debug, Clone, Default, PartialEq)]

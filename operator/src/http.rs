@@ -127,8 +127,24 @@ pub struct Server {
 }
 
 impl Server {
-    /// A server running as `task` on `addr`, stopped through `stop`.
-    pub(crate) fn new(addr: SocketAddr, stop: oneshot::Sender<()>, task: JoinHandle<()>) -> Self {
+    /// Serves `app` on `listener` (bound to `addr`) in the background until
+    /// [`Server::shutdown`]; `what` names the server in the log if it fails.
+    pub(crate) fn spawn<L>(addr: SocketAddr, listener: L, app: Router, what: &'static str) -> Self
+    where
+        L: axum::serve::Listener,
+        L::Addr: std::fmt::Debug,
+    {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let result = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+            if let Err(e) = result {
+                tracing::error!(error = %e, "the {what} server failed");
+            }
+        });
         Server { addr, stop, task }
     }
 
@@ -157,23 +173,8 @@ pub async fn serve(
     let local = listener
         .local_addr()
         .map_err(|source| HttpError { addr, source })?;
-    let (stop, stopped) = oneshot::channel::<()>();
     let app = router(metrics, health, plain_metrics);
-    let task = tokio::spawn(async move {
-        let result = axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, "the HTTP server failed");
-        }
-    });
-    Ok(Server {
-        addr: local,
-        stop,
-        task,
-    })
+    Ok(Server::spawn(local, listener, app, "HTTP"))
 }
 
 #[cfg(test)]

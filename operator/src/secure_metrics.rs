@@ -28,7 +28,6 @@ use kube::{Api, Client};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
@@ -253,18 +252,7 @@ pub async fn serve(
     let app = Router::new()
         .route(METRICS_PATH, get(secure_metrics))
         .with_state(SecureState { client, metrics });
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let result = axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, "the HTTPS metrics server failed");
-        }
-    });
-    Ok(Server::new(local, stop, task))
+    Ok(Server::spawn(local, listener, app, "HTTPS metrics"))
 }
 
 #[cfg(test)]

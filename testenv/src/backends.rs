@@ -15,9 +15,9 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use crate::process::unique_dir;
 use crate::process::{self, ManagedProcess, ProcessError, ProcessSpec};
 use crate::tools::{self, MissingTool};
 
@@ -147,7 +147,7 @@ impl Backends {
         let prometheus_bin = tools::bin("prometheus")?;
         let jaeger_bin = tools::bin("jaeger")?;
         let otelcol_bin = tools::bin("otelcol-test")?;
-        let dir = unique_dir(parent);
+        let dir = unique_dir(parent, "backends");
         let prepare = |path: &Path| {
             std::fs::create_dir_all(path).map_err(|source| BackendsError::Prepare {
                 path: path.to_owned(),
@@ -540,17 +540,6 @@ fn render_jaeger_config(
         "exporters": { "jaeger_storage_exporter": { "trace_storage": "memstore" } },
     });
     serde_norway::to_string(&config)
-}
-
-/// A fresh directory name under `parent`, unique across processes and within this one.
-fn unique_dir(parent: &Path) -> PathBuf {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let millis = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or_default();
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    parent.join(format!("backends-{millis}-{}-{n}", std::process::id()))
 }
 
 #[cfg(test)]

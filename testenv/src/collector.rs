@@ -10,9 +10,9 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use crate::process::unique_dir;
 use crate::process::{self, ManagedProcess, ProcessError, ProcessSpec};
 use crate::telemetry::{Telemetry, TelemetryError};
 use crate::tools::{self, MissingTool};
@@ -118,7 +118,7 @@ impl Collector {
         forward: Option<&str>,
     ) -> Result<Self, CollectorError> {
         let binary = tools::bin("otelcol-test")?;
-        let dir = unique_dir(parent);
+        let dir = unique_dir(parent, "collector");
         let output_dir = dir.join("out");
         std::fs::create_dir_all(&output_dir).map_err(|source| CollectorError::Prepare {
             path: output_dir.clone(),
@@ -307,17 +307,6 @@ fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-/// A fresh directory name under `parent`, unique across processes and within this one.
-fn unique_dir(parent: &Path) -> PathBuf {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let millis = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or_default();
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    parent.join(format!("collector-{millis}-{}-{n}", std::process::id()))
-}
-
 /// The collector config: OTLP in on the two ports, one file exporter per signal (JSON lines,
 /// flushed every 100 ms), the debug exporter into the log, no self-telemetry listener; with
 /// `forward`, traces and metrics also go to that OTLP/gRPC endpoint.
@@ -415,8 +404,8 @@ mod tests {
 
     #[test]
     fn unique_dirs_differ() {
-        let a = unique_dir(Path::new("/x"));
-        let b = unique_dir(Path::new("/x"));
+        let a = unique_dir(Path::new("/x"), "collector");
+        let b = unique_dir(Path::new("/x"), "collector");
         assert_ne!(a, b);
     }
 }

@@ -48,6 +48,7 @@ use crate::cluster::{self, Cluster, ClusterError, ClusterOptions};
 use crate::collector::{Collector, CollectorError};
 use crate::kubelet::{Kubelet, KubeletConfig, KubeletError, KubeletHandle};
 use crate::node::{Node, NodeConfig, NodeError, NodeHost};
+use crate::process::unique_dir;
 use crate::tools::{self, MissingTool};
 
 /// The job-runner's image (without tag), as the operator bench maps it to a binary on the fake
@@ -195,7 +196,7 @@ impl TestEnvBuilder {
             .parent_dir
             .clone()
             .unwrap_or_else(|| tools::target_dir().join("testenv-logs"));
-        let dir = unique_dir(&parent);
+        let dir = unique_dir(&parent, "env");
         std::fs::create_dir_all(&dir).map_err(|source| EnvError::Prepare {
             path: dir.clone(),
             source,
@@ -640,22 +641,6 @@ fn service_account_kubeconfig(
     serde_norway::to_string(&config)
 }
 
-/// A fresh directory name under `parent`, unique across processes and within this one.
-fn unique_dir(parent: &Path) -> PathBuf {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let millis = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or_default();
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let pid = std::process::id();
-    if n == 0 {
-        parent.join(format!("env-{millis}-{pid}"))
-    } else {
-        parent.join(format!("env-{millis}-{pid}-{n}"))
-    }
-}
-
 /// Five random lower-case hex digits (from the standard library's randomly seeded hasher).
 fn random_suffix() -> String {
     use std::hash::{BuildHasher as _, Hasher as _};
@@ -687,8 +672,8 @@ mod tests {
 
     #[test]
     fn env_dirs_differ_within_a_process() {
-        let a = unique_dir(Path::new("/x"));
-        let b = unique_dir(Path::new("/x"));
+        let a = unique_dir(Path::new("/x"), "env");
+        let b = unique_dir(Path::new("/x"), "env");
         assert_ne!(a, b);
         assert!(a.file_name().unwrap().to_string_lossy().starts_with("env-"));
     }

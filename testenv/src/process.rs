@@ -21,7 +21,8 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::process::{Child, Command};
 
@@ -323,6 +324,23 @@ pub async fn accepts_tcp(addr: SocketAddr) -> bool {
         .await,
         Ok(Ok(_))
     )
+}
+
+/// A fresh directory `<prefix>-<millis>-<pid>[-<n>]` under `parent`, unique across processes and
+/// within this one (the test environment's, the collector's and the backends' directories).
+pub(crate) fn unique_dir(parent: &Path, prefix: &str) -> PathBuf {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let pid = std::process::id();
+    if n == 0 {
+        parent.join(format!("{prefix}-{millis}-{pid}"))
+    } else {
+        parent.join(format!("{prefix}-{millis}-{pid}-{n}"))
+    }
 }
 
 #[cfg(test)]
