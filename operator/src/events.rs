@@ -54,6 +54,18 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// The categories of reconcile errors (`llmjob_operator_reconcile_errors_total{category}`):
+    /// the failed API calls a reconcile retries. The metric starts with each at 0, so that
+    /// `rate()` over it (the operator dashboard, the reconcile-errors alert) returns 0 rather
+    /// than nothing before the first error.
+    pub const RECONCILE_ERRORS: [Reason; 5] = [
+        Reason::ReadFailed,
+        Reason::JobCreateFailed,
+        Reason::SuspendFailed,
+        Reason::StatusWriteFailed,
+        Reason::TtlUpdateFailed,
+    ];
+
     /// The CamelCase reason as users see it.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -17,6 +17,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::events::Reason;
+
 /// Labels of the reconcile-error counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
@@ -151,6 +153,12 @@ impl Metrics {
         let reconciles = Counter::default();
         registry.register("reconciles", "Reconciles of LlmJobs", reconciles.clone());
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
+        for reason in Reason::RECONCILE_ERRORS {
+            // Creating the label set is the point; the guard is dropped at once.
+            drop(reconcile_errors.get_or_create(&ErrorLabels {
+                category: reason.as_str().to_owned(),
+            }));
+        }
         registry.register(
             "reconcile_errors",
             "Reconciles that ended in an error, by category",
@@ -461,6 +469,8 @@ mod tests {
         for want in [
             "llmjob_operator_reconciles_total 1",
             "llmjob_operator_reconcile_errors_total{category=\"SecretNotFound\"} 1",
+            "llmjob_operator_reconcile_errors_total{category=\"StatusWriteFailed\"} 0",
+            "llmjob_operator_reconcile_errors_total{category=\"ReadFailed\"} 0",
             "llmjob_operator_reconcile_duration_seconds_count 1",
             "llmjob_operator_fresh_reads_total{reason=\"create\"} 1",
             "llmjob_operator_llmjobs{phase=\"Running\"} 2",

@@ -5,7 +5,8 @@
 //! query users are given over the operator's own metrics (the pipeline README's, the chart's
 //! dashboards' and alert rules', `testenv::promql`) returns data (an `absent(...)` alert: its
 //! selector does), with one LlmJob whose Secret is missing so that the error series exist; the
-//! queries over the runs' metrics are `job-runner/tests/backends.rs`'s.
+//! queries over the runs' metrics are `job-runner/tests/backends.rs`'s. One LlmJob fails (its key is
+//! refused) and one waits for a missing Secret, so that the failure and waiting series exist.
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
@@ -22,11 +23,6 @@ use testenv::node::services::{self, HostPort};
 /// How long Prometheus and Jaeger may take to show what the runs exported (the pipeline forwards
 /// metrics every 15 s): a bound against a hang.
 const SETTLE: Duration = Duration::from_secs(90);
-/// Operator metrics with no series until their event happens (prometheus-client creates a label
-/// set on first use and declares nothing before): a reconcile *error* (a failed API call), which
-/// this test cannot cause without breaking the API server. A query reading only these must be
-/// valid (Prometheus accepts it); every other query must return data.
-const EVENT_ONLY: &[&str] = &["llmjob_operator_reconcile_errors_total"];
 /// The operator's scrape job in Prometheus.
 const JOB: &str = "llmjob-operator";
 
@@ -69,10 +65,24 @@ async fn llmjobs_and_the_operator_reach_prometheus_and_jaeger() {
         .unwrap_or_else(|e| panic!("{e}"));
     let endpoint = format!("http://otlp-pipeline.{ns}.svc:4317");
 
-    // A reconcile error (the Secret is missing), so that the error series exist.
+    // An LlmJob that waits (its Secret is missing) and one that fails (the server refuses its
+    // key), so that the Pending and Failed series exist.
     let mut broken = llmjob_json("no-secret", &replay.base_url());
     broken["spec"]["openai"]["apiKeySecretRef"]["name"] = serde_json::json!("missing");
     create_llmjob(env, &ns, broken).await;
+    let wrong: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "wrong-key"},
+        "stringData": {"api-key": "sk-not-the-replay-servers-key"}
+    }))
+    .expect("secret");
+    kube::Api::namespaced(env.client(), &ns)
+        .create(&kube::api::PostParams::default(), &wrong)
+        .await
+        .expect("creating the Secret");
+    let mut refused = llmjob_json("refused", &replay.base_url());
+    refused["spec"]["openai"]["apiKeySecretRef"]["name"] = serde_json::json!("wrong-key");
+    refused["spec"]["telemetry"] = serde_json::json!({"endpoint": endpoint});
+    create_llmjob(env, &ns, refused).await;
 
     let names: Vec<String> = (0..3).map(|i| format!("usage-{i}")).collect();
     for (name, team) in names.iter().zip(["nlp", "search", "nlp"]) {
@@ -148,33 +158,23 @@ async fn llmjobs_and_the_operator_reach_prometheus_and_jaeger() {
             .unwrap_or_else(|e| panic!("{e}")),
     );
     queries.retain(|q| !q.promql.contains("gen_ai_"));
-    // A query that returns no data must read only families the operator declares without
-    // series yet, or only EVENT_ONLY ones; every other query must return data.
-    let (_, exposition) = op.get("/metrics").await.expect("the operator's /metrics");
+    // Every query returns data: the error counters start at 0, the alerts are evaluated without
+    // their thresholds, and the runs above leave every phase's series.
+    wait_for_phase(env, &ns, "refused", Phase::Failed).await;
     let mut failures = Vec::new();
     for q in &queries {
         // `absent(x)` is empty while x exists: check x.
         let promql = absent_selector(&q.promql).unwrap_or(&q.promql);
-        match backends.query(promql).await {
-            Ok(samples) if !samples.is_empty() => {}
-            Ok(_) => {
-                let undeclared: Vec<String> = operator_metrics(promql)
-                    .into_iter()
-                    .filter(|m| !declares(&exposition, m))
-                    .collect();
-                let event_only = operator_metrics(promql)
-                    .iter()
-                    .all(|m| EVENT_ONLY.contains(&m.as_str()));
-                if !undeclared.is_empty() && !event_only {
-                    failures.push(format!(
-                        "{}: {promql} returned no data and reads metrics the operator does not declare: {undeclared:?}",
-                        q.origin
-                    ));
-                } else if operator_metrics(promql).is_empty() {
-                    failures.push(format!("{}: {promql} returned no data", q.origin));
-                }
+        let found = testenv::wait::until_ok(&q.origin, SETTLE, || async {
+            match backends.query(promql).await {
+                Ok(samples) if !samples.is_empty() => Ok(()),
+                Ok(_) => Err(format!("{promql} returned no data")),
+                Err(e) => Err(e.to_string()),
             }
-            Err(e) => failures.push(format!("{}: {e}", q.origin)),
+        })
+        .await;
+        if let Err(e) = found {
+            failures.push(format!("{}: {e}", q.origin));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -220,50 +220,4 @@ fn absent_alerts_check_their_selector() {
         Some(r#"up{job="x"}"#)
     );
     assert_eq!(absent_selector("up == 0"), None);
-}
-
-/// The `llmjob_operator_*` metric names a query reads.
-fn operator_metrics(promql: &str) -> Vec<String> {
-    let mut names = Vec::new();
-    let mut rest = promql;
-    while let Some(start) = rest.find("llmjob_operator_") {
-        let tail = &rest[start..];
-        let end = tail
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(tail.len());
-        names.push(tail[..end].to_owned());
-        rest = &tail[end..];
-    }
-    names
-}
-
-/// Whether the exposition declares `metric` (`# TYPE` of it or of its family, whose samples add
-/// `_total`, `_bucket`, `_count`, `_sum` or `_info`).
-fn declares(exposition: &str, metric: &str) -> bool {
-    let family = ["_total", "_bucket", "_count", "_sum", "_info"]
-        .iter()
-        .find_map(|suffix| metric.strip_suffix(suffix))
-        .unwrap_or(metric);
-    exposition.lines().any(|l| {
-        l.strip_prefix("# TYPE ")
-            .and_then(|t| t.split_whitespace().next())
-            .is_some_and(|n| n == metric || n == family)
-    })
-}
-
-#[test]
-fn operator_metric_names_are_read_from_queries_and_the_exposition() {
-    assert_eq!(
-        operator_metrics("sum(rate(llmjob_operator_reconcile_errors_total{a=\"b\"}[5m])) / up"),
-        vec!["llmjob_operator_reconcile_errors_total".to_owned()]
-    );
-    let exposition = "# TYPE llmjob_operator_reconcile_errors counter\n# HELP x y\n";
-    assert!(declares(
-        exposition,
-        "llmjob_operator_reconcile_errors_total"
-    ));
-    assert!(!declares(
-        exposition,
-        "llmjob_operator_reconcile_error_total"
-    ));
 }

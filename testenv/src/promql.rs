@@ -98,10 +98,16 @@ pub fn chart_queries(chart: &Path) -> Result<Vec<Query>, PromqlError> {
         }
         let flag = enable_flag(&text).ok_or_else(|| PromqlError::NoEnableFlag(path.clone()))?;
         for (alert, expr) in rendered_alerts(chart, &path, &flag)? {
-            queries.push(Query {
-                origin: format!("{} alert {alert}", path.display()),
-                promql: without_threshold(&expr),
-            });
+            let parts = measured_parts(&expr);
+            let many = parts.len() > 1;
+            queries.extend(parts.into_iter().enumerate().map(|(i, promql)| Query {
+                origin: if many {
+                    format!("{} alert {alert} (operand {})", path.display(), i + 1)
+                } else {
+                    format!("{} alert {alert}", path.display())
+                },
+                promql,
+            }));
         }
     }
     Ok(queries)
@@ -216,6 +222,65 @@ pub fn rendered_alerts(
     Ok(alerts)
 }
 
+/// The measured values of an alert's expression: its operands at the top level of `and`, `or` and
+/// `unless`, each [`without_threshold`], so that each returns data whether or not the alert fires
+/// (`(failed / all) > 0.25 and all >= 4` gives `(failed / all)` and `all`).
+pub fn measured_parts(expr: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut depth = 0i32;
+    let mut start = 0;
+    let bytes = expr.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'(' | b'[' | b'{' => depth += 1,
+            b')' | b']' | b'}' => depth -= 1,
+            c if depth == 0 && c.is_ascii_whitespace() => {
+                let rest = &expr[i + 1..];
+                let word = rest
+                    .split(|c: char| c.is_ascii_whitespace())
+                    .next()
+                    .unwrap_or("");
+                if matches!(word, "and" | "or" | "unless")
+                    && rest[word.len()..].starts_with(|c: char| c.is_ascii_whitespace())
+                {
+                    parts.push(&expr[start..i]);
+                    i += 1 + word.len();
+                    start = i;
+                    continue;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    parts.push(&expr[start..]);
+    parts
+        .into_iter()
+        .map(|part| without_threshold(strip_matching(part.trim())))
+        .filter(|part| !part.is_empty())
+        .collect()
+}
+
+/// `part` without the vector-matching clauses a binary operator's right operand starts with
+/// (`on(..)`, `ignoring(..)`, `group_left(..)`, `group_right(..)`).
+fn strip_matching(mut part: &str) -> &str {
+    loop {
+        let Some(rest) = ["on", "ignoring", "group_left", "group_right"]
+            .iter()
+            .find_map(|kw| part.strip_prefix(kw))
+            .map(str::trim_start)
+            .filter(|rest| rest.starts_with('('))
+        else {
+            return part;
+        };
+        match rest.find(')') {
+            Some(close) => part = rest[close + 1..].trim_start(),
+            None => return part,
+        }
+    }
+}
+
 /// An alert's expression without its final threshold (`... > 0.05`), so that it returns the
 /// measured values whether or not the alert would fire.
 pub fn without_threshold(expr: &str) -> String {
@@ -254,6 +319,15 @@ mod tests {
         assert_eq!(without_threshold("a / b >= bool 1"), "a / b");
         assert_eq!(without_threshold("up == 0"), "up");
         assert_eq!(without_threshold("absent(up)"), "absent(up)");
+        assert_eq!(
+            measured_parts("(\n  sum(a) / sum(b)\n) > 0.25\nand\nsum(b) >= 4\n"),
+            vec!["(\n  sum(a) / sum(b)\n)".to_owned(), "sum(b)".to_owned()]
+        );
+        assert_eq!(
+            measured_parts("sum(x{l=\"and\"}) > 0 unless on(a) (y or z) == 1"),
+            vec!["sum(x{l=\"and\"})".to_owned(), "(y or z)".to_owned()]
+        );
+        assert_eq!(measured_parts("absent(up)"), vec!["absent(up)".to_owned()]);
         assert_eq!(
             enable_flag("{{- if .Values.prometheusRule.enabled }}").as_deref(),
             Some("prometheusRule.enabled")
