@@ -510,7 +510,7 @@ fn request_option_cases() -> Vec<(&'static str, OptionEdit, &'static str)> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn valid_request_options_are_accepted() {
-    let env = env().await;
+    let env = api_env().await;
     let ns = env.create_namespace("options").await.expect("namespace");
     let api = untyped(env, &ns);
     let all = manifest(|m| {
@@ -741,7 +741,7 @@ async fn the_tenant_policy_refuses_at_admission_unless_the_namespace_allows() {
     use k8s_openapi::api::core::v1::Namespace;
     use llmjob_operator::validate::labels;
 
-    let env = env().await;
+    let env = api_env().await;
     let strict = env.create_namespace("tenancy").await.expect("namespace");
     install_tenancy_policy(env, &strict).await;
 
@@ -876,7 +876,7 @@ async fn the_operator_refuses_what_the_namespace_no_longer_allows() {
     use llmjob_crds::v1alpha1::condition::STALLED;
     use llmjob_operator::validate::labels;
 
-    let env = env().await;
+    let env = api_env().await;
     let ns = env.create_namespace("tenancy-op").await.expect("namespace");
     let namespaces: Api<Namespace> = Api::all(env.client());
     let label = |value: Option<&str>| {

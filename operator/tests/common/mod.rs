@@ -62,9 +62,14 @@ pub async fn env() -> &'static TestEnv {
 }
 
 /// The environment shared by this binary's tests when they need the API server only (no
-/// kubelet: admission), with the CRD installed.
+/// kubelet: admission), with the CRD installed, and a collector for an [`Operator`] that runs no
+/// pod. A test binary uses either this or [`env`], never both: [`TestEnv::shared_with`] starts
+/// one environment per process, with the configuration of the first call.
 pub async fn api_env() -> &'static TestEnv {
-    with_crd(TestEnv::shared_with(|| TestEnv::builder().api_only())).await
+    with_crd(TestEnv::shared_with(|| {
+        TestEnv::builder().api_only().collector(true)
+    }))
+    .await
 }
 
 /// Installs the CRD into the shared `env` once, and remembers its directory for messages.
