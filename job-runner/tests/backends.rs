@@ -364,15 +364,8 @@ fn assert_tree(trace: &serde_json::Value, chat: &str) {
 /// README's, the chart's dashboards' and its alert rules' ([`testenv::promql`]). The others read
 /// the operator's own metrics, scraped from the operator: `operator/tests/backends.rs` runs those.
 fn queries_to_check() -> Vec<(String, String)> {
-    let root = testenv::tools::workspace_root();
-    let mut queries =
-        testenv::promql::markdown_queries(&root.join("manifests/observability/README.md"))
-            .unwrap_or_else(|e| panic!("{e}"));
-    queries.extend(
-        testenv::promql::chart_queries(&root.join("charts/llmjob-operator"))
-            .unwrap_or_else(|e| panic!("{e}")),
-    );
-    queries
+    testenv::promql::user_queries(&testenv::tools::workspace_root())
+        .unwrap_or_else(|e| panic!("{e}"))
         .into_iter()
         .filter(|q| q.promql.contains("gen_ai_"))
         .map(|q| (q.origin, q.promql))

@@ -29,15 +29,7 @@ pub async fn create_job(api: &Api<Job>, job: &Job) -> Result<Job, kube::Error> {
 /// in the LlmJob's status, so that the TTL controller never deletes a result nobody read.
 pub async fn set_ttl(api: &Api<Job>, name: &str, ttl: i32) -> Result<Job, kube::Error> {
     let patch = serde_json::json!({ "spec": { "ttlSecondsAfterFinished": ttl } });
-    api.patch(
-        name,
-        &PatchParams {
-            field_manager: Some(FIELD_MANAGER.to_owned()),
-            ..PatchParams::default()
-        },
-        &Patch::Merge(&patch),
-    )
-    .await
+    merge_patch(api, name, &patch).await
 }
 
 /// Sets the Job's `spec.suspend` and records the wish in [`SUSPEND_ANNOTATION`] (a merge patch,
@@ -47,13 +39,22 @@ pub async fn set_suspend(api: &Api<Job>, name: &str, suspend: bool) -> Result<Jo
         "metadata": { "annotations": { SUSPEND_ANNOTATION: suspend.to_string() } },
         "spec": { "suspend": suspend },
     });
+    merge_patch(api, name, &patch).await
+}
+
+/// A merge patch of Job `name` under the operator's field manager.
+async fn merge_patch(
+    api: &Api<Job>,
+    name: &str,
+    patch: &serde_json::Value,
+) -> Result<Job, kube::Error> {
     api.patch(
         name,
         &PatchParams {
             field_manager: Some(FIELD_MANAGER.to_owned()),
             ..PatchParams::default()
         },
-        &Patch::Merge(&patch),
+        &Patch::Merge(patch),
     )
     .await
 }

@@ -149,14 +149,8 @@ async fn llmjobs_and_the_operator_reach_prometheus_and_jaeger() {
     .unwrap_or_else(|e| panic!("{e}"));
 
     // Every query over the operator's metrics returns data.
-    let root = testenv::tools::workspace_root();
-    let mut queries =
-        testenv::promql::markdown_queries(&root.join("manifests/observability/README.md"))
-            .unwrap_or_else(|e| panic!("{e}"));
-    queries.extend(
-        testenv::promql::chart_queries(&root.join("charts/llmjob-operator"))
-            .unwrap_or_else(|e| panic!("{e}")),
-    );
+    let mut queries = testenv::promql::user_queries(&testenv::tools::workspace_root())
+        .unwrap_or_else(|e| panic!("{e}"));
     queries.retain(|q| !q.promql.contains("gen_ai_"));
     // Every query returns data: the error counters start at 0, the alerts are evaluated without
     // their thresholds, and the runs above leave every phase's series.

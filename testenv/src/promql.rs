@@ -76,6 +76,15 @@ pub fn markdown_queries(path: &Path) -> Result<Vec<Query>, PromqlError> {
     Ok(queries)
 }
 
+/// Every PromQL query users are given: the `promql` blocks of the reference pipelines' README
+/// (`manifests/observability/README.md`) and the chart's dashboards and alerts
+/// ([`chart_queries`]), under the workspace `root`.
+pub fn user_queries(root: &Path) -> Result<Vec<Query>, PromqlError> {
+    let mut queries = markdown_queries(&root.join("manifests/observability/README.md"))?;
+    queries.extend(chart_queries(&root.join("charts/llmjob-operator"))?);
+    Ok(queries)
+}
+
 /// The panel queries of every Grafana dashboard (a JSON file with `panels`) under `chart`, and
 /// the alert expressions of every PrometheusRule template under `chart/templates`.
 pub fn chart_queries(chart: &Path) -> Result<Vec<Query>, PromqlError> {

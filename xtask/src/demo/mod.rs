@@ -464,14 +464,7 @@ fn relative(from: &Path, to: &Path) -> String {
 
 async fn kubectl(env: &TestEnv, args: &[&str]) -> Result<String> {
     let out = env.kubectl(args).await?;
-    if !out.status.success() {
-        bail!(
-            "`kubectl {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    kubectl_stdout(args, &out)
 }
 
 async fn wait_for_operator(env: &TestEnv) -> Result<()> {
@@ -528,14 +521,7 @@ async fn kubectl_apply(env: &TestEnv, yaml: &str) -> Result<String> {
     stdin.write_all(yaml.as_bytes()).await?;
     drop(stdin);
     let out = child.wait_with_output().await?;
-    if !out.status.success() {
-        bail!(
-            "`kubectl {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    kubectl_stdout(&args, &out)
 }
 
 /// The real `kubectl get llmjobs -w` in the demo's namespace, its lines echoed as they come.
@@ -689,6 +675,18 @@ async fn keep(
         .context("waiting for Ctrl-C")?;
     eprintln!("demo: stopping the stack");
     Ok(())
+}
+
+/// kubectl's stdout, or an error quoting its stderr when it failed.
+fn kubectl_stdout(args: &[&str], out: &std::process::Output) -> Result<String> {
+    if !out.status.success() {
+        bail!(
+            "`kubectl {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 #[cfg(test)]
