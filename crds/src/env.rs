@@ -142,6 +142,30 @@ vars! {
     /// Content capture mode.
     LLMJOB_CONTENT_CAPTURE = "LLMJOB_CONTENT_CAPTURE", Some("none"),
         "prompt/completion capture in telemetry: none, hash or full";
+    /// A JSON Lines file of batch items: switches the runner to batch mode.
+    LLMJOB_ITEMS_FILE = "LLMJOB_ITEMS_FILE", None,
+        "path of a JSON Lines file of batch items, one {\"id\":\"...\",\"prompt\":\"...\"} or {\"id\":\"...\",\"messages\":[...]} per line; switches to batch mode (exclusive with the prompt and messages variables)";
+    /// Items per shard of a batch.
+    LLMJOB_ITEMS_PER_POD = "LLMJOB_ITEMS_PER_POD", None,
+        "batch items each shard takes, a whole number >= 1: shard i takes items i*N to (i+1)*N-1; default all items (one shard)";
+    /// The shard a pod of an Indexed Job runs (set by Kubernetes, not by the operator).
+    JOB_COMPLETION_INDEX = "JOB_COMPLETION_INDEX", Some("0"),
+        "the batch shard this pod runs, a whole number >= 0 (Kubernetes sets it in an Indexed Job)";
+    /// Items in flight at once in one pod.
+    LLMJOB_CONCURRENCY = "LLMJOB_CONCURRENCY", Some("4"),
+        "batch items in flight at once in this pod, a whole number from 1 to 64";
+    /// This pod's share of the run's request rate limit.
+    LLMJOB_REQUESTS_PER_MINUTE = "LLMJOB_REQUESTS_PER_MINUTE", None,
+        "requests per minute this pod may send (its share of spec.batch.rateLimit), a whole number >= 1; unset: no limit";
+    /// This pod's share of the run's token rate limit.
+    LLMJOB_TOKENS_PER_MINUTE = "LLMJOB_TOKENS_PER_MINUTE", None,
+        "tokens per minute this pod may use (its share of spec.batch.rateLimit), a whole number >= 1; unset: no limit";
+    /// Failed items the whole run tolerates.
+    LLMJOB_MAX_FAILED_ITEMS = "LLMJOB_MAX_FAILED_ITEMS", Some("0"),
+        "failed batch items the whole run tolerates; a pod whose own failed items exceed it stops and exits 6";
+    /// Where a batch's per-item results go.
+    LLMJOB_OUTPUT_URL = "LLMJOB_OUTPUT_URL", None,
+        "where each shard writes its items' results as JSON Lines: s3://bucket/prefix, gs://bucket/prefix, az://container/prefix, file:///dir or configmap://NAME (object-store credentials from the store's usual variables, e.g. AWS_ACCESS_KEY_ID)";
     /// Where the one-line JSON result is written.
     LLMJOB_RESULT_PATH = "LLMJOB_RESULT_PATH", Some("/dev/termination-log"),
         "file the one-line JSON result is written to (the container termination-message path)";
@@ -191,6 +215,7 @@ pub const RESERVED_NAMES: &[&str] = &[
     DEPLOYMENT_ENVIRONMENT.name,
     TRACESTATE.name,
     TRACELOOP_TRACE_CONTENT.name,
+    JOB_COMPLETION_INDEX.name,
 ];
 
 /// Whether a user environment variable named `name` is refused: it starts with a
@@ -221,8 +246,11 @@ pub mod exit {
     /// The run was cancelled by SIGTERM or SIGINT (the pod was deleted or evicted) before it
     /// finished; the result says `error.type=cancelled`.
     pub const CANCELLED: i32 = 5;
+    /// A batch shard's own failed items exceeded the run's budget (`LLMJOB_MAX_FAILED_ITEMS`):
+    /// the run has failed whatever the other shards do, and a retry would bill its items again.
+    pub const TOO_MANY_FAILED_ITEMS: i32 = 6;
     /// The codes that fail the Job at once (its `podFailurePolicy`): a retry cannot succeed.
-    pub const PERMANENT_CODES: [i32; 2] = [CONFIG, PERMANENT];
+    pub const PERMANENT_CODES: [i32; 3] = [CONFIG, PERMANENT, TOO_MANY_FAILED_ITEMS];
     /// Seconds the runner needs after SIGTERM: it cancels the in-flight call at once, writes the
     /// result, and flushes telemetry within its 5 s budget (`FLUSH_BUDGET`). The runner pod's
     /// `terminationGracePeriodSeconds`, with a margin for a slow node.

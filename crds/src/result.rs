@@ -95,6 +95,37 @@ pub struct RunResult {
     /// Why the run failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<RunError>,
+    /// A batch shard's totals (batch mode only; `usage` and `attempts` are then the shard's sums).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardResult>,
+}
+
+/// What one shard (one pod of an Indexed Job) of a batch did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardResult {
+    /// The shard's index (`JOB_COMPLETION_INDEX`).
+    pub index: u32,
+    /// Items of the shard that succeeded.
+    pub succeeded: u64,
+    /// Items of the shard that failed after their own retries.
+    pub failed: u64,
+    /// Where the shard's results were written (an object URL, or `configmap://NAME/KEY`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// The shard's first item errors, in item order (at most a few).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub item_errors: Vec<ItemError>,
+}
+
+/// Why one batch item failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemError {
+    /// The item's `id` (its line number, from 1, when the item has none).
+    pub id: String,
+    /// The error, as a run's.
+    pub error: RunError,
 }
 
 impl RunResult {
@@ -187,6 +218,7 @@ impl RunResult {
             input_sha256: None,
             output_sha256: None,
             error: None,
+            shard: None,
         }
     }
 
@@ -204,6 +236,7 @@ mod tests {
     fn round_trips_and_omits_absent_fields() {
         let r = RunResult {
             status: RunStatus::Succeeded,
+            shard: None,
             trace_id: Some("0af7651916cd43dd8448eb211c80319c".into()),
             span_id: None,
             response_id: Some("chatcmpl-1".into()),
@@ -231,6 +264,7 @@ mod tests {
     fn long_errors_are_cut_to_fit() {
         let r = RunResult {
             status: RunStatus::Failed,
+            shard: None,
             trace_id: None,
             span_id: None,
             response_id: None,
@@ -258,6 +292,7 @@ mod tests {
     fn oversized_server_strings_are_cut_and_the_loop_ends() {
         let r = RunResult {
             status: RunStatus::Succeeded,
+            shard: None,
             trace_id: Some("0af7651916cd43dd8448eb211c80319c".into()),
             span_id: Some("b7ad6b7169203331".into()),
             response_id: Some("i".repeat(10_000)),

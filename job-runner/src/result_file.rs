@@ -24,6 +24,7 @@ mod tests {
         let path = dir.path().join("termination-log");
         let result = RunResult {
             status: RunStatus::Succeeded,
+            shard: None,
             trace_id: Some("0af7651916cd43dd8448eb211c80319c".into()),
             span_id: None,
             response_id: Some("chatcmpl-1".into()),
@@ -68,6 +69,7 @@ mod tests {
         ) {
             let result = RunResult {
                 status: RunStatus::Failed,
+                shard: None,
                 trace_id: Some("0af7651916cd43dd8448eb211c80319c".into()),
                 span_id: Some("b7ad6b7169203331".into()),
                 response_id,

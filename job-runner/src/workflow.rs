@@ -352,6 +352,7 @@ pub async fn run(config: &Config, telemetry: &Telemetry, shutdown: &Shutdown) ->
     let duration = started.elapsed();
     let mut result = RunResult {
         status: RunStatus::Succeeded,
+        shard: None,
         trace_id: Some(span_context.trace_id().to_string()),
         span_id: Some(span_context.span_id().to_string()),
         response_id: None,

@@ -447,6 +447,7 @@ mod tests {
         m.set_phases([Some(Phase::Running), Some(Phase::Running), None]);
         let result = RunResult {
             status: RunStatus::Succeeded,
+            shard: None,
             trace_id: None,
             span_id: None,
             response_id: None,
