@@ -43,7 +43,7 @@ async fn token(env: &testenv::env::TestEnv, ns: &str, name: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn https_metrics_need_a_token_allowed_to_get_metrics() {
     llmjob_operator::install_crypto_provider();
-    let env = env().await;
+    let env = api_env().await;
     let ns = env
         .create_namespace("metrics-auth")
         .await

@@ -33,7 +33,7 @@
 //! themselves with [`TestEnv::create_namespace`]. It must not hold test logic (assertions,
 //! fixtures).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -120,13 +120,25 @@ pub enum EnvError {
     /// The shared environment failed to start (the same message for every test of the binary).
     #[error("the shared test environment failed to start: {0}")]
     Shared(String),
+    /// A test asked for the shared environment with another configuration than the one it was
+    /// started with: one test binary has one shared environment (split the tests into binaries).
+    #[error(
+        "this test binary's shared environment was started as {started}, but a test asked for {asked}: \
+         a test binary has one shared environment; move the test to a binary of its own"
+    )]
+    SharedMismatch {
+        /// The configuration the environment was started with.
+        started: String,
+        /// The configuration asked for.
+        asked: String,
+    },
 }
 
 /// Configures a [`TestEnv`]; see [`TestEnv::builder`].
 #[derive(Debug, Clone, Default)]
 #[must_use]
 pub struct TestEnvBuilder {
-    images: HashMap<String, PathBuf>,
+    images: BTreeMap<String, PathBuf>,
     host_images: Vec<String>,
     collector: bool,
     collector_forward: Option<String>,
@@ -308,14 +320,14 @@ async fn expose_collector(
 async fn start_kubelet(
     cluster: &Cluster,
     dir: &Path,
-    images: HashMap<String, PathBuf>,
+    images: BTreeMap<String, PathBuf>,
     host_images: Vec<String>,
 ) -> Result<KubeletHandle, KubeletError> {
     Kubelet::start(KubeletConfig {
         client: cluster.client(),
         // The same name as the real node's, so tests read one constant whichever runs.
         node_name: crate::node::NODE_NAME.into(),
-        images,
+        images: images.into_iter().collect(),
         host_images,
         // The kubelet writes `<dir>/pods/<ns>_<pod>_<container>.log`.
         dir: dir.to_owned(),
@@ -353,8 +365,8 @@ impl TestEnv {
     }
 
     /// The environment shared by all tests of this test binary, started on first use with the
-    /// configuration of the first caller's `configure` (later callers get the same environment
-    /// whatever they pass).
+    /// configuration of the first caller's `configure`. A later caller whose `configure` gives
+    /// another configuration gets an error (a panic here), never silently the first one.
     ///
     /// The environment runs on a dedicated thread with its own tokio runtime, so it outlives the
     /// runtime of each `#[tokio::test]`; its clients work from any runtime. It is never dropped:
@@ -375,11 +387,17 @@ impl TestEnv {
     pub fn try_shared_with(
         configure: impl FnOnce() -> TestEnvBuilder,
     ) -> Result<&'static TestEnv, EnvError> {
-        static SHARED: OnceLock<Result<TestEnv, String>> = OnceLock::new();
-        SHARED
-            .get_or_init(|| start_on_own_thread(configure()))
-            .as_ref()
-            .map_err(|e| EnvError::Shared(e.clone()))
+        static SHARED: OnceLock<(String, Result<TestEnv, String>)> = OnceLock::new();
+        let builder = configure();
+        let asked = format!("{builder:?}");
+        let (started, env) = SHARED.get_or_init(|| (asked.clone(), start_on_own_thread(builder)));
+        if *started != asked {
+            return Err(EnvError::SharedMismatch {
+                started: started.clone(),
+                asked,
+            });
+        }
+        env.as_ref().map_err(|e| EnvError::Shared(e.clone()))
     }
 
     /// An admin client (`system:masters`), new at each call and bound to the calling tokio

@@ -64,7 +64,7 @@ pub async fn env() -> &'static TestEnv {
 /// The environment shared by this binary's tests when they need the API server only (no
 /// kubelet: admission), with the CRD installed, and a collector for an [`Operator`] that runs no
 /// pod. A test binary uses either this or [`env`], never both: [`TestEnv::shared_with`] starts
-/// one environment per process, with the configuration of the first call.
+/// one environment per process and refuses a second configuration.
 pub async fn api_env() -> &'static TestEnv {
     with_crd(TestEnv::shared_with(|| {
         TestEnv::builder().api_only().collector(true)
