@@ -1012,7 +1012,7 @@ spec:
         let codes = fail.on_exit_codes.as_ref().unwrap();
         assert_eq!(codes.container_name.as_deref(), Some("runner"));
         assert_eq!(codes.operator, "In");
-        assert_eq!(codes.values, vec![2, 3]);
+        assert_eq!(codes.values, vec![2, 3, 6]);
         assert!(
             !codes.values.contains(&exit::CANCELLED),
             "a cancelled run is not a permanent failure"
