@@ -74,7 +74,7 @@ pub enum FaultProxyError {
     Bind(#[source] std::io::Error),
     /// The kubeconfig could not be rendered.
     #[error("cannot render the proxy's kubeconfig: {0}")]
-    Kubeconfig(#[from] serde_norway::Error),
+    Kubeconfig(#[source] serde_norway::Error),
     /// The kubeconfig could not be written.
     #[error("cannot write {path}: {source}")]
     Write {
@@ -391,12 +391,13 @@ impl FaultProxy {
 
     /// An admin kubeconfig (the test CA, the admin client certificate) whose server is the proxy.
     pub fn kubeconfig(&self) -> Result<String, FaultProxyError> {
-        Ok(crate::cluster::render_client_kubeconfig(
+        crate::cluster::render_client_kubeconfig(
             &self.url(),
             &self.ca_pem,
             certs::ADMIN_USER,
             &self.pki.admin,
-        )?)
+        )
+        .map_err(FaultProxyError::Kubeconfig)
     }
 
     /// Writes [`kubeconfig`](Self::kubeconfig) to `path` (mode 0600: it holds a private key).
@@ -406,6 +407,23 @@ impl FaultProxy {
             certs::CertsError::Write { path, source } => FaultProxyError::Write { path, source },
             other => FaultProxyError::Certs(other),
         })
+    }
+
+    /// An admin kube client that reaches the API server through the proxy. Must be called
+    /// inside a tokio runtime (the client is bound to it).
+    pub async fn client(&self) -> Result<kube::Client, crate::cluster::ClusterError> {
+        let yaml = crate::cluster::render_client_kubeconfig(
+            &self.url(),
+            &self.ca_pem,
+            certs::ADMIN_USER,
+            &self.pki.admin,
+        )?;
+        crate::cluster::client_from_kubeconfig(
+            &yaml,
+            std::path::Path::new("<faultproxy>"),
+            &self.url(),
+        )
+        .await
     }
 
     /// Adds a rule; it applies from the next request on. Rules are tried in the order added.
