@@ -30,7 +30,9 @@
 //! LlmJob that no watch event can wake (a Job create the API server rejected, a conflicting Job
 //! without the operator's label) is looked at again after a backoff with jitter
 //! ([`blocked_retry_delay`]); an unfinished one is re-checked every [`RESYNC`] as a safety net;
-//! errors retry after [`ERROR_REQUEUE`].
+//! failed reconciles retry with backoff and jitter, never before the API server's `Retry-After`
+//! ([`error_retry_delay`]), and a Warning event names an error that persists
+//! ([`PERSISTENT_FAILURES`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -66,8 +68,15 @@ use crate::{FIELD_MANAGER, apply, events, fetch, triggers};
 
 /// How often an unfinished LlmJob is re-checked even without a watch event.
 pub const RESYNC: Duration = Duration::from_secs(300);
-/// How soon a reconcile that failed is retried.
+/// How soon a reconcile is repeated when a fresh read of the LlmJob still leaves it undecided.
 pub const ERROR_REQUEUE: Duration = Duration::from_secs(10);
+/// The wait before retrying a reconcile that failed once (halved at most by the jitter).
+pub const ERROR_RETRY_MIN: Duration = Duration::from_secs(2);
+/// The longest wait between retries of a reconcile that keeps failing.
+pub const ERROR_RETRY_MAX: Duration = Duration::from_secs(120);
+/// After this many failed reconciles of one LlmJob in a row, a Warning event (reason: the
+/// error's category) says what fails: the error persists, it is no blip.
+pub const PERSISTENT_FAILURES: u32 = 3;
 /// The shortest wait before looking again at a blocked LlmJob that no watch event will wake (a
 /// Job create the API server rejected, a conflicting Job the operator does not watch).
 pub const BLOCKED_RETRY_MIN: Duration = Duration::from_secs(2);
@@ -76,7 +85,7 @@ pub const BLOCKED_RETRY_MAX: Duration = Duration::from_secs(300);
 /// How often the LlmJob-by-phase gauge is recomputed from the caches.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(10);
 
-/// A reconcile failed; it is retried after [`ERROR_REQUEUE`].
+/// A reconcile failed; it is retried after [`error_retry_delay`].
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// An object could not be read.
@@ -144,6 +153,27 @@ impl Error {
     /// Whether the status write failed because the LlmJob changed since it was read.
     fn is_conflict(&self) -> bool {
         matches!(self, Error::Status { source: kube::Error::Api(s), .. } if s.is_conflict())
+    }
+
+    /// How long the API server asked the operator to wait (`429`/`503` with `Retry-After`,
+    /// which kube-rs reads into the `Status`' `details.retryAfterSeconds`).
+    pub fn retry_after(&self) -> Option<Duration> {
+        let source = match self {
+            Error::Read { source, .. }
+            | Error::CreateJob { source, .. }
+            | Error::Suspend { source, .. }
+            | Error::Ttl { source, .. }
+            | Error::Status { source, .. } => source,
+        };
+        match source {
+            kube::Error::Api(status) => status
+                .details
+                .as_ref()
+                .map(|d| d.retry_after_seconds)
+                .filter(|s| *s > 0)
+                .map(|s| Duration::from_secs(u64::from(s))),
+            _ => None,
+        }
     }
 
     /// The error's category: the label of the reconcile-error metric.
@@ -237,6 +267,45 @@ pub fn blocked_retry_delay(elapsed: Duration, jitter: f64) -> Duration {
     base.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
 }
 
+/// How long to wait before retrying a reconcile that failed `failures` times in a row: twice as
+/// long after each failure, from [`ERROR_RETRY_MIN`] to [`ERROR_RETRY_MAX`], scaled by `jitter`
+/// (in `[0, 1)`) to between half and all of it, so that LlmJobs failing together (one API
+/// outage) do not retry together; and never sooner than the API server's `retry_after`.
+pub fn error_retry_delay(failures: u32, retry_after: Option<Duration>, jitter: f64) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    let base = ERROR_RETRY_MIN
+        .saturating_mul(1 << doublings)
+        .min(ERROR_RETRY_MAX);
+    let delay = base.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0));
+    retry_after.map_or(delay, |server| delay.max(server))
+}
+
+/// How many reconciles of each LlmJob failed in a row (an entry only while they fail).
+#[derive(Debug, Clone, Default)]
+pub struct FailureStreaks(Arc<std::sync::Mutex<std::collections::HashMap<ObjectRef<LlmJob>, u32>>>);
+
+impl FailureStreaks {
+    fn map(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<ObjectRef<LlmJob>, u32>> {
+        // A panic while holding the lock leaves a plain map: still usable.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Counts one more failure of `key`'s reconcile; returns how many in a row.
+    fn failed(&self, key: ObjectRef<LlmJob>) -> u32 {
+        let mut map = self.map();
+        let n = map.entry(key).or_default();
+        *n = n.saturating_add(1);
+        *n
+    }
+
+    /// `key`'s reconcile succeeded: the streak ends.
+    fn succeeded(&self, key: &ObjectRef<LlmJob>) {
+        self.map().remove(key);
+    }
+}
+
 /// A number in `[0, 1)` that differs from call to call (std's randomly keyed hasher: no
 /// dependency for a jitter that needs no cryptographic quality).
 fn jitter() -> f64 {
@@ -283,6 +352,8 @@ pub struct Context {
     pub own_writes: OwnWrites,
     /// `--trace-url-template`: fills `status.traceURL` and the finished runs' events.
     pub trace_url: Option<TraceUrlTemplate>,
+    /// Failed reconciles in a row, per LlmJob: the error backoff.
+    pub failures: FailureStreaks,
 }
 
 /// The watch caches of one scope's Jobs and pods (only the operator's, by label).
@@ -311,6 +382,7 @@ impl Context {
             caches: None,
             own_writes: OwnWrites::default(),
             trace_url: config.trace_url_template.clone(),
+            failures: FailureStreaks::default(),
         }
     }
 }
@@ -554,18 +626,34 @@ pub async fn run(
     gauge.abort();
 }
 
-/// Logs and counts a failed reconcile, and retries it after [`ERROR_REQUEUE`].
+/// Logs and counts a failed reconcile, and retries it after [`error_retry_delay`]; at the
+/// [`PERSISTENT_FAILURES`]th failure in a row, a Warning event (reason: the error's category)
+/// names the error on the LlmJob. An event, not a condition: the failing call may be the status
+/// write itself.
 pub fn error_policy(llmjob: Arc<LlmJob>, error: &Error, ctx: Arc<Context>) -> Action {
-    let category = error.category().as_str();
+    let reason = error.category();
+    let category = reason.as_str();
     ctx.metrics.error(category);
+    let failures = ctx.failures.failed(ObjectRef::from_obj(llmjob.as_ref()));
+    let delay = error_retry_delay(failures, error.retry_after(), jitter());
     tracing::warn!(
         namespace = %llmjob.namespace().unwrap_or_default(),
         name = %llmjob.name_any(),
         error = %error,
         category,
+        failures,
+        retry_in = ?delay,
         "reconcile failed; retrying"
     );
-    Action::requeue(ERROR_REQUEUE)
+    if failures == PERSISTENT_FAILURES {
+        let note = format!(
+            "{error} ({failures} failed reconciles in a row; retried with backoff, next in {:.1} s)",
+            delay.as_secs_f64()
+        );
+        let recorder = ctx.recorder.clone();
+        tokio::spawn(async move { events::publish(&recorder, &llmjob, reason, note).await });
+    }
+    Action::requeue(delay)
 }
 
 /// Reconciles one LlmJob (see the module documentation for the steps).
@@ -579,6 +667,7 @@ pub async fn reconcile(llmjob: Arc<LlmJob>, ctx: Arc<Context>) -> Result<Action,
         "llmjob.phase" = tracing::field::Empty,
     );
     let started = Instant::now();
+    let key = ObjectRef::from_obj(llmjob.as_ref());
     ctx.metrics.reconciles.inc();
     let _in_flight = ctx.metrics.in_flight();
     let result = Reconciler {
@@ -593,6 +682,9 @@ pub async fn reconcile(llmjob: Arc<LlmJob>, ctx: Arc<Context>) -> Result<Action,
     .instrument(span)
     .await;
     ctx.metrics.reconciled(started.elapsed());
+    if result.is_ok() {
+        ctx.failures.succeeded(&key);
+    }
     result
 }
 
@@ -1118,6 +1210,61 @@ mod tests {
         }
         assert!(delays.windows(2).all(|w| w[0] <= w[1]), "{delays:?}");
         assert!(delays[7] >= delays[0] * 8, "{delays:?}");
+    }
+
+    #[test]
+    fn failed_reconciles_back_off_with_jitter_and_honour_retry_after() {
+        let secs = Duration::from_secs;
+        // The first retry within 1-2 s, then twice as long each time, capped at 1-2 min.
+        assert_eq!(error_retry_delay(1, None, 0.0), secs(1));
+        assert!(error_retry_delay(1, None, 0.999_999) < secs(2));
+        assert_eq!(error_retry_delay(2, None, 0.0), secs(2));
+        assert_eq!(error_retry_delay(4, None, 0.5), secs(12));
+        assert_eq!(error_retry_delay(50, None, 0.0), ERROR_RETRY_MAX / 2);
+        assert!(error_retry_delay(u32::MAX, None, 1.0) <= ERROR_RETRY_MAX);
+        // Jitter spreads LlmJobs failing together.
+        assert_ne!(
+            error_retry_delay(3, None, 0.1),
+            error_retry_delay(3, None, 0.9)
+        );
+        // The API server's Retry-After is a floor, whatever the backoff says.
+        assert_eq!(error_retry_delay(1, Some(secs(7)), 0.0), secs(7));
+        assert_eq!(error_retry_delay(5, Some(secs(7)), 0.0), secs(16));
+
+        let throttled = Error::Status {
+            namespace: "n".into(),
+            name: "a".into(),
+            source: kube::Error::Api(Box::new(kube::core::Status {
+                code: 429,
+                details: Some(
+                    serde_json::from_value(serde_json::json!({"retryAfterSeconds": 7})).unwrap(),
+                ),
+                ..Default::default()
+            })),
+        };
+        assert_eq!(throttled.retry_after(), Some(secs(7)));
+        let internal = Error::CreateJob {
+            namespace: "n".into(),
+            name: "a".into(),
+            source: kube::Error::Api(Box::new(kube::core::Status {
+                code: 500,
+                ..Default::default()
+            })),
+        };
+        assert_eq!(internal.retry_after(), None);
+    }
+
+    #[test]
+    fn failure_streaks_count_until_a_reconcile_succeeds() {
+        let streaks = FailureStreaks::default();
+        let a = ObjectRef::new("a").within("n");
+        let b = ObjectRef::new("b").within("n");
+        assert_eq!(streaks.failed(a.clone()), 1);
+        assert_eq!(streaks.failed(a.clone()), 2);
+        assert_eq!(streaks.failed(b.clone()), 1);
+        streaks.succeeded(&a);
+        assert_eq!(streaks.failed(a), 1);
+        assert_eq!(streaks.failed(b), 2);
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod certs;
 pub mod cluster;
 pub mod collector;
 pub mod env;
+pub mod faultproxy;
 pub mod images;
 pub mod kubelet;
 pub mod node;

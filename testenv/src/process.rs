@@ -230,6 +230,24 @@ impl ManagedProcess {
         })
     }
 
+    /// Sends `SIGKILL` at once (no chance to clean up: a crash) and reaps the process. Returns
+    /// the exit status.
+    pub async fn kill(mut self) -> Result<ExitStatus, ProcessError> {
+        let err = |name: &str, pid, source| ProcessError::Stop {
+            name: name.to_owned(),
+            pid,
+            source,
+        };
+        self.child
+            .kill()
+            .await
+            .map_err(|e| err(&self.name, self.pid, e))?;
+        self.child
+            .wait()
+            .await
+            .map_err(|e| err(&self.name, self.pid, e))
+    }
+
     /// Sends `SIGTERM`, waits up to `grace` for the process to exit, then sends `SIGKILL` and
     /// reaps it. Returns the exit status.
     pub async fn stop(mut self, grace: Duration) -> Result<ExitStatus, ProcessError> {

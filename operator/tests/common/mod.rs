@@ -204,6 +204,17 @@ impl Operator {
     /// Starts `llmjob-operator` for `namespace` as a host process, exporting to the shared
     /// collector; its runs use the runner image and export through the collector's Service.
     pub async fn start(env: &TestEnv, namespace: &str, extra_args: &[&str]) -> Operator {
+        Operator::start_with_kubeconfig(env, namespace, &env.kubeconfig_path(), extra_args).await
+    }
+
+    /// [`Operator::start`] reaching the API server through `kubeconfig` (e.g. a
+    /// [`testenv::faultproxy::FaultProxy`]'s).
+    pub async fn start_with_kubeconfig(
+        env: &TestEnv,
+        namespace: &str,
+        kubeconfig: &std::path::Path,
+        extra_args: &[&str],
+    ) -> Operator {
         let port = free_loopback_port().expect("a free port");
         let http: SocketAddr = ([127, 0, 0, 1], port).into();
         let collector = env.collector().expect("the shared env runs a collector");
@@ -226,7 +237,7 @@ impl Operator {
         .arg(format!("--watch-namespaces={namespace}"))
         .arg(format!("--http-addr={http}"))
         .args(extra_args)
-        .env("KUBECONFIG", env.kubeconfig_path())
+        .env("KUBECONFIG", kubeconfig)
         .env("POD_NAMESPACE", namespace)
         .env("RUST_LOG", "info,llmjob_operator=debug")
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.grpc_endpoint());
@@ -261,6 +272,12 @@ impl Operator {
     /// The operator's stderr so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Kills it with SIGKILL (a crash: nothing is cleaned up or flushed).
+    pub async fn kill(mut self) {
+        let process = self.process.take().expect("running");
+        process.kill().await.expect("killing the operator");
     }
 
     /// Stops it with SIGTERM (a clean shutdown) and returns its exit status.
