@@ -4,6 +4,9 @@
 //!
 //! One reconcile, for one LlmJob as the watch cache holds it (its Job and pods from the scope's
 //! watch caches too; what is read fresh from the API server, and when, is in [`crate::fetch`]):
+//! 0. an LlmJob the operator's types cannot read (stored around the CRD's schema, see
+//!    [`WatchedLlmJob`]) → `Stalled` with reason `InvalidSpec` naming the field, written as a
+//!    merge patch, one Warning event; every other LlmJob goes on ([`reconcile_unreadable`]);
 //! 1. finished (`Succeeded`/`Failed`): nothing runs again; only `observedGeneration` follows;
 //! 2. [`validate`](crate::validate) fails → `Stalled` with reason `InvalidSpec`, a Warning event;
 //!    before a launch, the tenant policy ([`validate::permitted`], with the namespace's labels
@@ -39,7 +42,8 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::ListParams;
+use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams};
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self as cache, ObjectRef, Store};
@@ -75,6 +79,14 @@ pub const BLOCKED_RETRY_MIN: Duration = Duration::from_secs(2);
 pub const BLOCKED_RETRY_MAX: Duration = Duration::from_secs(300);
 /// How often the LlmJob-by-phase gauge is recomputed from the caches.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// An LlmJob as the LlmJob watch reads it: the typed object, or, for an object stored around the
+/// CRD's schema (through a served version without validation, a schema change, etcd), the
+/// deserialization error and the object's metadata. kube-rs' watcher deserializes a list page as
+/// a whole: read as plain [`LlmJob`]s, one such object fails every list and watch of the scope,
+/// and no LlmJob of it reconciles again (the store never becomes ready, the operator never
+/// ready). Through this guard it is one reconcile that reports it.
+pub type WatchedLlmJob = DeserializeGuard<LlmJob>;
 
 /// A reconcile failed; it is retried after [`ERROR_REQUEUE`].
 #[derive(Debug, thiserror::Error)]
@@ -399,7 +411,7 @@ where
 }
 
 /// The LlmJob a pod of one of the operator's Jobs belongs to.
-fn llmjob_of_pod(store: &Store<LlmJob>, pod: &Pod) -> Option<ObjectRef<LlmJob>> {
+fn llmjob_of_pod(store: &Store<WatchedLlmJob>, pod: &Pod) -> Option<ObjectRef<WatchedLlmJob>> {
     let namespace = pod.namespace()?;
     let job_name = pod.labels().get(NAME_LABEL)?;
     let direct = ObjectRef::new(job_name).within(&namespace);
@@ -455,12 +467,16 @@ pub async fn run(
         let managed = watcher::Config::default().labels(&managed_selector());
         // LlmJobs: only spec changes (a new generation) trigger a reconcile; the operator is the
         // only writer of the status, so its own status writes need none.
-        let (store, llmjob_writer) = cache::store::<LlmJob>();
+        // Read through `WatchedLlmJob`, so that one unreadable LlmJob fails only its reconcile.
+        let (store, llmjob_writer) = cache::store::<WatchedLlmJob>();
         let own_writes = ctx.own_writes.clone();
         let llmjobs = reflector(
             llmjob_writer,
-            watcher(api::<LlmJob>(&ctx.client, ns), watcher::Config::default())
-                .modify(|j: &mut LlmJob| j.metadata.managed_fields = None),
+            watcher(
+                api::<WatchedLlmJob>(&ctx.client, ns),
+                watcher::Config::default(),
+            )
+            .modify(|j: &mut WatchedLlmJob| j.meta_mut().managed_fields = None),
         )
         .default_backoff()
         .inspect_ok(move |event| own_writes.observe(event))
@@ -529,7 +545,8 @@ pub async fn run(
         let mut tick = tokio::time::interval(GAUGE_INTERVAL);
         loop {
             tick.tick().await;
-            let llmjobs: Vec<Arc<LlmJob>> = stores.iter().flat_map(|s| s.state()).collect();
+            let watched: Vec<Arc<WatchedLlmJob>> = stores.iter().flat_map(|s| s.state()).collect();
+            let llmjobs: Vec<&LlmJob> = watched.iter().filter_map(|j| j.0.as_ref().ok()).collect();
             metrics.set_phases(
                 llmjobs
                     .iter()
@@ -555,7 +572,7 @@ pub async fn run(
 }
 
 /// Logs and counts a failed reconcile, and retries it after [`ERROR_REQUEUE`].
-pub fn error_policy(llmjob: Arc<LlmJob>, error: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(llmjob: Arc<WatchedLlmJob>, error: &Error, ctx: Arc<Context>) -> Action {
     let category = error.category().as_str();
     ctx.metrics.error(category);
     tracing::warn!(
@@ -569,9 +586,9 @@ pub fn error_policy(llmjob: Arc<LlmJob>, error: &Error, ctx: Arc<Context>) -> Ac
 }
 
 /// Reconciles one LlmJob (see the module documentation for the steps).
-pub async fn reconcile(llmjob: Arc<LlmJob>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let namespace = llmjob.namespace().unwrap_or_default();
-    let name = llmjob.name_any();
+pub async fn reconcile(watched: Arc<WatchedLlmJob>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = watched.namespace().unwrap_or_default();
+    let name = watched.name_any();
     let span = tracing::info_span!(
         "reconcile",
         "k8s.namespace.name" = %namespace,
@@ -581,19 +598,127 @@ pub async fn reconcile(llmjob: Arc<LlmJob>, ctx: Arc<Context>) -> Result<Action,
     let started = Instant::now();
     ctx.metrics.reconciles.inc();
     let _in_flight = ctx.metrics.in_flight();
-    let result = Reconciler {
-        ctx: &ctx,
-        namespace: &namespace,
-        name: &name,
-        cached_rv: llmjob.resource_version(),
-        llmjobs: Api::namespaced(ctx.client.clone(), &namespace),
-        jobs: Api::namespaced(ctx.client.clone(), &namespace),
-    }
-    .run(llmjob)
-    .instrument(span)
-    .await;
+    let result = match &watched.0 {
+        Ok(llmjob) => {
+            Reconciler {
+                ctx: &ctx,
+                namespace: &namespace,
+                name: &name,
+                cached_rv: llmjob.resource_version(),
+                llmjobs: Api::namespaced(ctx.client.clone(), &namespace),
+                jobs: Api::namespaced(ctx.client.clone(), &namespace),
+            }
+            .run(Arc::new(llmjob.clone()))
+            .instrument(span)
+            .await
+        }
+        Err(invalid) => {
+            reconcile_unreadable(&watched, &invalid.error, &ctx)
+                .instrument(span)
+                .await
+        }
+    };
     ctx.metrics.reconciled(started.elapsed());
     result
+}
+
+/// Reports an LlmJob the operator's types cannot read, once per generation: `Stalled` with
+/// reason `InvalidSpec` naming the field and the error, and one Warning event; then it waits for
+/// a change (its deletion, or a valid spec). The object is read again untyped, for the field's
+/// path and the status it has. The status is written as a JSON merge patch, conditional on that
+/// `resourceVersion`: a server-side apply converts the stored object to the schema's type first,
+/// which fails for an object that does not match it. When the API server refuses any status for
+/// the object (a CEL rule of the schema reads the malformed field), the event alone reports it.
+async fn reconcile_unreadable(
+    watched: &WatchedLlmJob,
+    error: &str,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let namespace = watched.namespace().unwrap_or_default();
+    let name = watched.name_any();
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        ctx.client.clone(),
+        &namespace,
+        &ApiResource::erase::<LlmJob>(&()),
+    );
+    let object = match api.get_opt(&name).await {
+        Ok(Some(object)) => object,
+        Ok(None) => return Ok(Action::await_change()),
+        Err(source) => {
+            return Err(Error::Read {
+                what: format!("LlmJob {namespace}/{name}"),
+                source,
+            });
+        }
+    };
+    // Readable again (fixed since the watch saw it): its watch event brings it back.
+    let Some(problem) = unreadable_reason(&object, error) else {
+        return Ok(Action::await_change());
+    };
+    let generation = object.metadata.generation;
+    let old: LlmJobStatus = object
+        .data
+        .get("status")
+        .cloned()
+        .and_then(|s| serde_json::from_value(s).ok())
+        .unwrap_or_default();
+    if status::reports_unreadable(&old, generation) {
+        tracing::debug!(%problem, "the unreadable LlmJob is already reported");
+        return Ok(Action::await_change());
+    }
+    let message = format!(
+        "the operator cannot read this LlmJob: {problem}. It was stored around the CRD's schema \
+         (e.g. through a version without validation) and runs nothing: delete it and create a \
+         valid one"
+    );
+    let new = status::unreadable(&old, generation, &message, Timestamp::now());
+    let patch = serde_json::json!({
+        "metadata": { "resourceVersion": object.metadata.resource_version },
+        "status": new,
+    });
+    let written = api
+        .patch_status(
+            &name,
+            &PatchParams {
+                field_manager: Some(FIELD_MANAGER.to_owned()),
+                ..PatchParams::default()
+            },
+            &Patch::Merge(&patch),
+        )
+        .await;
+    match written {
+        Ok(_) => tracing::warn!(%message, "cannot read the LlmJob; reported it in its status"),
+        // A status write is validated against the whole object: a CEL rule that reads the
+        // malformed field cannot be evaluated, and the API server refuses any status. The event
+        // alone reports it then (again after an operator restart: nothing records it).
+        Err(kube::Error::Api(s)) if s.code == 422 => tracing::warn!(
+            %message,
+            refusal = %s.message,
+            "cannot read the LlmJob, and the API server refuses a status for it; an event reports it"
+        ),
+        Err(source) => {
+            return Err(Error::Status {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                source,
+            });
+        }
+    }
+    events::publish(&ctx.recorder, watched, Reason::InvalidSpec, message).await;
+    Ok(Action::await_change())
+}
+
+/// Why the operator's types cannot read `object`, with the path of the field
+/// (`spec.run.maxAttempts: invalid type: ...`), or `None` if they can; `error` (the watch's
+/// message) when the path cannot be found.
+fn unreadable_reason(object: &DynamicObject, error: &str) -> Option<String> {
+    let Ok(value) = serde_json::to_value(object) else {
+        return Some(error.to_owned());
+    };
+    match serde_path_to_error::deserialize::<_, LlmJob>(value) {
+        Ok(_) => None,
+        Err(e) => Some(format!("{}: {}", e.path(), e.inner())),
+    }
 }
 
 /// Where one pass of a reconcile ended.
@@ -672,13 +797,23 @@ impl Reconciler<'_> {
             if phase.is_finished() {
                 // The outcome is recorded: the Job may now expire (again after a restart that
                 // came between the status write and the TTL's).
-                if let Some(job) = self.ctx.caches.as_ref().and_then(|c| {
-                    fetch::cached_job(&c.jobs, self.namespace, &contract::job_name(self.name))
-                }) && contract::controlled_by(&job, llmjob)
-                {
-                    self.expire_after_outcome(llmjob, &job).await?;
+                let job = self
+                    .ctx
+                    .caches
+                    .as_ref()
+                    .and_then(|c| {
+                        fetch::cached_job(&c.jobs, self.namespace, &contract::job_name(self.name))
+                    })
+                    .filter(|job| contract::controlled_by(job, llmjob));
+                if let Some(job) = &job {
+                    self.expire_after_outcome(llmjob, job).await?;
                 }
-                return self.follow_generation(llmjob, old).await.map(Step::Done);
+                let ignored = job.filter(|job| self.pod_edit_ignored(llmjob, job));
+                let action = self.follow_generation(llmjob, old).await?;
+                if let Some(job) = ignored {
+                    self.report_pod_edit(llmjob, &job).await;
+                }
+                return Ok(Step::Done(action));
             }
         }
         let valid = match validate::validate(llmjob) {
@@ -734,6 +869,7 @@ impl Reconciler<'_> {
                     source,
                 })?;
         }
+        let ignored = self.pod_edit_ignored(llmjob, &job);
         let cached_pods = self.ctx.caches.as_ref().and_then(|c| {
             let pods = fetch::cached_pods(&c.pods, &job);
             // A finished run's result is in its pod's termination message: the cache must
@@ -749,14 +885,40 @@ impl Reconciler<'_> {
                     .map_err(self.read_error("pods of LlmJob"))?
             }
         };
-        self.observe(
-            llmjob,
-            Observation::Job {
-                job: &job,
-                pods: &pods,
-            },
-        )
-        .await
+        let action = self
+            .observe(
+                llmjob,
+                Observation::Job {
+                    job: &job,
+                    pods: &pods,
+                },
+            )
+            .await?;
+        if ignored {
+            self.report_pod_edit(llmjob, &job).await;
+        }
+        Ok(action)
+    }
+
+    /// Whether this generation of the LlmJob, not yet observed, changed `spec.pod` after its Job
+    /// was created ([`contract::pod_edit_ignored`]): once the status observes the generation, it
+    /// is reported by [`report_pod_edit`](Self::report_pod_edit), once.
+    fn pod_edit_ignored(&self, llmjob: &LlmJob, job: &Job) -> bool {
+        let observed = llmjob.status.as_ref().and_then(|s| s.observed_generation);
+        observed != llmjob.meta().generation && contract::pod_edit_ignored(llmjob, job)
+    }
+
+    /// Says, with a Warning event, that a `spec.pod` edit is not applied to the run: the status'
+    /// `observedGeneration` means that the operator saw the generation, not that the pod has it.
+    async fn report_pod_edit(&self, llmjob: &LlmJob, job: &Job) {
+        let message = format!(
+            "spec.pod changed after Job {} was created: the run keeps the pod settings it was \
+             created with (a Job's pod template cannot change), although observedGeneration \
+             follows the edit. Create a new LlmJob to run with the new settings",
+            job.name_any()
+        );
+        tracing::warn!(%message, "a spec.pod edit is not applied");
+        self.event(llmjob, Reason::SpecChangeIgnored, message).await;
     }
 
     /// No Job yet: a Job the status names is gone (the run ends, never runs twice); else the
@@ -1071,12 +1233,12 @@ mod tests {
     #[test]
     fn pods_map_to_their_llmjob() {
         let long = "a".repeat(70);
-        let (reader, mut writer) = kube::runtime::reflector::store::<LlmJob>();
+        let (reader, mut writer) = kube::runtime::reflector::store::<WatchedLlmJob>();
         for name in ["short", long.as_str()] {
             let lj = llmjob(&format!(
                 "metadata: {{name: {name}, namespace: n, uid: u-{name}}}\nspec: {{prompt: hi, openai: {{apiKeySecretRef: {{name: s}}}}}}"
             ));
-            writer.apply_watcher_event(&watcher::Event::Apply(lj));
+            writer.apply_watcher_event(&watcher::Event::Apply(DeserializeGuard(Ok(lj))));
         }
         let p = pod(&format!(
             "metadata: {{name: p, namespace: n, labels: {{{NAME_LABEL}: short}}}}"
@@ -1095,6 +1257,28 @@ mod tests {
         );
         let stranger = pod("metadata: {name: p, namespace: other}");
         assert_eq!(llmjob_of_pod(&reader, &stranger), None);
+    }
+
+    #[test]
+    fn an_unreadable_llmjob_is_named_by_its_field() {
+        let bad: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "llmjob.dev/v1alpha1", "kind": "LlmJob",
+            "metadata": {"name": "bad", "namespace": "n"},
+            "spec": {
+                "prompt": "hi",
+                "openai": {"apiKeySecretRef": {"name": "s"}},
+                "run": {"maxAttempts": "twice"}
+            }
+        }))
+        .unwrap();
+        let reason = unreadable_reason(&bad, "the watch's message").unwrap();
+        assert!(
+            reason.starts_with("spec.run.maxAttempts: invalid type: string \"twice\""),
+            "{reason}"
+        );
+        let mut fixed = bad.clone();
+        fixed.data["spec"]["run"]["maxAttempts"] = 2.into();
+        assert_eq!(unreadable_reason(&fixed, "the watch's message"), None);
     }
 
     #[test]
