@@ -713,11 +713,52 @@ async fn reconcile_unreadable(
 /// message) when the path cannot be found.
 fn unreadable_reason(object: &DynamicObject, error: &str) -> Option<String> {
     let Ok(value) = serde_json::to_value(object) else {
-        return Some(error.to_owned());
+        return Some(hide_values(error));
     };
     match serde_path_to_error::deserialize::<_, LlmJob>(value) {
         Ok(_) => None,
-        Err(e) => Some(format!("{}: {}", e.path(), e.inner())),
+        Err(e) => Some(format!(
+            "{}: {}",
+            e.path(),
+            hide_values(&e.inner().to_string())
+        )),
+    }
+}
+
+/// Serde's message with the strings it quotes from the object (`invalid type: string "..."`,
+/// `unknown variant `...``) hidden: the object bypassed admission, so a field may hold what
+/// belongs in a Secret (an API key written where `apiKeySecretRef` goes), and the message goes to
+/// an event, the status and the log. Numbers, types and field names stay.
+fn hide_values(message: &str) -> String {
+    const HIDDEN: &str = "(value hidden)";
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    loop {
+        let string = rest.find("string \"").map(|i| (i, "string \"", '"'));
+        let variant = rest.find("variant `").map(|i| (i, "variant `", '`'));
+        let next = match (string, variant) {
+            (Some(a), Some(b)) => Some(if a.0 < b.0 { a } else { b }),
+            (a, b) => a.or(b),
+        };
+        let Some((at, opening, close)) = next else {
+            out.push_str(rest);
+            return out;
+        };
+        let start = at + opening.len();
+        out.push_str(&rest[..at]);
+        out.push_str(&opening[..opening.len() - 1]);
+        out.push_str(HIDDEN);
+        // Serde writes the string with Debug escapes: it ends at the first unescaped quote.
+        let mut escaped = false;
+        let end = rest[start..].char_indices().find_map(|(i, c)| {
+            let found = !escaped && c == close;
+            escaped = !escaped && c == '\\';
+            found.then_some(start + i + c.len_utf8())
+        });
+        match end {
+            Some(end) => rest = &rest[end..],
+            None => return out,
+        }
     }
 }
 
@@ -1272,13 +1313,30 @@ mod tests {
         }))
         .unwrap();
         let reason = unreadable_reason(&bad, "the watch's message").unwrap();
-        assert!(
-            reason.starts_with("spec.run.maxAttempts: invalid type: string \"twice\""),
-            "{reason}"
+        assert_eq!(
+            reason,
+            "spec.run.maxAttempts: invalid type: string (value hidden), expected u32"
         );
         let mut fixed = bad.clone();
         fixed.data["spec"]["run"]["maxAttempts"] = 2.into();
         assert_eq!(unreadable_reason(&fixed, "the watch's message"), None);
+    }
+
+    #[test]
+    fn values_quoted_by_serde_are_hidden() {
+        assert_eq!(
+            hide_values(r#"invalid type: string "sk-secret \"quoted\" x", expected struct S"#),
+            "invalid type: string (value hidden), expected struct S"
+        );
+        assert_eq!(
+            hide_values("unknown variant `sk-secret`, expected `bearer` or `api-key`"),
+            "unknown variant (value hidden), expected `bearer` or `api-key`"
+        );
+        assert_eq!(
+            hide_values("invalid type: integer `42`, expected a string"),
+            "invalid type: integer `42`, expected a string"
+        );
+        assert_eq!(hide_values("string \"cut"), "string (value hidden)");
     }
 
     #[test]

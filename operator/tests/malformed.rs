@@ -116,6 +116,10 @@ async fn wait_for_launch(env: &testenv::env::TestEnv, ns: &str, name: &str) {
     .await;
 }
 
+/// A string where a number goes, as a key pasted into the wrong field: never repeated by the
+/// operator (events, status, log).
+const SECRET: &str = "sk-pasted-LEAKCHECK-0123";
+
 /// The Events with reason `InvalidSpec` about LlmJob `name`.
 #[allow(clippy::expect_used)]
 async fn invalid_spec_events(env: &testenv::env::TestEnv, ns: &str, name: &str) -> Vec<String> {
@@ -141,7 +145,7 @@ async fn a_malformed_llmjob_is_reported_and_the_others_keep_reconciling() {
     write_around_the_schema(
         env,
         &ns,
-        malformed("listed", &["run", "maxAttempts"], "twice".into()),
+        malformed("listed", &["run", "maxAttempts"], SECRET.into()),
     )
     .await;
     let op = Operator::start(env, &ns, &[]).await;
@@ -159,7 +163,7 @@ async fn a_malformed_llmjob_is_reported_and_the_others_keep_reconciling() {
     wait_for_launch(env, &ns, "second").await;
 
     for (name, field, error) in [
-        ("listed", "spec.run.maxAttempts", "\"twice\""),
+        ("listed", "spec.run.maxAttempts", "string (value hidden)"),
         ("watched", "spec.pod.priorityClassName", "42"),
     ] {
         let what = format!("an InvalidSpec Event on {name}");
@@ -210,6 +214,16 @@ async fn a_malformed_llmjob_is_reported_and_the_others_keep_reconciling() {
         op.log_text().contains("refuses a status"),
         "the operator says why listed has no status; log: {}",
         op.log.display()
+    );
+
+    let everything = format!(
+        "{:?}\n{}",
+        events_of(env, &ns, "listed").await,
+        op.log_text()
+    );
+    assert!(
+        !everything.contains(SECRET),
+        "the malformed value was repeated"
     );
 
     // A restart repeats nothing that the status records.
