@@ -622,8 +622,9 @@ pub async fn reconcile(watched: Arc<WatchedLlmJob>, ctx: Arc<Context>) -> Result
     result
 }
 
-/// Reports an LlmJob the operator's types cannot read, once per generation: `Stalled` with
-/// reason `InvalidSpec` naming the field and the error, and one Warning event; then it waits for
+/// Reports an LlmJob the operator's types cannot read, once per generation (once per operator
+/// start when its status cannot record it): `Stalled` with reason `InvalidSpec` naming the field
+/// and the error, and one Warning event; then it waits for
 /// a change (its deletion, or a valid spec). The object is read again untyped, for the field's
 /// path and the status it has. The status is written as a JSON merge patch, conditional on that
 /// `resourceVersion`: a server-side apply converts the stored object to the schema's type first,

@@ -387,6 +387,8 @@ async fn suspending_a_started_run_stops_it_and_says_the_call_may_be_billed_and_m
         (!replay.requests().is_empty()).then_some(())
     })
     .await;
+    // The operator has seen the pod start (the status holds its start time).
+    wait_for_phase(env, &ns, "interrupted", Phase::Running).await;
 
     let llmjobs: Api<llmjob_crds::v1alpha1::LlmJob> = Api::namespaced(env.client(), &ns);
     let suspend = |value: bool| {
