@@ -30,7 +30,7 @@ use llmjob_crds::v1alpha1::{
 use crate::config::JobDefaults;
 use crate::contract::{
     CONTAINER_NAME, LAUNCH_TRACEPARENT_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL, NAME_LABEL,
-    SUSPEND_ANNOTATION, is_queued, job_name, queue,
+    POD_HASH_ANNOTATION, SUSPEND_ANNOTATION, is_queued, job_name, pod_hash, queue,
 };
 use crate::traceparent::TraceParent;
 use crate::validate::{Input, Validated};
@@ -509,6 +509,7 @@ pub fn build_job(
                     SUSPEND_ANNOTATION.to_owned(),
                     starts_suspended(llmjob).to_string(),
                 ),
+                (POD_HASH_ANNOTATION.to_owned(), pod_hash(llmjob)),
             ])),
             owner_references: Some(vec![owner]),
             ..ObjectMeta::default()

@@ -24,6 +24,10 @@ pub const LAUNCH_TRACEPARENT_ANNOTATION: &str = "llmjob.dev/launch-traceparent";
 /// and resumes them on admission): the operator leaves the field alone until the LlmJob's own
 /// `spec.suspend` changes.
 pub const SUSPEND_ANNOTATION: &str = "llmjob.dev/suspend";
+/// Annotation on the Job holding [`pod_hash`] of the `spec.pod` it was built from. The pod
+/// template of a Job cannot change once created, so a later edit of `spec.pod` is not applied to
+/// the run: the operator compares the hash and reports such an edit ([`pod_edit_ignored`]).
+pub const POD_HASH_ANNOTATION: &str = "llmjob.dev/pod-hash";
 /// Name of the runner container.
 pub const CONTAINER_NAME: &str = "runner";
 
@@ -79,6 +83,25 @@ pub fn suspend_to_apply(llmjob: &LlmJob, job: &k8s_openapi::api::batch::v1::Job)
         .and_then(|a| a.get(SUSPEND_ANNOTATION))
         .and_then(|v| v.parse::<bool>().ok());
     (asked != Some(want)).then_some(want)
+}
+
+/// A short hash (16 hex digits of SHA-256) of the LlmJob's `spec.pod`, as the Job's
+/// [`POD_HASH_ANNOTATION`] records it.
+pub fn pod_hash(llmjob: &LlmJob) -> String {
+    // The JSON of typed values with ordered maps: the same spec.pod, the same text.
+    let json = serde_json::to_string(&llmjob.spec.pod).unwrap_or_default();
+    hex::encode(&Sha256::digest(json.as_bytes())[..8])
+}
+
+/// Whether the LlmJob's `spec.pod` differs from the one its Job was built from: an edit made
+/// after the Job was created, which the Job's immutable pod template never gets. A Job without
+/// the annotation (created by an older operator) tells nothing.
+pub fn pod_edit_ignored(llmjob: &LlmJob, job: &k8s_openapi::api::batch::v1::Job) -> bool {
+    job.meta()
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(POD_HASH_ANNOTATION))
+        .is_some_and(|built| *built != pod_hash(llmjob))
 }
 
 /// Whether `owner` is the controller of `child` (by uid): a Job of its LlmJob, a pod of its Job.
@@ -167,6 +190,33 @@ mod tests {
         assert_eq!(
             suspend_to_apply(&lj(false), &job_of(None, true)),
             Some(false)
+        );
+    }
+
+    #[test]
+    fn a_pod_edit_after_the_job_is_created_is_found() {
+        let lj = |labels: &str| {
+            llmjob(&format!(
+                "metadata: {{name: a}}\nspec: {{prompt: hi, openai: {{apiKeySecretRef: {{name: s}}}}, pod: {{labels: {{{labels}}}}}}}"
+            ))
+        };
+        let built = lj("team: a");
+        let job_of = |hash: Option<String>| {
+            let annotations = hash
+                .map(|h| format!("annotations: {{{POD_HASH_ANNOTATION}: '{h}'}}"))
+                .unwrap_or_default();
+            job(&format!("metadata: {{name: a, {annotations}}}"))
+        };
+        let job = job_of(Some(pod_hash(&built)));
+        assert_eq!(pod_hash(&built).len(), 16);
+        assert!(!pod_edit_ignored(&built, &job), "unchanged");
+        assert!(pod_edit_ignored(&lj("team: b"), &job), "a label changed");
+        let mut suspended = built.clone();
+        suspended.spec.suspend = Some(true);
+        assert!(!pod_edit_ignored(&suspended, &job), "only spec.pod counts");
+        assert!(
+            !pod_edit_ignored(&lj("team: b"), &job_of(None)),
+            "an older Job"
         );
     }
 

@@ -4,6 +4,9 @@
 //!
 //! One reconcile, for one LlmJob as the watch cache holds it (its Job and pods from the scope's
 //! watch caches too; what is read fresh from the API server, and when, is in [`crate::fetch`]):
+//! 0. an LlmJob the operator's types cannot read (stored around the CRD's schema, see
+//!    [`WatchedLlmJob`]) → `Stalled` with reason `InvalidSpec` naming the field, written as a
+//!    merge patch, one Warning event; every other LlmJob goes on ([`reconcile_unreadable`]);
 //! 1. finished (`Succeeded`/`Failed`): nothing runs again; only `observedGeneration` follows;
 //! 2. [`validate`](crate::validate) fails → `Stalled` with reason `InvalidSpec`, a Warning event;
 //!    before a launch, the tenant policy ([`validate::permitted`], with the namespace's labels
@@ -41,7 +44,8 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::ListParams;
+use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams};
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self as cache, ObjectRef, Store};
@@ -84,6 +88,14 @@ pub const BLOCKED_RETRY_MIN: Duration = Duration::from_secs(2);
 pub const BLOCKED_RETRY_MAX: Duration = Duration::from_secs(300);
 /// How often the LlmJob-by-phase gauge is recomputed from the caches.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// An LlmJob as the LlmJob watch reads it: the typed object, or, for an object stored around the
+/// CRD's schema (through a served version without validation, a schema change, etcd), the
+/// deserialization error and the object's metadata. kube-rs' watcher deserializes a list page as
+/// a whole: read as plain [`LlmJob`]s, one such object fails every list and watch of the scope,
+/// and no LlmJob of it reconciles again (the store never becomes ready, the operator never
+/// ready). Through this guard it is one reconcile that reports it.
+pub type WatchedLlmJob = DeserializeGuard<LlmJob>;
 
 /// A reconcile failed; it is retried after [`error_retry_delay`].
 #[derive(Debug, thiserror::Error)]
@@ -306,6 +318,15 @@ impl FailureStreaks {
     }
 }
 
+/// The key of `watched`'s failure streak (its namespace and name, also for an unreadable object).
+fn streak_key(watched: &WatchedLlmJob) -> ObjectRef<LlmJob> {
+    let key = ObjectRef::new(&watched.name_any());
+    match watched.namespace() {
+        Some(ns) => key.within(&ns),
+        None => key,
+    }
+}
+
 /// A number in `[0, 1)` that differs from call to call (std's randomly keyed hasher: no
 /// dependency for a jitter that needs no cryptographic quality).
 fn jitter() -> f64 {
@@ -471,7 +492,7 @@ where
 }
 
 /// The LlmJob a pod of one of the operator's Jobs belongs to.
-fn llmjob_of_pod(store: &Store<LlmJob>, pod: &Pod) -> Option<ObjectRef<LlmJob>> {
+fn llmjob_of_pod(store: &Store<WatchedLlmJob>, pod: &Pod) -> Option<ObjectRef<WatchedLlmJob>> {
     let namespace = pod.namespace()?;
     let job_name = pod.labels().get(NAME_LABEL)?;
     let direct = ObjectRef::new(job_name).within(&namespace);
@@ -527,12 +548,16 @@ pub async fn run(
         let managed = watcher::Config::default().labels(&managed_selector());
         // LlmJobs: only spec changes (a new generation) trigger a reconcile; the operator is the
         // only writer of the status, so its own status writes need none.
-        let (store, llmjob_writer) = cache::store::<LlmJob>();
+        // Read through `WatchedLlmJob`, so that one unreadable LlmJob fails only its reconcile.
+        let (store, llmjob_writer) = cache::store::<WatchedLlmJob>();
         let own_writes = ctx.own_writes.clone();
         let llmjobs = reflector(
             llmjob_writer,
-            watcher(api::<LlmJob>(&ctx.client, ns), watcher::Config::default())
-                .modify(|j: &mut LlmJob| j.metadata.managed_fields = None),
+            watcher(
+                api::<WatchedLlmJob>(&ctx.client, ns),
+                watcher::Config::default(),
+            )
+            .modify(|j: &mut WatchedLlmJob| j.meta_mut().managed_fields = None),
         )
         .default_backoff()
         .inspect_ok(move |event| own_writes.observe(event))
@@ -601,7 +626,8 @@ pub async fn run(
         let mut tick = tokio::time::interval(GAUGE_INTERVAL);
         loop {
             tick.tick().await;
-            let llmjobs: Vec<Arc<LlmJob>> = stores.iter().flat_map(|s| s.state()).collect();
+            let watched: Vec<Arc<WatchedLlmJob>> = stores.iter().flat_map(|s| s.state()).collect();
+            let llmjobs: Vec<&LlmJob> = watched.iter().filter_map(|j| j.0.as_ref().ok()).collect();
             metrics.set_phases(
                 llmjobs
                     .iter()
@@ -630,11 +656,11 @@ pub async fn run(
 /// [`PERSISTENT_FAILURES`]th failure in a row, a Warning event (reason: the error's category)
 /// names the error on the LlmJob. An event, not a condition: the failing call may be the status
 /// write itself.
-pub fn error_policy(llmjob: Arc<LlmJob>, error: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(llmjob: Arc<WatchedLlmJob>, error: &Error, ctx: Arc<Context>) -> Action {
     let reason = error.category();
     let category = reason.as_str();
     ctx.metrics.error(category);
-    let failures = ctx.failures.failed(ObjectRef::from_obj(llmjob.as_ref()));
+    let failures = ctx.failures.failed(streak_key(&llmjob));
     let delay = error_retry_delay(failures, error.retry_after(), jitter());
     tracing::warn!(
         namespace = %llmjob.namespace().unwrap_or_default(),
@@ -651,15 +677,17 @@ pub fn error_policy(llmjob: Arc<LlmJob>, error: &Error, ctx: Arc<Context>) -> Ac
             delay.as_secs_f64()
         );
         let recorder = ctx.recorder.clone();
-        tokio::spawn(async move { events::publish(&recorder, &llmjob, reason, note).await });
+        tokio::spawn(
+            async move { events::publish(&recorder, llmjob.as_ref(), reason, note).await },
+        );
     }
     Action::requeue(delay)
 }
 
 /// Reconciles one LlmJob (see the module documentation for the steps).
-pub async fn reconcile(llmjob: Arc<LlmJob>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let namespace = llmjob.namespace().unwrap_or_default();
-    let name = llmjob.name_any();
+pub async fn reconcile(watched: Arc<WatchedLlmJob>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = watched.namespace().unwrap_or_default();
+    let name = watched.name_any();
     let span = tracing::info_span!(
         "reconcile",
         "k8s.namespace.name" = %namespace,
@@ -667,25 +695,175 @@ pub async fn reconcile(llmjob: Arc<LlmJob>, ctx: Arc<Context>) -> Result<Action,
         "llmjob.phase" = tracing::field::Empty,
     );
     let started = Instant::now();
-    let key = ObjectRef::from_obj(llmjob.as_ref());
+    let key = streak_key(&watched);
     ctx.metrics.reconciles.inc();
     let _in_flight = ctx.metrics.in_flight();
-    let result = Reconciler {
-        ctx: &ctx,
-        namespace: &namespace,
-        name: &name,
-        cached_rv: llmjob.resource_version(),
-        llmjobs: Api::namespaced(ctx.client.clone(), &namespace),
-        jobs: Api::namespaced(ctx.client.clone(), &namespace),
-    }
-    .run(llmjob)
-    .instrument(span)
-    .await;
+    let result = match &watched.0 {
+        Ok(llmjob) => {
+            Reconciler {
+                ctx: &ctx,
+                namespace: &namespace,
+                name: &name,
+                cached_rv: llmjob.resource_version(),
+                llmjobs: Api::namespaced(ctx.client.clone(), &namespace),
+                jobs: Api::namespaced(ctx.client.clone(), &namespace),
+            }
+            .run(Arc::new(llmjob.clone()))
+            .instrument(span)
+            .await
+        }
+        Err(invalid) => {
+            reconcile_unreadable(&watched, &invalid.error, &ctx)
+                .instrument(span)
+                .await
+        }
+    };
     ctx.metrics.reconciled(started.elapsed());
     if result.is_ok() {
         ctx.failures.succeeded(&key);
     }
     result
+}
+
+/// Reports an LlmJob the operator's types cannot read, once per generation (once per operator
+/// start when its status cannot record it): `Stalled` with reason `InvalidSpec` naming the field
+/// and the error, and one Warning event; then it waits for
+/// a change (its deletion, or a valid spec). The object is read again untyped, for the field's
+/// path and the status it has. The status is written as a JSON merge patch, conditional on that
+/// `resourceVersion`: a server-side apply converts the stored object to the schema's type first,
+/// which fails for an object that does not match it. When the API server refuses any status for
+/// the object (a CEL rule of the schema reads the malformed field), the event alone reports it.
+async fn reconcile_unreadable(
+    watched: &WatchedLlmJob,
+    error: &str,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let namespace = watched.namespace().unwrap_or_default();
+    let name = watched.name_any();
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        ctx.client.clone(),
+        &namespace,
+        &ApiResource::erase::<LlmJob>(&()),
+    );
+    let object = match api.get_opt(&name).await {
+        Ok(Some(object)) => object,
+        Ok(None) => return Ok(Action::await_change()),
+        Err(source) => {
+            return Err(Error::Read {
+                what: format!("LlmJob {namespace}/{name}"),
+                source,
+            });
+        }
+    };
+    // Readable again (fixed since the watch saw it): its watch event brings it back.
+    let Some(problem) = unreadable_reason(&object, error) else {
+        return Ok(Action::await_change());
+    };
+    let generation = object.metadata.generation;
+    let old: LlmJobStatus = object
+        .data
+        .get("status")
+        .cloned()
+        .and_then(|s| serde_json::from_value(s).ok())
+        .unwrap_or_default();
+    if status::reports_unreadable(&old, generation) {
+        tracing::debug!(%problem, "the unreadable LlmJob is already reported");
+        return Ok(Action::await_change());
+    }
+    let message = format!(
+        "the operator cannot read this LlmJob: {problem}. It was stored around the CRD's schema \
+         (e.g. through a version without validation) and runs nothing: delete it and create a \
+         valid one"
+    );
+    let new = status::unreadable(&old, generation, &message, Timestamp::now());
+    let patch = serde_json::json!({
+        "metadata": { "resourceVersion": object.metadata.resource_version },
+        "status": new,
+    });
+    let written = api
+        .patch_status(
+            &name,
+            &PatchParams {
+                field_manager: Some(FIELD_MANAGER.to_owned()),
+                ..PatchParams::default()
+            },
+            &Patch::Merge(&patch),
+        )
+        .await;
+    match written {
+        Ok(_) => tracing::warn!(%message, "cannot read the LlmJob; reported it in its status"),
+        // A status write is validated against the whole object: a CEL rule that reads the
+        // malformed field cannot be evaluated, and the API server refuses any status. The event
+        // alone reports it then (again after an operator restart: nothing records it).
+        Err(kube::Error::Api(s)) if s.code == 422 => tracing::warn!(
+            %message,
+            refusal = %s.message,
+            "cannot read the LlmJob, and the API server refuses a status for it; an event reports it"
+        ),
+        Err(source) => {
+            return Err(Error::Status {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                source,
+            });
+        }
+    }
+    events::publish(&ctx.recorder, watched, Reason::InvalidSpec, message).await;
+    Ok(Action::await_change())
+}
+
+/// Why the operator's types cannot read `object`, with the path of the field
+/// (`spec.run.maxAttempts: invalid type: ...`), or `None` if they can; `error` (the watch's
+/// message) when the path cannot be found.
+fn unreadable_reason(object: &DynamicObject, error: &str) -> Option<String> {
+    let Ok(value) = serde_json::to_value(object) else {
+        return Some(hide_values(error));
+    };
+    match serde_path_to_error::deserialize::<_, LlmJob>(value) {
+        Ok(_) => None,
+        Err(e) => Some(format!(
+            "{}: {}",
+            e.path(),
+            hide_values(&e.inner().to_string())
+        )),
+    }
+}
+
+/// Serde's message with the strings it quotes from the object (`invalid type: string "..."`,
+/// `unknown variant `...``) hidden: the object bypassed admission, so a field may hold what
+/// belongs in a Secret (an API key written where `apiKeySecretRef` goes), and the message goes to
+/// an event, the status and the log. Numbers, types and field names stay.
+fn hide_values(message: &str) -> String {
+    const HIDDEN: &str = "(value hidden)";
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    loop {
+        let string = rest.find("string \"").map(|i| (i, "string \"", '"'));
+        let variant = rest.find("variant `").map(|i| (i, "variant `", '`'));
+        let next = match (string, variant) {
+            (Some(a), Some(b)) => Some(if a.0 < b.0 { a } else { b }),
+            (a, b) => a.or(b),
+        };
+        let Some((at, opening, close)) = next else {
+            out.push_str(rest);
+            return out;
+        };
+        let start = at + opening.len();
+        out.push_str(&rest[..at]);
+        out.push_str(&opening[..opening.len() - 1]);
+        out.push_str(HIDDEN);
+        // Serde writes the string with Debug escapes: it ends at the first unescaped quote.
+        let mut escaped = false;
+        let end = rest[start..].char_indices().find_map(|(i, c)| {
+            let found = !escaped && c == close;
+            escaped = !escaped && c == '\\';
+            found.then_some(start + i + c.len_utf8())
+        });
+        match end {
+            Some(end) => rest = &rest[end..],
+            None => return out,
+        }
+    }
 }
 
 /// Where one pass of a reconcile ended.
@@ -764,13 +942,23 @@ impl Reconciler<'_> {
             if phase.is_finished() {
                 // The outcome is recorded: the Job may now expire (again after a restart that
                 // came between the status write and the TTL's).
-                if let Some(job) = self.ctx.caches.as_ref().and_then(|c| {
-                    fetch::cached_job(&c.jobs, self.namespace, &contract::job_name(self.name))
-                }) && contract::controlled_by(&job, llmjob)
-                {
-                    self.expire_after_outcome(llmjob, &job).await?;
+                let job = self
+                    .ctx
+                    .caches
+                    .as_ref()
+                    .and_then(|c| {
+                        fetch::cached_job(&c.jobs, self.namespace, &contract::job_name(self.name))
+                    })
+                    .filter(|job| contract::controlled_by(job, llmjob));
+                if let Some(job) = &job {
+                    self.expire_after_outcome(llmjob, job).await?;
                 }
-                return self.follow_generation(llmjob, old).await.map(Step::Done);
+                let ignored = job.filter(|job| self.pod_edit_ignored(llmjob, job));
+                let action = self.follow_generation(llmjob, old).await?;
+                if let Some(job) = ignored {
+                    self.report_pod_edit(llmjob, &job).await;
+                }
+                return Ok(Step::Done(action));
             }
         }
         let valid = match validate::validate(llmjob) {
@@ -826,6 +1014,7 @@ impl Reconciler<'_> {
                     source,
                 })?;
         }
+        let ignored = self.pod_edit_ignored(llmjob, &job);
         let cached_pods = self.ctx.caches.as_ref().and_then(|c| {
             let pods = fetch::cached_pods(&c.pods, &job);
             // A finished run's result is in its pod's termination message: the cache must
@@ -841,14 +1030,40 @@ impl Reconciler<'_> {
                     .map_err(self.read_error("pods of LlmJob"))?
             }
         };
-        self.observe(
-            llmjob,
-            Observation::Job {
-                job: &job,
-                pods: &pods,
-            },
-        )
-        .await
+        let action = self
+            .observe(
+                llmjob,
+                Observation::Job {
+                    job: &job,
+                    pods: &pods,
+                },
+            )
+            .await?;
+        if ignored {
+            self.report_pod_edit(llmjob, &job).await;
+        }
+        Ok(action)
+    }
+
+    /// Whether this generation of the LlmJob, not yet observed, changed `spec.pod` after its Job
+    /// was created ([`contract::pod_edit_ignored`]): once the status observes the generation, it
+    /// is reported by [`report_pod_edit`](Self::report_pod_edit), once.
+    fn pod_edit_ignored(&self, llmjob: &LlmJob, job: &Job) -> bool {
+        let observed = llmjob.status.as_ref().and_then(|s| s.observed_generation);
+        observed != llmjob.meta().generation && contract::pod_edit_ignored(llmjob, job)
+    }
+
+    /// Says, with a Warning event, that a `spec.pod` edit is not applied to the run: the status'
+    /// `observedGeneration` means that the operator saw the generation, not that the pod has it.
+    async fn report_pod_edit(&self, llmjob: &LlmJob, job: &Job) {
+        let message = format!(
+            "spec.pod changed after Job {} was created: the run keeps the pod settings it was \
+             created with (a Job's pod template cannot change), although observedGeneration \
+             follows the edit. Create a new LlmJob to run with the new settings",
+            job.name_any()
+        );
+        tracing::warn!(%message, "a spec.pod edit is not applied");
+        self.event(llmjob, Reason::SpecChangeIgnored, message).await;
     }
 
     /// No Job yet: a Job the status names is gone (the run ends, never runs twice); else the
@@ -1163,12 +1378,12 @@ mod tests {
     #[test]
     fn pods_map_to_their_llmjob() {
         let long = "a".repeat(70);
-        let (reader, mut writer) = kube::runtime::reflector::store::<LlmJob>();
+        let (reader, mut writer) = kube::runtime::reflector::store::<WatchedLlmJob>();
         for name in ["short", long.as_str()] {
             let lj = llmjob(&format!(
                 "metadata: {{name: {name}, namespace: n, uid: u-{name}}}\nspec: {{prompt: hi, openai: {{apiKeySecretRef: {{name: s}}}}}}"
             ));
-            writer.apply_watcher_event(&watcher::Event::Apply(lj));
+            writer.apply_watcher_event(&watcher::Event::Apply(DeserializeGuard(Ok(lj))));
         }
         let p = pod(&format!(
             "metadata: {{name: p, namespace: n, labels: {{{NAME_LABEL}: short}}}}"
@@ -1187,6 +1402,45 @@ mod tests {
         );
         let stranger = pod("metadata: {name: p, namespace: other}");
         assert_eq!(llmjob_of_pod(&reader, &stranger), None);
+    }
+
+    #[test]
+    fn an_unreadable_llmjob_is_named_by_its_field() {
+        let bad: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "llmjob.dev/v1alpha1", "kind": "LlmJob",
+            "metadata": {"name": "bad", "namespace": "n"},
+            "spec": {
+                "prompt": "hi",
+                "openai": {"apiKeySecretRef": {"name": "s"}},
+                "run": {"maxAttempts": "twice"}
+            }
+        }))
+        .unwrap();
+        let reason = unreadable_reason(&bad, "the watch's message").unwrap();
+        assert_eq!(
+            reason,
+            "spec.run.maxAttempts: invalid type: string (value hidden), expected u32"
+        );
+        let mut fixed = bad.clone();
+        fixed.data["spec"]["run"]["maxAttempts"] = 2.into();
+        assert_eq!(unreadable_reason(&fixed, "the watch's message"), None);
+    }
+
+    #[test]
+    fn values_quoted_by_serde_are_hidden() {
+        assert_eq!(
+            hide_values(r#"invalid type: string "sk-secret \"quoted\" x", expected struct S"#),
+            "invalid type: string (value hidden), expected struct S"
+        );
+        assert_eq!(
+            hide_values("unknown variant `sk-secret`, expected `bearer` or `api-key`"),
+            "unknown variant (value hidden), expected `bearer` or `api-key`"
+        );
+        assert_eq!(
+            hide_values("invalid type: integer `42`, expected a string"),
+            "invalid type: integer `42`, expected a string"
+        );
+        assert_eq!(hide_values("string \"cut"), "string (value hidden)");
     }
 
     #[test]

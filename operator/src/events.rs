@@ -9,7 +9,7 @@
 use kube::Resource;
 use kube::runtime::events::{Event, EventType, Recorder};
 use llmjob_crds::text;
-use llmjob_crds::v1alpha1::{LlmJob, Phase};
+use llmjob_crds::v1alpha1::Phase;
 
 /// Longest Event note, in bytes (the API server refuses more than 1 kB).
 const MAX_NOTE_BYTES: usize = 1000;
@@ -39,6 +39,9 @@ pub enum Reason {
     SecretNotFound,
     /// A Secret the runner pod needs exists without the key it names (the kubelet says so).
     SecretKeyNotFound,
+    /// `spec.pod` changed after the Job was created: the Job's pod template cannot change, so
+    /// the run keeps the pod settings it was created with.
+    SpecChangeIgnored,
     /// The `llmjob.dev/traceparent` annotation is invalid; the run starts a new trace.
     InvalidTraceParent,
     /// A reconcile could not read an object (retried).
@@ -79,6 +82,7 @@ impl Reason {
             Reason::NotPermitted => "NotPermitted",
             Reason::SecretNotFound => "SecretNotFound",
             Reason::SecretKeyNotFound => "SecretKeyNotFound",
+            Reason::SpecChangeIgnored => "SpecChangeIgnored",
             Reason::InvalidTraceParent => "InvalidTraceParent",
             Reason::ReadFailed => "ReadFailed",
             Reason::JobCreateFailed => "JobCreateFailed",
@@ -136,8 +140,14 @@ pub fn with_trace_link(note: String, trace_url: Option<&str>) -> String {
     note
 }
 
-/// Publishes an event about `llmjob`; failures are logged, not returned.
-pub async fn publish(recorder: &Recorder, llmjob: &LlmJob, reason: Reason, note: String) {
+/// Publishes an event about `llmjob` (an LlmJob, or one the operator cannot read, by its
+/// metadata); failures are logged, not returned.
+pub async fn publish(
+    recorder: &Recorder,
+    llmjob: &impl Resource<DynamicType = ()>,
+    reason: Reason,
+    note: String,
+) {
     let mut note = note;
     text::truncate(&mut note, MAX_NOTE_BYTES);
     let reference = llmjob.object_ref(&());

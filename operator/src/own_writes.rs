@@ -14,9 +14,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
 use llmjob_crds::v1alpha1::LlmJob;
 
 /// How many older versions of one LlmJob are remembered (a reconcile adds at most two).
@@ -81,9 +81,11 @@ impl OwnWrites {
         );
     }
 
-    /// Follows the LlmJob watch: a remembered write is forgotten once the cache shows it, or a
-    /// version it does not know, or the LlmJob is deleted.
-    pub fn observe(&self, event: &watcher::Event<LlmJob>) {
+    /// Follows the LlmJob watch (of [`LlmJob`]s, or of the controller's
+    /// [`WatchedLlmJob`](crate::controller::WatchedLlmJob)s, by their metadata): a remembered
+    /// write is forgotten once the cache shows it, or a version it does not know, or the LlmJob
+    /// is deleted.
+    pub fn observe<K: Resource>(&self, event: &watcher::Event<K>) {
         let Ok(mut memo) = self.0.lock() else {
             return;
         };
@@ -92,7 +94,7 @@ impl OwnWrites {
         }
         match event {
             watcher::Event::Apply(obj) | watcher::Event::InitApply(obj) => {
-                let key = ObjectRef::from_obj(obj);
+                let key = key_of(obj);
                 let stale = memo.get(&key).is_some_and(|w| {
                     obj.resource_version()
                         .is_none_or(|rv| !w.older.contains(&rv) || w.llmjob.uid() != obj.uid())
@@ -102,7 +104,7 @@ impl OwnWrites {
                 }
             }
             watcher::Event::Delete(obj) => {
-                memo.remove(&ObjectRef::from_obj(obj));
+                memo.remove(&key_of(obj));
             }
             watcher::Event::Init | watcher::Event::InitDone => {}
         }
@@ -116,6 +118,15 @@ impl OwnWrites {
     /// Whether no write is remembered.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// The memo's key of an LlmJob read as any type.
+fn key_of(obj: &impl Resource) -> ObjectRef<LlmJob> {
+    let key = ObjectRef::new(&obj.name_any());
+    match obj.namespace() {
+        Some(ns) => key.within(&ns),
+        None => key,
     }
 }
 

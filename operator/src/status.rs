@@ -50,6 +50,11 @@ pub enum Observation<'a> {
     },
 }
 
+/// What a suspension costs once the runner pod has started (the condition's message, and so the
+/// `Suspended` event's note, ends with it).
+pub const SUSPENDED_AFTER_START: &str = ". Its pod had started, so it was stopped mid-run: a call \
+     in flight was interrupted and may have been billed, and resuming makes the call again";
+
 /// What the runner container of the Job's pods tells.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct RunnerState {
@@ -521,10 +526,7 @@ pub fn derive(llmjob: &LlmJob, observation: Observation<'_>, now: Timestamp) -> 
 
     let wanted = match observation {
         Observation::Blocked { reason, message } => {
-            status.phase = Some(match old.phase {
-                Some(p @ (Phase::Running | Phase::Suspended)) => p,
-                _ => Phase::Pending,
-            });
+            status.phase = Some(blocked_phase(old.phase));
             WantedConditions::blocked(reason.as_str(), message)
         }
         Observation::JobGone { job_name } => {
@@ -559,6 +561,47 @@ pub fn derive(llmjob: &LlmJob, observation: Observation<'_>, now: Timestamp) -> 
 
     status.conditions = wanted.into_conditions(&old.conditions, llmjob.meta().generation, &now);
     status
+}
+
+/// The phase of a blocked LlmJob that was in `old`: a running or suspended run stays so.
+fn blocked_phase(old: Option<Phase>) -> Phase {
+    match old {
+        Some(p @ (Phase::Running | Phase::Suspended)) => p,
+        _ => Phase::Pending,
+    }
+}
+
+/// The status of an LlmJob the operator's types cannot read (stored around the CRD's schema),
+/// from the status it had: `Stalled` with reason `InvalidSpec` and `message`, at `generation`. A
+/// finished run keeps its outcome: only `observedGeneration` follows.
+pub fn unreadable(
+    old: &LlmJobStatus,
+    generation: Option<i64>,
+    message: &str,
+    now: Timestamp,
+) -> LlmJobStatus {
+    let mut status = old.clone();
+    status.observed_generation = generation;
+    if old.phase.is_some_and(Phase::is_finished) {
+        for c in &mut status.conditions {
+            c.observed_generation = generation;
+        }
+        return status;
+    }
+    status.phase = Some(blocked_phase(old.phase));
+    status.conditions = WantedConditions::blocked(Reason::InvalidSpec.as_str(), message)
+        .into_conditions(&old.conditions, generation, &now);
+    status
+}
+
+/// Whether `status` already says, at `generation`, what [`unreadable`] writes (so that a
+/// restart or a Job event reports nothing twice).
+pub fn reports_unreadable(status: &LlmJobStatus, generation: Option<i64>) -> bool {
+    status.observed_generation == generation
+        && (status.phase.is_some_and(Phase::is_finished)
+            || status.conditions.iter().any(|c| {
+                c.type_ == STALLED && c.status == "True" && c.reason == Reason::InvalidSpec.as_str()
+            }))
 }
 
 fn derive_from_job(
@@ -695,7 +738,7 @@ fn derive_from_job(
     let suspended = job.spec.as_ref().and_then(|s| s.suspend) == Some(true);
     if suspended {
         status.phase = Some(Phase::Suspended);
-        let message = match queue(llmjob) {
+        let mut message = match queue(llmjob) {
             Some(queue) => format!("Job {job_name} waits for admission by Kueue queue {queue}"),
             None if llmjob.spec.suspend == Some(true) => {
                 format!("spec.suspend is true: Job {job_name} is suspended")
@@ -707,6 +750,11 @@ fn derive_from_job(
                  admission); the operator leaves its spec.suspend alone"
             ),
         };
+        // Suspended after its pod started: the suspension is honoured (the way to stop spending),
+        // and its price is said where the user looks.
+        if status.start_time.is_some() {
+            message.push_str(SUSPENDED_AFTER_START);
+        }
         return WantedConditions::in_progress(Phase::Suspended, "Suspended", message);
     }
     if let Some((reason, message)) = secret_problem(llmjob, &runner) {
@@ -1197,6 +1245,23 @@ status:
         assert_eq!(s.phase, Some(Phase::Suspended));
         assert_eq!(cond(&s, RECONCILING).status, "False");
         assert!(cond(&s, READY).message.contains("spec.suspend"));
+        assert!(
+            !cond(&s, READY).message.contains("billed"),
+            "a run that never started costs nothing"
+        );
+
+        // Suspended after its pod started (the status holds the start time): the price is said.
+        let mut started = llmjob(LLMJOB);
+        started.status = Some(LlmJobStatus {
+            phase: Some(Phase::Running),
+            start_time: Some(Time(now())),
+            ..Default::default()
+        });
+        let s = derive(&started, Observation::Job { job: &j, pods: &[] }, later());
+        assert_eq!(s.phase, Some(Phase::Suspended));
+        let message = &cond(&s, READY).message;
+        assert!(message.ends_with(SUSPENDED_AFTER_START), "{message}");
+        assert!(message.contains("may have been billed"), "{message}");
 
         let queued = llmjob(
             r#"
@@ -1563,6 +1628,43 @@ spec: {prompt: hi, openai: {apiKeySecretRef: {name: openai}}}
         );
         assert_eq!(cond(&s, READY).last_transition_time, Time(later()));
         assert_eq!(cond(&s, STALLED).last_transition_time, Time(now()));
+    }
+
+    #[test]
+    fn an_unreadable_llmjob_is_stalled_once_per_generation_and_a_finished_one_keeps_its_outcome() {
+        let message = "the operator cannot read this LlmJob: spec.run.maxAttempts: invalid type";
+        let fresh = LlmJobStatus::default();
+        let s = unreadable(&fresh, Some(3), message, now());
+        assert_eq!(s.phase, Some(Phase::Pending));
+        assert_eq!(s.observed_generation, Some(3));
+        let stalled = cond(&s, STALLED);
+        assert_eq!(
+            (stalled.status.as_str(), stalled.reason.as_str()),
+            ("True", "InvalidSpec")
+        );
+        assert_eq!(stalled.message, message);
+        assert_eq!(cond(&s, RECONCILING).status, "False");
+        assert!(reports_unreadable(&s, Some(3)));
+        assert!(
+            !reports_unreadable(&s, Some(4)),
+            "a new generation is looked at"
+        );
+        assert!(!reports_unreadable(&fresh, Some(3)));
+        assert_eq!(
+            unreadable(&s, Some(3), message, later()),
+            s,
+            "the same problem later changes nothing (no new transition time)"
+        );
+        let done = LlmJobStatus {
+            phase: Some(Phase::Succeeded),
+            observed_generation: Some(2),
+            ..Default::default()
+        };
+        let s = unreadable(&done, Some(3), message, now());
+        assert_eq!(s.phase, Some(Phase::Succeeded), "the outcome stays");
+        assert!(s.conditions.is_empty());
+        assert_eq!(s.observed_generation, Some(3));
+        assert!(reports_unreadable(&s, Some(3)));
     }
 
     #[test]

@@ -368,12 +368,12 @@ async fn invalid_llmjobs_are_rejected_with_actionable_messages() {
         }
     }
     // Every CEL rule of the CRD is exercised: its message is what some case got back. Transition
-    // rules (`oldSelf`) need an update, not a create: the_spec_is_immutable_except_suspend has them.
+    // rules (`oldSelf`) need an update, not a create: every_immutable_field_rejects_an_update has them.
     for (rule, message) in cel_rules() {
         if rule.contains("oldSelf") {
             assert!(
                 message.contains("spec is immutable"),
-                "a new transition rule needs a test like the_spec_is_immutable_except_suspend: {rule}"
+                "a transition rule other than immutability needs a test like every_immutable_field_rejects_an_update: {rule}"
             );
         } else if !rejections.iter().any(|r| r.contains(&message)) {
             problems.push(format!(
@@ -553,32 +553,175 @@ async fn valid_request_options_are_accepted() {
         .unwrap_or_else(|e| panic!("toolChoice none without tools: {e}"));
 }
 
+/// The spec fields that the CRD's transition rules (`oldSelf`) keep immutable, read from the
+/// rules' `fieldPath`s in the generated CRD, and the other spec fields (which may change).
+#[allow(clippy::expect_used, clippy::panic)]
+fn spec_fields_by_mutability() -> (Vec<String>, Vec<String>) {
+    let crd = serde_json::to_value(llmjob_crds::v1alpha1::crd()).expect("the CRD serialises");
+    let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    let immutable: Vec<String> = spec["x-kubernetes-validations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["rule"].as_str().is_some_and(|r| r.contains("oldSelf")))
+        .map(|r| {
+            r["fieldPath"]
+                .as_str()
+                .and_then(|p| p.strip_prefix('.'))
+                .unwrap_or_else(|| panic!("a transition rule without a spec field path: {r}"))
+                .to_owned()
+        })
+        .collect();
+    let mutable = spec["properties"]
+        .as_object()
+        .expect("the spec's properties")
+        .keys()
+        .filter(|k| !immutable.contains(k))
+        .cloned()
+        .collect();
+    (immutable, mutable)
+}
+
+/// For each immutable spec field: (the value an LlmJob is created with, another value). A field
+/// the CRD makes immutable without an entry here fails
+/// `every_immutable_field_rejects_an_update`, naming it.
+fn immutable_field_values() -> serde_json::Map<String, serde_json::Value> {
+    let pair = |old: serde_json::Value, new: serde_json::Value| serde_json::json!([old, new]);
+    let message = |content: &str| serde_json::json!([{"role": "user", "content": content}]);
+    [
+        // Not the default model, so that removing the field (defaulted again) changes it too.
+        ("model", pair("gpt-4o".into(), "gpt-4.1".into())),
+        ("prompt", pair("hi".into(), "something else".into())),
+        ("messages", pair(message("hi"), message("something else"))),
+        (
+            "parameters",
+            pair(
+                serde_json::json!({"temperature": 0.5}),
+                serde_json::json!({"temperature": 0.7}),
+            ),
+        ),
+        (
+            "openai",
+            pair(
+                serde_json::json!({"apiKeySecretRef": {"name": "openai"}}),
+                serde_json::json!({"apiKeySecretRef": {"name": "another"}}),
+            ),
+        ),
+        (
+            "telemetry",
+            pair(
+                serde_json::json!({"serviceName": "one"}),
+                serde_json::json!({"serviceName": "two"}),
+            ),
+        ),
+        (
+            "run",
+            pair(
+                serde_json::json!({"timeout": "60s"}),
+                serde_json::json!({"timeout": "90s"}),
+            ),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+/// Every spec field a transition rule keeps immutable (enumerated from the generated CRD, so a
+/// new field is covered as soon as it gets its rule) rejects a changed value and its removal
+/// with the immutability message naming the field; the fields without a rule are exactly
+/// `suspend` and `pod`, and updates of both are accepted.
 #[tokio::test(flavor = "multi_thread")]
-async fn the_spec_is_immutable_except_suspend() {
+async fn every_immutable_field_rejects_an_update() {
     let env = api_env().await;
     let ns = env.create_namespace("immutable").await.expect("namespace");
-    let api: Api<LlmJob> = Api::namespaced(env.client(), &ns);
+    let api = untyped(env, &ns);
+    let (immutable, mut mutable) = spec_fields_by_mutability();
+    mutable.sort();
+    assert_eq!(
+        mutable,
+        ["pod", "suspend"],
+        "only spec.pod and spec.suspend may change (docs/operator.md says why)"
+    );
+    let values = immutable_field_values();
+    let missing: Vec<&String> = immutable
+        .iter()
+        .filter(|f| !values.contains_key(f.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "immutable spec fields without values in immutable_field_values: {missing:?}"
+    );
+    assert!(immutable.len() >= 7, "the walk found {immutable:?}");
+    let required: Vec<String> = serde_json::to_value(llmjob_crds::v1alpha1::crd())
+        .expect("the CRD serialises")["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        ["properties"]["spec"]["required"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.as_str().map(str::to_owned))
+        .collect();
+
+    let mut problems = Vec::new();
+    for (i, field) in immutable.iter().enumerate() {
+        let mut spec = serde_json::Map::new();
+        for (name, pair) in &values {
+            spec.insert(name.clone(), pair[0].clone());
+        }
+        // Exactly one of prompt and messages.
+        spec.remove(if field == "messages" {
+            "prompt"
+        } else {
+            "messages"
+        });
+        let name = format!("immutable-{i}");
+        let object: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "llmjob.dev/v1alpha1", "kind": "LlmJob",
+            "metadata": {"name": name}, "spec": spec
+        }))
+        .expect("an LlmJob");
+        api.create(&PostParams::default(), &object)
+            .await
+            .unwrap_or_else(|e| panic!("creating the LlmJob for spec.{field}: {e}"));
+        let mut edits = vec![("a changed value", values[field.as_str()][1].clone())];
+        if !required.contains(field) {
+            edits.push(("its removal", serde_json::Value::Null));
+        }
+        for (what, value) in edits {
+            let patch = serde_json::json!({"spec": {field.as_str(): value}});
+            match api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => problems.push(format!("spec.{field}: {what} was accepted")),
+                Err(e)
+                    if !(e.to_string().contains("spec is immutable")
+                        && e.to_string().contains(&format!("spec.{field}"))) =>
+                {
+                    problems.push(format!("spec.{field}: {what} was rejected with {e}"))
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+
+    let typed: Api<LlmJob> = Api::namespaced(env.client(), &ns);
     let created: LlmJob =
         serde_json::from_value(manifest(|m| m["spec"]["suspend"] = true.into())).expect("LlmJob");
-    api.create(&PostParams::default(), &created)
+    typed
+        .create(&PostParams::default(), &created)
         .await
         .expect("create");
-    let err = api
-        .patch(
-            "candidate",
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"spec": {"prompt": "something else"}})),
-        )
-        .await
-        .expect_err("changing the prompt must be rejected");
-    assert!(err.to_string().contains("spec is immutable"), "{err}");
-    api.patch(
-        "candidate",
-        &PatchParams::default(),
-        &Patch::Merge(serde_json::json!({"spec": {"suspend": false}})),
-    )
-    .await
-    .expect("suspend may change");
+    for patch in [
+        serde_json::json!({"spec": {"suspend": false}}),
+        serde_json::json!({"spec": {"pod": {"labels": {"team": "a"}}}}),
+    ] {
+        typed
+            .patch("candidate", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap_or_else(|e| panic!("{patch} must be accepted: {e}"));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

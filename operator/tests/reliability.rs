@@ -362,3 +362,140 @@ async fn an_evicted_pod_is_replaced_without_failing_the_run() {
         "the evicted call, then the new pod's"
     );
 }
+
+/// Guarantee: suspending a run whose pod has started stops it (suspension is the user's explicit
+/// wish to stop spending, and batches need it mid-run), and says what that costs: the `Suspended`
+/// condition and Event say that the call in flight was interrupted, may have been billed, and is
+/// made again on resume. Resumed, the same Job runs a new pod (the interrupted one does not count
+/// against `backoffLimit: 0`) and the run succeeds: two API calls.
+#[tokio::test(flavor = "multi_thread")]
+async fn suspending_a_started_run_stops_it_and_says_the_call_may_be_billed_and_made_again() {
+    let env = env().await;
+    let ns = namespace_with_secret(env, "suspend-mid").await;
+    // Long enough that the first call is still in flight when the pod is stopped.
+    let replay = Replay::start(
+        env,
+        &ns,
+        ReplayConfig::new()
+            .with_api_key(API_KEY)
+            .with_delay(std::time::Duration::from_secs(20)),
+    )
+    .await;
+    let _op = Operator::start(env, &ns, &[]).await;
+    create_llmjob(env, &ns, llmjob_json("interrupted", &replay.base_url())).await;
+    wait_until("the first pod's request", || async {
+        (!replay.requests().is_empty()).then_some(())
+    })
+    .await;
+    // The operator has seen the pod start (the status holds its start time).
+    wait_for_phase(env, &ns, "interrupted", Phase::Running).await;
+
+    let llmjobs: Api<llmjob_crds::v1alpha1::LlmJob> = Api::namespaced(env.client(), &ns);
+    let suspend = |value: bool| {
+        let llmjobs = llmjobs.clone();
+        async move {
+            llmjobs
+                .patch(
+                    "interrupted",
+                    &PatchParams::default(),
+                    &Patch::Merge(serde_json::json!({"spec": {"suspend": value}})),
+                )
+                .await
+                .expect("patching spec.suspend")
+        }
+    };
+    suspend(true).await;
+    let suspended = wait_for_phase(env, &ns, "interrupted", Phase::Suspended).await;
+    let (_, reason, message) = condition(&suspended, "Ready").expect("Ready");
+    assert_eq!(reason, "Suspended");
+    assert!(
+        message.contains("may have been billed") && message.contains("again"),
+        "{message}"
+    );
+    let note = wait_for_event(env, &ns, "interrupted", "Suspended").await;
+    assert!(note.contains("may have been billed"), "{note}");
+    // The Job controller stopped the pod.
+    let job_api: Api<Job> = Api::namespaced(env.client(), &ns);
+    let pods: Api<Pod> = Api::namespaced(env.client(), &ns);
+    let selector = ListParams::default().labels(&format!("{NAME_LABEL}=interrupted"));
+    wait_until("the interrupted pod to be stopped", || async {
+        let job = job_api.get("interrupted").await.ok()?;
+        let active = job.status.and_then(|s| s.active).unwrap_or_default();
+        let running = pods
+            .list(&selector)
+            .await
+            .ok()?
+            .items
+            .iter()
+            .any(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"));
+        (active == 0 && !running).then_some(())
+    })
+    .await;
+    assert_eq!(replay.requests().len(), 1, "no call while suspended");
+
+    suspend(false).await;
+    let done = wait_for_phase(env, &ns, "interrupted", Phase::Succeeded).await;
+    assert!(done.status.and_then(|s| s.result).is_some());
+    wait_for_event(env, &ns, "interrupted", "Resumed").await;
+    let job = job_api.get("interrupted").await.expect("the Job");
+    assert_eq!(job.spec.and_then(|s| s.backoff_limit), Some(0));
+    assert_eq!(jobs(env, &ns).await.len(), 1, "one Job");
+    assert_eq!(
+        replay.requests().len(),
+        2,
+        "the interrupted call, then the resumed run's"
+    );
+}
+
+/// Guarantee: a `spec.pod` edit made after the Job exists is reported, not silently dropped. The
+/// Job's pod template cannot change, so the run keeps the pod it was created with; one Warning
+/// Event `SpecChangeIgnored` says so and what to do, and `observedGeneration` follows the edit
+/// (the operator saw it).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pod_edit_after_the_job_exists_is_reported_and_not_applied() {
+    let env = env().await;
+    let ns = namespace_with_secret(env, "pod-edit").await;
+    let replay = Replay::start(
+        env,
+        &ns,
+        ReplayConfig::new()
+            .with_api_key(API_KEY)
+            .with_delay(std::time::Duration::from_secs(5)),
+    )
+    .await;
+    let _op = Operator::start(env, &ns, &[]).await;
+    create_llmjob(env, &ns, llmjob_json("edited", &replay.base_url())).await;
+    wait_for_phase(env, &ns, "edited", Phase::Running).await;
+
+    Api::<llmjob_crds::v1alpha1::LlmJob>::namespaced(env.client(), &ns)
+        .patch(
+            "edited",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"pod": {"labels": {"team": "late"}}}})),
+        )
+        .await
+        .expect("editing spec.pod");
+    let note = wait_for_event(env, &ns, "edited", "SpecChangeIgnored").await;
+    assert!(
+        note.contains("spec.pod") && note.contains("Create a new LlmJob"),
+        "{note}"
+    );
+    let done = wait_for_phase(env, &ns, "edited", Phase::Succeeded).await;
+    assert_eq!(done.status.and_then(|s| s.observed_generation), Some(2));
+    let pods = Api::<Pod>::namespaced(env.client(), &ns)
+        .list(&ListParams::default().labels(&format!("{NAME_LABEL}=edited")))
+        .await
+        .expect("pods");
+    assert_eq!(pods.items.len(), 1);
+    assert!(
+        !pods.items[0].labels().contains_key("team"),
+        "the run's pod kept its settings"
+    );
+    let reports = events_of(env, &ns, "edited")
+        .await
+        .into_iter()
+        .filter(|(_, reason, _)| reason == "SpecChangeIgnored")
+        .count();
+    assert_eq!(reports, 1, "one Event for the edit");
+    assert_eq!(replay.requests().len(), 1);
+}

@@ -362,7 +362,8 @@ pub async fn jobs(env: &TestEnv, ns: &str) -> Vec<Job> {
         .items
 }
 
-/// The Events about the LlmJob `name` in `ns`: (type, reason, note).
+/// The Events about the LlmJob `name` in `ns`: (type, reason, note). Not those about its Job of
+/// the same name (the Job controller's `Suspended`, `Resumed`, `Completed`).
 pub async fn events_of(env: &TestEnv, ns: &str, name: &str) -> Vec<(String, String, String)> {
     Api::<Event>::namespaced(env.client(), ns)
         .list(&ListParams::default())
@@ -370,7 +371,11 @@ pub async fn events_of(env: &TestEnv, ns: &str, name: &str) -> Vec<(String, Stri
         .expect("listing Events")
         .items
         .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .filter(|e| {
+            e.regarding.as_ref().is_some_and(|r| {
+                r.name.as_deref() == Some(name) && r.kind.as_deref() == Some("LlmJob")
+            })
+        })
         .map(|e| {
             (
                 e.type_.unwrap_or_default(),
