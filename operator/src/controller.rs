@@ -73,6 +73,11 @@ pub const ERROR_REQUEUE: Duration = Duration::from_secs(10);
 pub const BLOCKED_RETRY_MIN: Duration = Duration::from_secs(2);
 /// The longest such wait.
 pub const BLOCKED_RETRY_MAX: Duration = Duration::from_secs(300);
+/// How often the controllers check, once their caches are synced, that the API server answers
+/// (`GET /version`); `/readyz` follows the last check.
+pub const API_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+/// How long one such check may take.
+const API_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often the LlmJob-by-phase gauge is recomputed from the caches.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -507,6 +512,7 @@ pub async fn run(
     }
 
     let ready_stores = stores.clone();
+    let api_client = ctx.client.clone();
     let ready = tokio::spawn(async move {
         for store in &ready_stores {
             // The store's readiness future wakes only its latest poller (the Controller polls it
@@ -523,6 +529,31 @@ pub async fn run(
         }
         health.set_ready();
         tracing::info!("caches synced; reconciling");
+        // From now on readiness says whether the API server answers: the watches and reconciles
+        // retry on their own, but while it is gone this replica does no work.
+        let mut reachable = true;
+        let mut tick = tokio::time::interval(API_CHECK_INTERVAL);
+        loop {
+            tick.tick().await;
+            let check =
+                tokio::time::timeout(API_CHECK_TIMEOUT, api_client.apiserver_version()).await;
+            let ok = matches!(check, Ok(Ok(_)));
+            if ok == reachable {
+                continue;
+            }
+            reachable = ok;
+            if ok {
+                health.set_ready();
+                tracing::info!("the API server answers again; ready");
+            } else {
+                health.set_unreachable();
+                let error = match check {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => format!("no answer within {API_CHECK_TIMEOUT:?}"),
+                };
+                tracing::warn!(%error, "cannot reach the API server; not ready");
+            }
+        }
     });
     let metrics = ctx.metrics.clone();
     let gauge = tokio::spawn(async move {
