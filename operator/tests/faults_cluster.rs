@@ -341,6 +341,63 @@ async fn a_paused_leader_writes_nothing_after_it_resumes() {
     );
 }
 
+/// Guarantee (the mechanism of the row above, on the real API server): the leader's fenced
+/// client sends no write while its fence is closed (a standby, or a leader past its renew
+/// deadline), and sends reads always.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fenced_client_sends_no_write_once_its_deadline_has_passed() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Patch, PatchParams, PostParams};
+    use llmjob_operator::leader::{Fence, fenced_client};
+
+    let env = env().await;
+    let ns = namespace(env, "fence").await;
+    let path = env.kubeconfig_path();
+    let yaml = std::fs::read_to_string(&path).expect("the kubeconfig");
+    let config = testenv::cluster::config_from_kubeconfig(&yaml, &path)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let fence = Fence::closed();
+    let fenced: Api<ConfigMap> =
+        Api::namespaced(fenced_client(config, fence.clone()).expect("a client"), &ns);
+    let admin: Api<ConfigMap> = Api::namespaced(env.client(), &ns);
+    let config_map = |name: &str| -> ConfigMap {
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).expect("ConfigMap")
+    };
+
+    // Closed (a standby): the create is refused before it is sent; reads pass.
+    let refused = fenced
+        .create(&PostParams::default(), &config_map("standby"))
+        .await
+        .expect_err("a standby's write is refused");
+    assert!(refused.to_string().contains("not sent: POST"), "{refused}");
+    assert!(fenced.list(&Default::default()).await.is_ok(), "reads pass");
+    assert!(admin.get_opt("standby").await.expect("a read").is_none());
+
+    // Leading: writes pass until the deadline.
+    fence.extend(Instant::now() + Duration::from_secs(1));
+    fenced
+        .create(&PostParams::default(), &config_map("leader"))
+        .await
+        .expect("the leader's write");
+    wait_until("the fence's deadline to pass", || async {
+        (!fence.allows(Instant::now())).then_some(())
+    })
+    .await;
+    let patch = Patch::Merge(serde_json::json!({"data": {"late": "write"}}));
+    let refused = fenced
+        .patch("leader", &PatchParams::default(), &patch)
+        .await
+        .expect_err("a write past the deadline is refused");
+    assert!(refused.to_string().contains("not sent: PATCH"), "{refused}");
+    let stored = admin.get("leader").await.expect("the ConfigMap");
+    assert_eq!(
+        stored.data, None,
+        "the late patch never reached the API server"
+    );
+    assert!(fenced.get("leader").await.is_ok(), "reads still pass");
+}
+
 /// A TCP port that accepts connections and never answers (a blackholed collector). The
 /// connections are held until the listener is dropped.
 struct Blackhole {
