@@ -49,6 +49,7 @@ use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self as cache, ObjectRef, Store};
+use kube::runtime::utils::{Backoff, ResetTimerBackoff};
 use kube::runtime::{PredicateConfig, WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use llmjob_crds::v1alpha1::condition::{FAILED, READY, STALLED};
@@ -86,6 +87,17 @@ pub const PERSISTENT_FAILURES: u32 = 3;
 pub const BLOCKED_RETRY_MIN: Duration = Duration::from_secs(2);
 /// The longest such wait.
 pub const BLOCKED_RETRY_MAX: Duration = Duration::from_secs(300);
+/// How often the controllers check, once their caches are synced, that the API server answers
+/// (`GET /version`); `/readyz` follows the last check.
+pub const API_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+/// How long one such check may take.
+const API_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+/// The longest wait between two attempts of a watch that fails (the API server is gone): the
+/// watches come back within about this long (twice it at most, with the jitter) after the API
+/// server does. kube-runtime's default, client-go's, doubles up to 30 s (plus jitter); with the
+/// controller applying it a second time to its triggers ([`NoBackoff`] now), the operator stayed
+/// idle for 30 s to 80 s after a 10 s outage (docs/reliability.md).
+pub const WATCH_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How often the LlmJob-by-phase gauge is recomputed from the caches.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -491,6 +503,35 @@ where
     }
 }
 
+/// The backoff of each watch after an error: from 0.8 s, doubling, at most [`WATCH_BACKOFF_MAX`],
+/// with jitter (watches failing together do not retry together), starting over after 2 min
+/// without an error (as kube-runtime's default does).
+fn watch_backoff() -> ResetTimerBackoff<watcher::ExponentialBackoff> {
+    let builder = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(800))
+        .with_max_delay(WATCH_BACKOFF_MAX)
+        .with_factor(2.0)
+        .without_max_times()
+        .with_jitter();
+    ResetTimerBackoff::new(builder.into(), Duration::from_secs(120))
+}
+
+/// The controllers' trigger backoff: none, as each watch it merges has its own
+/// ([`watch_backoff`]), so an error of one watch never delays the events of the others.
+struct NoBackoff;
+
+impl Iterator for NoBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        Some(Duration::ZERO)
+    }
+}
+
+impl Backoff for NoBackoff {
+    fn reset(&mut self) {}
+}
+
 /// The LlmJob a pod of one of the operator's Jobs belongs to.
 fn llmjob_of_pod(store: &Store<WatchedLlmJob>, pod: &Pod) -> Option<ObjectRef<WatchedLlmJob>> {
     let namespace = pod.namespace()?;
@@ -559,7 +600,7 @@ pub async fn run(
             )
             .modify(|j: &mut WatchedLlmJob| j.meta_mut().managed_fields = None),
         )
-        .default_backoff()
+        .backoff(watch_backoff())
         .inspect_ok(move |event| own_writes.observe(event))
         .applied_objects()
         .predicate_filter(predicates::generation, PredicateConfig::default());
@@ -570,7 +611,7 @@ pub async fn run(
                 job_writer,
                 watcher(api::<Job>(&ctx.client, ns), managed.clone()).modify(prune_job),
             )
-            .default_backoff(),
+            .backoff(watch_backoff()),
             triggers::job_progress,
         );
         let (pods, pod_writer) = cache::store::<Pod>();
@@ -579,7 +620,7 @@ pub async fn run(
                 pod_writer,
                 watcher(api::<Pod>(&ctx.client, ns), managed).modify(prune_pod),
             )
-            .default_backoff(),
+            .backoff(watch_backoff()),
             triggers::pod_progress,
         );
         let scope_ctx = Arc::new(Context {
@@ -588,8 +629,12 @@ pub async fn run(
         });
         let controller = Controller::for_stream(llmjobs, store.clone()).owns_stream(job_events);
         let pod_store = store.clone();
+        // Each watch above backs off on its own errors; the controller would back off the merged
+        // triggers again on each (kube-runtime's default, up to 30 s plus jitter), so that one
+        // watch's error (a relist after an API server restart) stalls the events of the others.
         let controller = controller
             .watches_stream(pod_events, move |pod: Pod| llmjob_of_pod(&pod_store, &pod))
+            .trigger_backoff(NoBackoff)
             .graceful_shutdown_on(shutdown.wait());
         stores.push(store);
         let scope_name = scope.clone().unwrap_or_else(|| "all namespaces".to_owned());
@@ -604,6 +649,7 @@ pub async fn run(
     }
 
     let ready_stores = stores.clone();
+    let api_client = ctx.client.clone();
     let ready = tokio::spawn(async move {
         for store in &ready_stores {
             // The store's readiness future wakes only its latest poller (the Controller polls it
@@ -620,6 +666,31 @@ pub async fn run(
         }
         health.set_ready();
         tracing::info!("caches synced; reconciling");
+        // From now on readiness says whether the API server answers: the watches and reconciles
+        // retry on their own, but while it is gone this replica does no work.
+        let mut reachable = true;
+        let mut tick = tokio::time::interval(API_CHECK_INTERVAL);
+        loop {
+            tick.tick().await;
+            let check =
+                tokio::time::timeout(API_CHECK_TIMEOUT, api_client.apiserver_version()).await;
+            let ok = matches!(check, Ok(Ok(_)));
+            if ok == reachable {
+                continue;
+            }
+            reachable = ok;
+            if ok {
+                health.set_ready();
+                tracing::info!("the API server answers again; ready");
+            } else {
+                health.set_unreachable();
+                let error = match check {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => format!("no answer within {API_CHECK_TIMEOUT:?}"),
+                };
+                tracing::warn!(%error, "cannot reach the API server; not ready");
+            }
+        }
     });
     let metrics = ctx.metrics.clone();
     let gauge = tokio::spawn(async move {
@@ -1374,6 +1445,22 @@ impl Reconciler<'_> {
 mod tests {
     use super::*;
     use crate::test_fixtures::{llmjob, pod};
+
+    #[test]
+    fn watches_retry_within_seconds_after_an_outage() {
+        let delays: Vec<Duration> = watch_backoff().take(20).collect();
+        assert_eq!(delays.len(), 20, "it never gives up");
+        // The jitter adds at most the delay itself.
+        assert!(
+            delays.iter().all(|d| *d <= 2 * WATCH_BACKOFF_MAX),
+            "{delays:?}"
+        );
+        assert!(delays[0] >= Duration::from_millis(800), "{delays:?}");
+        assert!(
+            delays[10..].iter().all(|d| *d >= WATCH_BACKOFF_MAX),
+            "{delays:?}"
+        );
+    }
 
     #[test]
     fn pods_map_to_their_llmjob() {

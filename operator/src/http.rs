@@ -4,7 +4,9 @@
 //!
 //! `/healthz` answers while the process serves requests. `/readyz` answers 200 once the
 //! controllers' caches are synced, or while this replica waits as a leader-election standby
-//! (a standby is healthy and ready to take over), and 503 before that.
+//! (a standby is healthy and ready to take over), and 503 before that, and while the
+//! controllers cannot reach the API server (its last check failed; see
+//! [`crate::controller::API_CHECK_INTERVAL`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,6 +36,7 @@ pub struct HttpError {
 // 0 (the default): starting, caches not synced.
 const STANDBY: u8 = 1;
 const READY: u8 = 2;
+const UNREACHABLE: u8 = 3;
 
 /// Readiness shared between the controllers, leader election and the server.
 #[derive(Debug, Clone, Default)]
@@ -50,12 +53,18 @@ impl Health {
         self.0.store(READY, Ordering::SeqCst);
     }
 
-    /// What `/readyz` says: `None` when not ready, else the state's name.
-    pub fn readiness(&self) -> Option<&'static str> {
+    /// The controllers cannot reach the API server (until [`Health::set_ready`] again).
+    pub fn set_unreachable(&self) {
+        self.0.store(UNREACHABLE, Ordering::SeqCst);
+    }
+
+    /// What `/readyz` says: `Ok` with the state's name when ready, else `Err` with why not.
+    pub fn readiness(&self) -> Result<&'static str, &'static str> {
         match self.0.load(Ordering::SeqCst) {
-            STANDBY => Some("standby"),
-            READY => Some("ready"),
-            _ => None,
+            STANDBY => Ok("standby"),
+            READY => Ok("ready"),
+            UNREACHABLE => Err("cannot reach the API server"),
+            _ => Err("starting: caches not synced"),
         }
     }
 }
@@ -84,11 +93,8 @@ pub fn router(metrics: Arc<Metrics>, health: Health, plain_metrics: bool) -> Rou
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     match state.health.readiness() {
-        Some(s) => (StatusCode::OK, s),
-        None => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "starting: caches not synced",
-        ),
+        Ok(s) => (StatusCode::OK, s),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
     }
 }
 
@@ -214,6 +220,13 @@ mod tests {
         assert_eq!(get(addr, "/readyz").await, (200, "standby".to_owned()));
         health.set_ready();
         assert_eq!(get(addr, "/readyz").await, (200, "ready".to_owned()));
+        health.set_unreachable();
+        assert_eq!(
+            get(addr, "/readyz").await,
+            (503, "cannot reach the API server".to_owned())
+        );
+        health.set_ready();
+        assert_eq!(get(addr, "/readyz").await.0, 200);
         let (code, body) = get(addr, "/metrics").await;
         assert_eq!(code, 200);
         assert!(

@@ -6,8 +6,16 @@
 //! leader whose renewals stop landing for [`RENEW_DEADLINE`] (cut off from the API server, or
 //! paused): it stops before its Lease can expire, not once it reads another holder. The Lease is
 //! released on a clean shutdown, so a successor takes over without waiting for it to expire.
+//!
+//! A leader that is paused (SIGSTOP, a frozen VM, a long GC-like stall) cannot notice anything
+//! until it runs again, and then its queued reconciles would run before the check above. So its
+//! writes go through a [`Fence`]: a client layer ([`fenced_client`]) that refuses every request
+//! other than a read once [`RENEW_DEADLINE`] has passed since the last renewal it confirmed, by
+//! the monotonic clock, which keeps running while the process is stopped. The Lease itself is
+//! renewed through an unfenced client.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
@@ -76,6 +84,104 @@ pub enum LeaderError {
     },
 }
 
+/// A write refused by the [`Fence`]: this replica has not confirmed its leadership recently
+/// enough for the request to be sent.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "not sent: {method} {path} (this replica has not confirmed a renewal of its Lease within the \
+     renew deadline {RENEW_DEADLINE:?}, so another replica may lead)"
+)]
+pub struct Fenced {
+    /// The request's method.
+    pub method: http::Method,
+    /// The request's path.
+    pub path: String,
+}
+
+/// Until when this replica's writes may reach the API server: shared by the leader-election
+/// task, which moves it forward with each renewal it confirms, and the [`fenced_client`], which
+/// checks it before every request. A replica without leader election is never fenced.
+#[derive(Debug, Clone)]
+pub struct Fence(Option<Arc<Mutex<Option<Instant>>>>);
+
+impl Fence {
+    /// Writes always pass (no leader election).
+    pub fn open() -> Self {
+        Fence(None)
+    }
+
+    /// Writes pass only once [`Fence::extend`] allowed them (a standby until it leads).
+    pub fn closed() -> Self {
+        Fence(Some(Arc::new(Mutex::new(None))))
+    }
+
+    /// Lets writes pass until `until` (never moves it back).
+    pub fn extend(&self, until: Instant) {
+        if let Some(state) = &self.0 {
+            let mut state = state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if state.is_none_or(|current| current < until) {
+                *state = Some(until);
+            }
+        }
+    }
+
+    /// Refuses every write from now on (the leadership ended).
+    pub fn close(&self) {
+        if let Some(state) = &self.0 {
+            *state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        }
+    }
+
+    /// Whether a write may be sent at `now`.
+    pub fn allows(&self, now: Instant) -> bool {
+        match &self.0 {
+            None => true,
+            Some(state) => state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .is_some_and(|until| now < until),
+        }
+    }
+
+    /// Checks one request: reads (`GET`, including watches, `HEAD`, `OPTIONS`) always pass.
+    pub fn check<B>(&self, request: http::Request<B>) -> Result<http::Request<B>, Fenced> {
+        let read = matches!(
+            *request.method(),
+            http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+        );
+        if read || self.allows(Instant::now()) {
+            Ok(request)
+        } else {
+            Err(Fenced {
+                method: request.method().clone(),
+                path: request.uri().path().to_owned(),
+            })
+        }
+    }
+}
+
+/// A client for `config` whose writes pass only while `fence` allows them (see the module
+/// documentation). The controllers and their Events use it; the Lease does not.
+pub fn fenced_client(config: kube::Config, fence: Fence) -> Result<Client, kube::Error> {
+    let layer = tower::filter::FilterLayer::new(move |request| fence.check(request));
+    Ok(kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&layer)
+        .build())
+}
+
+/// Until when a renewal at `renewed` (the Lease's `renewTime`, written by this replica's clock)
+/// lets this replica write, read back when the wall clock said `read_wall` and the monotonic
+/// clock `read_at`: [`RENEW_DEADLINE`] after the renewal, on the monotonic clock. A renewal time
+/// ahead of the reader's clock counts as made at the read.
+pub fn fence_until(renewed: Timestamp, read_wall: Timestamp, read_at: Instant) -> Instant {
+    let age = Duration::try_from(read_wall.duration_since(renewed)).unwrap_or_default();
+    read_at + RENEW_DEADLINE.saturating_sub(age)
+}
+
 /// Which Lease, and who this replica is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
@@ -102,6 +208,7 @@ impl Lease {
 pub struct Leadership {
     lease: Lease,
     client: Client,
+    fence: Fence,
     state: watch::Receiver<bool>,
     task: JoinHandle<Result<kube_lease_manager::LeaseManager, LeaseManagerError>>,
 }
@@ -137,23 +244,29 @@ impl Leadership {
         let api: Api<k8s_openapi::api::coordination::v1::Lease> =
             Api::namespaced(self.client.clone(), &self.lease.namespace);
         let lease = self.lease.clone();
+        let fence = self.fence.clone();
         let deadline = async move {
             // Just became the leader: its acquisition was a renewal that landed.
             let mut last = Some(Timestamp::now());
             let mut tick = tokio::time::interval(RENEW_CHECK_INTERVAL);
             loop {
                 tick.tick().await;
+                let (read_wall, read_at) = (Timestamp::now(), Instant::now());
                 if let Ok(Ok(read)) =
                     tokio::time::timeout(RENEW_CHECK_INTERVAL, api.get(&lease.name)).await
                 {
-                    last = our_renewal(&read, &lease.identity).or(last);
+                    let ours = our_renewal(&read, &lease.identity);
+                    if let Some(renewed) = ours {
+                        fence.extend(fence_until(renewed, read_wall, read_at));
+                    }
+                    last = ours.or(last);
                 }
                 if let Some(age) = must_give_up(last, Timestamp::now()) {
                     return age;
                 }
             }
         };
-        tokio::select! {
+        let lost = tokio::select! {
             // An error means the manager's task ended, which also means the Lease is not renewed.
             _ = self.state.wait_for(|leader| !*leader) => LeaderError::Lost {
                 namespace: self.lease.namespace.clone(),
@@ -164,14 +277,21 @@ impl Leadership {
                 name: self.lease.name.clone(),
                 age,
             },
-        }
+        };
+        self.fence.close();
+        lost
     }
 
     /// Releases the Lease (closing the channel makes the manager release it and stop).
     pub async fn release(self) {
         let Leadership {
-            lease, state, task, ..
+            lease,
+            state,
+            task,
+            fence,
+            ..
         } = self;
+        fence.close();
         drop(state);
         match tokio::time::timeout(RELEASE_TIMEOUT, task).await {
             Ok(Ok(Ok(_))) => tracing::info!(lease = %lease.name, "released the leadership"),
@@ -203,11 +323,13 @@ async fn preflight(client: &Client, lease: &Lease) -> Result<(), LeaseManagerErr
 }
 
 /// Waits until this replica holds the Lease (`Some`) or `shutdown` fires first (`None`).
-/// Marks the replica as a ready standby while it waits.
+/// Marks the replica as a ready standby while it waits. `client` must not be fenced (it renews
+/// the Lease); `fence` opens once this replica leads.
 pub async fn acquire(
     client: Client,
     lease: &Lease,
     health: &Health,
+    fence: Fence,
     shutdown: Shutdown,
 ) -> Result<Option<Leadership>, LeaderError> {
     let err = |source| LeaderError::Lease {
@@ -247,10 +369,13 @@ pub async fn acquire(
             }),
         };
     }
+    // The acquisition was a renewal that landed.
+    fence.extend(Instant::now() + RENEW_DEADLINE);
     tracing::info!(lease = %lease.name, identity = %lease.identity, "became the leader");
     Ok(Some(Leadership {
         lease: lease.clone(),
         client,
+        fence,
         state,
         task,
     }))
@@ -275,6 +400,55 @@ mod tests {
         assert_eq!(mine, t.parse::<Timestamp>().unwrap());
         assert_eq!(our_renewal(&lease("other", Some(t)), "me"), None);
         assert_eq!(our_renewal(&lease("me", None), "me"), None);
+    }
+
+    #[test]
+    fn the_fence_passes_reads_and_passes_writes_only_until_the_renew_deadline() {
+        let request = |method: http::Method| {
+            http::Request::builder()
+                .method(method)
+                .uri("/apis/batch/v1/namespaces/n/jobs")
+                .body(())
+                .unwrap()
+        };
+        // Without leader election nothing is fenced.
+        assert!(Fence::open().check(request(http::Method::POST)).is_ok());
+        // A standby writes nothing, and reads everything (its watches).
+        let fence = Fence::closed();
+        assert!(fence.check(request(http::Method::GET)).is_ok());
+        let refused = fence.check(request(http::Method::PATCH)).unwrap_err();
+        assert_eq!(refused.method, http::Method::PATCH);
+        assert!(
+            refused
+                .to_string()
+                .contains("/apis/batch/v1/namespaces/n/jobs")
+        );
+        // Leading: writes pass until the deadline, which never moves back.
+        let now = Instant::now();
+        fence.extend(now + Duration::from_secs(60));
+        fence.extend(now);
+        assert!(fence.check(request(http::Method::POST)).is_ok());
+        assert!(fence.allows(now + Duration::from_secs(59)));
+        // Paused past it (the monotonic clock runs while the process is stopped): refused.
+        assert!(!fence.allows(now + Duration::from_secs(60)));
+        fence.close();
+        assert!(fence.check(request(http::Method::DELETE)).is_err());
+        assert!(fence.check(request(http::Method::GET)).is_ok());
+    }
+
+    #[test]
+    fn a_confirmed_renewal_fences_writes_at_the_renew_deadline_after_it() {
+        let renewed: Timestamp = "2026-12-05T20:00:00Z".parse().unwrap();
+        let at = |secs: i64| renewed + k8s_openapi::jiff::SignedDuration::from_secs(secs);
+        let now = Instant::now();
+        assert_eq!(fence_until(renewed, at(0), now), now + RENEW_DEADLINE);
+        assert_eq!(
+            fence_until(renewed, at(4), now),
+            now + RENEW_DEADLINE - Duration::from_secs(4)
+        );
+        // Read back too late: no time left. A renewal ahead of the clock counts as made now.
+        assert_eq!(fence_until(renewed, at(30), now), now);
+        assert_eq!(fence_until(renewed, at(-3), now), now + RENEW_DEADLINE);
     }
 
     #[test]

@@ -96,9 +96,22 @@ async fn run_with_telemetry(
     config: Config,
     telemetry: &telemetry::Telemetry,
 ) -> Result<(), RunError> {
-    let client = kube::Client::try_default()
+    let kube_config = kube::Config::infer()
         .await
-        .map_err(RunError::Client)?;
+        .map_err(|e| RunError::Client(kube::Error::InferConfig(e)))?;
+    let client = kube::Client::try_from(kube_config.clone()).map_err(RunError::Client)?;
+    // With leader election, the controllers write through a fenced client (leader.rs): only
+    // while this replica's leadership is confirmed. The Lease and the metrics' auth checks do not.
+    let fence = if config.leader_elect {
+        leader::Fence::closed()
+    } else {
+        leader::Fence::open()
+    };
+    let writer = if config.leader_elect {
+        leader::fenced_client(kube_config, fence.clone()).map_err(RunError::Client)?
+    } else {
+        client.clone()
+    };
     controller::check_crd(&client, config.namespaces().as_deref())
         .await
         .map_err(RunError::Crd)?;
@@ -134,7 +147,7 @@ async fn run_with_telemetry(
     tracing::info!(addr = %server.local_addr(), plain_metrics = secure.is_none(), "serving /healthz and /readyz");
 
     let ctx = Arc::new(controller::Context::new(
-        client.clone(),
+        writer,
         &config,
         metrics.clone(),
         telemetry.tracer(),
@@ -142,7 +155,8 @@ async fn run_with_telemetry(
     let shutdown = controller::shutdown_signal();
     if config.leader_elect {
         let lease = leader::Lease::new(&config);
-        let leadership = leader::acquire(client.clone(), &lease, &health, shutdown.clone()).await?;
+        let leadership =
+            leader::acquire(client.clone(), &lease, &health, fence, shutdown.clone()).await?;
         let Some(mut leadership) = leadership else {
             tracing::info!("stopped before becoming the leader");
             return Ok(());

@@ -194,7 +194,11 @@ pub struct StartTimings {
 pub struct Cluster {
     // Stopped in this order by `shutdown` and `Drop`.
     controller_manager: Option<ManagedProcess>,
-    apiserver: Option<ManagedProcess>,
+    /// Behind a lock so that [`Cluster::stop_apiserver`] and [`Cluster::start_apiserver_again`]
+    /// work on a shared environment; never held across an `await`.
+    apiserver: std::sync::Mutex<Option<ManagedProcess>>,
+    /// How kube-apiserver was started: [`Cluster::start_apiserver_again`] starts it again so.
+    apiserver_spec: ProcessSpec,
     etcd: Option<ManagedProcess>,
     etcd_data: Option<tempfile::TempDir>,
     dir: PathBuf,
@@ -265,7 +269,7 @@ impl Cluster {
 
         let step = Instant::now();
         let kubeconfig_path = dir.join("kubeconfig");
-        let (apiserver, api_server_url, client) = start_apiserver(
+        let (apiserver, apiserver_spec, api_server_url, client) = start_apiserver(
             &apiserver_bin,
             dir,
             &etcd_url,
@@ -281,7 +285,8 @@ impl Cluster {
         // From here on the processes live in `cluster`, so an early return kills them all.
         let mut cluster = Self {
             controller_manager: None,
-            apiserver: Some(apiserver),
+            apiserver: std::sync::Mutex::new(Some(apiserver)),
+            apiserver_spec,
             etcd: Some(etcd),
             etcd_data: Some(etcd_data),
             dir: dir.to_owned(),
@@ -396,11 +401,46 @@ impl Cluster {
 
     /// Name and process id of each running process, in stop order.
     pub fn processes(&self) -> Vec<(String, u32)> {
-        [&self.controller_manager, &self.apiserver, &self.etcd]
+        let apiserver = self.apiserver_lock();
+        [&self.controller_manager, &*apiserver, &self.etcd]
             .into_iter()
             .flatten()
             .map(|p| (p.name().to_owned(), p.pid()))
             .collect()
+    }
+
+    fn apiserver_lock(&self) -> std::sync::MutexGuard<'_, Option<ManagedProcess>> {
+        // A panic elsewhere while holding the lock leaves the process handle valid.
+        self.apiserver
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Stops kube-apiserver (SIGTERM, then SIGKILL after [`SHUTDOWN_GRACE`]) and leaves etcd
+    /// and its data, kube-controller-manager and any node running: the API server is gone for
+    /// every client until [`Cluster::start_apiserver_again`]. Does nothing when it is stopped.
+    pub async fn stop_apiserver(&self) -> Result<(), ClusterError> {
+        let process = self.apiserver_lock().take();
+        if let Some(process) = process {
+            process.stop(SHUTDOWN_GRACE).await?;
+        }
+        Ok(())
+    }
+
+    /// Starts kube-apiserver again after [`Cluster::stop_apiserver`], with the same flags, port
+    /// (the URL and kubeconfig stay valid), certificates and etcd data, and returns once its
+    /// `/readyz` says ok. Does nothing when it runs.
+    pub async fn start_apiserver_again(&self) -> Result<(), ClusterError> {
+        if self.apiserver_lock().is_some() {
+            return Ok(());
+        }
+        let mut process = ManagedProcess::spawn(self.apiserver_spec.clone())?;
+        wait_for_readyz(&mut process, &self.client).await?;
+        let mut slot = self.apiserver_lock();
+        if slot.is_none() {
+            *slot = Some(process);
+        }
+        Ok(())
     }
 
     /// Stops kube-controller-manager, kube-apiserver and etcd, in that order (SIGTERM, then
@@ -409,7 +449,10 @@ impl Cluster {
         let mut first_error = None;
         for process in [
             self.controller_manager.take(),
-            self.apiserver.take(),
+            self.apiserver
+                .get_mut()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take(),
             self.etcd.take(),
         ]
         .into_iter()
@@ -432,7 +475,12 @@ impl Drop for Cluster {
         // SIGKILL in dependency order (each ManagedProcess kills its child when dropped), then
         // remove etcd's data directory.
         drop(self.controller_manager.take());
-        drop(self.apiserver.take());
+        drop(
+            self.apiserver
+                .get_mut()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take(),
+        );
         drop(self.etcd.take());
         drop(self.etcd_data.take());
     }
@@ -647,7 +695,7 @@ async fn start_apiserver(
     files: &PkiFiles,
     kubeconfig_path: &Path,
     options: &ClusterOptions,
-) -> Result<(ManagedProcess, String, kube::Client), ClusterError> {
+) -> Result<(ManagedProcess, ProcessSpec, String, kube::Client), ClusterError> {
     let log = dir.join("kube-apiserver.log");
     let mut last_error = None;
     for _ in 0..PORT_ATTEMPTS {
@@ -699,7 +747,7 @@ async fn start_apiserver(
         } else {
             spec = spec.arg("--authorization-mode=RBAC");
         }
-        let mut apiserver = ManagedProcess::spawn(spec)?;
+        let mut apiserver = ManagedProcess::spawn(spec.clone())?;
         let kubeconfig = render_kubeconfig(&url, pki)?;
         std::fs::write(kubeconfig_path, &kubeconfig).map_err(|source| ClusterError::Prepare {
             path: kubeconfig_path.to_owned(),
@@ -707,7 +755,7 @@ async fn start_apiserver(
         })?;
         let client = client_from_kubeconfig(&kubeconfig, kubeconfig_path, &url).await?;
         match wait_for_readyz(&mut apiserver, &client).await {
-            Ok(()) => return Ok((apiserver, url, client)),
+            Ok(()) => return Ok((apiserver, spec, url, client)),
             Err(e) if port_clash(&e) => {
                 drop(apiserver);
                 last_error = Some(e);

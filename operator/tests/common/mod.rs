@@ -204,7 +204,7 @@ impl Operator {
     /// Starts `llmjob-operator` for `namespace` as a host process, exporting to the shared
     /// collector; its runs use the runner image and export through the collector's Service.
     pub async fn start(env: &TestEnv, namespace: &str, extra_args: &[&str]) -> Operator {
-        Operator::start_with_kubeconfig(env, namespace, &env.kubeconfig_path(), extra_args).await
+        Operator::launch(env, namespace, &env.kubeconfig_path(), extra_args, &[]).await
     }
 
     /// [`Operator::start`] reaching the API server through `kubeconfig` (e.g. a
@@ -214,6 +214,36 @@ impl Operator {
         namespace: &str,
         kubeconfig: &std::path::Path,
         extra_args: &[&str],
+    ) -> Operator {
+        Operator::launch(env, namespace, kubeconfig, extra_args, &[]).await
+    }
+
+    /// Like [`Operator::start`], with environment variables set on top (they win over the ones
+    /// set here, e.g. `OTEL_EXPORTER_OTLP_ENDPOINT`).
+    pub async fn start_with_env(
+        env: &TestEnv,
+        namespace: &str,
+        extra_args: &[&str],
+        extra_env: &[(&str, &str)],
+    ) -> Operator {
+        Operator::launch(
+            env,
+            namespace,
+            &env.kubeconfig_path(),
+            extra_args,
+            extra_env,
+        )
+        .await
+    }
+
+    /// The one way the tests start an operator: [`Operator::start`] with its API server reached
+    /// through `kubeconfig` and `extra_env` set on top.
+    async fn launch(
+        env: &TestEnv,
+        namespace: &str,
+        kubeconfig: &std::path::Path,
+        extra_args: &[&str],
+        extra_env: &[(&str, &str)],
     ) -> Operator {
         let port = free_loopback_port().expect("a free port");
         let http: SocketAddr = ([127, 0, 0, 1], port).into();
@@ -241,6 +271,9 @@ impl Operator {
         .env("POD_NAMESPACE", namespace)
         .env("RUST_LOG", "info,llmjob_operator=debug")
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.grpc_endpoint());
+        let spec = extra_env
+            .iter()
+            .fold(spec, |spec, (key, value)| spec.env(key, value));
         let process = ManagedProcess::spawn(spec).expect("spawning the operator");
         let op = Operator {
             process: Some(process),
@@ -267,6 +300,30 @@ impl Operator {
         let code = out.get(9..12)?.parse().ok()?;
         let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
         Some((code, body))
+    }
+
+    /// The operator's process id.
+    pub fn pid(&self) -> u32 {
+        self.process.as_ref().expect("running").pid()
+    }
+
+    /// Sends `signal` (a name `kill` knows: `STOP`, `CONT`, `KILL`) to the operator.
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -{signal} {}: {status}", self.pid());
+    }
+
+    /// Its exit status once it has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.process
+            .as_mut()
+            .expect("running")
+            .try_exit_status()
+            .expect("reading the operator's exit status")
     }
 
     /// The operator's stderr so far.
