@@ -230,22 +230,19 @@ impl ManagedProcess {
         })
     }
 
-    /// Sends `SIGKILL` at once (no chance to clean up: a crash) and reaps the process. Returns
-    /// the exit status.
+    /// Sends `SIGKILL` at once (no chance to clean up, as when a node dies or the OOM killer
+    /// strikes) and reaps the process. Returns the exit status.
     pub async fn kill(mut self) -> Result<ExitStatus, ProcessError> {
-        let err = |name: &str, pid, source| ProcessError::Stop {
-            name: name.to_owned(),
-            pid,
+        if let Some(status) = self.try_exit_status()? {
+            return Ok(status);
+        }
+        let stop_err = |source| ProcessError::Stop {
+            name: self.name.clone(),
+            pid: self.pid,
             source,
         };
-        self.child
-            .kill()
-            .await
-            .map_err(|e| err(&self.name, self.pid, e))?;
-        self.child
-            .wait()
-            .await
-            .map_err(|e| err(&self.name, self.pid, e))
+        self.child.kill().await.map_err(stop_err)?;
+        self.child.wait().await.map_err(stop_err)
     }
 
     /// Sends `SIGTERM`, waits up to `grace` for the process to exit, then sends `SIGKILL` and

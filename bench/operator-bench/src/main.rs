@@ -20,6 +20,7 @@
 //! target/release/operator-bench --count 1000
 //! ```
 
+mod kills;
 mod progress;
 mod scrape;
 
@@ -39,7 +40,7 @@ use kube::{Api, Client};
 use llmjob_crds::v1alpha1::{LlmJob, Phase};
 use openai_replay::{ReplayConfig, ReplayServer};
 use testenv::env::{RUNNER_IMAGE, TestEnv};
-use testenv::process::{ManagedProcess, ProcessSpec, free_loopback_port};
+use testenv::process::{ProcessSpec, free_loopback_port};
 use tokio::time::Instant;
 
 use crate::progress::{Outcome, Tracker};
@@ -53,12 +54,6 @@ const DIRECT_LABEL: &str = "bench.llmjob.dev/direct";
 /// The issue's targets.
 const TARGET_TIME_RATIO: f64 = 1.3;
 const TARGET_RSS_MIB: f64 = 64.0;
-/// How long after the CRD is installed run A's clock may start: kube-controller-manager's
-/// garbage collector looks for new resources in discovery every 30 s (`syncPeriod` in
-/// `cmd/kube-controller-manager/app/core.go`), then syncs a monitor for them. Until it watches
-/// LlmJobs, every Job owned by one costs it a GET of the owner, which a cluster whose CRD was
-/// installed with the operator, long before its LlmJobs, never pays.
-const GC_DISCOVERY_WAIT: Duration = Duration::from_secs(35);
 
 /// Compare N LlmJobs (through llmjob-operator) with N direct Jobs, on the real control plane.
 #[derive(Debug, Parser)]
@@ -83,6 +78,23 @@ struct Cli {
     /// Only run A (the operator), for profiling it.
     #[arg(long)]
     only_operator: bool,
+    /// Load with faults: SIGKILL the operator this often during run A and start it again at
+    /// once; run A is made twice, without and with the kills (no run B), and the bench fails
+    /// unless every LlmJob `Succeeded`, with exactly one Job, one call to the API and one
+    /// `llm_job.workflow` span in its trace.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    kill_every: Option<Duration>,
+    /// With `--kill-every`: skip the run without kills (the CI test's quick mode).
+    #[arg(long, requires = "kill_every")]
+    only_kills: bool,
+    /// How long after the CRD is installed run A's clock may start at the earliest; 0 for a
+    /// quick check that compares no times. kube-controller-manager's garbage collector looks
+    /// for new resources in discovery every 30 s (`syncPeriod` in
+    /// `cmd/kube-controller-manager/app/core.go`), then syncs a monitor for them. Until it
+    /// watches LlmJobs, every Job owned by one costs it a GET of the owner, which a cluster
+    /// whose CRD was installed with the operator, long before its LlmJobs, never pays.
+    #[arg(long, default_value = "35s", value_parser = humantime::parse_duration)]
+    gc_wait: Duration,
 }
 
 /// What one run measured.
@@ -102,8 +114,13 @@ struct RunFigures {
     api_by_resource: BTreeMap<String, f64>,
     /// CPU seconds of each control-plane process during the run.
     control_plane_cpu: BTreeMap<String, f64>,
-    /// Run A: the operator's reconciles, errors, peak RSS (bytes) and CPU seconds.
+    /// Run A: the operator's reconciles, errors, peak RSS (bytes) and CPU seconds (not with
+    /// `--kill-every`).
     operator: Option<OperatorFigures>,
+    /// Run A with `--kill-every`: how often the operator was SIGKILLed.
+    kills: usize,
+    /// Run A with `--kill-every`: the outcome's checks.
+    checks: Option<kills::Checks>,
 }
 
 #[derive(Debug, Default)]
@@ -144,9 +161,33 @@ async fn main() -> anyhow::Result<()> {
     ));
 
     let replay = ReplayServer::start(ReplayConfig::new().with_api_key(API_KEY)).await?;
-    let base_url = replay.base_url();
 
-    let (a, template) = run_operator(&cli, &operator_bin, &runner_bin, &base_url).await?;
+    if let Some(every) = cli.kill_every {
+        let baseline = if cli.only_kills {
+            None
+        } else {
+            Some(
+                run_operator(&cli, &operator_bin, &runner_bin, &replay, None)
+                    .await?
+                    .0,
+            )
+        };
+        let (killed, _) =
+            run_operator(&cli, &operator_bin, &runner_bin, &replay, Some(every)).await?;
+        let load_end = loadavg();
+        replay.shutdown().await?;
+        let passed = kills::print_report(
+            &cli,
+            every,
+            baseline.as_ref(),
+            &killed,
+            &load_start,
+            &load_end,
+        );
+        anyhow::ensure!(passed, "load with faults: a check missed (see the table)");
+        return Ok(());
+    }
+    let (a, template) = run_operator(&cli, &operator_bin, &runner_bin, &replay, None).await?;
     let b = if cli.only_operator {
         None
     } else {
@@ -272,13 +313,17 @@ fn report_progress(
     )
 }
 
-/// Run A: N LlmJobs through the operator.
+/// Run A: N LlmJobs through the operator; with `kill_every`, the operator is SIGKILLed that often
+/// (and started again at once) from the first create until every LlmJob and Job has finished,
+/// and the outcome is checked ([`kills::Checks`]).
 async fn run_operator(
     cli: &Cli,
     operator_bin: &Path,
     runner_bin: &Path,
-    base_url: &str,
+    replay: &ReplayServer,
+    kill_every: Option<Duration>,
 ) -> anyhow::Result<(RunFigures, Job)> {
+    let base_url = &replay.base_url();
     log("run A (operator): starting a control plane");
     let env = start_env(runner_bin).await?;
     let client = env.client();
@@ -307,7 +352,7 @@ async fn run_operator(
     .env("POD_NAMESPACE", &ns)
     .env("RUST_LOG", "info")
     .env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector);
-    let operator = ManagedProcess::spawn(spec)?;
+    let mut operator = kills::Operator::spawn(spec)?;
     testenv::wait::until_ok(
         "the operator's /readyz",
         Duration::from_secs(60),
@@ -317,7 +362,7 @@ async fn run_operator(
     .with_context(|| format!("operator log {}", operator.log_path().display()))?;
     log(format!(
         "run A: operator ready (pid {}), namespace {ns}",
-        operator.pid()
+        operator.pid().unwrap_or_default()
     ));
 
     let jobs = Tracker::start(
@@ -338,8 +383,12 @@ async fn run_operator(
     .await?;
 
     let llmjob_api = Api::<LlmJob>::namespaced(client.clone(), &ns);
-    warm_up(&llmjob_api, &llmjob(cli.count, &cli.prompt, base_url)?).await?;
-    let gc_wait = (crd_installed + GC_DISCOVERY_WAIT).saturating_duration_since(Instant::now());
+    warm_up(
+        &llmjob_api,
+        &llmjob(cli.count, &cli.prompt, base_url, cli.timeout)?,
+    )
+    .await?;
+    let gc_wait = (crd_installed + cli.gc_wait).saturating_duration_since(Instant::now());
     if !gc_wait.is_zero() {
         log(format!(
             "run A: waiting {gc_wait:.0?} for the garbage collector to watch LlmJobs"
@@ -348,62 +397,68 @@ async fn run_operator(
     }
     let api_before = scrape::apiserver_metrics(&client).await?;
     let cpu_before = control_plane_cpu(&env);
+    replay.clear_requests();
     let t0 = Instant::now();
     log(format!("run A: creating {} LlmJobs", cli.count));
-    let submitting = async {
-        create_all(&llmjob_api, cli.count, cli.create_concurrency, |i| {
-            llmjob(i, &cli.prompt, base_url)
+    let work = async {
+        let submitting = async {
+            create_all(&llmjob_api, cli.count, cli.create_concurrency, |i| {
+                llmjob(i, &cli.prompt, base_url, cli.timeout)
+            })
+            .await?;
+            anyhow::Ok(Instant::now())
+        };
+        let submitted = with_progress(submitting, || {
+            report_progress("run A", vec![("Jobs", &jobs), ("LlmJobs", &llmjobs)], t0)
         })
         .await?;
-        anyhow::Ok(Instant::now())
+        let submitted = submitted - t0;
+        let jobs_created = jobs.wait_all_seen(cli.timeout).await? - t0;
+        log(format!(
+            "run A: {} Jobs exist after {jobs_created:.1?}",
+            cli.count
+        ));
+        let all_done = async {
+            let succeeded = llmjobs.wait_all_done(cli.timeout).await?;
+            let complete = jobs.wait_all_done(cli.timeout).await?;
+            anyhow::Ok((succeeded, complete))
+        };
+        let (succeeded, complete) = with_progress(all_done, || {
+            report_progress("run A", vec![("Jobs", &jobs), ("LlmJobs", &llmjobs)], t0)
+        })
+        .await?;
+        anyhow::Ok((submitted, jobs_created, succeeded - t0, complete - t0))
     };
-    let submitted = with_progress(submitting, || {
-        report_progress("run A", vec![("Jobs", &jobs), ("LlmJobs", &llmjobs)], t0)
-    })
-    .await?;
-    let submitted = submitted - t0;
-    let jobs_created = jobs.wait_all_seen(cli.timeout).await? - t0;
-    log(format!(
-        "run A: {} Jobs exist after {jobs_created:.1?}",
-        cli.count
-    ));
-    let all_done = async {
-        let succeeded = llmjobs.wait_all_done(cli.timeout).await?;
-        let complete = jobs.wait_all_done(cli.timeout).await?;
-        anyhow::Ok((succeeded, complete))
+    let (submitted, jobs_created, succeeded, complete) = match kill_every {
+        None => work.await?,
+        Some(every) => {
+            tokio::pin!(work);
+            tokio::select! {
+                out = &mut work => out?,
+                err = operator.kill_every(every) => return Err(err),
+            }
+        }
     };
-    let (succeeded, complete) = with_progress(all_done, || {
-        report_progress("run A", vec![("Jobs", &jobs), ("LlmJobs", &llmjobs)], t0)
-    })
-    .await?;
-    let (succeeded, complete) = (succeeded - t0, complete - t0);
     log(format!(
         "run A: all LlmJobs Succeeded after {succeeded:.1?}"
     ));
     let cpu_after = control_plane_cpu(&env);
     let api_after = scrape::apiserver_metrics(&client).await?;
 
-    // Reconciles triggered by the last status changes may still be queued: wait until the
-    // counter is still for 3 s (at most 30 s) before reading it.
-    let mut metrics = scrape::http_get(http, "/metrics").await?;
-    let settle_deadline = Instant::now() + Duration::from_secs(30);
-    let mut still_since = Instant::now();
-    while Instant::now() < settle_deadline && still_since.elapsed() < Duration::from_secs(3) {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = scrape::http_get(http, "/metrics").await?;
-        if scrape::sum(&now, "llmjob_operator_reconciles_total")
-            != scrape::sum(&metrics, "llmjob_operator_reconciles_total")
-        {
-            still_since = Instant::now();
+    // With kills, the operator's counters and peak RSS would cover only its last life.
+    let operator_figures = match kill_every {
+        None => Some(operator_figures(&operator, http).await?),
+        Some(_) => None,
+    };
+    // In the load-with-faults mode, the run without kills is checked like the one with them.
+    let checks = match cli.kill_every {
+        Some(_) => {
+            let telemetry = env
+                .collector()
+                .context("the environment runs a collector")?;
+            Some(kills::Checks::run(&client, &ns, telemetry, replay, cli.count).await?)
         }
-        metrics = now;
-    }
-    let operator_figures = OperatorFigures {
-        reconciles: scrape::sum(&metrics, "llmjob_operator_reconciles_total"),
-        reconcile_errors: scrape::sum(&metrics, "llmjob_operator_reconcile_errors_total"),
-        fresh_reads: scrape::sum(&metrics, "llmjob_operator_fresh_reads_total"),
-        peak_rss: scrape::peak_rss(operator.pid())?,
-        cpu: scrape::cpu_seconds(operator.pid())?,
+        None => None,
     };
 
     // The template for run B: one of the operator's Jobs.
@@ -414,6 +469,7 @@ async fn run_operator(
         .into_iter()
         .next()
         .context("no Job made by the operator")?;
+    let kill_count = operator.kills();
     let status = operator.stop(Duration::from_secs(15)).await?;
     log(format!(
         "run A: operator stopped ({status}); stopping the control plane"
@@ -431,11 +487,44 @@ async fn run_operator(
             &scrape::requests_by_resource_and_verb(&api_before),
         ),
         control_plane_cpu: delta_map(&cpu_after, &cpu_before),
-        operator: Some(operator_figures),
+        operator: operator_figures,
+        kills: kill_count,
+        checks,
     };
     let template = strip_for_direct(template, &collector);
     env.shutdown().await?;
     Ok((figures, template))
+}
+
+/// The operator's reconciles, errors, fresh reads, peak RSS and CPU, read once its reconciles
+/// have settled.
+async fn operator_figures(
+    operator: &kills::Operator,
+    http: SocketAddr,
+) -> anyhow::Result<OperatorFigures> {
+    let pid = operator.pid().context("the operator runs")?;
+    // Reconciles triggered by the last status changes may still be queued: wait until the
+    // counter is still for 3 s (at most 30 s) before reading it.
+    let mut metrics = scrape::http_get(http, "/metrics").await?;
+    let settle_deadline = Instant::now() + Duration::from_secs(30);
+    let mut still_since = Instant::now();
+    while Instant::now() < settle_deadline && still_since.elapsed() < Duration::from_secs(3) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = scrape::http_get(http, "/metrics").await?;
+        if scrape::sum(&now, "llmjob_operator_reconciles_total")
+            != scrape::sum(&metrics, "llmjob_operator_reconciles_total")
+        {
+            still_since = Instant::now();
+        }
+        metrics = now;
+    }
+    Ok(OperatorFigures {
+        reconciles: scrape::sum(&metrics, "llmjob_operator_reconciles_total"),
+        reconcile_errors: scrape::sum(&metrics, "llmjob_operator_reconcile_errors_total"),
+        fresh_reads: scrape::sum(&metrics, "llmjob_operator_fresh_reads_total"),
+        peak_rss: scrape::peak_rss(pid)?,
+        cpu: scrape::cpu_seconds(pid)?,
+    })
 }
 
 /// Run B: N copies of the operator's Job, created directly.
@@ -503,6 +592,8 @@ async fn run_direct(cli: &Cli, runner_bin: &Path, template: &Job) -> anyhow::Res
         ),
         control_plane_cpu: delta_map(&cpu_after, &cpu_before),
         operator: None,
+        kills: 0,
+        checks: None,
     })
 }
 
@@ -550,7 +641,12 @@ async fn install_crd(client: &Client) -> anyhow::Result<()> {
 }
 
 /// LlmJob number `i`.
-fn llmjob(i: usize, prompt: &str, base_url: &str) -> anyhow::Result<LlmJob> {
+///
+/// Its `spec.run.timeout` (the Job's `activeDeadlineSeconds`, which counts from the Job's start,
+/// while its pod waits its turn too) is the bench's own `--timeout`: at 10,000 on a loaded
+/// machine, pods waited longer than the former 120 s and their Jobs failed `DeadlineExceeded`.
+/// Run B's Jobs copy it with the rest of the template.
+fn llmjob(i: usize, prompt: &str, base_url: &str, timeout: Duration) -> anyhow::Result<LlmJob> {
     Ok(serde_json::from_value(serde_json::json!({
         "apiVersion": "llmjob.dev/v1alpha1",
         "kind": "LlmJob",
@@ -559,7 +655,7 @@ fn llmjob(i: usize, prompt: &str, base_url: &str) -> anyhow::Result<LlmJob> {
             "model": "gpt-4o-mini",
             "prompt": prompt,
             "openai": {"apiKeySecretRef": {"name": "openai"}, "baseURL": base_url},
-            "run": {"timeout": "120s", "maxAttempts": 2}
+            "run": {"timeout": format!("{}s", timeout.as_secs().clamp(1, 24 * 3600)), "maxAttempts": 2}
         }
     }))?)
 }
