@@ -399,3 +399,85 @@ async fn a_429_pauses_the_whole_shard_and_the_request_rate_never_exceeds_the_sha
         "{during_pause} requests arrived during the 1 s pause"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configmap_output_gets_one_key_per_shard_by_server_side_apply() {
+    use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+    use kube::api::{Api, PostParams};
+
+    let collector = collector().await;
+    let server = replay(ReplayConfig::new().with_api_key(KEY)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = testenv::cluster::Cluster::start(&dir.path().join("cluster"))
+        .await
+        .unwrap_or_else(|e| panic!("cannot start the test control plane: {e}"));
+    // A fresh namespace, made the kubeconfig's current one: the runner writes into its own
+    // namespace, as a pod writes into the pod's.
+    let namespace = format!("batch-cm-{}", uuid::Uuid::new_v4().simple());
+    let ns: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": namespace}})).unwrap();
+    Api::<Namespace>::all(cluster.client())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    let mut kubeconfig: serde_json::Value =
+        serde_norway::from_str(&std::fs::read_to_string(cluster.kubeconfig_path()).unwrap())
+            .unwrap();
+    for context in kubeconfig["contexts"].as_array_mut().unwrap() {
+        context["context"]["namespace"] = serde_json::Value::from(namespace.clone());
+    }
+    let kubeconfig_path = dir.path().join("kubeconfig-ns");
+    std::fs::write(
+        &kubeconfig_path,
+        serde_norway::to_string(&kubeconfig).unwrap(),
+    )
+    .unwrap();
+
+    let run_shard = |index: u32| {
+        batch_runner("it-batch-cm", &server, &collector, dir.path(), &items(4))
+            .env("LLMJOB_ITEMS_PER_POD", "2")
+            .env("JOB_COMPLETION_INDEX", index.to_string())
+            .env("LLMJOB_OUTPUT_URL", "configmap://batch-results")
+            .env("KUBECONFIG", kubeconfig_path.display().to_string())
+            .run()
+    };
+    for index in [0, 1, 0] {
+        let run = run_shard(index).await;
+        run.assert_exit(0);
+        assert_eq!(
+            run.result().shard.unwrap().output.as_deref(),
+            Some(format!("configmap://batch-results/part-{index:05}.jsonl").as_str())
+        );
+    }
+    let cm = Api::<ConfigMap>::namespaced(cluster.client(), &namespace)
+        .get("batch-results")
+        .await
+        .unwrap();
+    let data = cm.data.unwrap_or_default();
+    let keys: Vec<&str> = data.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        ["part-00000.jsonl", "part-00001.jsonl"],
+        "shard 0's rerun kept shard 1's key"
+    );
+    for (key, first_index) in [("part-00000.jsonl", 0), ("part-00001.jsonl", 2)] {
+        let lines: Vec<Value> = data[key]
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "{key}");
+        assert_eq!(lines[0]["index"], first_index, "{key}");
+        assert_eq!(lines[1]["response"]["content"], ANSWER, "{key}");
+    }
+    let managers: Vec<String> = cm
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|m| m.manager)
+        .collect();
+    for shard in ["llmjob-runner-shard-0", "llmjob-runner-shard-1"] {
+        assert!(managers.iter().any(|m| m == shard), "{managers:?}");
+    }
+    cluster.shutdown().await.unwrap();
+}
