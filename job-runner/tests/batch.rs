@@ -481,3 +481,71 @@ async fn configmap_output_gets_one_key_per_shard_by_server_side_apply() {
     }
     cluster.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_output_gets_one_object_per_shard_and_refused_credentials_exit_2() {
+    let collector = collector().await;
+    let server = replay(ReplayConfig::new().with_api_key(KEY)).await;
+    let s3 = testenv::s3::S3Server::start("results")
+        .await
+        .unwrap_or_else(|e| panic!("cannot start the S3 server: {e}"));
+    let dir = tempfile::tempdir().unwrap();
+    let credentials = s3.credentials_env(&s3.endpoint());
+    let runner = |index: u32| {
+        let mut runner = batch_runner("it-batch-s3", &server, &collector, dir.path(), &items(5))
+            .env("LLMJOB_ITEMS_PER_POD", "3")
+            .env("JOB_COMPLETION_INDEX", index.to_string())
+            .env("LLMJOB_OUTPUT_URL", s3.url("run-1"));
+        for (name, value) in &credentials {
+            runner = runner.env(name, value.clone());
+        }
+        runner
+    };
+    for index in [0, 1] {
+        let run = runner(index).run().await;
+        run.assert_exit(0);
+        assert_eq!(
+            run.result().shard.unwrap().output.as_deref(),
+            Some(format!("s3://results/run-1/part-{index:05}.jsonl").as_str())
+        );
+    }
+    assert_eq!(
+        s3.list("run-1").await.unwrap(),
+        ["run-1/part-00000.jsonl", "run-1/part-00001.jsonl"]
+    );
+    let lines = s3.lines("run-1").await.unwrap();
+    assert_eq!(lines.len(), 5);
+    for (i, line) in lines.iter().enumerate() {
+        let line: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(line["index"], i, "{line}");
+        assert_eq!(line["response"]["content"], ANSWER, "{line}");
+    }
+
+    // A secret the store refuses: the items ran, but their results cannot be written; a retry
+    // could not write them either, so the shard exits 2 and names the object, never the secret.
+    let run = runner(0)
+        .env("AWS_SECRET_ACCESS_KEY", "wrong-SECRET-0123456789")
+        .run()
+        .await;
+    run.assert_exit(2);
+    let result = run.result();
+    assert_eq!(result.status, RunStatus::Failed);
+    let error = result.error.unwrap();
+    assert_eq!(error.kind, "output");
+    assert!(
+        error
+            .message
+            .contains("s3://results/run-1/part-00000.jsonl"),
+        "{}",
+        error.message
+    );
+    for text in [&run.stderr, &run.stdout, &error.message] {
+        assert!(!text.contains("wrong-SECRET"), "the secret leaked: {text}");
+        assert!(
+            !text.contains(s3.secret_access_key()),
+            "the secret leaked: {text}"
+        );
+    }
+    assert!(result.shard.unwrap().output.is_none());
+    s3.shutdown().await.unwrap();
+}
