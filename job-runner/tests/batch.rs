@@ -549,3 +549,65 @@ async fn s3_output_gets_one_object_per_shard_and_refused_credentials_exit_2() {
     assert!(result.shard.unwrap().output.is_none());
     s3.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_capture_applies_to_each_item() {
+    let collector = collector().await;
+    let server = replay(ReplayConfig::new().with_api_key(KEY)).await;
+    let dir = tempfile::tempdir().unwrap();
+    // One trace per mode.
+    for (n, capture) in [(1, "full"), (2, "none")] {
+        let trace_id = format!("{n:0>32}");
+        let traceparent = TRACEPARENT.replace(TRACE_ID, &trace_id);
+        let run = batch_runner(
+            "it-batch-capture",
+            &server,
+            &collector,
+            dir.path(),
+            &items(3),
+        )
+        .env("LLMJOB_CONTENT_CAPTURE", capture)
+        .env("TRACEPARENT", traceparent)
+        .run()
+        .await;
+        run.assert_exit(0);
+        let telemetry = collector
+            .wait_for(TELEMETRY_WAIT, |t| {
+                let tasks = t
+                    .trace(&trace_id)
+                    .iter()
+                    .filter(|s| s.name == "openai_call.task")
+                    .count();
+                (tasks == 3).then(|| t.clone())
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let trace = telemetry.trace(&trace_id);
+        for task in trace.iter().filter(|s| s.name == "openai_call.task") {
+            let index = task.attributes.int("llmjob.item.index").unwrap();
+            let input = task.attributes.str("traceloop.entity.input");
+            let chat = trace
+                .iter()
+                .find(|s| s.parent_span_id.as_deref() == Some(task.span_id.as_str()))
+                .unwrap();
+            let messages = chat.attributes.str("gen_ai.input.messages");
+            match capture {
+                // Each item's own prompt on its own spans.
+                "full" => {
+                    let own = format!("{PROMPT} #{}", index + 1);
+                    assert!(input.is_some_and(|i| i.contains(&own)), "{input:?}");
+                    assert!(messages.is_some_and(|m| m.contains(&own)), "{messages:?}");
+                    assert!(
+                        chat.attributes
+                            .str("gen_ai.output.messages")
+                            .is_some_and(|m| m.contains(ANSWER))
+                    );
+                }
+                _ => assert!(input.is_none() && messages.is_none()),
+            }
+        }
+        // The answers are in the results either way: they are the product.
+        let out = output_lines(dir.path(), 0);
+        assert!(out.iter().all(|l| l["response"]["content"] == ANSWER));
+    }
+}
