@@ -632,7 +632,8 @@ pub fn build_job(
     let deadline = match batch {
         Some(b) => batch_deadline_secs(b, valid.timeout_secs),
         None => valid.timeout_secs,
-    } + DEADLINE_MARGIN_SECS;
+    }
+    .saturating_add(DEADLINE_MARGIN_SECS);
     // A batch is an Indexed Job: pod `i` runs shard `i` (`JOB_COMPLETION_INDEX`).
     let (completion_mode, completions, parallelism) = match batch {
         Some(b) => {

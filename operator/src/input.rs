@@ -68,7 +68,8 @@ pub fn config_map_name(name: &str) -> String {
 
 /// Whether the environment variable `name=value` fits one environment string.
 pub fn fits_env(name: &str, value: &str) -> bool {
-    name.len() + 1 + value.len() + 1 <= MAX_ENV_STRING_BYTES
+    // `NAME=value` and its NUL.
+    name.len() + value.len() + 2 <= MAX_ENV_STRING_BYTES
 }
 
 /// The messages as the runner reads them (`LLMJOB_MESSAGES`, `LLMJOB_MESSAGES_FILE`).

@@ -607,6 +607,70 @@ spec: {prompt: hi, openai: {apiKeySecretRef: {name: o}}}
             assert_eq!(validate(&llmjob(yaml)), Err(want), "{yaml}");
         }
     }
+
+    #[test]
+    fn batches_that_slipped_past_admission_are_invalid() {
+        let head = "metadata: {name: a, namespace: ns, uid: u}\nspec: {openai: {apiKeySecretRef: {name: o}}, ";
+        let cases = [
+            (
+                "batch: {items: [{prompt: x}]}}",
+                ValidationError::BatchOutput,
+            ),
+            (
+                "prompt: hi, output: {url: \"s3://b/p\"}}",
+                ValidationError::BatchOutput,
+            ),
+            (
+                "prompt: hi, batch: {items: [{prompt: x}]}, output: {url: \"s3://b/p\"}}",
+                ValidationError::BatchAndPrompt,
+            ),
+            (
+                "batch: {items: []}, output: {url: \"s3://b/p\"}}",
+                ValidationError::BatchItems,
+            ),
+            (
+                "batch: {items: [{prompt: x}, {id: two}]}, output: {url: \"s3://b/p\"}}",
+                ValidationError::BatchItem(2),
+            ),
+            (
+                "batch: {items: [{prompt: x}]}, output: {}}",
+                ValidationError::Output,
+            ),
+            (
+                "batch: {items: [{prompt: x}], parallelism: 3, rateLimit: {tokensPerMinute: 2}}, output: {url: \"s3://b/p\"}}",
+                ValidationError::RateLimit("tokensPerMinute"),
+            ),
+        ];
+        for (rest, want) in cases {
+            let yaml = format!("{head}{rest}");
+            assert_eq!(validate(&llmjob(&yaml)), Err(want), "{yaml}");
+        }
+    }
+
+    #[test]
+    fn a_batch_takes_its_defaults() {
+        let v = validate(&llmjob(
+            "metadata: {name: a, namespace: ns, uid: u}\nspec: {openai: {apiKeySecretRef: {name: o}}, batch: {items: [{prompt: x}, {prompt: y}]}, output: {configMap: {name: r}}}",
+        ))
+        .unwrap();
+        let Input::Batch(b) = v.input else {
+            panic!("{:?}", v.input)
+        };
+        assert_eq!(
+            (
+                b.item_count,
+                b.items_per_pod,
+                b.parallelism,
+                b.concurrency,
+                b.max_failed_items
+            ),
+            (Some(2), 10, 1, 4, 0)
+        );
+        assert_eq!(b.completions(), Some(1));
+        assert_eq!(b.output_url, "configmap://r");
+        assert_eq!((b.requests_per_minute, b.credentials_secret), (None, None));
+    }
+
     #[test]
     fn reserved_env_and_attributes_are_invalid() {
         let cases = [
