@@ -130,17 +130,26 @@ pub struct ItemError {
 
 impl RunResult {
     /// Serialises the result as one line of JSON no longer than [`MAX_BYTES`]. What does not fit is
-    /// given up in this order, each step at most once, so the loop always ends: the error message
-    /// is shortened (on a character boundary), the content hashes are dropped, the server's
-    /// strings (`responseId`, `model`, `finishReason`, `finishReasons`, the error's `type`) are cut
-    /// to 256 bytes, then dropped, then the error message; what is left (status, ids, numbers)
-    /// always fits.
+    /// given up in this order, each step at most once, so the loop always ends: a shard's item
+    /// errors lose their messages, the error message is shortened (on a character boundary), the
+    /// content hashes are dropped, the server's strings (`responseId`, `model`, `finishReason`,
+    /// `finishReasons`, the error's `type`) and the shard's item error ids and types and its
+    /// output location are cut to 256 bytes, then dropped (the item errors too), then the error
+    /// message; what is left (status, ids, numbers, the shard's counts) always fits.
     pub fn to_line(&self) -> String {
         const FIELD_CUT: usize = 256;
         let serialise =
             |r: &RunResult| serde_json::to_string(r).unwrap_or_else(|_| String::from("{}"));
         let mut result = self.clone();
         let mut line = serialise(&result);
+        if line.len() > MAX_BYTES
+            && let Some(shard) = result.shard.as_mut()
+        {
+            for item in &mut shard.item_errors {
+                item.error.message.clear();
+            }
+            line = serialise(&result);
+        }
         for step in 0..=5u8 {
             if line.len() <= MAX_BYTES {
                 return line;
@@ -172,12 +181,25 @@ impl RunResult {
                     if let Some(err) = result.error.as_mut() {
                         text::truncate(&mut err.kind, FIELD_CUT);
                     }
+                    if let Some(shard) = result.shard.as_mut() {
+                        for item in &mut shard.item_errors {
+                            text::truncate(&mut item.id, FIELD_CUT);
+                            text::truncate(&mut item.error.kind, FIELD_CUT);
+                        }
+                        if let Some(output) = shard.output.as_mut() {
+                            text::truncate(output, FIELD_CUT);
+                        }
+                    }
                 }
                 3 => {
                     result.response_id = None;
                     result.model = None;
                     result.finish_reason = None;
                     result.finish_reasons.clear();
+                    if let Some(shard) = result.shard.as_mut() {
+                        shard.item_errors.clear();
+                        shard.output = None;
+                    }
                 }
                 4 => {
                     if let Some(err) = result.error.as_mut() {

@@ -117,6 +117,16 @@ pub const LLMJOB_ATTEMPTS: &str = "llmjob.attempts";
 pub const LLMJOB_ATTEMPT: &str = "llmjob.attempt";
 /// `llmjob.retry.delay_ms` on the retry event: the wait before the next attempt.
 pub const LLMJOB_RETRY_DELAY_MS: &str = "llmjob.retry.delay_ms";
+/// `llmjob.item.id` on a batch item's task span and logs: the item's id.
+pub const LLMJOB_ITEM_ID: &str = "llmjob.item.id";
+/// `llmjob.item.index` on a batch item's task span and logs: its position in the batch, from 0.
+pub const LLMJOB_ITEM_INDEX: &str = "llmjob.item.index";
+/// `llmjob.shard.index` on a batch pod's workflow span: its shard (`JOB_COMPLETION_INDEX`).
+pub const LLMJOB_SHARD_INDEX: &str = "llmjob.shard.index";
+/// `llmjob.shard.items` on a batch pod's workflow span: the items of its shard.
+pub const LLMJOB_SHARD_ITEMS: &str = "llmjob.shard.items";
+/// `llmjob.shard.failed` on a batch pod's workflow span: the items of its shard that failed.
+pub const LLMJOB_SHARD_FAILED: &str = "llmjob.shard.failed";
 /// `llmjob.input.sha256` (content capture `hash`).
 pub const LLMJOB_INPUT_SHA256: &str = "llmjob.input.sha256";
 /// `llmjob.output.sha256` (content capture `hash`).

@@ -23,6 +23,10 @@ use opentelemetry::trace::TraceContextExt as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use url::Url;
 
+use crate::items::{self, Shard};
+use crate::limiter::Limits;
+use crate::output::{self, Output};
+
 /// Upper bound of `LLMJOB_MAX_ATTEMPTS`.
 pub const MAX_ATTEMPTS_LIMIT: u32 = 20;
 /// The largest prompt or messages file read (`OPENAI_PROMPT_FILE`, `LLMJOB_MESSAGES_FILE`): a
@@ -230,7 +234,28 @@ pub struct Config {
     pub result_path: Option<PathBuf>,
     /// Telemetry settings.
     pub telemetry: TelemetryConfig,
+    /// Batch mode (`LLMJOB_ITEMS_FILE` set): the shard's items, limits and output; `input` is
+    /// then unused.
+    pub batch: Option<BatchConfig>,
 }
+
+/// Batch mode's configuration (`LLMJOB_ITEMS_FILE` is set).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchConfig {
+    /// The pod's shard of the items (`JOB_COMPLETION_INDEX`, `LLMJOB_ITEMS_PER_POD`).
+    pub shard: Shard,
+    /// Items in flight at once (`LLMJOB_CONCURRENCY`).
+    pub concurrency: usize,
+    /// The pod's share of the run's rate limits.
+    pub limits: Limits,
+    /// Failed items the run tolerates (`LLMJOB_MAX_FAILED_ITEMS`).
+    pub max_failed_items: u64,
+    /// Where the shard's results go (`LLMJOB_OUTPUT_URL`).
+    pub output: Output,
+}
+
+/// Upper bound of `LLMJOB_CONCURRENCY`.
+pub const MAX_CONCURRENCY: u32 = 64;
 
 /// Reads variables through a lookup function (the process environment in production, a map in
 /// tests). Empty values count as unset, as in the OpenTelemetry specification.
@@ -580,6 +605,7 @@ impl Config {
             &env::OPENAI_PROMPT_FILE,
             &env::LLMJOB_MESSAGES,
             &env::LLMJOB_MESSAGES_FILE,
+            &env::LLMJOB_ITEMS_FILE,
         ];
         let set: Vec<&Var> = sources
             .into_iter()
@@ -635,6 +661,11 @@ impl Config {
             Input::Messages(messages)
         } else {
             Input::Prompt(env::DEFAULT_PROMPT.to_owned())
+        };
+
+        let batch = match env.raw(&env::LLMJOB_ITEMS_FILE) {
+            None => None,
+            Some(path) => Some(batch_config(&env, &path, &read_file)?),
         };
 
         let parameters = Parameters {
@@ -802,8 +833,69 @@ impl Config {
                 resource_attributes,
                 parent,
             },
+            batch,
         })
     }
+}
+
+/// Reads batch mode's variables and picks the pod's shard out of the items file at `path`.
+fn batch_config<F: Fn(&str) -> Option<String>>(
+    env: &Env<F>,
+    path: &str,
+    read_file: &impl Fn(&Path) -> Result<String, String>,
+) -> Result<BatchConfig, ConfigError> {
+    let file_error = |reason: String| ConfigError::File {
+        name: env::LLMJOB_ITEMS_FILE.name,
+        path: shorten(path),
+        reason,
+        help: env::LLMJOB_ITEMS_FILE.help,
+    };
+    let per_pod = env.parse(&env::LLMJOB_ITEMS_PER_POD, |v| {
+        v.parse::<u64>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| "not a whole number >= 1".to_owned())
+    })?;
+    let index = env
+        .parse(&env::JOB_COMPLETION_INDEX, parse_ranged_u32(0, u32::MAX))?
+        .unwrap_or(0);
+    let concurrency = env
+        .parse(
+            &env::LLMJOB_CONCURRENCY,
+            parse_ranged_u32(1, MAX_CONCURRENCY),
+        )?
+        .unwrap_or(4);
+    let limits = Limits {
+        requests_per_minute: env.parse(
+            &env::LLMJOB_REQUESTS_PER_MINUTE,
+            parse_ranged_u32(1, u32::MAX),
+        )?,
+        tokens_per_minute: env.parse(
+            &env::LLMJOB_TOKENS_PER_MINUTE,
+            parse_ranged_u32(1, u32::MAX),
+        )?,
+    };
+    let max_failed_items = env
+        .parse(&env::LLMJOB_MAX_FAILED_ITEMS, |v| {
+            v.parse::<u64>()
+                .map_err(|_| "not a whole number >= 0".to_owned())
+        })?
+        .unwrap_or(0);
+    let output =
+        env.parse(&env::LLMJOB_OUTPUT_URL, output::parse)?
+            .ok_or(ConfigError::Missing {
+                name: env::LLMJOB_OUTPUT_URL.name,
+                help: env::LLMJOB_OUTPUT_URL.help,
+            })?;
+    let text = read_file(Path::new(path)).map_err(file_error)?;
+    let shard = items::shard(&text, index, per_pod).map_err(file_error)?;
+    Ok(BatchConfig {
+        shard,
+        concurrency: usize::try_from(concurrency).unwrap_or(1),
+        limits,
+        max_failed_items,
+        output,
+    })
 }
 
 #[cfg(test)]
@@ -819,6 +911,10 @@ mod tests {
             Some("/files/prompt.txt") => Ok("PROMPT FROM FILE".to_owned()),
             Some("/files/messages.json") => Ok(
                 r#"[{"role":"system","content":"be brief"},{"role":"user","content":"hi"}]"#
+                    .to_owned(),
+            ),
+            Some("/files/items.jsonl") => Ok(
+                "{\"id\":\"a\",\"prompt\":\"one\"}\n{\"prompt\":\"two\"}\n{\"prompt\":\"three\"}\n"
                     .to_owned(),
             ),
             Some("/files/not-messages.json") => {
@@ -1319,6 +1415,70 @@ mod tests {
         assert!(e.starts_with("cannot open the file"), "{e}");
         let e = read_input_file(dir.path()).unwrap_err();
         assert!(e.starts_with("cannot read the file"), "{e}");
+    }
+
+    #[test]
+    fn batch_mode_reads_its_shard_limits_and_output() {
+        let c = config(&[
+            ("OPENAI_API_KEY", "sk-test"),
+            ("LLMJOB_ITEMS_FILE", "/files/items.jsonl"),
+            ("LLMJOB_ITEMS_PER_POD", "2"),
+            ("JOB_COMPLETION_INDEX", "1"),
+            ("LLMJOB_REQUESTS_PER_MINUTE", "30"),
+            ("LLMJOB_MAX_FAILED_ITEMS", "3"),
+            ("LLMJOB_OUTPUT_URL", "s3://bucket/run"),
+        ])
+        .unwrap();
+        let batch = c.batch.unwrap();
+        assert_eq!(batch.shard.index, 1);
+        assert_eq!(batch.shard.total_items, 3);
+        assert_eq!(batch.shard.items.len(), 1);
+        assert_eq!(batch.shard.items[0].id, "3");
+        assert_eq!(batch.concurrency, 4);
+        assert_eq!(batch.limits.requests_per_minute, Some(30));
+        assert_eq!(batch.limits.tokens_per_minute, None);
+        assert_eq!(batch.max_failed_items, 3);
+        assert!(matches!(batch.output, Output::Store(ref u) if u.as_str() == "s3://bucket/run"));
+        // Without LLMJOB_ITEMS_FILE the batch variables change nothing.
+        let single = config(&[
+            ("OPENAI_API_KEY", "sk-test"),
+            ("LLMJOB_CONCURRENCY", "1000"),
+        ])
+        .unwrap();
+        assert!(single.batch.is_none());
+    }
+
+    #[test]
+    fn batch_mode_errors_name_the_variable() {
+        let base = [
+            ("OPENAI_API_KEY", "sk-test"),
+            ("LLMJOB_ITEMS_FILE", "/files/items.jsonl"),
+            ("LLMJOB_OUTPUT_URL", "configmap://results"),
+        ];
+        let with = |extra: (&str, &str)| {
+            let mut vars = base.to_vec();
+            vars.push(extra);
+            err(&vars)
+        };
+        assert!(with(("LLMJOB_CONCURRENCY", "65")).contains("LLMJOB_CONCURRENCY"));
+        assert!(with(("LLMJOB_CONCURRENCY", "0")).contains("LLMJOB_CONCURRENCY"));
+        assert!(with(("LLMJOB_ITEMS_PER_POD", "0")).contains("LLMJOB_ITEMS_PER_POD"));
+        assert!(with(("LLMJOB_REQUESTS_PER_MINUTE", "0")).contains("LLMJOB_REQUESTS_PER_MINUTE"));
+        assert!(with(("LLMJOB_MAX_FAILED_ITEMS", "-1")).contains("LLMJOB_MAX_FAILED_ITEMS"));
+        assert!(with(("LLMJOB_OUTPUT_URL", "http://x/y")).contains("LLMJOB_OUTPUT_URL"));
+        let empty = with(("JOB_COMPLETION_INDEX", "2"));
+        assert!(
+            empty.contains("LLMJOB_ITEMS_FILE") && empty.contains("shard 2 is empty"),
+            "{empty}"
+        );
+        assert!(with(("OPENAI_PROMPT", "hi")).contains("are both set"));
+        assert!(err(&base[..2]).contains("Missing required env var: LLMJOB_OUTPUT_URL"));
+        let missing = err(&[
+            ("OPENAI_API_KEY", "sk-test"),
+            ("LLMJOB_ITEMS_FILE", "/files/none.jsonl"),
+            ("LLMJOB_OUTPUT_URL", "file:///out"),
+        ]);
+        assert!(missing.contains("LLMJOB_ITEMS_FILE"), "{missing}");
     }
 
     #[test]

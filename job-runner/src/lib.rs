@@ -8,10 +8,14 @@
 //! [`workflow`] together and owns the process's output and exit code.
 
 pub mod attributes;
+pub mod batch;
 pub mod capture;
 pub mod config;
 pub mod crash;
+pub mod items;
+pub mod limiter;
 pub mod openai;
+pub mod output;
 pub mod result_file;
 pub mod retry;
 pub mod shutdown;

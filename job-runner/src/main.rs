@@ -1,6 +1,7 @@
 //! `llmjob-runner`: runs one traced OpenAI chat completion and exits with a documented code
 //! (0 success, 1 internal error, including a panic, 2 configuration error, 3 permanent API error,
-//! 4 retries exhausted or deadline passed, 5 cancelled by SIGTERM/SIGINT). See `docs/job-runner.md`.
+//! 4 retries exhausted or deadline passed, 5 cancelled by SIGTERM/SIGINT, 6 a batch shard's failed
+//! items exceeded the run's budget). See `docs/job-runner.md`.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -11,7 +12,7 @@ use llmjob_runner::config::Config;
 use llmjob_runner::shutdown::Shutdown;
 use llmjob_runner::telemetry::{FLUSH_BUDGET, Telemetry};
 use llmjob_runner::workflow::{self, Exit};
-use llmjob_runner::{crash, result_file};
+use llmjob_runner::{batch, crash, result_file};
 
 fn main() -> ExitCode {
     // `--help` and `--version` print and exit 0; any other argument is a usage error (exit 2, the
@@ -67,7 +68,10 @@ async fn run(config: Config) -> ExitCode {
             return ExitCode::from(Exit::Internal.code());
         }
     };
-    let outcome = crash::guarded(workflow::run(&config, &telemetry, &shutdown)).await;
+    let outcome = match &config.batch {
+        None => crash::guarded(workflow::run(&config, &telemetry, &shutdown)).await,
+        Some(batch) => crash::guarded(batch::run(&config, batch, &telemetry, &shutdown)).await,
+    };
 
     if let Some(text) = &outcome.stdout {
         let mut stdout = std::io::stdout().lock();
@@ -135,6 +139,10 @@ fn env_help() -> String {
         (
             Exit::Cancelled,
             "cancelled by SIGTERM or SIGINT before the run finished",
+        ),
+        (
+            Exit::TooManyFailedItems,
+            "batch mode: this shard's failed items exceeded LLMJOB_MAX_FAILED_ITEMS",
         ),
     ] {
         let _ = writeln!(text, "  {}  {meaning}", exit.code());

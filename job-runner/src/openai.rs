@@ -309,10 +309,11 @@ impl CallError {
     }
 }
 
-/// Builds the chat-completions request body from the configuration.
+/// Builds the chat-completions request body from the configuration, asking `input` (the
+/// configuration's own, or a batch item's).
 #[allow(deprecated)] // `seed` is deprecated by OpenAI (best effort) but still accepted and documented.
-pub fn build_request(config: &Config) -> CreateChatCompletionRequest {
-    let messages = match &config.input {
+pub fn build_request(config: &Config, input: &Input) -> CreateChatCompletionRequest {
+    let messages = match input {
         Input::Prompt(prompt) => vec![ChatCompletionRequestMessage::User(
             ChatCompletionRequestUserMessage::from(prompt.as_str()),
         )],
@@ -1378,7 +1379,7 @@ mod tests {
                 .map(|(_, v)| (*v).to_owned())
         })
         .unwrap();
-        let body = serde_json::to_value(build_request(&config)).unwrap();
+        let body = serde_json::to_value(build_request(&config, &config.input)).unwrap();
         assert_eq!(body["stop"], serde_json::json!(["END"]));
         assert_eq!(body["frequency_penalty"], 0.5);
         assert_eq!(body["presence_penalty"], -0.5);
@@ -1398,7 +1399,7 @@ mod tests {
         assert_eq!(body["user"], "u-1");
         let plain =
             Config::from_lookup(|name| (name == "OPENAI_API_KEY").then(|| "k".to_owned())).unwrap();
-        let body = serde_json::to_value(build_request(&plain)).unwrap();
+        let body = serde_json::to_value(build_request(&plain, &plain.input)).unwrap();
         for unset in [
             "stop",
             "n",

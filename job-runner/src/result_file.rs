@@ -53,6 +53,42 @@ mod tests {
 
     use proptest::prelude::*;
 
+    /// A shard's item error messages go first: ids, types and counts stay while they fit.
+    #[test]
+    fn item_error_messages_are_dropped_first() {
+        let mut result = RunResult::status_only(RunStatus::Succeeded);
+        result.shard = Some(llmjob_crds::result::ShardResult {
+            index: 3,
+            succeeded: 5,
+            failed: 5,
+            output: Some("s3://bucket/run/part-00003.jsonl".into()),
+            item_errors: (0..5)
+                .map(|i| llmjob_crds::result::ItemError {
+                    id: format!("item-{i}"),
+                    error: llmjob_crds::result::RunError {
+                        kind: "invalid_request".into(),
+                        message: "m".repeat(2_000),
+                        http_status: Some(400),
+                    },
+                })
+                .collect(),
+        });
+        let line = result.to_line();
+        assert!(
+            line.len() <= llmjob_crds::result::MAX_BYTES,
+            "{}",
+            line.len()
+        );
+        let shard = RunResult::parse(&line).unwrap().shard.unwrap();
+        assert_eq!(shard.item_errors.len(), 5);
+        assert!(shard.item_errors.iter().all(|e| e.error.message.is_empty()));
+        assert_eq!(shard.item_errors[4].id, "item-4");
+        assert_eq!(
+            shard.output.as_deref(),
+            Some("s3://bucket/run/part-00003.jsonl")
+        );
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
@@ -66,10 +102,32 @@ mod tests {
             message in any_string(),
             hash in any_string(),
             finish_reasons in proptest::collection::vec(".{0,300}", 0..130),
+            shard in proptest::option::of((
+                any_string(),
+                proptest::collection::vec((any_string(), any_string(), any_string()), 0..6),
+            )),
         ) {
+            let shard = shard.map(|(output, errors)| llmjob_crds::result::ShardResult {
+                index: u32::MAX,
+                succeeded: u64::MAX,
+                failed: u64::MAX,
+                output,
+                item_errors: errors
+                    .into_iter()
+                    .map(|(id, kind, message)| llmjob_crds::result::ItemError {
+                        id: id.unwrap_or_default(),
+                        error: llmjob_crds::result::RunError {
+                            kind: kind.unwrap_or_default(),
+                            message: message.unwrap_or_default(),
+                            http_status: Some(429),
+                        },
+                    })
+                    .collect(),
+            });
+            let counts = shard.as_ref().map(|s| (s.index, s.succeeded, s.failed));
             let result = RunResult {
                 status: RunStatus::Failed,
-                shard: None,
+                shard,
                 trace_id: Some("0af7651916cd43dd8448eb211c80319c".into()),
                 span_id: Some("b7ad6b7169203331".into()),
                 response_id,
@@ -92,6 +150,12 @@ mod tests {
             prop_assert!(!line.contains('\n'));
             let parsed = RunResult::parse(&line);
             prop_assert!(parsed.is_ok());
+            // A shard's counts always survive.
+            let parsed_counts = parsed
+                .ok()
+                .and_then(|p| p.shard)
+                .map(|s| (s.index, s.succeeded, s.failed));
+            prop_assert_eq!(parsed_counts, counts);
         }
     }
 }

@@ -23,6 +23,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use crate::attributes as attr;
 use crate::capture;
 use crate::config::{Config, Input};
+use crate::limiter::Limiter;
 use crate::openai::{self, CallError, ChatClient, Completion};
 use crate::retry::{Decision, RetryPolicy};
 use crate::shutdown::Shutdown;
@@ -43,6 +44,8 @@ pub enum Exit {
     Exhausted = 4,
     /// Cancelled by SIGTERM or SIGINT before the run finished (see [`crate::shutdown`]).
     Cancelled = 5,
+    /// A batch shard's own failed items exceeded the run's budget (`LLMJOB_MAX_FAILED_ITEMS`).
+    TooManyFailedItems = 6,
 }
 
 impl Exit {
@@ -65,7 +68,7 @@ pub struct Outcome {
 }
 
 /// How the attempts ended.
-enum Failure {
+pub(crate) enum Failure {
     /// A non-retryable error.
     Permanent(CallError),
     /// Retryable errors until the attempts or the deadline ran out.
@@ -76,14 +79,14 @@ enum Failure {
 }
 
 impl Failure {
-    fn error(&self) -> &CallError {
+    pub(crate) fn error(&self) -> &CallError {
         match self {
             Failure::Permanent(e) | Failure::Exhausted { last: e, .. } => e,
         }
     }
 
     /// The failure's description as `capture` allows it (see [`CallError::describe`]).
-    fn message(&self, capture: ContentCapture) -> String {
+    pub(crate) fn message(&self, capture: ContentCapture) -> String {
         match self {
             Failure::Permanent(e) => e.describe(capture),
             Failure::Exhausted { last, reason } => {
@@ -106,17 +109,24 @@ impl Failure {
 }
 
 /// Request-level facts shared by the spans and metrics of every attempt.
-struct CallContext<'a> {
-    config: &'a Config,
-    telemetry: &'a Telemetry,
-    server_address: String,
-    server_port: u16,
+pub(crate) struct CallContext<'a> {
+    pub(crate) config: &'a Config,
+    pub(crate) telemetry: &'a Telemetry,
+    pub(crate) server_address: String,
+    pub(crate) server_port: u16,
     /// `gen_ai.provider.name` (and `gen_ai.system`), detected from the base URL.
-    provider: &'static str,
+    pub(crate) provider: &'static str,
+    /// What the model is asked (`config.input`, or a batch item's).
+    pub(crate) input: &'a Input,
     /// `gen_ai.input.messages` when capture is on.
-    input_json: Option<String>,
+    pub(crate) input_json: Option<String>,
     /// Cancels the in-flight attempt (or the wait before the next) on SIGTERM/SIGINT.
-    shutdown: &'a Shutdown,
+    pub(crate) shutdown: &'a Shutdown,
+    /// A batch's pod-wide rate limiter and the tokens each request reserves in it (single-prompt
+    /// runs have none).
+    pub(crate) limiter: Option<(&'a Limiter, u64)>,
+    /// A batch item's id and position, set on its task span.
+    pub(crate) item: Option<(&'a str, u64)>,
 }
 
 impl CallContext<'_> {
@@ -292,7 +302,7 @@ fn string_array(values: &[String]) -> Value {
 }
 
 /// Marks a span failed: status ERROR, `error.type`, and an `exception` event.
-fn fail_span(cx: &Context, error_type: &'static str, message: &str) {
+pub(crate) fn fail_span(cx: &Context, error_type: &'static str, message: &str) {
     let span = cx.span();
     span.set_attribute(KeyValue::new(attr::ERROR_TYPE, error_type));
     span.add_event(
@@ -337,13 +347,16 @@ pub async fn run(config: &Config, telemetry: &Telemetry, shutdown: &Shutdown) ->
         server_address,
         server_port,
         provider: openai::provider_of(&config.base_url),
+        input: &config.input,
         input_json,
         shutdown,
+        limiter: None,
+        item: None,
     };
 
     let (outcome, attempts) = async {
         log_started(config);
-        let (result, attempts) = task(&call).await;
+        let (result, attempts, _) = task(&call).await;
         (result, attempts)
     }
     .with_context(workflow_cx.clone())
@@ -504,7 +517,7 @@ fn log_finished(completion: &Completion, attempts: u32, duration: Duration) {
 }
 
 /// The content event of capture modes `full` (the messages) and `hash` (their hashes).
-fn log_content(mode: ContentCapture, input: Option<&str>, output: Option<&str>) {
+pub(crate) fn log_content(mode: ContentCapture, input: Option<&str>, output: Option<&str>) {
     match mode {
         ContentCapture::None => {}
         ContentCapture::Full => tracing::event!(
@@ -529,7 +542,14 @@ fn log_content(mode: ContentCapture, input: Option<&str>, output: Option<&str>) 
 }
 
 /// The `openai_call` task: attempts until success, a permanent error, or the budget runs out.
-async fn task(call: &CallContext<'_>) -> (Result<Completion, Failure>, u32) {
+/// Returns the outcome, the attempts made and the task span's context.
+pub(crate) async fn task(
+    call: &CallContext<'_>,
+) -> (
+    Result<Completion, Failure>,
+    u32,
+    opentelemetry::trace::SpanContext,
+) {
     let tracer = &call.telemetry.tracer;
     let task_span = tracer
         .span_builder("openai_call.task")
@@ -541,6 +561,15 @@ async fn task(call: &CallContext<'_>) -> (Result<Completion, Failure>, u32) {
         ])
         .start(tracer);
     let task_cx = Context::current_with_span(task_span);
+    if let Some((id, index)) = call.item {
+        task_cx
+            .span()
+            .set_attribute(KeyValue::new(attr::LLMJOB_ITEM_ID, id.to_owned()));
+        task_cx.span().set_attribute(KeyValue::new(
+            attr::LLMJOB_ITEM_INDEX,
+            i64::try_from(index).unwrap_or(i64::MAX),
+        ));
+    }
     if let (ContentCapture::Full, Some(json)) = (call.config.capture, &call.input_json) {
         task_cx
             .span()
@@ -567,7 +596,7 @@ async fn task(call: &CallContext<'_>) -> (Result<Completion, Failure>, u32) {
         ),
     }
     task_cx.span().end();
-    (result, attempts)
+    (result, attempts, task_cx.span().span_context().clone())
 }
 
 async fn attempts(call: &CallContext<'_>, task_cx: &Context) -> (Result<Completion, Failure>, u32) {
@@ -578,10 +607,20 @@ async fn attempts(call: &CallContext<'_>, task_cx: &Context) -> (Result<Completi
         Ok(client) => client,
         Err(e) => return (Err(Failure::Permanent(e)), 0),
     };
-    let request = openai::build_request(config);
+    let request = openai::build_request(config, call.input);
     let mut attempt = 0;
     loop {
         attempt += 1;
+        // A batch's requests wait for the pod's limiter (spacing, tokens, a 429's pause).
+        let reservation = match call.limiter {
+            None => None,
+            Some((limiter, tokens)) => tokio::select! {
+                reservation = limiter.acquire(tokens) => Some((limiter, reservation)),
+                signal = call.shutdown.requested() => {
+                    return (Err(Failure::Permanent(CallError::Cancelled(signal))), attempt - 1);
+                }
+            },
+        };
         let result = chat_attempt(
             call,
             &client,
@@ -590,6 +629,10 @@ async fn attempts(call: &CallContext<'_>, task_cx: &Context) -> (Result<Completi
             policy.remaining(Instant::now()),
         )
         .await;
+        if let Some((limiter, reservation)) = reservation {
+            let used = result.as_ref().ok().and_then(|c| c.usage).map(|u| u.total);
+            limiter.settle(reservation, used);
+        }
         let error = match result {
             Ok(completion) => return (Ok(completion), attempt),
             Err(error) if !error.is_retryable() => {
@@ -599,6 +642,10 @@ async fn attempts(call: &CallContext<'_>, task_cx: &Context) -> (Result<Completi
         };
         let reason = match policy.decide(attempt, error.retry_after(), Instant::now()) {
             Decision::RetryAfter(delay) => {
+                // A 429 slows the whole pod, not only this item: every request waits as long.
+                if let (Some((limiter, _)), Some(429)) = (call.limiter, error.http_status()) {
+                    limiter.pause(delay);
+                }
                 let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
                 task_cx.span().add_event(
                     attr::EVENT_RETRY,
@@ -817,6 +864,10 @@ mod tests {
         assert_eq!(i32::from(Exit::Config.code()), exit::CONFIG);
         assert_eq!(i32::from(Exit::Permanent.code()), exit::PERMANENT);
         assert_eq!(i32::from(Exit::Cancelled.code()), exit::CANCELLED);
+        assert_eq!(
+            i32::from(Exit::TooManyFailedItems.code()),
+            exit::TOO_MANY_FAILED_ITEMS
+        );
         let cancelled = Failure::Permanent(CallError::Cancelled("SIGTERM"));
         assert_eq!(cancelled.exit(), Exit::Cancelled);
         assert_eq!(cancelled.error().error_type(), "cancelled");

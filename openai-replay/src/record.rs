@@ -21,6 +21,10 @@ pub struct RecordedRequest {
     pub fixture: Option<String>,
     /// The status returned.
     pub status: u16,
+    /// When the server received the request (its own clock, taken before any
+    /// [`ReplayConfig::delay`](crate::ReplayConfig::delay)): tests count requests in time windows
+    /// from it, so a slow client machine cannot skew the count.
+    pub received: std::time::Instant,
 }
 
 impl RecordedRequest {

@@ -353,6 +353,7 @@ impl Shared {
             body,
             fixture: fixture.map(str::to_owned),
             status,
+            received: std::time::Instant::now(),
         });
     }
 
