@@ -31,7 +31,7 @@ use crate::capture;
 use crate::config::{BatchConfig, Config, Input};
 use crate::items::Item;
 use crate::limiter::{self, Limiter};
-use crate::openai::{self, Completion};
+use crate::openai::{self, ChatClient, Completion};
 use crate::shutdown::Shutdown;
 use crate::telemetry::Telemetry;
 use crate::workflow::{self, CallContext, Exit, Failure, Outcome};
@@ -62,6 +62,7 @@ struct Shared<'a> {
     telemetry: &'a Telemetry,
     shutdown: &'a Shutdown,
     limiter: Limiter,
+    client: ChatClient,
     failed: AtomicU64,
     workflow_cx: Context,
 }
@@ -93,12 +94,37 @@ pub async fn run(
         .start_with_context(tracer, &parent);
     let workflow_cx = parent.with_span(workflow);
     let span_context = workflow_cx.span().span_context().clone();
+    let client = match ChatClient::new(&config.base_url, config.api_key.clone(), &config.connection)
+    {
+        Ok(client) => client,
+        // Nothing was sent: the environment is wrong (e.g. no CA store), as in a
+        // single-prompt run.
+        Err(e) => {
+            let message = e.describe(config.capture);
+            workflow::fail_span(&workflow_cx, e.error_type(), &message);
+            workflow_cx.span().end();
+            let mut result = RunResult::status_only(RunStatus::Failed);
+            result.trace_id = Some(span_context.trace_id().to_string());
+            result.span_id = Some(span_context.span_id().to_string());
+            result.error = Some(RunError {
+                kind: e.error_type().to_owned(),
+                message,
+                http_status: None,
+            });
+            return Outcome {
+                exit: Exit::Config,
+                stdout: None,
+                result,
+            };
+        }
+    };
     let shared = Shared {
         config,
         batch,
         telemetry,
         shutdown,
         limiter: Limiter::new(batch.limits),
+        client,
         failed: AtomicU64::new(0),
         workflow_cx: workflow_cx.clone(),
     };
@@ -316,6 +342,7 @@ async fn run_item(shared: &Shared<'_>, item: &Item) -> Option<ItemOutcome> {
         shutdown: shared.shutdown,
         limiter: Some((&shared.limiter, tokens)),
         item: Some((item.id.as_str(), item.index)),
+        client: Some(&shared.client),
     };
     let (result, attempts, task) = workflow::task(&call)
         .with_context(shared.workflow_cx.clone())

@@ -127,6 +127,9 @@ pub(crate) struct CallContext<'a> {
     pub(crate) limiter: Option<(&'a Limiter, u64)>,
     /// A batch item's id and position, set on its task span.
     pub(crate) item: Option<(&'a str, u64)>,
+    /// A batch pod's one client, shared by its items (one connection pool, one TLS setup);
+    /// a single-prompt run builds its own.
+    pub(crate) client: Option<&'a ChatClient>,
 }
 
 impl CallContext<'_> {
@@ -352,6 +355,7 @@ pub async fn run(config: &Config, telemetry: &Telemetry, shutdown: &Shutdown) ->
         shutdown,
         limiter: None,
         item: None,
+        client: None,
     };
 
     let (outcome, attempts) = async {
@@ -602,10 +606,18 @@ pub(crate) async fn task(
 async fn attempts(call: &CallContext<'_>, task_cx: &Context) -> (Result<Completion, Failure>, u32) {
     let config = call.config;
     let policy = RetryPolicy::new(config.max_attempts, config.timeout, Instant::now());
-    let client = match ChatClient::new(&config.base_url, config.api_key.clone(), &config.connection)
-    {
-        Ok(client) => client,
-        Err(e) => return (Err(Failure::Permanent(e)), 0),
+    let own;
+    let client = match call.client {
+        Some(client) => client,
+        None => {
+            match ChatClient::new(&config.base_url, config.api_key.clone(), &config.connection) {
+                Ok(client) => {
+                    own = client;
+                    &own
+                }
+                Err(e) => return (Err(Failure::Permanent(e)), 0),
+            }
+        }
     };
     let request = openai::build_request(config, call.input);
     let mut attempt = 0;
@@ -623,7 +635,7 @@ async fn attempts(call: &CallContext<'_>, task_cx: &Context) -> (Result<Completi
         };
         let result = chat_attempt(
             call,
-            &client,
+            client,
             &request,
             attempt,
             policy.remaining(Instant::now()),
