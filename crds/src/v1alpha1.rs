@@ -16,7 +16,7 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use crate::env;
-use crate::result::RunResult;
+use crate::result::{ItemError, RunResult};
 
 /// The API group of [`LlmJob`].
 pub const GROUP: &str = "llmjob.dev";
@@ -36,6 +36,24 @@ pub const DEFAULT_API_KEY_KEY: &str = "api-key";
 pub const MAX_CONTENT_LENGTH: u32 = 65_536;
 /// Upper bound of the number of messages.
 pub const MAX_MESSAGES: u32 = 64;
+/// Upper bound of the characters of content an LlmJob's input holds in all (the messages' content
+/// summed; a batch's inline items' prompts and contents summed): what its input ConfigMap (at
+/// most 1 MiB) holds once written as JSON. The operator checks the exact size in bytes before
+/// it writes the ConfigMap.
+pub const MAX_INPUT_CHARACTERS: u32 = 1_000_000;
+/// Upper bound of a batch's inline items (`spec.batch.items`); more go in a ConfigMap
+/// (`spec.batch.itemsFrom`).
+pub const MAX_INLINE_ITEMS: u32 = 10_000;
+/// Upper bound of a batch's pods at once (`spec.batch.parallelism`).
+pub const MAX_PARALLELISM: u32 = 1_000;
+/// Upper bound of a batch's items in flight in one pod (`spec.batch.concurrency`).
+pub const MAX_CONCURRENCY: u32 = 64;
+/// Items each pod of a batch takes when `spec.batch.itemsPerPod` is unset.
+pub const DEFAULT_ITEMS_PER_POD: u32 = 10;
+/// Pods of a batch at once when `spec.batch.parallelism` is unset.
+pub const DEFAULT_PARALLELISM: u32 = 1;
+/// Items in flight in one pod when `spec.batch.concurrency` is unset.
+pub const DEFAULT_CONCURRENCY: u32 = 4;
 
 /// The message of the transition rules that keep the spec immutable.
 const IMMUTABLE: &str = "spec is immutable once created, except spec.suspend (and spec.pod, which only affects a Job not yet created): create a new LlmJob to run something else";
@@ -176,7 +194,12 @@ fn attribute_value_rule() -> Rule {
     )
 )]
 #[x_kube(
-    validation = Rule::new("has(self.prompt) != has(self.messages)").message("set exactly one of spec.prompt and spec.messages"),
+    validation = Rule::new("has(self.batch) || has(self.prompt) != has(self.messages)").message("set exactly one of spec.prompt and spec.messages (or spec.batch for many prompts)"),
+    validation = Rule::new("!has(self.batch) || (!has(self.prompt) && !has(self.messages))").message("spec.batch is exclusive with spec.prompt and spec.messages: a batch's prompts are its items"),
+    validation = Rule::new("has(self.batch) == has(self.output)").message("spec.batch needs spec.output (where the items' results go), and spec.output needs spec.batch"),
+    validation = Rule::new("!has(self.messages) || self.messages.map(m, size(m.content)).sum() <= 1000000").message("spec.messages hold at most 1000000 characters of content in all (what the run's input ConfigMap holds): use a batch for many prompts").field_path(".messages"),
+    validation = Rule::new("has(self.batch) == has(oldSelf.batch) && (!has(self.batch) || self.batch == oldSelf.batch)").message(IMMUTABLE).field_path(".batch"),
+    validation = Rule::new("has(self.output) == has(oldSelf.output) && (!has(self.output) || self.output == oldSelf.output)").message(IMMUTABLE).field_path(".output"),
     validation = Rule::new("self.model == oldSelf.model").message(IMMUTABLE).field_path(".model"),
     validation = Rule::new("has(self.prompt) == has(oldSelf.prompt) && (!has(self.prompt) || self.prompt == oldSelf.prompt)").message(IMMUTABLE).field_path(".prompt"),
     validation = Rule::new("has(self.messages) == has(oldSelf.messages) && (!has(self.messages) || self.messages == oldSelf.messages)").message(IMMUTABLE).field_path(".messages"),
@@ -203,6 +226,17 @@ pub struct LlmJobSpec {
     #[x_kube(merge_strategy = ListMerge::Atomic)]
     pub messages: Option<Vec<ChatMessage>>,
 
+    /// Many prompts in one run (exclusive with `prompt` and `messages`): the items, how they are
+    /// sharded over the pods of an Indexed Job, the run's shared rate limit and how many failed
+    /// items it tolerates. Needs `output`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchSpec>,
+
+    /// Where a batch writes its items' results (JSON Lines, one file or ConfigMap key per
+    /// shard). Only with `batch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<OutputSpec>,
+
     /// Request parameters of the chat completion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parameters: Option<RequestParameters>,
@@ -226,6 +260,149 @@ pub struct LlmJobSpec {
     /// that may change after creation. Kueue manages this for LlmJobs with a queue label.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspend: Option<bool>,
+}
+
+/// Many prompts in one LlmJob: the items, their sharding over an Indexed Job, the run's shared
+/// rate limit and its failure budget.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.items) != has(self.itemsFrom)").message("set exactly one of spec.batch.items (inline) and spec.batch.itemsFrom (a ConfigMap key of JSON Lines)"),
+    validation = Rule::new("!has(self.items) || self.items.map(i, has(i.prompt) ? size(i.prompt) : i.messages.map(m, size(m.content)).sum()).sum() <= 1000000").message("spec.batch.items hold at most 1000000 characters of prompts and message content in all (what the run's input ConfigMap holds): put larger batches in a ConfigMap and use spec.batch.itemsFrom"),
+    validation = Rule::new("!has(self.rateLimit) || !has(self.rateLimit.requestsPerMinute) || self.rateLimit.requestsPerMinute >= (has(self.parallelism) ? self.parallelism : 1)").message("spec.batch.rateLimit.requestsPerMinute must be at least spec.batch.parallelism: the limit is shared out between the pods running at once"),
+    validation = Rule::new("!has(self.rateLimit) || !has(self.rateLimit.tokensPerMinute) || self.rateLimit.tokensPerMinute >= (has(self.parallelism) ? self.parallelism : 1)").message("spec.batch.rateLimit.tokensPerMinute must be at least spec.batch.parallelism: the limit is shared out between the pods running at once")
+)]
+pub struct BatchSpec {
+    /// The items, inline (at most 10000, 1000000 characters of content in all). Exclusive with
+    /// `itemsFrom`. The operator writes them to a ConfigMap it owns, which the pods mount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 10000))]
+    #[x_kube(merge_strategy = ListMerge::Atomic)]
+    pub items: Option<Vec<BatchItem>>,
+    /// The items from a key of a ConfigMap in the LlmJob's namespace holding JSON Lines, one item
+    /// (`{"id": "...", "prompt": "..."}` or `{"id": "...", "messages": [...]}`) per line.
+    /// Exclusive with `items`. The pods mount that key; the operator does not read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items_from: Option<ItemsSource>,
+    /// Items each pod takes (default 10): the Indexed Job has `ceil(items / itemsPerPod)`
+    /// completions and pod `i` takes items `i*itemsPerPod` to `(i+1)*itemsPerPod - 1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub items_per_pod: Option<u32>,
+    /// Pods running at once (default 1, at most 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub parallelism: Option<u32>,
+    /// Items in flight at once in each pod (default 4, at most 64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 64))]
+    pub concurrency: Option<u32>,
+    /// A rate limit the whole LlmJob keeps: each of the pods running at once gets an equal share
+    /// (rounded down). Unset: no limit but the provider's (a 429 still pauses the pod for its
+    /// Retry-After).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+    /// Failed items (after their own retries) the run tolerates before it is `Failed` (default
+    /// 0: any failed item fails the run). A pod whose own failed items exceed it stops early.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000000000))]
+    pub max_failed_items: Option<u64>,
+}
+
+/// One item of a batch: a prompt or a chat, with an optional id.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.prompt) != has(self.messages)").message("each item of spec.batch.items sets exactly one of prompt and messages"))]
+pub struct BatchItem {
+    /// The item's id in the results (default: its position in the list, from 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub id: Option<String>,
+    /// A single user message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 65536))]
+    pub prompt: Option<String>,
+    /// The full chat, as a list of at most 32 messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 32))]
+    #[x_kube(merge_strategy = ListMerge::Atomic)]
+    pub messages: Option<Vec<ChatMessage>>,
+}
+
+/// Where a batch's items come from, other than inline.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemsSource {
+    /// A key of a ConfigMap in the LlmJob's namespace holding JSON Lines.
+    pub config_map_key_ref: ConfigMapKeySelector,
+}
+
+/// A key of a ConfigMap in the LlmJob's namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigMapKeySelector {
+    /// Name of the ConfigMap.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub name: String,
+    /// The key holding the JSON Lines.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
+}
+
+/// A rate limit shared by all the pods of a batch.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimit {
+    /// Requests per minute the whole LlmJob may send (at least `parallelism`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000000))]
+    pub requests_per_minute: Option<u64>,
+    /// Tokens (prompt and completion) per minute the whole LlmJob may use (at least
+    /// `parallelism`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000000000))]
+    pub tokens_per_minute: Option<u64>,
+}
+
+/// Where a batch writes its results: an object-store URL or a ConfigMap.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.url) != has(self.configMap)").message("set exactly one of spec.output.url and spec.output.configMap"),
+    validation = Rule::new("!has(self.credentialsSecretRef) || has(self.url)").message("spec.output.credentialsSecretRef goes with spec.output.url (a ConfigMap output uses the pod's service account)")
+)]
+pub struct OutputSpec {
+    /// An object-store URL (prefix) the pods write `part-NNNNN.jsonl` under: `s3://bucket/prefix`,
+    /// `gs://bucket/prefix`, `az://container/prefix` or `file:///dir`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("self.matches('^(s3|gs|az|file)://[^\\\\s]+$')").message("spec.output.url must be an s3://, gs://, az:// or file:// URL, e.g. s3://bucket/results"))]
+    pub url: Option<String>,
+    /// A Secret in the LlmJob's namespace whose keys become the pods' environment (`envFrom`):
+    /// the store's usual variables, e.g. `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_ENDPOINT`, `AWS_REGION`, `AWS_ALLOW_HTTP`. The operator never reads it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<LocalObjectReference>,
+    /// A ConfigMap in the LlmJob's namespace the pods write key `part-NNNNN.jsonl` of (small
+    /// result sets: a ConfigMap holds at most 1 MiB). The pods' service account needs `patch`
+    /// on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<ConfigMapRef>,
+}
+
+/// A ConfigMap in the LlmJob's namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigMapRef {
+    /// Name of the ConfigMap.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub name: String,
 }
 
 /// Who speaks a chat message.
@@ -807,6 +984,38 @@ pub struct LlmJobStatus {
     /// usage, duration and, on failure, the error. Never prompt or completion content.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<RunResult>,
+    /// A batch's progress and totals (batch LlmJobs only); `result` then holds the shards' sums.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchStatus>,
+}
+
+/// Most item errors a batch's status lists.
+pub const MAX_STATUS_ITEM_ERRORS: usize = 5;
+
+/// A batch's progress and totals, summed over the shards that finished.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchStatus {
+    /// Items of the batch, when the operator knows them (inline items); unset for `itemsFrom`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items: Option<u64>,
+    /// Items that succeeded, in the shards that finished.
+    pub succeeded: u64,
+    /// Items that failed after their own retries, in the shards that finished.
+    pub failed: u64,
+    /// Shards (pods of the Indexed Job) that reported their result.
+    pub shards_done: u32,
+    /// Shards of the run (the Indexed Job's completions), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<u32>,
+    /// Where the results are written (`spec.output.url`, or `configmap://NAME`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// The first item errors, in shard and item order (at most 5).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5))]
+    #[x_kube(merge_strategy = ListMerge::Atomic)]
+    pub item_errors: Vec<ItemError>,
 }
 
 /// The `LlmJob` CustomResourceDefinition as installed: [`kube::CustomResourceExt::crd`] with the
