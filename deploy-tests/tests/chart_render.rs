@@ -182,6 +182,7 @@ fn operator_grants() -> BTreeSet<Grant> {
             &["get", "list", "watch", "create", "patch"],
         ),
         ("", "pods", &["get", "list", "watch"]),
+        ("", "configmaps", &["get", "create", "patch"]),
         ("", "namespaces", &["get"]),
         ("events.k8s.io", "events", &["create", "patch"]),
     ];

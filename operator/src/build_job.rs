@@ -15,12 +15,12 @@ use k8s_openapi::api::batch::v1::{
     PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ObjectFieldSelector,
-    PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile, SecretKeySelector,
-    SecurityContext, Volume, VolumeMount,
+    Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvFromSource, EnvVar,
+    EnvVarSource, KeyToPath, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec,
+    SeccompProfile, SecretEnvSource, SecretKeySelector, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use llmjob_crds::env::{self, DEFAULT_MAX_ATTEMPTS, exit};
 use llmjob_crds::v1alpha1::{
@@ -30,10 +30,11 @@ use llmjob_crds::v1alpha1::{
 use crate::config::JobDefaults;
 use crate::contract::{
     CONTAINER_NAME, LAUNCH_TRACEPARENT_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL, NAME_LABEL,
-    SUSPEND_ANNOTATION, is_queued, job_name, queue,
+    SUSPEND_ANNOTATION, is_queued, job_name, owner_reference, queue,
 };
+use crate::input;
 use crate::traceparent::TraceParent;
-use crate::validate::{Input, Validated};
+use crate::validate::{Batch, Input, Items, Validated};
 
 /// Where the runner writes its one-line JSON result: the container's termination-message file.
 pub const TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
@@ -49,7 +50,8 @@ pub const DEFAULT_BACKOFF_LIMIT: i32 = 0;
 /// The Job's `podFailurePolicy`: a pod disrupted by the cluster (eviction, preemption, a node
 /// drained or lost: the `DisruptionTarget` condition) is replaced without counting against
 /// `backoffLimit`, since the run did not fail; the runner's permanent exit codes (2
-/// configuration, 3 refused or unusable response) fail the Job at once, since another pod would
+/// configuration, 3 refused or unusable response, 6 a batch shard over the run's failure budget)
+/// fail the Job at once, since another pod would
 /// fail the same way after calling the API again. Rules apply in order; it needs the pod's
 /// `restartPolicy: Never`.
 pub fn pod_failure_policy() -> PodFailurePolicy {
@@ -85,6 +87,12 @@ pub enum BuildError {
     /// The messages could not be encoded as JSON.
     #[error("spec.messages could not be encoded as JSON: {0}")]
     Messages(#[source] serde_json::Error),
+    /// The run's input does not fit its ConfigMap, or could not be encoded.
+    #[error("{0}")]
+    Input(#[source] input::InputError),
+    /// A batch's items from a ConfigMap were not counted before the build.
+    #[error("the items of spec.batch.itemsFrom were not counted")]
+    ItemsNotCounted,
     /// A request parameter (tools, stop sequences) could not be encoded as JSON.
     #[error("spec.parameters.{field} could not be encoded as JSON: {source}")]
     Parameters {
@@ -290,11 +298,26 @@ fn environment(
     }
     vars.push(literal(env::OPENAI_MODEL.name, &spec.model));
     match &valid.input {
-        Input::Prompt(prompt) => vars.push(literal(env::OPENAI_PROMPT.name, prompt)),
-        Input::Messages(messages) => {
-            let json = serde_json::to_string(messages).map_err(BuildError::Messages)?;
-            vars.push(literal(env::LLMJOB_MESSAGES.name, json));
+        Input::Prompt(prompt) if input::fits_env(env::OPENAI_PROMPT.name, prompt) => {
+            vars.push(literal(env::OPENAI_PROMPT.name, prompt))
         }
+        // Too large for one environment string: the input ConfigMap holds it.
+        Input::Prompt(_) => vars.push(literal(
+            env::OPENAI_PROMPT_FILE.name,
+            input_file(input::PROMPT_KEY),
+        )),
+        Input::Messages(messages) => {
+            let json = input::messages_json(messages).map_err(BuildError::Messages)?;
+            if input::fits_env(env::LLMJOB_MESSAGES.name, &json) {
+                vars.push(literal(env::LLMJOB_MESSAGES.name, json));
+            } else {
+                vars.push(literal(
+                    env::LLMJOB_MESSAGES_FILE.name,
+                    input_file(input::MESSAGES_KEY),
+                ));
+            }
+        }
+        Input::Batch(batch) => vars.extend(batch_vars(batch)?),
     }
     if let Some(p) = &spec.parameters {
         if let Some(t) = p.temperature {
@@ -381,6 +404,96 @@ fn environment(
     Ok(vars)
 }
 
+/// The input file the runner reads, under the input volume.
+fn input_file(key: &str) -> String {
+    format!("{}/{key}", input::MOUNT_PATH)
+}
+
+/// The variables of a batch: the items file, the sharding, the pod's share of the rate limit
+/// (the run's limit divided by the pods running at once, rounded down), the failure budget and
+/// the output.
+fn batch_vars(batch: &Batch) -> Result<Vec<EnvVar>, BuildError> {
+    let completions = batch.completions().ok_or(BuildError::ItemsNotCounted)?;
+    let pods_at_once = u64::from(batch.parallelism).min(completions).max(1);
+    let mut vars = vec![
+        literal(env::LLMJOB_ITEMS_FILE.name, input_file(input::ITEMS_KEY)),
+        literal(
+            env::LLMJOB_ITEMS_PER_POD.name,
+            batch.items_per_pod.to_string(),
+        ),
+        literal(env::LLMJOB_CONCURRENCY.name, batch.concurrency.to_string()),
+    ];
+    for (var, limit) in [
+        (&env::LLMJOB_REQUESTS_PER_MINUTE, batch.requests_per_minute),
+        (&env::LLMJOB_TOKENS_PER_MINUTE, batch.tokens_per_minute),
+    ] {
+        if let Some(limit) = limit {
+            // Admission requires limit >= parallelism, so a share is at least 1.
+            vars.push(literal(var.name, (limit / pods_at_once).max(1).to_string()));
+        }
+    }
+    vars.push(literal(
+        env::LLMJOB_MAX_FAILED_ITEMS.name,
+        batch.max_failed_items.to_string(),
+    ));
+    vars.push(literal(env::LLMJOB_OUTPUT_URL.name, &batch.output_url));
+    Ok(vars)
+}
+
+/// Seconds a batch may take: each wave of pods (`parallelism` at once) runs its items
+/// `concurrency` at a time, each within the per-item deadline, and no faster than its share of
+/// the request limit allows.
+fn batch_deadline_secs(batch: &Batch, item_timeout_secs: u64) -> u64 {
+    let completions = batch.completions().unwrap_or(1).max(1);
+    let at_once = u64::from(batch.parallelism).clamp(1, completions);
+    let waves = completions.div_ceil(at_once);
+    let per_pod_items = u64::from(batch.items_per_pod);
+    let mut per_pod =
+        per_pod_items.div_ceil(u64::from(batch.concurrency.max(1))) * item_timeout_secs;
+    if let Some(rpm) = batch.requests_per_minute {
+        let share = (rpm / at_once).max(1);
+        per_pod += (per_pod_items * 60).div_ceil(share);
+    }
+    waves.saturating_mul(per_pod)
+}
+
+/// The pod volume of the run's input, when it has one: the operator's input ConfigMap (inline
+/// items, a large prompt or messages) or the user's ConfigMap key of items, as [`input::ITEMS_KEY`].
+fn input_volume(valid: &Validated) -> Result<Option<Volume>, BuildError> {
+    let source = match &valid.input {
+        Input::Batch(batch) => match &batch.items {
+            Items::ConfigMap { name, key } => Some((name.clone(), key.clone())),
+            Items::Inline(_) => None,
+        },
+        _ => None,
+    };
+    let (name, key) = match source {
+        Some(s) => s,
+        None => match input::contents(valid).map_err(BuildError::Input)? {
+            Some((key, _)) => (input::config_map_name(&valid.name), key.to_owned()),
+            None => return Ok(None),
+        },
+    };
+    let path = match &valid.input {
+        Input::Batch(_) => input::ITEMS_KEY.to_owned(),
+        _ => key.clone(),
+    };
+    Ok(Some(Volume {
+        name: input::VOLUME.to_owned(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: name.clone(),
+            items: Some(vec![KeyToPath {
+                key,
+                path,
+                mode: None,
+            }]),
+            optional: Some(false),
+            ..ConfigMapVolumeSource::default()
+        }),
+        ..Volume::default()
+    }))
+}
+
 /// Builds the Job that runs `llmjob`, which [`validate`](crate::validate::validate) accepted as
 /// `valid`. `launch` is the trace context of the operator's launch span; the run's trace becomes
 /// its child through `TRACEPARENT`.
@@ -396,16 +509,7 @@ pub fn build_job(
         return Err(BuildError::Finished(phase.as_str()));
     }
     let name = job_name(&valid.name);
-    let owner = OwnerReference {
-        api_version: LlmJob::api_version(&()).into_owned(),
-        kind: LlmJob::kind(&()).into_owned(),
-        name: valid.name.clone(),
-        uid: valid.uid.clone(),
-        controller: Some(true),
-        // Foreground deletion of the LlmJob waits for its Job (needs `update` on
-        // llmjobs/finalizers, which the chart's RBAC grants).
-        block_owner_deletion: Some(true),
-    };
+    let owner = owner_reference(&valid.name, &valid.uid);
     let pod = llmjob.spec.pod.clone().unwrap_or_default();
     let run = llmjob.spec.run.clone().unwrap_or_default();
 
@@ -421,6 +525,36 @@ pub fn build_job(
     pod_labels.insert(NAME_LABEL.to_owned(), name.clone());
 
     let env = environment(llmjob, valid, defaults, launch, &name)?;
+    let batch = match &valid.input {
+        Input::Batch(b) => Some(b.as_ref()),
+        _ => None,
+    };
+    // The object store's credentials: the Secret's keys become variables (the operator never
+    // reads it); `env` takes precedence over them.
+    let credentials = batch.and_then(|b| b.credentials_secret.clone());
+    let input_volume = input_volume(valid)?;
+    let mut volume_mounts = vec![VolumeMount {
+        name: "tmp".to_owned(),
+        mount_path: "/tmp".to_owned(),
+        ..VolumeMount::default()
+    }];
+    let mut volumes = vec![Volume {
+        name: "tmp".to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            medium: None,
+            size_limit: Some(Quantity("16Mi".to_owned())),
+        }),
+        ..Volume::default()
+    }];
+    if let Some(volume) = input_volume {
+        volume_mounts.push(VolumeMount {
+            name: input::VOLUME.to_owned(),
+            mount_path: input::MOUNT_PATH.to_owned(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+        volumes.push(volume);
+    }
 
     let container = Container {
         name: CONTAINER_NAME.to_owned(),
@@ -447,11 +581,16 @@ pub fn build_job(
             }),
             ..SecurityContext::default()
         }),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "tmp".to_owned(),
-            mount_path: "/tmp".to_owned(),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(volume_mounts),
+        env_from: credentials.map(|name| {
+            vec![EnvFromSource {
+                secret_ref: Some(SecretEnvSource {
+                    name,
+                    optional: Some(false),
+                }),
+                ..EnvFromSource::default()
+            }]
+        }),
         ..Container::default()
     };
 
@@ -486,18 +625,26 @@ pub fn build_job(
         image_pull_secrets: (!pod.image_pull_secrets.is_empty())
             .then(|| pod.image_pull_secrets.clone()),
         priority_class_name: pod.priority_class_name.clone(),
-        volumes: Some(vec![Volume {
-            name: "tmp".to_owned(),
-            empty_dir: Some(EmptyDirVolumeSource {
-                medium: None,
-                size_limit: Some(Quantity("16Mi".to_owned())),
-            }),
-            ..Volume::default()
-        }]),
+        volumes: Some(volumes),
         ..PodSpec::default()
     };
 
-    let deadline = valid.timeout_secs + DEADLINE_MARGIN_SECS;
+    let deadline = match batch {
+        Some(b) => batch_deadline_secs(b, valid.timeout_secs),
+        None => valid.timeout_secs,
+    } + DEADLINE_MARGIN_SECS;
+    // A batch is an Indexed Job: pod `i` runs shard `i` (`JOB_COMPLETION_INDEX`).
+    let (completion_mode, completions, parallelism) = match batch {
+        Some(b) => {
+            let completions = b.completions().ok_or(BuildError::ItemsNotCounted)?;
+            let completions = i32::try_from(completions).unwrap_or(i32::MAX);
+            let parallelism = i32::try_from(b.parallelism)
+                .unwrap_or(i32::MAX)
+                .min(completions);
+            (Some("Indexed".to_owned()), completions, parallelism)
+        }
+        None => (None, 1, 1),
+    };
     Ok(Job {
         metadata: ObjectMeta {
             name: Some(name.clone()),
@@ -525,8 +672,9 @@ pub fn build_job(
             // (also the only value `podFailurePolicy` allows).
             pod_replacement_policy: Some("Failed".to_owned()),
             pod_failure_policy: Some(pod_failure_policy()),
-            completions: Some(1),
-            parallelism: Some(1),
+            completion_mode,
+            completions: Some(completions),
+            parallelism: Some(parallelism),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
@@ -1012,7 +1160,11 @@ spec:
         let codes = fail.on_exit_codes.as_ref().unwrap();
         assert_eq!(codes.container_name.as_deref(), Some("runner"));
         assert_eq!(codes.operator, "In");
-        assert_eq!(codes.values, vec![2, 3]);
+        assert_eq!(
+            codes.values,
+            vec![2, 3, 6],
+            "6: a batch shard over the failure budget"
+        );
         assert!(
             !codes.values.contains(&exit::CANCELLED),
             "a cancelled run is not a permanent failure"
@@ -1028,5 +1180,178 @@ spec:
         );
         assert_eq!(encode_attribute_value("$(X)"), "%24(X)");
         assert_eq!(encode_attribute_value("é"), "%C3%A9");
+    }
+
+    const BATCH: &str = r#"
+metadata: {name: many, namespace: team-a, uid: u-9}
+spec:
+  openai: {apiKeySecretRef: {name: openai}}
+  batch:
+    items: [{prompt: a}, {prompt: b}, {prompt: c}, {prompt: d}, {prompt: e}, {prompt: f}, {prompt: g}]
+    itemsPerPod: 3
+    parallelism: 2
+    concurrency: 8
+    rateLimit: {requestsPerMinute: 61, tokensPerMinute: 10001}
+    maxFailedItems: 2
+  output: {url: "s3://results/run-1", credentialsSecretRef: {name: s3-creds}}
+  run: {timeout: 1m}
+"#;
+
+    fn pod_of(job: &Job) -> &PodSpec {
+        job.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
+    }
+
+    #[test]
+    fn a_batch_is_an_indexed_job_with_the_shard_variables() {
+        let job = build(BATCH);
+        let spec = job.spec.as_ref().unwrap();
+        assert_eq!(spec.completion_mode.as_deref(), Some("Indexed"));
+        assert_eq!(spec.completions, Some(3), "ceil(7 / 3)");
+        assert_eq!(spec.parallelism, Some(2));
+        assert_eq!(spec.pod_failure_policy, Some(pod_failure_policy()));
+        let env = env_of(&job);
+        assert_eq!(
+            value(&env, "LLMJOB_ITEMS_FILE"),
+            Some("/var/run/llmjob/input/items.jsonl")
+        );
+        assert_eq!(value(&env, "LLMJOB_ITEMS_PER_POD"), Some("3"));
+        assert_eq!(value(&env, "LLMJOB_CONCURRENCY"), Some("8"));
+        assert_eq!(
+            value(&env, "LLMJOB_REQUESTS_PER_MINUTE"),
+            Some("30"),
+            "61 / 2 pods"
+        );
+        assert_eq!(value(&env, "LLMJOB_TOKENS_PER_MINUTE"), Some("5000"));
+        assert_eq!(value(&env, "LLMJOB_MAX_FAILED_ITEMS"), Some("2"));
+        assert_eq!(value(&env, "LLMJOB_OUTPUT_URL"), Some("s3://results/run-1"));
+        assert_eq!(value(&env, "LLMJOB_TIMEOUT"), Some("60s"), "per item");
+        for absent in ["OPENAI_PROMPT", "LLMJOB_MESSAGES", "JOB_COMPLETION_INDEX"] {
+            assert!(env.iter().all(|e| e.name != absent), "{absent}");
+        }
+        let container = &pod_of(&job).containers[0];
+        let from = container.env_from.as_ref().unwrap();
+        assert_eq!(from[0].secret_ref.as_ref().unwrap().name, "s3-creds");
+        let mount = container
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.name == "input")
+            .unwrap();
+        assert_eq!(mount.mount_path, "/var/run/llmjob/input");
+        assert_eq!(mount.read_only, Some(true));
+        let volume = pod_of(&job)
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == "input")
+            .unwrap();
+        let cm = volume.config_map.as_ref().unwrap();
+        assert_eq!(cm.name, "many-input");
+        assert_eq!(cm.items.as_ref().unwrap()[0].key, "items.jsonl");
+        // 2 waves of pods, each 3 items 8 at a time (60 s) and 3 requests at 30 a minute (6 s).
+        assert_eq!(
+            spec.active_deadline_seconds,
+            Some(2 * (60 + 6) + DEADLINE_MARGIN_SECS as i64)
+        );
+    }
+
+    #[test]
+    fn a_small_batch_runs_no_more_pods_than_shards_and_splits_the_limit_between_them() {
+        let yaml = BATCH
+            .replace("parallelism: 2", "parallelism: 10")
+            .replace("requestsPerMinute: 61", "requestsPerMinute: 100")
+            .replace("tokensPerMinute: 10001", "tokensPerMinute: 100");
+        let job = build(&yaml);
+        assert_eq!(job.spec.as_ref().unwrap().parallelism, Some(3));
+        let env = env_of(&job);
+        assert_eq!(value(&env, "LLMJOB_REQUESTS_PER_MINUTE"), Some("33"));
+        assert_eq!(value(&env, "LLMJOB_TOKENS_PER_MINUTE"), Some("33"));
+    }
+
+    #[test]
+    fn items_from_a_config_map_mount_its_key_once_counted() {
+        let lj = llmjob(
+            r#"
+metadata: {name: many, namespace: team-a, uid: u-9}
+spec:
+  openai: {apiKeySecretRef: {name: openai}}
+  batch: {itemsFrom: {configMapKeyRef: {name: prompts, key: all.jsonl}}}
+  output: {configMap: {name: results}}
+"#,
+        );
+        assert!(
+            matches!(build_from(&lj), Err(BuildError::ItemsNotCounted)),
+            "completions need the count"
+        );
+        let mut valid = crate::validate::validate(&lj).unwrap();
+        if let Input::Batch(b) = &mut valid.input {
+            b.item_count = Some(25);
+        }
+        let job = build_job(&lj, &valid, &JobDefaults::default(), &tp()).unwrap();
+        let spec = job.spec.as_ref().unwrap();
+        assert_eq!(
+            spec.completions,
+            Some(3),
+            "ceil(25 / 10) with the default itemsPerPod"
+        );
+        assert_eq!(spec.parallelism, Some(1));
+        let env = env_of(&job);
+        assert_eq!(
+            value(&env, "LLMJOB_OUTPUT_URL"),
+            Some("configmap://results")
+        );
+        assert_eq!(value(&env, "LLMJOB_CONCURRENCY"), Some("4"));
+        assert!(env.iter().all(|e| e.name != "LLMJOB_REQUESTS_PER_MINUTE"));
+        assert!(pod_of(&job).containers[0].env_from.is_none());
+        let volume = pod_of(&job)
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == "input")
+            .unwrap();
+        let cm = volume.config_map.as_ref().unwrap();
+        assert_eq!(cm.name, "prompts");
+        let item = &cm.items.as_ref().unwrap()[0];
+        assert_eq!(
+            (item.key.as_str(), item.path.as_str()),
+            ("all.jsonl", "items.jsonl")
+        );
+    }
+
+    #[test]
+    fn a_prompt_too_large_for_the_environment_is_read_from_the_input_config_map() {
+        let big = "é".repeat(70_000);
+        let job = build(&format!(
+            "metadata: {{name: big, namespace: ns, uid: u}}\nspec: {{prompt: \"{big}\", openai: {{apiKeySecretRef: {{name: o}}}}}}\n"
+        ));
+        let env = env_of(&job);
+        assert!(env.iter().all(|e| e.name != "OPENAI_PROMPT"));
+        assert_eq!(
+            value(&env, "OPENAI_PROMPT_FILE"),
+            Some("/var/run/llmjob/input/prompt")
+        );
+        let spec = job.spec.as_ref().unwrap();
+        assert_eq!(spec.completion_mode, None);
+        assert_eq!(spec.completions, Some(1));
+        let volume = pod_of(&job)
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == "input")
+            .unwrap();
+        assert_eq!(volume.config_map.as_ref().unwrap().name, "big-input");
+    }
+
+    #[test]
+    fn a_small_prompts_job_has_no_input_volume() {
+        let job = build(PROMPT);
+        let pod = pod_of(&job);
+        assert_eq!(pod.volumes.as_ref().unwrap().len(), 1);
+        assert!(pod.containers[0].env_from.is_none());
+        assert_eq!(job.spec.as_ref().unwrap().completion_mode, None);
     }
 }

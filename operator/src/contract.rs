@@ -4,6 +4,7 @@
 //! Pure, and a leaf: it imports none of the reconcile's steps, so that they can all import it
 //! (validate → contract; build → validate, contract; status → contract).
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Resource;
 use llmjob_crds::v1alpha1::{KUEUE_QUEUE_LABEL, LlmJob};
 use sha2::{Digest, Sha256};
@@ -46,6 +47,26 @@ pub fn job_name(name: &str) -> String {
     let prefix = name.get(..keep).unwrap_or(name);
     let prefix = prefix.trim_end_matches(['-', '.']);
     format!("{prefix}-{}", &hash[..HASH_LEN])
+}
+
+/// The scheme of `LLMJOB_OUTPUT_URL` for a batch whose output is a ConfigMap
+/// (`configmap://NAME`).
+pub const CONFIGMAP_OUTPUT_SCHEME: &str = "configmap://";
+
+/// The owner reference of the objects the operator creates for the LlmJob `name` with `uid`
+/// (its Job, its input ConfigMap): the LlmJob is their controller, and garbage collection deletes
+/// them with it.
+pub fn owner_reference(name: &str, uid: &str) -> OwnerReference {
+    OwnerReference {
+        api_version: LlmJob::api_version(&()).into_owned(),
+        kind: LlmJob::kind(&()).into_owned(),
+        name: name.to_owned(),
+        uid: uid.to_owned(),
+        controller: Some(true),
+        // Foreground deletion of the LlmJob waits for its Job (needs `update` on
+        // llmjobs/finalizers, which the chart's RBAC grants).
+        block_owner_deletion: Some(true),
+    }
 }
 
 /// The Kueue queue of the LlmJob, when it has one: its Job starts suspended and Kueue decides

@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::ListParams;
 use kube::runtime::controller::{Action, Controller};
@@ -61,8 +61,8 @@ use crate::own_writes::OwnWrites;
 use crate::status::{self, Observation};
 use crate::telemetry::{self, LaunchInfo, LaunchSpan};
 use crate::trace_url::TraceUrlTemplate;
-use crate::validate::{self, Refusal, TenantPolicy, Validated, ValidationError};
-use crate::{FIELD_MANAGER, apply, events, fetch, triggers};
+use crate::validate::{self, Input, Items, Refusal, TenantPolicy, Validated, ValidationError};
+use crate::{FIELD_MANAGER, apply, events, fetch, input, triggers};
 
 /// How often an unfinished LlmJob is re-checked even without a watch event.
 pub const RESYNC: Duration = Duration::from_secs(300);
@@ -84,6 +84,17 @@ pub enum Error {
     Read {
         /// What was read.
         what: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The run's input ConfigMap could not be written.
+    #[error("writing the input ConfigMap {namespace}/{name} failed: {source}")]
+    Input {
+        /// Namespace.
+        namespace: String,
+        /// Name of the ConfigMap.
+        name: String,
         /// The API error.
         #[source]
         source: kube::Error,
@@ -150,7 +161,7 @@ impl Error {
     pub fn category(&self) -> Reason {
         match self {
             Error::Read { .. } => Reason::ReadFailed,
-            Error::CreateJob { .. } => Reason::JobCreateFailed,
+            Error::CreateJob { .. } | Error::Input { .. } => Reason::JobCreateFailed,
             Error::Suspend { .. } => Reason::SuspendFailed,
             Error::Ttl { .. } => Reason::TtlUpdateFailed,
             Error::Status { .. } => Reason::StatusWriteFailed,
@@ -172,6 +183,19 @@ pub enum Blocked {
     /// The tenant policy refuses the spec in this namespace.
     #[error(transparent)]
     NotPermitted(Refusal),
+    /// The ConfigMap key of `spec.batch.itemsFrom` is missing or holds no item; looked at again
+    /// with backoff (the operator does not watch ConfigMaps).
+    #[error(
+        "spec.batch.itemsFrom: ConfigMap {name} {problem}: create it with one JSON item per line          under key {key} (looked at again with backoff)"
+    )]
+    ItemsMissing {
+        /// The ConfigMap.
+        name: String,
+        /// Its key.
+        key: String,
+        /// What is wrong.
+        problem: &'static str,
+    },
     /// A Job of the LlmJob's Job name exists and is not owned by the LlmJob.
     #[error(
         "Job {namespace}/{name} exists and is not owned by this LlmJob: delete that Job, or create \
@@ -203,7 +227,9 @@ impl Blocked {
     /// The problem's category: the reason of the `Stalled` condition and of the event.
     pub fn reason(&self) -> Reason {
         match self {
-            Blocked::Invalid(_) | Blocked::Build(_) => Reason::InvalidSpec,
+            Blocked::Invalid(_) | Blocked::Build(_) | Blocked::ItemsMissing { .. } => {
+                Reason::InvalidSpec
+            }
             Blocked::JobConflict { .. } => Reason::JobConflict,
             Blocked::JobRejected { .. } => Reason::JobCreateFailed,
             Blocked::NotPermitted(_) => Reason::NotPermitted,
@@ -219,7 +245,9 @@ impl Blocked {
         match self {
             Blocked::Invalid(_) | Blocked::Build(_) => Action::await_change(),
             Blocked::NotPermitted(_) => Action::requeue(RESYNC),
-            Blocked::JobConflict { .. } | Blocked::JobRejected { .. } => {
+            Blocked::JobConflict { .. }
+            | Blocked::JobRejected { .. }
+            | Blocked::ItemsMissing { .. } => {
                 Action::requeue(blocked_retry_delay(elapsed, jitter()))
             }
         }
@@ -788,6 +816,41 @@ impl Reconciler<'_> {
         if let Err(refusal) = self.permitted(llmjob).await? {
             return self.blocked(llmjob, Blocked::NotPermitted(refusal)).await;
         }
+        // A batch's items from a ConfigMap are counted (the Indexed Job's completions); the
+        // pods mount the key, the operator keeps nothing of it.
+        let counted;
+        let valid = match &valid.input {
+            Input::Batch(batch) if batch.item_count.is_none() => {
+                let Items::ConfigMap { name, key } = &batch.items else {
+                    return Ok(Action::await_change());
+                };
+                let api: Api<ConfigMap> = Api::namespaced(self.ctx.client.clone(), self.namespace);
+                let text = input::read_items(&api, name, key)
+                    .await
+                    .map_err(self.read_error("ConfigMap of spec.batch.itemsFrom of LlmJob"))?;
+                let count = text.as_deref().map(input::count_items);
+                let problem = match count {
+                    None => Some("or its key is missing"),
+                    Some(0) => Some("holds no item under its key"),
+                    Some(_) => None,
+                };
+                if let Some(problem) = problem {
+                    let missing = Blocked::ItemsMissing {
+                        name: name.clone(),
+                        key: key.clone(),
+                        problem,
+                    };
+                    return self.blocked(llmjob, missing).await;
+                }
+                let mut with_count = valid.clone();
+                if let Input::Batch(b) = &mut with_count.input {
+                    b.item_count = count;
+                }
+                counted = with_count;
+                &counted
+            }
+            _ => valid,
+        };
         let launch = LaunchSpan::start(
             &self.ctx.tracer,
             &LaunchInfo {
@@ -807,11 +870,36 @@ impl Reconciler<'_> {
                     launch.end(None);
                     return Ok(Action::await_change());
                 }
-                Err(e @ (BuildError::Messages(_) | BuildError::Parameters { .. })) => {
+                Err(
+                    e @ (BuildError::Messages(_)
+                    | BuildError::Parameters { .. }
+                    | BuildError::Input(_)
+                    | BuildError::ItemsNotCounted),
+                ) => {
                     launch.end(Some(&e.to_string()));
                     return self.blocked(llmjob, Blocked::Build(e)).await;
                 }
             };
+        // The input ConfigMap first, so the pod never waits for it.
+        match input::config_map(valid) {
+            Ok(None) => {}
+            Ok(Some(config_map)) => {
+                let api: Api<ConfigMap> = Api::namespaced(self.ctx.client.clone(), self.namespace);
+                if let Err(source) = input::apply(&api, &config_map).await {
+                    launch.end(Some(&source.to_string()));
+                    return Err(Error::Input {
+                        namespace: self.namespace.to_owned(),
+                        name: input::config_map_name(self.name),
+                        source,
+                    });
+                }
+            }
+            Err(e) => {
+                let e = BuildError::Input(e);
+                launch.end(Some(&e.to_string()));
+                return self.blocked(llmjob, Blocked::Build(e)).await;
+            }
+        }
         let created = match apply::create_job(&self.jobs, &job).await {
             Ok(created) => created,
             Err(source) => {

@@ -22,6 +22,7 @@ pub mod controller;
 pub mod events;
 pub mod fetch;
 pub mod http;
+pub mod input;
 pub mod leader;
 pub mod metrics;
 pub mod own_writes;

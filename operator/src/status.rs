@@ -12,13 +12,17 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
-use llmjob_crds::result::{RunResult, RunStatus};
+use std::collections::BTreeMap;
+
+use llmjob_crds::result::{RunError, RunResult, RunStatus, TokenUsage};
 use llmjob_crds::text;
 use llmjob_crds::v1alpha1::condition::{FAILED, READY, RECONCILING, STALLED, SUCCEEDED};
-use llmjob_crds::v1alpha1::{LlmJob, LlmJobStatus, Phase};
+use llmjob_crds::v1alpha1::{BatchStatus, LlmJob, LlmJobStatus, MAX_STATUS_ITEM_ERRORS, Phase};
 
 use crate::FIELD_MANAGER;
-use crate::contract::{CONTAINER_NAME, LAUNCH_TRACEPARENT_ANNOTATION, queue};
+use crate::contract::{
+    CONFIGMAP_OUTPUT_SCHEME, CONTAINER_NAME, LAUNCH_TRACEPARENT_ANNOTATION, queue,
+};
 use crate::events::Reason;
 use crate::trace_url::TraceUrlTemplate;
 use crate::traceparent::TraceParent;
@@ -513,6 +517,143 @@ fn launch_trace_id(job: &Job) -> Option<String> {
         .map(|tp| tp.trace_id_hex())
 }
 
+/// The annotation the Job controller puts on a pod of an Indexed Job: its completion index.
+pub const COMPLETION_INDEX_ANNOTATION: &str = "batch.kubernetes.io/job-completion-index";
+
+/// The error type of a batch whose failed items exceed `spec.batch.maxFailedItems`.
+pub const TOO_MANY_FAILED_ITEMS: &str = "too_many_failed_items";
+
+/// A batch's progress from the termination messages of its pods (one shard per completion index;
+/// of several pods of one index, the latest with a result counts) and, once every shard reported
+/// or the Job ended, the run's result: the shards' usage, attempts and items summed, `Failed`
+/// when the failed items exceed `spec.batch.maxFailedItems`.
+pub fn batch_progress(
+    llmjob: &LlmJob,
+    job: &Job,
+    pods: &[Pod],
+) -> (BatchStatus, Option<RunResult>) {
+    let mut sorted: Vec<&Pod> = pods.iter().collect();
+    sorted.sort_by(|a, b| {
+        a.metadata
+            .creation_timestamp
+            .cmp(&b.metadata.creation_timestamp)
+            .then_with(|| a.metadata.name.cmp(&b.metadata.name))
+    });
+    let mut shards: BTreeMap<u32, RunResult> = BTreeMap::new();
+    for pod in sorted {
+        let Some(result) = runner_state(std::slice::from_ref(pod)).result else {
+            continue;
+        };
+        let index = result.shard.as_ref().map(|s| s.index).or_else(|| {
+            pod.annotations()
+                .get(COMPLETION_INDEX_ANNOTATION)
+                .and_then(|i| i.parse().ok())
+        });
+        if let Some(index) = index {
+            shards.insert(index, result);
+        }
+    }
+    let spec = llmjob.spec.batch.as_ref();
+    let max_failed = spec.and_then(|b| b.max_failed_items).unwrap_or(0);
+    let output = match llmjob.spec.output.as_ref() {
+        Some(o) => o.url.clone().or_else(|| {
+            o.config_map
+                .as_ref()
+                .map(|c| format!("{CONFIGMAP_OUTPUT_SCHEME}{}", c.name))
+        }),
+        None => None,
+    };
+    let mut progress = BatchStatus {
+        items: spec
+            .and_then(|b| b.items.as_ref())
+            .map(|items| items.len() as u64),
+        shards: job
+            .spec
+            .as_ref()
+            .and_then(|s| s.completions)
+            .and_then(|c| u32::try_from(c).ok()),
+        shards_done: u32::try_from(shards.len()).unwrap_or(u32::MAX),
+        output,
+        ..BatchStatus::default()
+    };
+    let mut usage = TokenUsage::default();
+    let mut attempts: Option<u32> = None;
+    let mut duration_ms: Option<u64> = None;
+    let mut trace_id = None;
+    let add = |total: &mut Option<u64>, part: Option<u64>| {
+        if let Some(p) = part {
+            *total = Some(total.unwrap_or(0).saturating_add(p));
+        }
+    };
+    for result in shards.values() {
+        if let Some(shard) = &result.shard {
+            progress.succeeded = progress.succeeded.saturating_add(shard.succeeded);
+            progress.failed = progress.failed.saturating_add(shard.failed);
+            for e in &shard.item_errors {
+                if progress.item_errors.len() < MAX_STATUS_ITEM_ERRORS {
+                    progress.item_errors.push(e.clone());
+                }
+            }
+        }
+        if let Some(u) = &result.usage {
+            add(&mut usage.input_tokens, u.input_tokens);
+            add(&mut usage.output_tokens, u.output_tokens);
+            add(&mut usage.total_tokens, u.total_tokens);
+        }
+        if let Some(a) = result.attempts {
+            attempts = Some(attempts.unwrap_or(0).saturating_add(a));
+        }
+        duration_ms = duration_ms.max(result.duration_ms);
+        trace_id = trace_id.or_else(|| result.trace_id.clone());
+    }
+    let all_reported = progress.shards.is_some_and(|n| progress.shards_done >= n);
+    if shards.is_empty() || !(all_reported || job_finished(job)) {
+        return (progress, None);
+    }
+    let too_many = progress.failed > max_failed;
+    let error = too_many.then(|| {
+        let first = progress
+            .item_errors
+            .first()
+            .map(|e| {
+                format!(
+                    "; first: item {}: {}: {}",
+                    e.id, e.error.kind, e.error.message
+                )
+            })
+            .unwrap_or_default();
+        RunError {
+            kind: TOO_MANY_FAILED_ITEMS.to_owned(),
+            message: format!(
+                "{} items failed, more than spec.batch.maxFailedItems ({max_failed}){first}",
+                progress.failed
+            ),
+            http_status: None,
+        }
+    });
+    let result = RunResult {
+        status: if too_many {
+            RunStatus::Failed
+        } else {
+            RunStatus::Succeeded
+        },
+        trace_id,
+        span_id: None,
+        response_id: None,
+        model: None,
+        finish_reason: None,
+        finish_reasons: Vec::new(),
+        usage: Some(usage),
+        duration_ms,
+        attempts,
+        input_sha256: None,
+        output_sha256: None,
+        error,
+        shard: None,
+    };
+    (progress, Some(result))
+}
+
 /// Derives the status of `llmjob` from an observation, at time `now`.
 pub fn derive(llmjob: &LlmJob, observation: Observation<'_>, now: Timestamp) -> LlmJobStatus {
     let old = llmjob.status.clone().unwrap_or_default();
@@ -586,12 +727,24 @@ fn derive_from_job(
     // one completion and never restarts a succeeded pod. It is reported at once, not when the Job
     // controller gets to mark the Job `Complete` (seconds later on a busy cluster). A failed
     // attempt waits for the Job's verdict, as the Job may retry it.
-    let pod_succeeded = runner.succeeded
+    // A batch: one pod is one shard, never the run's end; its totals are the shards' sums.
+    let batch = llmjob
+        .spec
+        .batch
+        .as_ref()
+        .map(|_| batch_progress(llmjob, job, pods));
+    let pod_succeeded = batch.is_none()
+        && runner.succeeded
         && runner
             .result
             .as_ref()
             .is_some_and(|r| r.status == RunStatus::Succeeded);
-    if runner.result.is_some() && (ttl || pod_succeeded || job_finished(job)) {
+    if let Some((progress, result)) = batch {
+        status.batch = Some(progress);
+        if job_finished(job) {
+            status.result = result;
+        }
+    } else if runner.result.is_some() && (ttl || pod_succeeded || job_finished(job)) {
         status.result = runner.result.clone();
     }
     if let Some(a) = status.result.as_ref().and_then(|r| r.attempts) {
@@ -627,6 +780,14 @@ fn derive_from_job(
     if pod_succeeded || (complete.is_some() && !result_failed) {
         status.phase = Some(Phase::Succeeded);
         let mut message = success_message(status.result.as_ref());
+        if let Some(b) = &status.batch {
+            message.push_str(&format!(
+                "; {} items succeeded, {} failed, results in {}",
+                b.succeeded,
+                b.failed,
+                b.output.as_deref().unwrap_or("?")
+            ));
+        }
         if let Some(e) = &runner.result_error {
             message.push_str(&format!(" ({e}; no usage recorded)"));
         }
@@ -1570,5 +1731,176 @@ spec: {prompt: hi, openai: {apiKeySecretRef: {name: openai}}}
         assert_eq!(error_reason("authentication"), "AuthenticationFailed");
         assert_eq!(error_reason("503"), "ServerError");
         assert_eq!(error_reason("weird"), "RunFailed");
+    }
+
+    const BATCH: &str = r#"
+metadata: {name: haiku, namespace: team-a, uid: u-1, generation: 1}
+spec:
+  openai: {apiKeySecretRef: {name: openai}}
+  batch:
+    items: [{prompt: a}, {prompt: b}, {prompt: c}, {prompt: d}, {prompt: e}]
+    itemsPerPod: 2
+    maxFailedItems: 1
+  output: {url: "s3://results/run"}
+"#;
+
+    /// The termination message of shard `index` of a batch.
+    fn shard_line(index: u32, succeeded: u64, failed: u64, tokens: u64) -> String {
+        let errors: Vec<String> = (0..failed)
+            .map(|i| {
+                format!(
+                    r#"{{"id":"{index}-{i}","error":{{"type":"rate_limited","message":"429"}}}}"#
+                )
+            })
+            .collect();
+        format!(
+            r#"{{"status":"{}","traceId":"1111111111111111111111111111111a","usage":{{"inputTokens":{tokens},"outputTokens":1,"totalTokens":{}}},"attempts":{},"durationMs":{},"shard":{{"index":{index},"succeeded":{succeeded},"failed":{failed},"output":"s3://results/run/part-{index:05}.jsonl","itemErrors":[{}]}}}}"#,
+            if failed > 1 { "failed" } else { "succeeded" },
+            tokens + 1,
+            succeeded + failed,
+            100 * u64::from(index + 1),
+            errors.join(",")
+        )
+    }
+
+    fn shard_pod(index: u32, created: &str, line: &str, code: i32) -> Pod {
+        let mut p = runner_pod(
+            &format!("haiku-{index}-{created}"),
+            created,
+            &terminated(code, line),
+            if code == 0 { "Succeeded" } else { "Failed" },
+        );
+        p.metadata.annotations = Some(BTreeMap::from([(
+            COMPLETION_INDEX_ANNOTATION.to_owned(),
+            index.to_string(),
+        )]));
+        p
+    }
+
+    #[test]
+    fn a_batch_runs_until_every_shard_reported_and_sums_them() {
+        let lj = llmjob(BATCH);
+        let running = job_with(
+            "spec: {completions: 3, parallelism: 3, template: {}}\nstatus: {active: 2, succeeded: 1}\n",
+        );
+        let first = shard_pod(0, "2026-01-02T03:00:00Z", &shard_line(0, 2, 0, 10), 0);
+        let s = derive_one(&lj, &running, first.clone());
+        assert_eq!(s.phase, Some(Phase::Running), "one shard is not the run");
+        assert!(s.result.is_none());
+        let b = s.batch.as_ref().unwrap();
+        assert_eq!(
+            (b.items, b.succeeded, b.failed, b.shards_done, b.shards),
+            (Some(5), 2, 0, 1, Some(3))
+        );
+        assert_eq!(b.output.as_deref(), Some("s3://results/run"));
+
+        let complete = job_with(
+            "spec: {completions: 3, parallelism: 3, template: {}}\nstatus: {succeeded: 3, conditions: [{type: SuccessCriteriaMet, status: \"True\"}, {type: Complete, status: \"True\"}]}\n",
+        );
+        let pods = [
+            first,
+            // Shard 1 was retried: the later pod's result counts.
+            shard_pod(1, "2026-01-02T03:00:00Z", &shard_line(1, 0, 2, 5), 1),
+            shard_pod(1, "2026-01-02T03:00:05Z", &shard_line(1, 1, 1, 7), 0),
+            shard_pod(2, "2026-01-02T03:00:00Z", &shard_line(2, 1, 0, 3), 0),
+        ];
+        let s = derive(
+            &lj,
+            Observation::Job {
+                job: &complete,
+                pods: &pods,
+            },
+            now(),
+        );
+        assert_eq!(
+            s.phase,
+            Some(Phase::Succeeded),
+            "1 failed item is within the budget"
+        );
+        let b = s.batch.as_ref().unwrap();
+        assert_eq!((b.succeeded, b.failed, b.shards_done), (4, 1, 3));
+        assert_eq!(b.item_errors.len(), 1);
+        assert_eq!(b.item_errors[0].id, "1-0");
+        let r = s.result.as_ref().unwrap();
+        let usage = r.usage.as_ref().unwrap();
+        assert_eq!(
+            (usage.input_tokens, usage.output_tokens, usage.total_tokens),
+            (Some(20), Some(3), Some(23))
+        );
+        assert_eq!(r.attempts, Some(5));
+        assert_eq!(s.attempts, Some(5));
+        assert_eq!(r.duration_ms, Some(300));
+        assert_eq!(
+            s.trace_id.as_deref(),
+            Some("1111111111111111111111111111111a")
+        );
+        assert!(
+            cond(&s, SUCCEEDED)
+                .message
+                .contains("4 items succeeded, 1 failed"),
+            "{:?}",
+            cond(&s, SUCCEEDED)
+        );
+    }
+
+    #[test]
+    fn a_batch_over_its_failure_budget_fails_with_the_first_item_errors() {
+        let lj = llmjob(BATCH);
+        let complete = job_with(
+            "spec: {completions: 3, template: {}}\nstatus: {succeeded: 3, conditions: [{type: Complete, status: \"True\"}]}\n",
+        );
+        // Each shard within the budget alone, over it together.
+        let pods = [
+            shard_pod(0, "2026-01-02T03:00:00Z", &shard_line(0, 1, 1, 1), 0),
+            shard_pod(1, "2026-01-02T03:00:00Z", &shard_line(1, 1, 1, 1), 0),
+            shard_pod(2, "2026-01-02T03:00:00Z", &shard_line(2, 1, 0, 1), 0),
+        ];
+        let s = derive(
+            &lj,
+            Observation::Job {
+                job: &complete,
+                pods: &pods,
+            },
+            now(),
+        );
+        assert_eq!(s.phase, Some(Phase::Failed));
+        let failed = cond(&s, FAILED);
+        assert!(
+            failed
+                .message
+                .contains("2 items failed, more than spec.batch.maxFailedItems (1)")
+                && failed.message.contains("first: item 0-0: rate_limited"),
+            "{failed:?}"
+        );
+        assert_eq!(s.batch.as_ref().unwrap().item_errors.len(), 2);
+        assert_eq!(
+            s.result.as_ref().unwrap().error.as_ref().unwrap().kind,
+            TOO_MANY_FAILED_ITEMS
+        );
+    }
+
+    #[test]
+    fn a_batch_lists_at_most_five_item_errors() {
+        let lj = llmjob(&BATCH.replace("maxFailedItems: 1", "maxFailedItems: 100"));
+        let failed_job = job_with(
+            "spec: {completions: 2, template: {}}\nstatus: {failed: 1, conditions: [{type: Failed, status: \"True\", reason: PodFailurePolicy}]}\n",
+        );
+        let pods = [
+            shard_pod(0, "2026-01-02T03:00:00Z", &shard_line(0, 0, 4, 1), 6),
+            shard_pod(1, "2026-01-02T03:00:00Z", &shard_line(1, 0, 4, 1), 6),
+        ];
+        let s = derive(
+            &lj,
+            Observation::Job {
+                job: &failed_job,
+                pods: &pods,
+            },
+            now(),
+        );
+        assert_eq!(s.phase, Some(Phase::Failed), "the Job failed");
+        let b = s.batch.as_ref().unwrap();
+        assert_eq!(b.failed, 8);
+        let ids: Vec<_> = b.item_errors.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["0-0", "0-1", "0-2", "0-3", "1-0"]);
     }
 }

@@ -19,10 +19,12 @@ use std::collections::BTreeMap;
 use kube::Resource;
 use llmjob_crds::env::{self, DEFAULT_TIMEOUT_SECS};
 use llmjob_crds::v1alpha1::{
-    ChatMessage, LlmJob, MAX_ATTRIBUTE_VALUE_LENGTH, RESERVED_ATTRIBUTE_MESSAGE,
+    BatchItem, ChatMessage, DEFAULT_CONCURRENCY, DEFAULT_ITEMS_PER_POD, DEFAULT_PARALLELISM,
+    LlmJob, LlmJobSpec, MAX_ATTRIBUTE_VALUE_LENGTH, MAX_CONCURRENCY, RESERVED_ATTRIBUTE_MESSAGE,
     RESERVED_ENV_MESSAGE, TRACEPARENT_ANNOTATION, is_reserved_attribute,
 };
 
+use crate::contract::CONFIGMAP_OUTPUT_SCHEME;
 use crate::traceparent::{TraceParent, TraceParentError};
 
 /// Longest accepted `spec.run.timeout` (the CRD's bound).
@@ -62,15 +64,157 @@ pub enum ValidationError {
     /// `spec.openai.baseURL` is not a URL.
     #[error("spec.openai.baseURL {0:?} is not a URL: use e.g. https://api.openai.com/v1")]
     BaseUrl(String),
+    /// `spec.batch` is set together with `spec.prompt` or `spec.messages`.
+    #[error(
+        "spec.batch is exclusive with spec.prompt and spec.messages: a batch's prompts are its items"
+    )]
+    BatchAndPrompt,
+    /// `spec.batch` and `spec.output` do not come together.
+    #[error(
+        "spec.batch needs spec.output (where the items' results go), and spec.output needs spec.batch"
+    )]
+    BatchOutput,
+    /// `spec.batch` sets neither or both of `items` and `itemsFrom`, or an empty list.
+    #[error(
+        "set exactly one of spec.batch.items (inline, at least one) and spec.batch.itemsFrom (a ConfigMap key of JSON Lines)"
+    )]
+    BatchItems,
+    /// An inline item sets neither or both of `prompt` and `messages`.
+    #[error(
+        "each item of spec.batch.items sets exactly one of prompt and messages (item {0} does not)"
+    )]
+    BatchItem(usize),
+    /// `spec.output` sets neither or both of `url` and `configMap`.
+    #[error("set exactly one of spec.output.url and spec.output.configMap")]
+    Output,
+    /// A share of the rate limit would be zero.
+    #[error(
+        "spec.batch.rateLimit.{0} must be at least spec.batch.parallelism: the limit is shared out between the pods running at once"
+    )]
+    RateLimit(&'static str),
 }
 
-/// What the model is asked: exactly one of `spec.prompt` and `spec.messages`.
+/// What the model is asked: exactly one of `spec.prompt`, `spec.messages` and `spec.batch`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Input {
     /// `spec.prompt`.
     Prompt(String),
     /// `spec.messages`, at least one.
     Messages(Vec<ChatMessage>),
+    /// `spec.batch` with `spec.output`.
+    Batch(Box<Batch>),
+}
+
+/// Where a batch's items are.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Items {
+    /// `spec.batch.items`, at least one.
+    Inline(Vec<BatchItem>),
+    /// `spec.batch.itemsFrom.configMapKeyRef`: a key of a ConfigMap of the namespace.
+    ConfigMap {
+        /// The ConfigMap.
+        name: String,
+        /// Its key holding the JSON Lines.
+        key: String,
+    },
+}
+
+/// A batch, with its defaults applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    /// The items.
+    pub items: Items,
+    /// How many items there are: the inline list's length; for `itemsFrom`, unknown (`None`)
+    /// until the controller has counted the ConfigMap key's lines ([`crate::input::count_items`]).
+    pub item_count: Option<u64>,
+    /// Items per pod.
+    pub items_per_pod: u32,
+    /// Pods at once.
+    pub parallelism: u32,
+    /// Items in flight per pod.
+    pub concurrency: u32,
+    /// The whole run's requests per minute.
+    pub requests_per_minute: Option<u64>,
+    /// The whole run's tokens per minute.
+    pub tokens_per_minute: Option<u64>,
+    /// Failed items the run tolerates.
+    pub max_failed_items: u64,
+    /// `LLMJOB_OUTPUT_URL`: `spec.output.url` verbatim, or `configmap://NAME`.
+    pub output_url: String,
+    /// The Secret whose keys become the pods' environment (`spec.output.credentialsSecretRef`).
+    pub credentials_secret: Option<String>,
+}
+
+impl Batch {
+    /// The Indexed Job's completions, `ceil(items / itemsPerPod)`, once the items are counted.
+    pub fn completions(&self) -> Option<u64> {
+        self.item_count
+            .map(|n| n.div_ceil(u64::from(self.items_per_pod.max(1))))
+    }
+}
+
+fn batch(spec: &LlmJobSpec) -> Result<Option<Batch>, ValidationError> {
+    let (batch, output) = match (&spec.batch, &spec.output) {
+        (None, None) => return Ok(None),
+        (Some(b), Some(o)) => (b, o),
+        _ => return Err(ValidationError::BatchOutput),
+    };
+    if spec.prompt.is_some() || spec.messages.is_some() {
+        return Err(ValidationError::BatchAndPrompt);
+    }
+    let items = match (&batch.items, &batch.items_from) {
+        (Some(items), None) if !items.is_empty() => {
+            if let Some(i) = items
+                .iter()
+                .position(|i| i.prompt.is_some() == i.messages.is_some())
+            {
+                return Err(ValidationError::BatchItem(i + 1));
+            }
+            Items::Inline(items.clone())
+        }
+        (None, Some(from)) => Items::ConfigMap {
+            name: from.config_map_key_ref.name.clone(),
+            key: from.config_map_key_ref.key.clone(),
+        },
+        _ => return Err(ValidationError::BatchItems),
+    };
+    let output_url = match (&output.url, &output.config_map) {
+        (Some(url), None) => url.clone(),
+        (None, Some(cm)) => format!("{CONFIGMAP_OUTPUT_SCHEME}{}", cm.name),
+        _ => return Err(ValidationError::Output),
+    };
+    let parallelism = batch.parallelism.unwrap_or(DEFAULT_PARALLELISM).max(1);
+    let limits = batch.rate_limit.clone().unwrap_or_default();
+    for (field, limit) in [
+        ("requestsPerMinute", limits.requests_per_minute),
+        ("tokensPerMinute", limits.tokens_per_minute),
+    ] {
+        if limit.is_some_and(|l| l < u64::from(parallelism)) {
+            return Err(ValidationError::RateLimit(field));
+        }
+    }
+    let item_count = match &items {
+        Items::Inline(list) => Some(list.len() as u64),
+        Items::ConfigMap { .. } => None,
+    };
+    Ok(Some(Batch {
+        items,
+        item_count,
+        items_per_pod: batch.items_per_pod.unwrap_or(DEFAULT_ITEMS_PER_POD).max(1),
+        parallelism,
+        concurrency: batch
+            .concurrency
+            .unwrap_or(DEFAULT_CONCURRENCY)
+            .clamp(1, MAX_CONCURRENCY),
+        requests_per_minute: limits.requests_per_minute,
+        tokens_per_minute: limits.tokens_per_minute,
+        max_failed_items: batch.max_failed_items.unwrap_or(0),
+        output_url,
+        credentials_secret: output
+            .credentials_secret_ref
+            .as_ref()
+            .map(|r| r.name.clone()),
+    }))
 }
 
 /// What the later steps need from a valid LlmJob.
@@ -111,12 +255,17 @@ pub fn validate(llmjob: &LlmJob) -> Result<Validated, ValidationError> {
         .clone()
         .filter(|n| !n.is_empty())
         .ok_or(ValidationError::MissingMetadata("metadata.uid"))?;
-    let input = match (&llmjob.spec.prompt, &llmjob.spec.messages) {
-        (None, None) => return Err(ValidationError::NoPrompt),
-        (Some(_), Some(_)) => return Err(ValidationError::PromptAndMessages),
-        (None, Some(m)) if m.is_empty() => return Err(ValidationError::NoMessages),
-        (Some(prompt), None) => Input::Prompt(prompt.clone()),
-        (None, Some(messages)) => Input::Messages(messages.clone()),
+    let input = match (
+        batch(&llmjob.spec)?,
+        &llmjob.spec.prompt,
+        &llmjob.spec.messages,
+    ) {
+        (Some(b), _, _) => Input::Batch(Box::new(b)),
+        (None, None, None) => return Err(ValidationError::NoPrompt),
+        (None, Some(_), Some(_)) => return Err(ValidationError::PromptAndMessages),
+        (None, None, Some(m)) if m.is_empty() => return Err(ValidationError::NoMessages),
+        (None, Some(prompt), None) => Input::Prompt(prompt.clone()),
+        (None, None, Some(messages)) => Input::Messages(messages.clone()),
     };
     let timeout_secs = match llmjob.spec.run.as_ref().and_then(|r| r.timeout.as_deref()) {
         None => DEFAULT_TIMEOUT_SECS,

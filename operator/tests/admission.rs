@@ -358,7 +358,11 @@ async fn invalid_llmjobs_are_rejected_with_actionable_messages() {
     ];
     let mut problems = Vec::new();
     let mut rejections = Vec::new();
-    for (what, edit, want) in cases.into_iter().chain(request_option_cases()) {
+    for (what, edit, want) in cases
+        .into_iter()
+        .chain(request_option_cases())
+        .chain(batch_cases())
+    {
         match dry_run(&api, &manifest(edit)).await {
             Ok(()) => problems.push(format!("{what}: accepted")),
             Err(message) if !message.contains(want) => problems.push(format!(
@@ -385,6 +389,237 @@ async fn invalid_llmjobs_are_rejected_with_actionable_messages() {
 }
 
 type OptionEdit = Box<dyn FnOnce(&mut serde_json::Value)>;
+
+/// A valid batch spec (`spec.batch` + `spec.output`, no prompt), changed by `edit`.
+fn batch_manifest(edit: impl FnOnce(&mut serde_json::Value)) -> serde_json::Value {
+    manifest(|m| {
+        m["spec"].as_object_mut().map(|s| s.remove("prompt"));
+        m["spec"]["batch"] = serde_json::json!({
+            "items": [{"id": "a", "prompt": "one"}, {"messages": [{"role": "user", "content": "two"}]}],
+            "itemsPerPod": 1, "parallelism": 2, "concurrency": 4,
+            "rateLimit": {"requestsPerMinute": 60, "tokensPerMinute": 10000},
+            "maxFailedItems": 1
+        });
+        m["spec"]["output"] = serde_json::json!({"url": "s3://results/run-1",
+            "credentialsSecretRef": {"name": "s3-credentials"}});
+        edit(m);
+    })
+}
+
+/// Batches (issue 17) that admission refuses: run by
+/// `invalid_llmjobs_are_rejected_with_actionable_messages`, which also checks that every CEL
+/// rule is exercised.
+fn batch_cases() -> Vec<(&'static str, OptionEdit, &'static str)> {
+    // Each case edits the valid batch spec (the `manifest` it gets is replaced wholesale).
+    fn batch(edit: impl FnOnce(&mut serde_json::Value) + 'static) -> OptionEdit {
+        Box::new(move |m| *m = batch_manifest(edit))
+    }
+    let long = "x".repeat(60_000);
+    vec![
+        (
+            "batch and prompt",
+            batch(|m| m["spec"]["prompt"] = "hi".into()),
+            "spec.batch is exclusive with spec.prompt and spec.messages",
+        ),
+        (
+            "batch without output",
+            batch(|m| {
+                m["spec"].as_object_mut().map(|s| s.remove("output"));
+            }),
+            "spec.batch needs spec.output",
+        ),
+        (
+            "output without batch",
+            Box::new(|m| m["spec"]["output"] = serde_json::json!({"url": "s3://b/p"})),
+            "spec.batch needs spec.output",
+        ),
+        (
+            "items and itemsFrom",
+            batch(|m| {
+                m["spec"]["batch"]["itemsFrom"] =
+                    serde_json::json!({"configMapKeyRef": {"name": "items", "key": "items.jsonl"}})
+            }),
+            "set exactly one of spec.batch.items (inline) and spec.batch.itemsFrom",
+        ),
+        (
+            "neither items nor itemsFrom",
+            batch(|m| {
+                m["spec"]["batch"]
+                    .as_object_mut()
+                    .map(|b| b.remove("items"));
+            }),
+            "set exactly one of spec.batch.items (inline) and spec.batch.itemsFrom",
+        ),
+        (
+            "empty items",
+            batch(|m| m["spec"]["batch"]["items"] = serde_json::json!([])),
+            "spec.batch.items",
+        ),
+        (
+            "item with prompt and messages",
+            batch(|m| {
+                m["spec"]["batch"]["items"] = serde_json::json!([{"prompt": "x",
+                    "messages": [{"role": "user", "content": "y"}]}])
+            }),
+            "each item of spec.batch.items sets exactly one of prompt and messages",
+        ),
+        (
+            "inline items over the ConfigMap budget",
+            batch(move |m| {
+                let items: Vec<_> = (0..17)
+                    .map(|_| serde_json::json!({"prompt": long.clone()}))
+                    .collect();
+                m["spec"]["batch"]["items"] = serde_json::Value::from(items);
+            }),
+            "spec.batch.items hold at most 1000000 characters",
+        ),
+        (
+            "concurrency above 64",
+            batch(|m| m["spec"]["batch"]["concurrency"] = 65.into()),
+            "spec.batch.concurrency",
+        ),
+        (
+            "zero items per pod",
+            batch(|m| m["spec"]["batch"]["itemsPerPod"] = 0.into()),
+            "spec.batch.itemsPerPod",
+        ),
+        (
+            "negative failure budget",
+            batch(|m| m["spec"]["batch"]["maxFailedItems"] = (-1).into()),
+            "spec.batch.maxFailedItems",
+        ),
+        (
+            "request limit below parallelism",
+            batch(|m| m["spec"]["batch"]["rateLimit"]["requestsPerMinute"] = 1.into()),
+            "spec.batch.rateLimit.requestsPerMinute must be at least spec.batch.parallelism",
+        ),
+        (
+            "token limit below parallelism",
+            batch(|m| m["spec"]["batch"]["rateLimit"]["tokensPerMinute"] = 1.into()),
+            "spec.batch.rateLimit.tokensPerMinute must be at least spec.batch.parallelism",
+        ),
+        (
+            "output url and configMap",
+            batch(|m| m["spec"]["output"]["configMap"] = serde_json::json!({"name": "results"})),
+            "set exactly one of spec.output.url and spec.output.configMap",
+        ),
+        (
+            "credentials with a ConfigMap output",
+            batch(|m| {
+                m["spec"]["output"] = serde_json::json!({"configMap": {"name": "results"},
+                    "credentialsSecretRef": {"name": "s3-credentials"}})
+            }),
+            "spec.output.credentialsSecretRef goes with spec.output.url",
+        ),
+        (
+            "http output url",
+            batch(|m| m["spec"]["output"]["url"] = "https://bucket.example/results".into()),
+            "spec.output.url must be an s3://, gs://, az:// or file:// URL",
+        ),
+        (
+            "messages over the ConfigMap budget",
+            Box::new(|m| {
+                m["spec"].as_object_mut().map(|s| s.remove("prompt"));
+                let content = "y".repeat(65_536);
+                let messages: Vec<_> = (0..16)
+                    .map(|_| serde_json::json!({"role": "user", "content": content.clone()}))
+                    .collect();
+                m["spec"]["messages"] = serde_json::Value::from(messages);
+            }),
+            "spec.messages hold at most 1000000 characters of content in all",
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn valid_batches_are_accepted() {
+    let env = api_env().await;
+    let ns = env.create_namespace("batches").await.expect("namespace");
+    let api = untyped(env, &ns);
+    dry_run(&api, &batch_manifest(|_| {}))
+        .await
+        .unwrap_or_else(|e| panic!("inline items to s3: {e}"));
+    let from_config_map = batch_manifest(|m| {
+        m["spec"]["batch"] = serde_json::json!({
+            "itemsFrom": {"configMapKeyRef": {"name": "items", "key": "items.jsonl"}}
+        });
+        m["spec"]["output"] = serde_json::json!({"configMap": {"name": "results"}});
+    });
+    dry_run(&api, &from_config_map)
+        .await
+        .unwrap_or_else(|e| panic!("items from a ConfigMap to a ConfigMap: {e}"));
+    for url in ["gs://b/p", "az://c/p", "file:///results"] {
+        let m = batch_manifest(|m| m["spec"]["output"] = serde_json::json!({"url": url}));
+        dry_run(&api, &m)
+            .await
+            .unwrap_or_else(|e| panic!("output {url}: {e}"));
+    }
+    // The largest inline batch admission takes: 10,000 items.
+    let many = batch_manifest(|m| {
+        let items: Vec<_> = (0..10_000)
+            .map(|i| serde_json::json!({"prompt": format!("item {i}")}))
+            .collect();
+        m["spec"]["batch"]["items"] = serde_json::Value::from(items);
+    });
+    dry_run(&api, &many)
+        .await
+        .unwrap_or_else(|e| panic!("10,000 inline items: {e}"));
+    // A large single chat (issue 19): 15 messages of 65,536 characters, over the 128 KiB of an
+    // environment variable and under the input ConfigMap's budget.
+    let large = manifest(|m| {
+        m["spec"].as_object_mut().map(|s| s.remove("prompt"));
+        let content = "y".repeat(65_536);
+        let messages: Vec<_> = (0..15)
+            .map(|_| serde_json::json!({"role": "user", "content": content.clone()}))
+            .collect();
+        m["spec"]["messages"] = serde_json::Value::from(messages);
+    });
+    dry_run(&api, &large)
+        .await
+        .unwrap_or_else(|e| panic!("983,040 characters of messages: {e}"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_and_its_output_are_immutable() {
+    let env = api_env().await;
+    let ns = env
+        .create_namespace("batch-immutable")
+        .await
+        .expect("namespace");
+    let api: Api<LlmJob> = Api::namespaced(env.client(), &ns);
+    let created: LlmJob =
+        serde_json::from_value(batch_manifest(|m| m["spec"]["suspend"] = true.into()))
+            .expect("LlmJob");
+    api.create(&PostParams::default(), &created)
+        .await
+        .expect("create");
+    for (what, patch) in [
+        (
+            "parallelism",
+            serde_json::json!({"spec": {"batch": {"parallelism": 3}}}),
+        ),
+        (
+            "output",
+            serde_json::json!({"spec": {"output": {"url": "s3://other/p"}}}),
+        ),
+    ] {
+        let err = api
+            .patch("candidate", &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .expect_err(what);
+        assert!(
+            err.to_string().contains("spec is immutable"),
+            "{what}: {err}"
+        );
+    }
+    api.patch(
+        "candidate",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"suspend": false}})),
+    )
+    .await
+    .expect("suspend may change");
+}
 
 /// Request options and connection settings that admission refuses (issue 20 item 4): run by
 /// `invalid_llmjobs_are_rejected_with_actionable_messages`, which also checks that every CEL

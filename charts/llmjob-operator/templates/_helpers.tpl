@@ -108,6 +108,13 @@ grant exactly the same verbs. No wildcards.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
+# Why: a batch's inline items, and a prompt or messages too large for an environment variable,
+# go in an input ConfigMap the operator writes by server-side apply (create + patch) before the
+# Job, owned by the LlmJob (garbage-collected with it); `get` reads the ConfigMap key of
+# spec.batch.itemsFrom to count its items (the Indexed Job's completions). Never delete.
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "create", "patch"]
 # Why: the tenant policy can be loosened per namespace by a namespace label
 # (llmjob.dev/allow-*); the operator reads the labels of an LlmJob's namespace, only when the
 # policy would refuse the LlmJob without them. In a Role this reaches only its own namespace.
