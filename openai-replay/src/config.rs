@@ -22,12 +22,16 @@ pub enum Scenario {
 ///
 /// The first [`fail_first`](Faults::fail_first) chat-completions requests (counted from server
 /// start, or from the last [`crate::ReplayServer::set_faults`]) are answered with
-/// [`status`](Faults::status) and an OpenAI-style error body; later ones get normal replies.
-/// Requests rejected for a wrong API key do not count.
+/// [`status`](Faults::status) and an OpenAI-style error body; later ones get normal replies,
+/// except every [`fail_every`](Faults::fail_every)-th of them (faults spread over a whole run,
+/// e.g. a provider's 429s under load). Requests rejected for a wrong API key do not count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Faults {
     /// How many chat-completions requests fail before normal replies start (0: none).
     pub fail_first: u32,
+    /// After those, every N-th chat-completions request fails too (0: none; 3: the 3rd, 6th, ...
+    /// of the requests after the first `fail_first`).
+    pub fail_every: u32,
     /// The HTTP status of the injected failures (400..=599; default 500).
     /// 429 gets `code: rate_limit_exceeded`, 5xx `type`/`code: server_error`.
     pub status: u16,
@@ -39,6 +43,7 @@ impl Default for Faults {
     fn default() -> Self {
         Faults {
             fail_first: 0,
+            fail_every: 0,
             status: 500,
             retry_after: None,
         }
@@ -55,6 +60,15 @@ impl Faults {
     pub fn fail_first(n: u32) -> Self {
         Faults {
             fail_first: n,
+            ..Faults::default()
+        }
+    }
+
+    /// Every `n`-th chat-completions request fails with HTTP 500 (after the first
+    /// [`fail_first`](Faults::fail_first), none by default).
+    pub fn fail_every(n: u32) -> Self {
+        Faults {
+            fail_every: n,
             ..Faults::default()
         }
     }
@@ -212,6 +226,8 @@ mod tests {
             .with_retry_after(Duration::from_millis(1500));
         assert_eq!(faults.fail_first, 2);
         assert_eq!(faults.status, 429);
+        assert_eq!(Faults::fail_every(3).fail_every, 3);
+        assert_eq!(Faults::fail_every(3).fail_first, 0);
         assert_eq!(faults.retry_after, Some(Duration::from_millis(1500)));
     }
 }

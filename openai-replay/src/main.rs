@@ -30,6 +30,10 @@ struct Cli {
     #[arg(long, value_name = "N", default_value_t = 0)]
     fail_first: u32,
 
+    /// After the first --fail-first, fail every N-th chat request too (0: none).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    fail_every: u32,
+
     /// HTTP status of the injected failures (400-599).
     #[arg(long, value_name = "S", default_value_t = 500, value_parser = clap::value_parser!(u16).range(400..=599))]
     fail_status: u16,
@@ -61,6 +65,7 @@ impl Cli {
             scenario: self.fixture.map_or(Scenario::Auto, Scenario::Fixed),
             faults: Faults {
                 fail_first: self.fail_first,
+                fail_every: self.fail_every,
                 status: self.fail_status,
                 retry_after: self.retry_after_ms.map(Duration::from_millis),
             },

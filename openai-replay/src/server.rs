@@ -96,6 +96,7 @@ impl ReplayServer {
             faults: Mutex::new(FaultState {
                 faults: config.faults,
                 failed: 0,
+                after_first: 0,
             }),
             requests: Mutex::new(Vec::new()),
             next_request_id: AtomicU64::new(1),
@@ -152,6 +153,7 @@ impl ReplayServer {
         let mut state = lock(&self.shared.faults);
         state.faults = faults;
         state.failed = 0;
+        state.after_first = 0;
         Ok(())
     }
 
@@ -220,7 +222,10 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Debug)]
 struct FaultState {
     faults: Faults,
+    /// Requests failed of the first `fail_first`.
     failed: u32,
+    /// Requests seen after the first `fail_first` (every `fail_every`-th of them fails).
+    after_first: u32,
 }
 
 /// State shared by the handlers.
@@ -293,10 +298,19 @@ impl Shared {
     /// The injected fault for this request, if one is still due.
     fn take_fault(&self) -> Option<Faults> {
         let mut state = lock(&self.faults);
-        (state.failed < state.faults.fail_first).then(|| {
+        if state.failed < state.faults.fail_first {
             state.failed += 1;
-            state.faults
-        })
+            return Some(state.faults);
+        }
+        let every = state.faults.fail_every;
+        if every == 0 {
+            return None;
+        }
+        state.after_first += 1;
+        state
+            .after_first
+            .is_multiple_of(every)
+            .then_some(state.faults)
     }
 
     fn chat_reply(&self, headers: &HeaderMap, body: Option<&Value>) -> Reply {

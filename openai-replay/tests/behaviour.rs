@@ -87,6 +87,34 @@ async fn first_requests_fail_with_retry_headers_then_succeed() {
 }
 
 #[tokio::test]
+async fn every_nth_request_fails_after_the_first_ones() {
+    let faults = Faults {
+        fail_first: 1,
+        ..Faults::fail_every(3)
+    }
+    .with_status(429)
+    .with_retry_after(Duration::from_millis(200));
+    let server = ReplayServer::start(ReplayConfig::new().with_faults(faults))
+        .await
+        .unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        statuses.push(post(&server, None).await.status().as_u16());
+    }
+    // The first fails, then the 3rd and 6th of the following ones.
+    assert_eq!(statuses, [429, 200, 200, 429, 200, 200, 429, 200]);
+    let recorded = server.requests();
+    assert!(
+        recorded.windows(2).all(|w| w[0].received <= w[1].received),
+        "requests are recorded with their arrival instants, in order"
+    );
+    // set_faults restarts both counts.
+    server.set_faults(Faults::fail_every(2)).unwrap();
+    assert_eq!(post(&server, None).await.status(), 200);
+    assert_eq!(post(&server, None).await.status(), 500);
+}
+
+#[tokio::test]
 async fn faults_can_be_changed_at_run_time() {
     let server = ReplayServer::start(ReplayConfig::new()).await.unwrap();
     assert_eq!(post(&server, None).await.status(), 200);

@@ -21,6 +21,7 @@ async fn binary_prints_its_address_serves_and_stops_on_sigterm() {
             "--fail-first",
             "1",
         ])
+        .args(["--fail-every", "2"])
         .args(["--fail-status", "429", "--retry-after-ms", "250"])
         .env_remove("OPENAI_REPLAY_API_KEY")
         .env("RUST_LOG", "info")
@@ -61,6 +62,8 @@ async fn binary_prints_its_address_serves_and_stops_on_sigterm() {
     assert_eq!(second.status(), 200);
     let answer: Value = second.json().await.unwrap();
     assert_eq!(answer["object"], "chat.completion");
+    // --fail-every 2: the second request after the first --fail-first fails again.
+    assert_eq!(send().await.unwrap().status(), 429);
 
     let pid = rustix::process::Pid::from_raw(i32::try_from(child.id().unwrap()).unwrap()).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();

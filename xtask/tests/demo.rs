@@ -209,6 +209,47 @@ async fn the_demo_runs_an_llmjob_to_succeeded_and_keeps_a_stack_that_runs_anothe
         "the run's resource names the real node\n{stdout}"
     );
 
+    // The batch: manifests/examples/batch.yaml's 100 items in one LlmJob, one trace, 100 lines
+    // in the object store, totals in its status.
+    let totals = stdout
+        .lines()
+        .find(|l| l.starts_with("batch ") && l.contains(" items, "))
+        .unwrap_or_else(|| panic!("no batch totals line in\n{stdout}"));
+    assert!(
+        totals.ends_with(": 100 items, 100 succeeded, 0 failed, phase Succeeded"),
+        "{totals}"
+    );
+    let batch_trace = stdout
+        .lines()
+        .find(|l| l.starts_with("trace ") && l.contains("openai_call.task (one per item)"))
+        .unwrap_or_else(|| panic!("no batch trace line in\n{stdout}"));
+    let batch_trace_id = batch_trace
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .trim_end_matches(':');
+    assert_eq!(batch_trace_id.len(), 32, "{batch_trace}");
+    assert_ne!(batch_trace_id, trace_id, "the batch is a trace of its own");
+    assert!(
+        batch_trace.contains(" 1 llmjob.launch,")
+            && batch_trace.contains(" 100 openai_call.task (one per item),")
+            && batch_trace.contains(" 100 chat spans"),
+        "one launch span and 100 task spans under one trace id: {batch_trace}"
+    );
+    let output = stdout
+        .lines()
+        .find(|l| l.starts_with("output s3://"))
+        .unwrap_or_else(|| panic!("no batch output line in\n{stdout}"));
+    assert!(output.ends_with(" objects, 100 lines"), "{output}");
+    let first_line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("first line: "))
+        .unwrap_or_else(|| panic!("no result line shown in\n{stdout}"));
+    let first: serde_json::Value =
+        serde_json::from_str(first_line).unwrap_or_else(|e| panic!("{e}: {first_line}"));
+    assert_eq!(first["status"], "succeeded", "{first_line}");
+    assert_eq!(first["traceId"], batch_trace_id, "{first_line}");
+
     // The namespace enforces the restricted Pod Security Standard.
     let labels = stdout
         .lines()

@@ -19,7 +19,11 @@
 //! 4. the real `kubectl get llmjobs -w` shows the LlmJob until it finishes, then `kubectl logs`
 //!    of the runner's pod and the operator, the `containerID` and `imageID` of the operator's
 //!    and the runner's containers, the run's trace as a waterfall, its GenAI metrics and its log
-//!    records, read from the collector's output.
+//!    records, read from the collector's output;
+//! 5. the batch ([`batch`]): `manifests/examples/batch.yaml`, 100 items in one LlmJob over an
+//!    Indexed Job, its results written to a real S3-compatible store (versitygw, a host process
+//!    behind the Service `s3.demo`); the demo prints its batch totals from `status.batch`, the
+//!    `openai_call.task` spans under its one trace id, and the result lines in the bucket.
 //!
 //! Every `kubectl` line on screen is printed by the stack's real kubectl. It fails (non-zero
 //! exit) when the run fails, and says why. `--keep` keeps everything the printed instructions
@@ -32,6 +36,7 @@
 //! ([`backends`]); with `--keep` it prints their URLs. Without it nothing changes.
 
 pub mod backends;
+pub mod batch;
 pub mod report;
 
 use std::net::{IpAddr, SocketAddr};
@@ -347,7 +352,33 @@ async fn demo_on(
         bail!("the LlmJob {NAMESPACE}/{name} failed: {why}");
     }
     eprintln!("\ndemo: the LlmJob succeeded");
+
+    let base_url = match &openai {
+        OpenAi::Replay(_, url) => Some(url.clone()),
+        OpenAi::Real { base_url, .. } => base_url.clone(),
+    };
+    // Held until the end: the --keep instructions name the object store.
+    let (outcome, s3) = batch::run(root, env, base_url.as_deref()).await?;
+    if outcome.phase != "Succeeded" {
+        bail!(
+            "the batch LlmJob {NAMESPACE}/{} ended {}",
+            outcome.name,
+            outcome.phase
+        );
+    }
+    eprintln!(
+        "\ndemo: the batch succeeded: {} task spans under trace {}, {} result lines",
+        outcome.task_spans, outcome.trace_id, outcome.output_lines
+    );
     if options.keep {
+        if let Some(s3) = &s3 {
+            println!(
+                "  object store: versitygw at {} (bucket {}; data in {})",
+                s3.endpoint(),
+                s3.bucket(),
+                s3.dir().display()
+            );
+        }
         // Here, while `openai` (the replay server) is still alive: the instructions use it.
         keep(root, env, backends, &openai).await?;
     } else {
