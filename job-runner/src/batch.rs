@@ -22,7 +22,7 @@ use futures::StreamExt as _;
 use llmjob_crds::result::{ItemError, RunError, RunResult, RunStatus, ShardResult, TokenUsage};
 use llmjob_crds::v1alpha1::ContentCapture;
 use opentelemetry::context::FutureExt as _;
-use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _, Tracer as _};
+use opentelemetry::trace::{Status, TraceContextExt as _};
 use opentelemetry::{Context, KeyValue};
 use serde_json::{Value, json};
 
@@ -76,23 +76,17 @@ pub async fn run(
 ) -> Outcome {
     let started = Instant::now();
     let shard = &batch.shard;
-    let tracer = &telemetry.tracer;
-    let parent = config.telemetry.parent.clone().unwrap_or_default();
-    let workflow = tracer
-        .span_builder("llm_job.workflow")
-        .with_kind(SpanKind::Internal)
-        .with_attributes([
-            KeyValue::new(attr::TRACELOOP_WORKFLOW_NAME, attr::WORKFLOW),
-            KeyValue::new(attr::TRACELOOP_SPAN_KIND, "workflow"),
-            KeyValue::new(attr::TRACELOOP_ENTITY_NAME, attr::WORKFLOW),
+    let workflow_cx = workflow::start_workflow(
+        config,
+        telemetry,
+        [
             KeyValue::new(attr::LLMJOB_SHARD_INDEX, i64::from(shard.index)),
             KeyValue::new(
                 attr::LLMJOB_SHARD_ITEMS,
                 i64::try_from(shard.items.len()).unwrap_or(i64::MAX),
             ),
-        ])
-        .start_with_context(tracer, &parent);
-    let workflow_cx = parent.with_span(workflow);
+        ],
+    );
     let span_context = workflow_cx.span().span_context().clone();
     let client = match ChatClient::new(&config.base_url, config.api_key.clone(), &config.connection)
     {

@@ -318,22 +318,35 @@ pub(crate) fn fail_span(cx: &Context, error_type: &'static str, message: &str) {
     span.set_status(Status::error(message.to_owned()));
 }
 
+/// Starts a pod's `llm_job.workflow` span (Traceloop's workflow attributes and `extra`), the
+/// child of the run's `TRACEPARENT` when there is one, and returns its context: the one way a
+/// single-prompt run and a batch shard begin their trace.
+pub(crate) fn start_workflow(
+    config: &Config,
+    telemetry: &Telemetry,
+    extra: impl IntoIterator<Item = KeyValue>,
+) -> opentelemetry::Context {
+    let tracer = &telemetry.tracer;
+    let parent = config.telemetry.parent.clone().unwrap_or_default();
+    let mut attributes = vec![
+        KeyValue::new(attr::TRACELOOP_WORKFLOW_NAME, attr::WORKFLOW),
+        KeyValue::new(attr::TRACELOOP_SPAN_KIND, "workflow"),
+        KeyValue::new(attr::TRACELOOP_ENTITY_NAME, attr::WORKFLOW),
+    ];
+    attributes.extend(extra);
+    let workflow = tracer
+        .span_builder("llm_job.workflow")
+        .with_kind(SpanKind::Internal)
+        .with_attributes(attributes)
+        .start_with_context(tracer, &parent);
+    parent.with_span(workflow)
+}
+
 /// Runs the job: the workflow, its task and the attempts. A signal on `shutdown` cancels the
 /// in-flight attempt: the run then fails with `error.type=cancelled` and [`Exit::Cancelled`].
 pub async fn run(config: &Config, telemetry: &Telemetry, shutdown: &Shutdown) -> Outcome {
     let started = Instant::now();
-    let tracer = &telemetry.tracer;
-    let parent = config.telemetry.parent.clone().unwrap_or_default();
-    let workflow = tracer
-        .span_builder("llm_job.workflow")
-        .with_kind(SpanKind::Internal)
-        .with_attributes([
-            KeyValue::new(attr::TRACELOOP_WORKFLOW_NAME, attr::WORKFLOW),
-            KeyValue::new(attr::TRACELOOP_SPAN_KIND, "workflow"),
-            KeyValue::new(attr::TRACELOOP_ENTITY_NAME, attr::WORKFLOW),
-        ])
-        .start_with_context(tracer, &parent);
-    let workflow_cx = parent.with_span(workflow);
+    let workflow_cx = start_workflow(config, telemetry, []);
     let span_context = workflow_cx.span().span_context().clone();
 
     let (server_address, server_port) = openai::server_of(&config.base_url);
