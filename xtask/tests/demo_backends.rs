@@ -81,12 +81,13 @@ async fn the_demo_shows_the_llmjob_in_prometheus_and_jaeger() {
     );
 
     // The trace from Jaeger: each span one level below the one before.
-    // Jaeger's tree comes last, headed `trace <id> (<n> spans)` (the collector's waterfall before
+    // Jaeger's tree is the one headed `trace <id> (<n> spans)` (the collector's waterfall before
     // it says `spans, <ms>`).
+    // The batch's report after it has `trace <id>: <n> spans: ...` lines, not this header.
     let tree = stdout
-        .rsplit_once("\ntrace ")
-        .map(|(_, tree)| tree)
-        .filter(|t| t.lines().next().is_some_and(|l| l.ends_with(" spans)")))
+        .split("\ntrace ")
+        .skip(1)
+        .find(|t| t.lines().next().is_some_and(|l| l.ends_with(" spans)")))
         .unwrap_or_else(|| panic!("no Jaeger trace in\n{stdout}"));
     let expected = [
         ("llmjob.launch  [llmjob-operator]", 2),

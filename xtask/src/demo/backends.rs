@@ -91,12 +91,15 @@ fn format_value(value: f64) -> String {
     }
 }
 
-/// Waits until Jaeger holds the trace with its root span and its `chat` span, then returns it.
+/// Waits until Jaeger holds the whole trace: the operator's `llmjob.launch` span (exported on
+/// the operator's own batch schedule, so it may arrive after the run's), the run's workflow and its
+/// `chat` span; then returns it.
 pub async fn fetch_trace(backends: &Backends, trace_id: &str) -> Result<serde_json::Value> {
     testenv::wait::until_ok("the run's trace in Jaeger", WAIT, || async {
         let trace = backends.trace(trace_id).await.map_err(|e| e.to_string())?;
         let names = span_names(&trace);
-        if names.iter().any(|n| n == "llm_job.workflow")
+        if names.iter().any(|n| n == "llmjob.launch")
+            && names.iter().any(|n| n == "llm_job.workflow")
             && names.iter().any(|n| n.starts_with("chat"))
         {
             Ok(trace)
