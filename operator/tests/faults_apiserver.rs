@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use kube::ResourceExt;
 use llmjob_crds::v1alpha1::Phase;
-use openai_replay::ReplayConfig;
 
 /// How long the replay server holds each call: the runs are still in flight when the API server
 /// stops, and finish while it is gone or just after.
@@ -29,14 +28,7 @@ async fn an_apiserver_restart_mid_run_loses_and_duplicates_nothing() {
     let env = env().await;
     let cluster = env.cluster().expect("the environment runs a control plane");
     let ns = namespace_with_secret(env, "apiserver-restart").await;
-    let replay = Replay::start(
-        env,
-        &ns,
-        ReplayConfig::new()
-            .with_api_key(API_KEY)
-            .with_delay(CALL_DELAY),
-    )
-    .await;
+    let replay = Replay::delayed(env, &ns, CALL_DELAY).await;
     let op = Operator::start(env, &ns, &[]).await;
 
     let in_flight = ["flight-1", "flight-2"];

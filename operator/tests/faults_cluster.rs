@@ -157,14 +157,7 @@ async fn lease_holder(env: &TestEnv, ns: &str, lease: &str) -> (Option<String>, 
 async fn a_killed_leader_is_replaced_and_runs_in_flight_finish_once() {
     let env = env().await;
     let ns = namespace_with_secret(env, "kill-leader").await;
-    let replay = Replay::start(
-        env,
-        &ns,
-        ReplayConfig::new()
-            .with_api_key(API_KEY)
-            .with_delay(CALL_DELAY),
-    )
-    .await;
+    let replay = Replay::delayed(env, &ns, CALL_DELAY).await;
     let Replicas {
         leader,
         standby,
@@ -267,14 +260,7 @@ async fn writes(env: &TestEnv, ns: &str) -> BTreeMap<String, String> {
 async fn a_paused_leader_writes_nothing_after_it_resumes() {
     let env = env().await;
     let ns = namespace_with_secret(env, "pause-leader").await;
-    let replay = Replay::start(
-        env,
-        &ns,
-        ReplayConfig::new()
-            .with_api_key(API_KEY)
-            .with_delay(CALL_DELAY),
-    )
-    .await;
+    let replay = Replay::delayed(env, &ns, CALL_DELAY).await;
     let Replicas {
         mut leader,
         standby,

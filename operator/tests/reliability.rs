@@ -217,14 +217,7 @@ async fn job_conflict_clears_when_the_conflicting_job_is_deleted() {
 async fn the_outcome_is_recorded_before_the_job_can_expire() {
     let env = env().await;
     let ns = namespace_with_secret(env, "expire").await;
-    let replay = Replay::start(
-        env,
-        &ns,
-        ReplayConfig::new()
-            .with_api_key(API_KEY)
-            .with_delay(std::time::Duration::from_secs(3)),
-    )
-    .await;
+    let replay = Replay::delayed(env, &ns, std::time::Duration::from_secs(3)).await;
     let first = Operator::start(env, &ns, &[]).await;
     let mut manifest = llmjob_json("expires", &replay.base_url());
     manifest["spec"]["run"]["ttlSecondsAfterFinished"] = serde_json::json!(0);
@@ -281,14 +274,7 @@ async fn a_job_suspended_by_another_controller_stays_suspended() {
     let env = env().await;
     let ns = namespace_with_secret(env, "kueue").await;
     // The API answers after a minute: the run is in flight when "Kueue" suspends it.
-    let replay = Replay::start(
-        env,
-        &ns,
-        ReplayConfig::new()
-            .with_api_key(API_KEY)
-            .with_delay(std::time::Duration::from_secs(60)),
-    )
-    .await;
+    let replay = Replay::delayed(env, &ns, std::time::Duration::from_secs(60)).await;
     let _op = Operator::start(env, &ns, &[]).await;
     create_llmjob(env, &ns, llmjob_json("managed", &replay.base_url())).await;
     wait_for_phase(env, &ns, "managed", Phase::Running).await;
@@ -322,14 +308,7 @@ async fn a_job_suspended_by_another_controller_stays_suspended() {
 async fn an_evicted_pod_is_replaced_without_failing_the_run() {
     let env = env().await;
     let ns = namespace_with_secret(env, "evict").await;
-    let replay = Replay::start(
-        env,
-        &ns,
-        ReplayConfig::new()
-            .with_api_key(API_KEY)
-            .with_delay(std::time::Duration::from_secs(5)),
-    )
-    .await;
+    let replay = Replay::delayed(env, &ns, std::time::Duration::from_secs(5)).await;
     let _op = Operator::start(env, &ns, &[]).await;
     create_llmjob(env, &ns, llmjob_json("evicted", &replay.base_url())).await;
     // The first pod's call is in flight.
@@ -373,14 +352,7 @@ async fn suspending_a_started_run_stops_it_and_says_the_call_may_be_billed_and_m
     let env = env().await;
     let ns = namespace_with_secret(env, "suspend-mid").await;
     // Long enough that the first call is still in flight when the pod is stopped.
-    let replay = Replay::start(
-        env,
-        &ns,
-        ReplayConfig::new()
-            .with_api_key(API_KEY)
-            .with_delay(std::time::Duration::from_secs(20)),
-    )
-    .await;
+    let replay = Replay::delayed(env, &ns, std::time::Duration::from_secs(20)).await;
     let _op = Operator::start(env, &ns, &[]).await;
     create_llmjob(env, &ns, llmjob_json("interrupted", &replay.base_url())).await;
     wait_until("the first pod's request", || async {
@@ -455,14 +427,7 @@ async fn suspending_a_started_run_stops_it_and_says_the_call_may_be_billed_and_m
 async fn a_pod_edit_after_the_job_exists_is_reported_and_not_applied() {
     let env = env().await;
     let ns = namespace_with_secret(env, "pod-edit").await;
-    let replay = Replay::start(
-        env,
-        &ns,
-        ReplayConfig::new()
-            .with_api_key(API_KEY)
-            .with_delay(std::time::Duration::from_secs(5)),
-    )
-    .await;
+    let replay = Replay::delayed(env, &ns, std::time::Duration::from_secs(5)).await;
     let _op = Operator::start(env, &ns, &[]).await;
     create_llmjob(env, &ns, llmjob_json("edited", &replay.base_url())).await;
     wait_for_phase(env, &ns, "edited", Phase::Running).await;

@@ -118,6 +118,17 @@ pub struct Replay {
 }
 
 impl Replay {
+    /// [`Replay::start`] with the tests' [`API_KEY`], answering each call after `delay`: a run
+    /// that stays in flight long enough for a fault to hit it.
+    pub async fn delayed(env: &TestEnv, ns: &str, delay: std::time::Duration) -> Replay {
+        Replay::start(
+            env,
+            ns,
+            ReplayConfig::new().with_api_key(API_KEY).with_delay(delay),
+        )
+        .await
+    }
+
     /// Starts the server with `config` (its address is set here) and exposes it in `ns`.
     pub async fn start(env: &TestEnv, ns: &str, config: ReplayConfig) -> Replay {
         let host = env.node().expect("env() starts a real node").host_ip();
