@@ -47,7 +47,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self as cache, ObjectRef, Store};
 use kube::runtime::utils::{Backoff, ResetTimerBackoff};
 use kube::runtime::{PredicateConfig, WatchStreamExt, predicates, reflector, watcher};
@@ -59,6 +59,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::build_job::{self, BuildError};
+use crate::cache::{CachedJob, CachedPod};
 use crate::config::{Config, JobDefaults};
 use crate::contract::{self, MANAGED_BY, MANAGED_BY_LABEL, NAME_LABEL};
 use crate::events::Reason;
@@ -403,7 +404,7 @@ pub struct Context {
     /// What LlmJobs may ask for, cluster-wide (namespace labels loosen it).
     pub policy: TenantPolicy,
     /// Publishes Events.
-    pub recorder: Recorder,
+    pub events: events::Publisher,
     /// The operator's metrics.
     pub metrics: Arc<Metrics>,
     /// The tracer of launch spans.
@@ -422,9 +423,9 @@ pub struct Context {
 #[derive(Clone)]
 pub struct Caches {
     /// The operator's Jobs.
-    pub jobs: Store<Job>,
+    pub jobs: Store<CachedJob>,
     /// The pods of the operator's Jobs.
-    pub pods: Store<Pod>,
+    pub pods: Store<CachedPod>,
 }
 
 impl Context {
@@ -435,7 +436,7 @@ impl Context {
             instance: Some(config.identity()),
         };
         Context {
-            recorder: Recorder::new(client.clone(), reporter),
+            events: events::Publisher::new(client.clone(), reporter),
             client,
             defaults: config.job_defaults(),
             policy: config.tenant_policy(),
@@ -562,7 +563,10 @@ impl Backoff for NoBackoff {
 }
 
 /// The LlmJob a pod of one of the operator's Jobs belongs to.
-fn llmjob_of_pod(store: &Store<WatchedLlmJob>, pod: &Pod) -> Option<ObjectRef<WatchedLlmJob>> {
+fn llmjob_of_pod(
+    store: &Store<WatchedLlmJob>,
+    pod: &CachedPod,
+) -> Option<ObjectRef<WatchedLlmJob>> {
     let namespace = pod.namespace()?;
     let job_name = pod.labels().get(NAME_LABEL)?;
     let direct = ObjectRef::new(job_name).within(&namespace);
@@ -578,26 +582,6 @@ fn llmjob_of_pod(store: &Store<WatchedLlmJob>, pod: &Pod) -> Option<ObjectRef<Wa
                 && contract::job_name(&j.name_any()) == *job_name
         })
         .map(|j| ObjectRef::from_obj(j.as_ref()))
-}
-
-/// Drops what the reconcile never reads from a cached Job (managed fields, the pod template), so
-/// that caching thousands of Jobs stays cheap.
-fn prune_job(job: &mut Job) {
-    job.metadata.managed_fields = None;
-    if let Some(spec) = job.spec.as_mut() {
-        spec.template = Default::default();
-    }
-}
-
-/// Drops what the reconcile never reads from a cached pod: it needs the metadata that ties the pod
-/// to its Job and LlmJob, the phase and the container statuses.
-fn prune_pod(pod: &mut Pod) {
-    pod.metadata.managed_fields = None;
-    pod.metadata.annotations = None;
-    pod.spec = None;
-    if let Some(status) = pod.status.as_mut() {
-        status.conditions = None;
-    }
 }
 
 /// Runs the controllers (one per watched namespace, or one for the cluster) until `shutdown`.
@@ -634,20 +618,21 @@ pub async fn run(
         .applied_objects()
         .predicate_filter(predicates::generation, PredicateConfig::default());
         // Jobs and pods are cached: a reconcile reads them from these stores, not the API server.
-        let (jobs, job_writer) = cache::store::<Job>();
+        let (jobs, job_writer) = cache::store::<CachedJob>();
         let job_events = triggers::on_progress(
             reflector(
                 job_writer,
-                watcher(api::<Job>(&ctx.client, ns), managed.clone()).modify(prune_job),
+                watcher(api::<CachedJob>(&ctx.client, ns), managed.clone())
+                    .modify(CachedJob::prune),
             )
             .backoff(watch_backoff()),
             triggers::job_progress,
         );
-        let (pods, pod_writer) = cache::store::<Pod>();
+        let (pods, pod_writer) = cache::store::<CachedPod>();
         let pod_events = triggers::on_progress(
             reflector(
                 pod_writer,
-                watcher(api::<Pod>(&ctx.client, ns), managed).modify(prune_pod),
+                watcher(api::<CachedPod>(&ctx.client, ns), managed).modify(CachedPod::prune),
             )
             .backoff(watch_backoff()),
             triggers::pod_progress,
@@ -662,7 +647,9 @@ pub async fn run(
         // triggers again on each (kube-runtime's default, up to 30 s plus jitter), so that one
         // watch's error (a relist after an API server restart) stalls the events of the others.
         let controller = controller
-            .watches_stream(pod_events, move |pod: Pod| llmjob_of_pod(&pod_store, &pod))
+            .watches_stream(pod_events, move |pod: CachedPod| {
+                llmjob_of_pod(&pod_store, &pod)
+            })
             .trigger_backoff(NoBackoff)
             .graceful_shutdown_on(shutdown.wait());
         stores.push(store);
@@ -776,10 +763,8 @@ pub fn error_policy(llmjob: Arc<WatchedLlmJob>, error: &Error, ctx: Arc<Context>
             "{error} ({failures} failed reconciles in a row; retried with backoff, next in {:.1} s)",
             delay.as_secs_f64()
         );
-        let recorder = ctx.recorder.clone();
-        tokio::spawn(
-            async move { events::publish(&recorder, llmjob.as_ref(), reason, note).await },
-        );
+        let events = ctx.events.clone();
+        tokio::spawn(async move { events.publish(llmjob.as_ref(), reason, note).await });
     }
     Action::requeue(delay)
 }
@@ -908,7 +893,9 @@ async fn reconcile_unreadable(
             });
         }
     }
-    events::publish(&ctx.recorder, watched, Reason::InvalidSpec, message).await;
+    ctx.events
+        .publish(watched, Reason::InvalidSpec, message)
+        .await;
     Ok(Action::await_change())
 }
 
@@ -1526,14 +1513,14 @@ impl Reconciler<'_> {
     }
 
     async fn event(&self, llmjob: &LlmJob, reason: Reason, note: String) {
-        events::publish(&self.ctx.recorder, llmjob, reason, note).await;
+        self.ctx.events.publish(llmjob, reason, note).await;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_fixtures::{llmjob, pod};
+    use crate::test_fixtures::{cached, llmjob, pod};
 
     #[test]
     fn watches_retry_within_seconds_after_an_outage() {
@@ -1561,22 +1548,22 @@ mod tests {
             ));
             writer.apply_watcher_event(&watcher::Event::Apply(DeserializeGuard(Ok(lj))));
         }
-        let p = pod(&format!(
+        let p: CachedPod = cached(&pod(&format!(
             "metadata: {{name: p, namespace: n, labels: {{{NAME_LABEL}: short}}}}"
-        ));
+        )));
         assert_eq!(
             llmjob_of_pod(&reader, &p),
             Some(ObjectRef::new("short").within("n"))
         );
-        let p = pod(&format!(
+        let p: CachedPod = cached(&pod(&format!(
             "metadata: {{name: p, namespace: n, labels: {{{NAME_LABEL}: {}}}}}",
             contract::job_name(&long)
-        ));
+        )));
         assert_eq!(
             llmjob_of_pod(&reader, &p),
             Some(ObjectRef::new(&long).within("n"))
         );
-        let stranger = pod("metadata: {name: p, namespace: other}");
+        let stranger: CachedPod = cached(&pod("metadata: {name: p, namespace: other}"));
         assert_eq!(llmjob_of_pod(&reader, &stranger), None);
     }
 

@@ -6,8 +6,8 @@
 //! Publishing is best effort: a failure is logged and never fails a reconcile. Notes never hold
 //! prompt, completion or secret data.
 
-use kube::Resource;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource};
 use llmjob_crds::text;
 use llmjob_crds::v1alpha1::Phase;
 
@@ -102,6 +102,21 @@ impl Reason {
         }
     }
 
+    /// Whether its Event can be reported again about the same LlmJob, and is then counted in one
+    /// Event's `series` rather than written as a new Event: the problems a retry reports again.
+    /// A run's lifecycle (`JobCreated`, `Succeeded`, `Failed`, `Suspended`, `Resumed`) is
+    /// reported once per transition.
+    pub fn repeats(self) -> bool {
+        !matches!(
+            self,
+            Reason::JobCreated
+                | Reason::Succeeded
+                | Reason::Failed
+                | Reason::Suspended
+                | Reason::Resumed
+        )
+    }
+
     /// The action of its Event: what the operator was doing.
     pub fn action(self) -> &'static str {
         match self {
@@ -140,26 +155,59 @@ pub fn with_trace_link(note: String, trace_url: Option<&str>) -> String {
     note
 }
 
-/// Publishes an event about `llmjob` (an LlmJob, or one the operator cannot read, by its
-/// metadata); failures are logged, not returned.
-pub async fn publish(
-    recorder: &Recorder,
-    llmjob: &impl Resource<DynamicType = ()>,
-    reason: Reason,
-    note: String,
-) {
-    let mut note = note;
-    text::truncate(&mut note, MAX_NOTE_BYTES);
-    let reference = llmjob.object_ref(&());
-    let event = Event {
-        type_: reason.event_type(),
-        reason: reason.as_str().to_owned(),
-        note: Some(note),
-        action: reason.action().to_owned(),
-        secondary: None,
-    };
-    if let Err(e) = recorder.publish(&event, &reference).await {
-        tracing::warn!(error = %e, reason = reason.as_str(), "publishing an event failed");
+/// Publishes the operator's Events (kube-runtime's [`Recorder`]).
+///
+/// The recorder keeps every Event it published for 6 minutes, to count a repeat in the first
+/// one's `series`. That is what a problem reported on each retry needs ([`Reason::repeats`]);
+/// a lifecycle Event happens once per run, and keeping it would cost about 1.5 KiB per LlmJob
+/// started or finished in the last 6 minutes (15 MiB at 10,000 runs in that time). Those go
+/// through a recorder of their own, which keeps nothing once the Event is written.
+#[derive(Clone)]
+pub struct Publisher {
+    client: Client,
+    reporter: Reporter,
+    /// The recorder of the Events that repeat.
+    repeating: Recorder,
+}
+
+impl Publisher {
+    /// A publisher that reports as `reporter`.
+    pub fn new(client: Client, reporter: Reporter) -> Self {
+        Publisher {
+            repeating: Recorder::new(client.clone(), reporter.clone()),
+            client,
+            reporter,
+        }
+    }
+
+    /// Publishes an event about `llmjob` (an LlmJob, or one the operator cannot read, by its
+    /// metadata); failures are logged, not returned.
+    pub async fn publish(
+        &self,
+        llmjob: &impl Resource<DynamicType = ()>,
+        reason: Reason,
+        note: String,
+    ) {
+        let mut note = note;
+        text::truncate(&mut note, MAX_NOTE_BYTES);
+        let reference = llmjob.object_ref(&());
+        let event = Event {
+            type_: reason.event_type(),
+            reason: reason.as_str().to_owned(),
+            note: Some(note),
+            action: reason.action().to_owned(),
+            secondary: None,
+        };
+        let published = if reason.repeats() {
+            self.repeating.publish(&event, &reference).await
+        } else {
+            Recorder::new(self.client.clone(), self.reporter.clone())
+                .publish(&event, &reference)
+                .await
+        };
+        if let Err(e) = published {
+            tracing::warn!(error = %e, reason = reason.as_str(), "publishing an event failed");
+        }
     }
 }
 
@@ -206,5 +254,23 @@ mod tests {
         assert_eq!(Reason::SecretKeyNotFound.event_type(), EventType::Warning);
         assert_eq!(Reason::SecretKeyNotFound.action(), "Reconcile");
         assert_eq!(Reason::StatusWriteFailed.as_str(), "StatusWriteFailed");
+    }
+
+    #[test]
+    fn only_problems_are_counted_in_a_series() {
+        for once in [
+            Reason::JobCreated,
+            Reason::Succeeded,
+            Reason::Failed,
+            Reason::Suspended,
+            Reason::Resumed,
+        ] {
+            assert!(!once.repeats(), "{once:?}");
+        }
+        for reason in Reason::RECONCILE_ERRORS {
+            assert!(reason.repeats(), "{reason:?}");
+        }
+        assert!(Reason::SecretNotFound.repeats());
+        assert!(Reason::NotPermitted.repeats());
     }
 }

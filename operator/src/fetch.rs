@@ -17,6 +17,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, ResourceExt};
 use llmjob_crds::v1alpha1::LlmJob;
 
+use crate::cache::{CachedJob, CachedPod};
 use crate::contract::controlled_by;
 
 /// The label the Job controller puts on a Job's pods.
@@ -58,23 +59,20 @@ pub async fn pods(api: &Api<Pod>, job: &Job) -> Result<Vec<Pod>, kube::Error> {
 }
 
 /// The pods of `job` in a watch cache of the operator's pods.
-pub fn cached_pods(store: &Store<Pod>, job: &Job) -> Vec<Pod> {
+pub fn cached_pods(store: &Store<CachedPod>, job: &Job) -> Vec<Pod> {
     store
         .state()
         .iter()
-        .filter(|p| {
-            let pod: &Pod = p;
-            pod.namespace() == job.namespace() && controlled_by(pod, job)
-        })
-        .map(|p| Pod::clone(p))
+        .filter(|p| p.namespace() == job.namespace() && controlled_by(p.as_ref(), job))
+        .map(|p| p.to_pod())
         .collect()
 }
 
 /// The Job `name` of `namespace` in a watch cache of the operator's Jobs.
-pub fn cached_job(store: &Store<Job>, namespace: &str, name: &str) -> Option<Job> {
+pub fn cached_job(store: &Store<CachedJob>, namespace: &str, name: &str) -> Option<Job> {
     store
         .get(&ObjectRef::new(name).within(namespace))
-        .map(|j| Job::clone(&j))
+        .map(|j| j.to_job())
 }
 
 /// Whether `pods` hold every pod the finished `job` counts as succeeded or failed, each with its
@@ -107,7 +105,7 @@ pub fn has_finished_pods(job: &Job, pods: &[Pod]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_fixtures::{job, pod};
+    use crate::test_fixtures::{cached, job, pod};
 
     const OWNER: &str = "ownerReferences: [{apiVersion: batch/v1, kind: Job, name: j, uid: job-1, controller: true}]";
 
@@ -147,13 +145,13 @@ mod tests {
 
     #[test]
     fn cached_pods_are_the_jobs_own() {
-        let (reader, mut writer) = kube::runtime::reflector::store::<Pod>();
-        writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(pod_in(
+        let (reader, mut writer) = kube::runtime::reflector::store::<CachedPod>();
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(cached(&pod_in(
             "mine", "Running",
-        )));
-        writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(pod(
+        ))));
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(cached(&pod(
             "metadata: {name: other, namespace: n}",
-        )));
+        ))));
         let pods = cached_pods(&reader, &job_with("{}"));
         assert_eq!(pods.len(), 1);
         assert_eq!(pods[0].name_any(), "mine");

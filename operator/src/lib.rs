@@ -15,6 +15,7 @@
 
 pub mod apply;
 pub mod build_job;
+pub mod cache;
 pub mod check;
 pub mod config;
 pub mod contract;

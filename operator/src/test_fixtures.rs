@@ -25,3 +25,9 @@ pub fn job(yaml: &str) -> Job {
 pub fn pod(yaml: &str) -> Pod {
     serde_norway::from_str(yaml).unwrap_or_else(|e| panic!("fixture: {e}\n{yaml}"))
 }
+
+/// `full` read as a watch cache reads it (e.g. a `Pod` as a [`crate::cache::CachedPod`]).
+pub fn cached<T: serde::de::DeserializeOwned>(full: &impl serde::Serialize) -> T {
+    serde_json::from_value(serde_json::to_value(full).unwrap_or_else(|e| panic!("fixture: {e}")))
+        .unwrap_or_else(|e| panic!("fixture: {e}"))
+}

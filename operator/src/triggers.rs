@@ -15,11 +15,11 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
 use kube::Resource;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
+
+use crate::cache::{CachedJob, CachedPod};
 
 /// Waiting reasons of a container that is merely starting (they never show in the status).
 pub const STARTING_REASONS: [&str; 2] = ["ContainerCreating", "PodInitializing"];
@@ -61,7 +61,7 @@ where
 /// What about a Job can change its LlmJob's status: `spec.suspend`, the conditions, the counts
 /// of finished pods, the completion time and a pending deletion (not `active`/`ready`, which the
 /// pods tell first).
-pub fn job_progress(job: &Job) -> u64 {
+pub fn job_progress(job: &CachedJob) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     let status = job.status.as_ref();
     job.spec.as_ref().and_then(|s| s.suspend).hash(&mut h);
@@ -85,7 +85,7 @@ pub fn job_progress(job: &Job) -> u64 {
 /// What about a pod can change its LlmJob's status: the phase and the runner's state (a binding,
 /// the Job controller removing its finalizer, or a container that is merely being created
 /// change nothing).
-pub fn pod_progress(pod: &Pod) -> u64 {
+pub fn pod_progress(pod: &CachedPod) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     let status = pod.status.as_ref();
     status
@@ -121,7 +121,7 @@ pub fn pod_progress(pod: &Pod) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_fixtures::{job, pod};
+    use crate::test_fixtures::{cached, job, pod};
     use futures::stream;
 
     /// How many of `events` trigger a reconcile.
@@ -133,10 +133,10 @@ mod tests {
         futures::executor::block_on(s.collect::<Vec<_>>()).len()
     }
 
-    fn j(status: &str) -> Job {
-        job(&format!(
+    fn j(status: &str) -> CachedJob {
+        cached(&job(&format!(
             "metadata: {{name: j, namespace: n}}\nstatus: {status}"
-        ))
+        )))
     }
 
     #[test]
@@ -168,18 +168,20 @@ mod tests {
     #[test]
     fn suspend_and_deletion_pass() {
         use watcher::Event::{Apply, Delete};
-        let suspended =
-            job("metadata: {name: j, namespace: n}\nspec: {suspend: true, template: {}}");
-        let resumed =
-            job("metadata: {name: j, namespace: n}\nspec: {suspend: false, template: {}}");
+        let suspended: CachedJob = cached(&job(
+            "metadata: {name: j, namespace: n}\nspec: {suspend: true, template: {}}",
+        ));
+        let resumed: CachedJob = cached(&job(
+            "metadata: {name: j, namespace: n}\nspec: {suspend: false, template: {}}",
+        ));
         let events = vec![Apply(suspended), Apply(resumed.clone()), Delete(resumed)];
         assert_eq!(passed(events, job_progress), 3);
     }
 
-    fn p(status: &str) -> Pod {
-        pod(&format!(
+    fn p(status: &str) -> CachedPod {
+        cached(&pod(&format!(
             "metadata: {{name: p, namespace: n}}\nstatus: {status}"
-        ))
+        )))
     }
 
     #[test]
