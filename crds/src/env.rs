@@ -165,7 +165,11 @@ vars! {
         "failed batch items the whole run tolerates; a pod whose own failed items exceed it stops and exits 6";
     /// Where a batch's per-item results go.
     LLMJOB_OUTPUT_URL = "LLMJOB_OUTPUT_URL", None,
-        "where each shard writes its items' results as JSON Lines: s3://bucket/prefix, gs://bucket/prefix, az://container/prefix, file:///dir or configmap://NAME (object-store credentials from the store's usual variables, e.g. AWS_ACCESS_KEY_ID)";
+        "where each shard writes its items' results as JSON Lines: s3://bucket/prefix, gs://bucket/prefix, az://container/prefix, file:///dir or configmap://NAME (object-store credentials from LLMJOB_OUTPUT_CREDENTIALS_DIR, else the store's usual variables, e.g. AWS_ACCESS_KEY_ID)";
+    /// The mounted directory of the output's object-store credentials
+    /// (`spec.output.credentialsSecretRef`, one file per key).
+    LLMJOB_OUTPUT_CREDENTIALS_DIR = "LLMJOB_OUTPUT_CREDENTIALS_DIR", None,
+        "directory of the object store's configuration, one file per key (the mounted output Secret): only files named as a configuration key of the store LLMJOB_OUTPUT_URL selects (AWS_ACCESS_KEY_ID, aws_endpoint, GOOGLE_SERVICE_ACCOUNT_KEY, AZURE_STORAGE_ACCOUNT_KEY, ...) are read, and they win over the same keys in the environment; other files are ignored";
     /// Where the one-line JSON result is written.
     LLMJOB_RESULT_PATH = "LLMJOB_RESULT_PATH", Some("/dev/termination-log"),
         "file the one-line JSON result is written to (the container termination-message path)";

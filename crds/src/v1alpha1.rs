@@ -381,9 +381,12 @@ pub struct OutputSpec {
     #[schemars(length(min = 1, max = 2048))]
     #[x_kube(validation = Rule::new("self.matches('^(s3|gs|az|file)://[^\\\\s]+$')").message("spec.output.url must be an s3://, gs://, az:// or file:// URL, e.g. s3://bucket/results"))]
     pub url: Option<String>,
-    /// A Secret in the LlmJob's namespace whose keys become the pods' environment (`envFrom`):
-    /// the store's usual variables, e.g. `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
-    /// `AWS_ENDPOINT`, `AWS_REGION`, `AWS_ALLOW_HTTP`. The operator never reads it.
+    /// A Secret in the LlmJob's namespace with the object store's configuration, one key per
+    /// setting: the store's usual names, e.g. `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_ENDPOINT`, `AWS_REGION`, `AWS_ALLOW_HTTP` (or `GOOGLE_SERVICE_ACCOUNT_KEY`,
+    /// `AZURE_STORAGE_ACCOUNT_NAME`, ...). The pods mount it read-only, never as variables, and
+    /// read only the keys that configure the store the URL selects; other keys are ignored. The
+    /// operator never reads it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<LocalObjectReference>,
     /// A ConfigMap in the LlmJob's namespace the pods write key `part-NNNNN.jsonl` of (small

@@ -169,7 +169,10 @@ pub async fn run(
         body.extend_from_slice(outcome.line.as_bytes());
         body.push(b'\n');
     }
-    let written = batch.output.write(shard.index, body).await;
+    let written = batch
+        .output
+        .write(shard.index, body, batch.output_credentials.as_deref())
+        .await;
 
     let mut result = RunResult::status_only(RunStatus::Succeeded);
     result.trace_id = Some(span_context.trace_id().to_string());

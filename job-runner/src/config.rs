@@ -252,6 +252,9 @@ pub struct BatchConfig {
     pub max_failed_items: u64,
     /// Where the shard's results go (`LLMJOB_OUTPUT_URL`).
     pub output: Output,
+    /// The directory of the object store's configuration, one file per key
+    /// (`LLMJOB_OUTPUT_CREDENTIALS_DIR`, the mounted output Secret).
+    pub output_credentials: Option<PathBuf>,
 }
 
 /// Upper bound of `LLMJOB_CONCURRENCY`.
@@ -887,6 +890,9 @@ fn batch_config<F: Fn(&str) -> Option<String>>(
                 name: env::LLMJOB_OUTPUT_URL.name,
                 help: env::LLMJOB_OUTPUT_URL.help,
             })?;
+    let output_credentials = env
+        .raw(&env::LLMJOB_OUTPUT_CREDENTIALS_DIR)
+        .map(|dir| PathBuf::from(dir.trim()));
     let text = read_file(Path::new(path)).map_err(file_error)?;
     let shard = items::shard(&text, index, per_pod).map_err(file_error)?;
     Ok(BatchConfig {
@@ -895,6 +901,7 @@ fn batch_config<F: Fn(&str) -> Option<String>>(
         limits,
         max_failed_items,
         output,
+        output_credentials,
     })
 }
 
@@ -1427,6 +1434,10 @@ mod tests {
             ("LLMJOB_REQUESTS_PER_MINUTE", "30"),
             ("LLMJOB_MAX_FAILED_ITEMS", "3"),
             ("LLMJOB_OUTPUT_URL", "s3://bucket/run"),
+            (
+                "LLMJOB_OUTPUT_CREDENTIALS_DIR",
+                "/var/run/llmjob/output-credentials",
+            ),
         ])
         .unwrap();
         let batch = c.batch.unwrap();
@@ -1439,6 +1450,10 @@ mod tests {
         assert_eq!(batch.limits.tokens_per_minute, None);
         assert_eq!(batch.max_failed_items, 3);
         assert!(matches!(batch.output, Output::Store(ref u) if u.as_str() == "s3://bucket/run"));
+        assert_eq!(
+            batch.output_credentials.as_deref(),
+            Some(Path::new("/var/run/llmjob/output-credentials"))
+        );
         // Without LLMJOB_ITEMS_FILE the batch variables change nothing.
         let single = config(&[
             ("OPENAI_API_KEY", "sk-test"),

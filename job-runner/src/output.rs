@@ -1,21 +1,32 @@
 //! Where a batch shard's results go (`LLMJOB_OUTPUT_URL`), and writing them there.
 //!
 //! - An object-store URL (`s3://`, `gs://`, `az://`, `file://`): the object
-//!   `{url}/part-{index:05}.jsonl`, written with one `PUT` through the `object_store` crate,
-//!   whose builders read each store's usual variables (`AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT`,
-//!   `AWS_ALLOW_HTTP`, `GOOGLE_SERVICE_ACCOUNT`, `AZURE_STORAGE_ACCOUNT_NAME`, ...), which the pod
-//!   gets from the Secret `spec.output.credentialsSecretRef` names.
+//!   `{url}/part-{index:05}.jsonl`, written with one `PUT` through the `object_store` crate.
+//!   The store is configured from each store's usual variables (`AWS_ACCESS_KEY_ID`,
+//!   `AWS_ENDPOINT`, `AWS_ALLOW_HTTP`, `GOOGLE_SERVICE_ACCOUNT`, `AZURE_STORAGE_ACCOUNT_NAME`, ...)
+//!   in the environment (a runner run outside Kubernetes), then from the credentials directory
+//!   (`LLMJOB_OUTPUT_CREDENTIALS_DIR`: the Secret `spec.output.credentialsSecretRef` names,
+//!   mounted one file per key). Of that directory only the files named as a configuration key of
+//!   the store the URL selects are read (`object_store`'s own key enums decide, in either
+//!   spelling: `AWS_ACCESS_KEY_ID` or `aws_access_key_id`), and they win over the environment;
+//!   the others are ignored and named, never read, so a Secret holding `OPENAI_ORG_ID` or
+//!   `OTEL_EXPORTER_OTLP_HEADERS` changes nothing but the store.
 //! - `configmap://NAME`: the key `part-{index:05}.jsonl` of ConfigMap NAME in the pod's namespace,
 //!   written by server-side apply with the pod's service account and one field manager per shard
 //!   (`llmjob-runner-shard-{index}`), so shards never remove each other's keys.
 //!
 //! This module owns the transport only; the lines are made by [`crate::batch`]. Credentials are
-//! never logged: errors name the URL, which holds none (a URL with a user or password is refused).
+//! never logged: errors name the URL, which holds none (a URL with a user or password is refused),
+//! or a credentials file by its path, never its contents.
 
+use std::path::Path;
 use std::sync::Arc;
 
+use object_store::aws::AmazonS3ConfigKey;
+use object_store::azure::AzureConfigKey;
+use object_store::gcp::GoogleConfigKey;
 use object_store::path::Path as StorePath;
-use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt as _, ObjectStoreScheme, PutPayload};
 use url::Url;
 
 /// The field manager prefix of the ConfigMap writer (`llmjob-runner-shard-{index}`).
@@ -51,6 +62,17 @@ pub enum OutputError {
         #[source]
         source: kube::Error,
     },
+    /// A file of the credentials directory (`LLMJOB_OUTPUT_CREDENTIALS_DIR`) could not be read.
+    #[error("cannot write {location}: cannot read the output credentials {path}: {source}")]
+    Credentials {
+        /// The object's URL.
+        location: String,
+        /// The directory or file that could not be read (its path, never its contents).
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// No in-cluster (or kubeconfig) credentials to reach the Kubernetes API.
     #[error("cannot write {location}: no Kubernetes client configuration: {source}")]
     Kubeconfig {
@@ -79,7 +101,7 @@ impl OutputError {
                 source,
                 kube::Error::Api(status) if matches!(status.code, 400 | 401 | 403 | 404 | 422)
             ),
-            OutputError::Kubeconfig { .. } => true,
+            OutputError::Kubeconfig { .. } | OutputError::Credentials { .. } => true,
         }
     }
 }
@@ -145,8 +167,14 @@ impl Output {
     }
 
     /// Writes `body` as shard `index`'s results, replacing what a previous attempt of the shard
-    /// wrote. Returns the location written.
-    pub async fn write(&self, index: u32, body: Vec<u8>) -> Result<String, OutputError> {
+    /// wrote. `credentials` is the directory of the object store's configuration
+    /// (`LLMJOB_OUTPUT_CREDENTIALS_DIR`), unused by a ConfigMap. Returns the location written.
+    pub async fn write(
+        &self,
+        index: u32,
+        body: Vec<u8>,
+        credentials: Option<&Path>,
+    ) -> Result<String, OutputError> {
         let location = self.location(index);
         match self {
             Output::Store(url) => {
@@ -154,7 +182,27 @@ impl Output {
                     location: location.clone(),
                     source,
                 };
-                let (store, prefix) = store_for(url).map_err(store_error)?;
+                let (scheme, _) =
+                    ObjectStoreScheme::parse(url).map_err(|e| store_error(e.into()))?;
+                let mounted = match credentials {
+                    Some(dir) => mounted_config(dir, &scheme).map_err(|(path, source)| {
+                        OutputError::Credentials {
+                            location: location.clone(),
+                            path,
+                            source,
+                        }
+                    })?,
+                    None => MountedConfig::default(),
+                };
+                if !mounted.ignored.is_empty() {
+                    // Names only: the ignored files are never read.
+                    tracing::warn!(
+                        ignored = %mounted.ignored.join(","),
+                        "output credentials: ignoring the files that are not configuration keys of the {} store",
+                        store_name(&scheme),
+                    );
+                }
+                let (store, prefix) = store_for(url, mounted.options).map_err(store_error)?;
                 let path = prefix.clone().join(part_name(index));
                 store
                     .put(&path, PutPayload::from(body))
@@ -167,11 +215,87 @@ impl Output {
     }
 }
 
-/// The store and the prefix an object-store URL names; the store reads its credentials and
-/// endpoint from the process environment (the store's usual variables).
-fn store_for(url: &Url) -> Result<(Arc<dyn ObjectStore>, StorePath), object_store::Error> {
-    let (store, prefix) = object_store::parse_url_opts(url, std::env::vars())?;
+/// The store and the prefix an object-store URL names, configured from the process environment
+/// (the store's usual variables) and then from `mounted`, the configuration keys of the
+/// credentials directory: `parse_url_opts` applies the options in order with the builder's
+/// `with_config` (keys it does not know are skipped), so a mounted file wins over the same key in
+/// the environment.
+fn store_for(
+    url: &Url,
+    mounted: Vec<(String, String)>,
+) -> Result<(Arc<dyn ObjectStore>, StorePath), object_store::Error> {
+    let (store, prefix) = object_store::parse_url_opts(url, std::env::vars().chain(mounted))?;
     Ok((Arc::from(store), prefix))
+}
+
+/// What the credentials directory gives the store. No `Debug`: it holds the secrets.
+#[derive(Default)]
+struct MountedConfig {
+    /// `(file name, value)` of the files named as a configuration key of the store, in name
+    /// order; the value without its trailing newline.
+    options: Vec<(String, String)>,
+    /// Names of the other files, in name order; never read.
+    ignored: Vec<String>,
+}
+
+/// The store's name in the warning about ignored files.
+fn store_name(scheme: &ObjectStoreScheme) -> &'static str {
+    match scheme {
+        ObjectStoreScheme::AmazonS3 => "S3",
+        ObjectStoreScheme::GoogleCloudStorage => "Google Cloud Storage",
+        ObjectStoreScheme::MicrosoftAzure => "Azure Blob Storage",
+        ObjectStoreScheme::Local => "local file system",
+        _ => "object",
+    }
+}
+
+/// Whether a file named `name` is a configuration key of the store `scheme` selects, as
+/// `object_store`'s key enum of that store parses it (the lower-case spelling, as
+/// `parse_url_opts` parses it: `AWS_ACCESS_KEY_ID` and `aws_access_key_id` are one key). A local
+/// directory has no configuration keys.
+fn is_config_key(scheme: &ObjectStoreScheme, name: &str) -> bool {
+    let key = name.to_ascii_lowercase();
+    match scheme {
+        ObjectStoreScheme::AmazonS3 => key.parse::<AmazonS3ConfigKey>().is_ok(),
+        ObjectStoreScheme::GoogleCloudStorage => key.parse::<GoogleConfigKey>().is_ok(),
+        ObjectStoreScheme::MicrosoftAzure => key.parse::<AzureConfigKey>().is_ok(),
+        _ => false,
+    }
+}
+
+/// Reads the credentials directory `dir` (a mounted Secret: one file per key) for the store
+/// `scheme` selects: the files named as one of its configuration keys, and the names of the
+/// others. The kubelet's own entries of a mounted volume (`..data`, `..2025_...`) are skipped.
+/// An error names the path that could not be read, never a value.
+fn mounted_config(
+    dir: &Path,
+    scheme: &ObjectStoreScheme,
+) -> Result<MountedConfig, (String, std::io::Error)> {
+    fn at(path: &Path) -> impl FnOnce(std::io::Error) -> (String, std::io::Error) + '_ {
+        move |e| (path.display().to_string(), e)
+    }
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(at(dir))? {
+        let entry = entry.map_err(at(dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("..") {
+            names.push(name);
+        }
+    }
+    names.sort_unstable();
+    let mut config = MountedConfig::default();
+    for name in names {
+        if !is_config_key(scheme, &name) {
+            config.ignored.push(name);
+            continue;
+        }
+        let path = dir.join(&name);
+        let mut value = std::fs::read_to_string(&path).map_err(at(&path))?;
+        // `kubectl create secret --from-file` keeps the file's final newline.
+        value.truncate(value.trim_end_matches(['\n', '\r']).len());
+        config.options.push((name, value));
+    }
+    Ok(config)
 }
 
 async fn write_configmap(
@@ -257,10 +381,185 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("file://{}/out/run", dir.path().display());
         let out = parse(&url).unwrap();
-        let at = out.write(2, b"old\n".to_vec()).await.unwrap();
+        let at = out.write(2, b"old\n".to_vec(), None).await.unwrap();
         assert_eq!(at, format!("{url}/part-00002.jsonl"));
-        out.write(2, b"{\"a\":1}\n".to_vec()).await.unwrap();
+        out.write(2, b"{\"a\":1}\n".to_vec(), None).await.unwrap();
         let text = std::fs::read_to_string(dir.path().join("out/run/part-00002.jsonl")).unwrap();
         assert_eq!(text, "{\"a\":1}\n");
+    }
+
+    /// A credentials directory as the kubelet mounts a Secret: one file per key (here plain
+    /// files), and its own `..data` entry.
+    fn secret_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("..data")).unwrap();
+        for (name, value) in files {
+            std::fs::write(dir.path().join(name), value).unwrap();
+        }
+        dir
+    }
+
+    fn scheme(url: &str) -> ObjectStoreScheme {
+        ObjectStoreScheme::parse(&Url::parse(url).unwrap())
+            .unwrap()
+            .0
+    }
+
+    fn names(options: &[(String, String)]) -> Vec<&str> {
+        options.iter().map(|(k, _)| k.as_str()).collect()
+    }
+
+    #[test]
+    fn an_s3_url_reads_only_the_s3_keys_of_the_directory() {
+        let dir = secret_dir(&[
+            ("AWS_ACCESS_KEY_ID", "AKIAFILE\n"),
+            ("aws_secret_access_key", "file-secret\r\n"),
+            ("AWS_ENDPOINT", "http://s3.storage:9000\n"),
+            ("AWS_ALLOW_HTTP", "true"),
+            ("OPENAI_ORG_ID", "org-hijacked"),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "authorization=Bearer hijacked",
+            ),
+            ("GOOGLE_SERVICE_ACCOUNT_KEY", "{}"),
+        ]);
+        let config = mounted_config(dir.path(), &scheme("s3://bucket/run")).unwrap();
+        assert_eq!(
+            names(&config.options),
+            [
+                "AWS_ACCESS_KEY_ID",
+                "AWS_ALLOW_HTTP",
+                "AWS_ENDPOINT",
+                "aws_secret_access_key"
+            ]
+        );
+        assert_eq!(
+            config.ignored,
+            [
+                "GOOGLE_SERVICE_ACCOUNT_KEY",
+                "OPENAI_ORG_ID",
+                "OTEL_EXPORTER_OTLP_HEADERS"
+            ]
+        );
+
+        // Applied as `parse_url_opts` applies them, after the environment: the files win, and
+        // their trailing newline is gone.
+        use object_store::aws::AmazonS3Builder;
+        let environment = [
+            ("AWS_ACCESS_KEY_ID".to_owned(), "AKIAENV".to_owned()),
+            ("AWS_REGION".to_owned(), "eu-west-1".to_owned()),
+        ];
+        let builder = environment
+            .into_iter()
+            .chain(config.options)
+            .fold(AmazonS3Builder::new(), |b, (k, v)| {
+                b.with_config(k.to_ascii_lowercase().parse().unwrap(), v)
+            });
+        for (key, value) in [
+            (AmazonS3ConfigKey::AccessKeyId, "AKIAFILE"),
+            (AmazonS3ConfigKey::SecretAccessKey, "file-secret"),
+            (AmazonS3ConfigKey::Endpoint, "http://s3.storage:9000"),
+            (AmazonS3ConfigKey::Region, "eu-west-1"),
+        ] {
+            assert_eq!(
+                builder.get_config_value(&key).as_deref(),
+                Some(value),
+                "{key:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn gs_and_az_urls_read_only_their_own_keys() {
+        let dir = secret_dir(&[
+            ("AWS_ACCESS_KEY_ID", "a"),
+            (
+                "GOOGLE_SERVICE_ACCOUNT_KEY",
+                "{\"type\":\"service_account\"}\n",
+            ),
+            ("google_bucket", "b"),
+            ("AZURE_STORAGE_ACCOUNT_NAME", "account\n"),
+            ("AZURE_STORAGE_ACCOUNT_KEY", "a2V5"),
+            ("OPENAI_PROJECT_ID", "p"),
+        ]);
+        let gs = mounted_config(dir.path(), &scheme("gs://bucket/run")).unwrap();
+        assert_eq!(
+            names(&gs.options),
+            ["GOOGLE_SERVICE_ACCOUNT_KEY", "google_bucket"]
+        );
+        assert_eq!(gs.options[0].1, "{\"type\":\"service_account\"}");
+        assert_eq!(
+            gs.ignored,
+            [
+                "AWS_ACCESS_KEY_ID",
+                "AZURE_STORAGE_ACCOUNT_KEY",
+                "AZURE_STORAGE_ACCOUNT_NAME",
+                "OPENAI_PROJECT_ID"
+            ]
+        );
+        let az = mounted_config(dir.path(), &scheme("az://container/run")).unwrap();
+        assert_eq!(
+            names(&az.options),
+            ["AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_ACCOUNT_NAME"]
+        );
+        assert_eq!(az.options[1].1, "account");
+        assert_eq!(
+            az.ignored,
+            [
+                "AWS_ACCESS_KEY_ID",
+                "GOOGLE_SERVICE_ACCOUNT_KEY",
+                "OPENAI_PROJECT_ID",
+                "google_bucket"
+            ]
+        );
+        let local = mounted_config(dir.path(), &scheme("file:///results")).unwrap();
+        assert!(local.options.is_empty());
+        assert_eq!(local.ignored.len(), 6);
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_credentials_directory_is_a_permanent_error_naming_the_path() {
+        let out = parse("s3://bucket/run").unwrap();
+        let missing = Path::new("/nonexistent/llmjob-output-credentials");
+        let err = out
+            .write(0, b"x\n".to_vec(), Some(missing))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, OutputError::Credentials { .. }), "{err}");
+        assert!(err.is_permanent());
+        let text = err.to_string();
+        assert!(
+            text.contains("s3://bucket/run/part-00000.jsonl")
+                && text.contains("/nonexistent/llmjob-output-credentials"),
+            "{text}"
+        );
+
+        // A key that cannot be read names its file, never a value.
+        let dir = secret_dir(&[("AWS_REGION", "us-east-1")]);
+        std::fs::write(dir.path().join("AWS_SECRET_ACCESS_KEY"), [0xff, 0xfe]).unwrap();
+        let err = out
+            .write(0, b"x\n".to_vec(), Some(dir.path()))
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("{}/AWS_SECRET_ACCESS_KEY", dir.path().display())),
+            "{text}"
+        );
+        assert!(err.is_permanent());
+    }
+
+    #[tokio::test]
+    async fn a_file_url_ignores_a_credentials_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let secrets = secret_dir(&[("AWS_ACCESS_KEY_ID", "a")]);
+        let url = format!("file://{}/out", dir.path().display());
+        parse(&url)
+            .unwrap()
+            .write(0, b"{}\n".to_vec(), Some(secrets.path()))
+            .await
+            .unwrap();
+        let text = std::fs::read_to_string(dir.path().join("out/part-00000.jsonl")).unwrap();
+        assert_eq!(text, "{}\n");
     }
 }

@@ -547,6 +547,54 @@ async fn s3_output_gets_one_object_per_shard_and_refused_credentials_exit_2() {
         );
     }
     assert!(result.shard.unwrap().output.is_none());
+
+    // The credentials as the operator gives them to a pod: the Secret mounted one file per key
+    // (LLMJOB_OUTPUT_CREDENTIALS_DIR), values ending in a newline as `kubectl create secret
+    // --from-file` leaves them. Its AWS keys win over the wrong secret in the environment; the
+    // files named like the runner's own variables are ignored (the run exports its trace and
+    // calls the API as configured) and named, never their values.
+    let secrets = tempfile::tempdir().unwrap();
+    for (name, value) in &credentials {
+        std::fs::write(secrets.path().join(name), format!("{value}\n")).unwrap();
+    }
+    for (name, value) in [
+        ("OPENAI_BASE_URL", "http://127.0.0.1:9/hijacked-v1"),
+        (
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "authorization=hijacked-HEADER",
+        ),
+    ] {
+        std::fs::write(secrets.path().join(name), value).unwrap();
+    }
+    let run = runner(1)
+        .env("AWS_SECRET_ACCESS_KEY", "wrong-SECRET-0123456789")
+        .env("LLMJOB_OUTPUT_URL", s3.url("mounted"))
+        .env(
+            "LLMJOB_OUTPUT_CREDENTIALS_DIR",
+            secrets.path().display().to_string(),
+        )
+        .run()
+        .await;
+    run.assert_exit(0);
+    assert_eq!(
+        run.result().shard.unwrap().output.as_deref(),
+        Some("s3://results/mounted/part-00001.jsonl")
+    );
+    assert_eq!(s3.lines("mounted").await.unwrap().len(), 2, "items 4 and 5");
+    let warning = run
+        .stderr
+        .lines()
+        .find(|l| l.contains("output credentials: ignoring"))
+        .unwrap_or_else(|| panic!("no warning about the ignored files in\n{}", run.stderr));
+    assert!(
+        warning.contains("OPENAI_BASE_URL") && warning.contains("OTEL_EXPORTER_OTLP_HEADERS"),
+        "{warning}"
+    );
+    for text in [&run.stderr, &run.stdout] {
+        for secret in ["hijacked", s3.secret_access_key()] {
+            assert!(!text.contains(secret), "a credentials file leaked: {text}");
+        }
+    }
     s3.shutdown().await.unwrap();
 }
 

@@ -15,9 +15,9 @@ use k8s_openapi::api::batch::v1::{
     PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvFromSource, EnvVar,
-    EnvVarSource, KeyToPath, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec,
-    SeccompProfile, SecretEnvSource, SecretKeySelector, SecurityContext, Volume, VolumeMount,
+    Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    KeyToPath, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile,
+    SecretKeySelector, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -43,6 +43,13 @@ pub const RUNNER_UID: i64 = 65532;
 /// Added to the run's deadline for the Job's `activeDeadlineSeconds`: pod scheduling, image pull,
 /// runner start-up and the final telemetry flush happen outside the runner's own deadline.
 pub const DEADLINE_MARGIN_SECS: u64 = 120;
+/// The pod volume of the output's object-store credentials (`spec.output.credentialsSecretRef`).
+pub const OUTPUT_CREDENTIALS_VOLUME: &str = "output-credentials";
+/// Where the runner finds the output's credentials Secret, one file per key, read-only
+/// (`LLMJOB_OUTPUT_CREDENTIALS_DIR`). Mounted, never `envFrom`: the runner reads only the files
+/// named as a configuration key of the store, so no key of a tenant's Secret can set one of the
+/// runner's variables (`OTEL_EXPORTER_OTLP_HEADERS`, `OPENAI_BASE_URL`, `HTTPS_PROXY`, ...).
+pub const OUTPUT_CREDENTIALS_MOUNT_PATH: &str = "/var/run/llmjob/output-credentials";
 /// Pod retries of the Job when `spec.run.backoffLimit` is unset: the runner already retries the
 /// API call, and a second pod would repeat a call that may have been billed.
 pub const DEFAULT_BACKOFF_LIMIT: i32 = 0;
@@ -437,6 +444,12 @@ fn batch_vars(batch: &Batch) -> Result<Vec<EnvVar>, BuildError> {
         batch.max_failed_items.to_string(),
     ));
     vars.push(literal(env::LLMJOB_OUTPUT_URL.name, &batch.output_url));
+    if batch.credentials_secret.is_some() {
+        vars.push(literal(
+            env::LLMJOB_OUTPUT_CREDENTIALS_DIR.name,
+            OUTPUT_CREDENTIALS_MOUNT_PATH,
+        ));
+    }
     Ok(vars)
 }
 
@@ -529,9 +542,6 @@ pub fn build_job(
         Input::Batch(b) => Some(b.as_ref()),
         _ => None,
     };
-    // The object store's credentials: the Secret's keys become variables (the operator never
-    // reads it); `env` takes precedence over them.
-    let credentials = batch.and_then(|b| b.credentials_secret.clone());
     let input_volume = input_volume(valid)?;
     let mut volume_mounts = vec![VolumeMount {
         name: "tmp".to_owned(),
@@ -554,6 +564,26 @@ pub fn build_job(
             ..VolumeMount::default()
         });
         volumes.push(volume);
+    }
+    // The object store's credentials: the Secret mounted read-only, one file per key, where
+    // `LLMJOB_OUTPUT_CREDENTIALS_DIR` points (the operator never reads it). Its keys never
+    // become variables: the runner reads only the store's configuration keys from the files.
+    if let Some(secret) = batch.and_then(|b| b.credentials_secret.clone()) {
+        volume_mounts.push(VolumeMount {
+            name: OUTPUT_CREDENTIALS_VOLUME.to_owned(),
+            mount_path: OUTPUT_CREDENTIALS_MOUNT_PATH.to_owned(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+        volumes.push(Volume {
+            name: OUTPUT_CREDENTIALS_VOLUME.to_owned(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret),
+                optional: Some(false),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
     }
 
     let container = Container {
@@ -582,15 +612,6 @@ pub fn build_job(
             ..SecurityContext::default()
         }),
         volume_mounts: Some(volume_mounts),
-        env_from: credentials.map(|name| {
-            vec![EnvFromSource {
-                secret_ref: Some(SecretEnvSource {
-                    name,
-                    optional: Some(false),
-                }),
-                ..EnvFromSource::default()
-            }]
-        }),
         ..Container::default()
     };
 
@@ -1231,8 +1252,6 @@ spec:
             assert!(env.iter().all(|e| e.name != absent), "{absent}");
         }
         let container = &pod_of(&job).containers[0];
-        let from = container.env_from.as_ref().unwrap();
-        assert_eq!(from[0].secret_ref.as_ref().unwrap().name, "s3-creds");
         let mount = container
             .volume_mounts
             .as_ref()
@@ -1257,6 +1276,54 @@ spec:
             spec.active_deadline_seconds,
             Some(2 * (60 + 6) + DEADLINE_MARGIN_SECS as i64)
         );
+    }
+
+    #[test]
+    fn the_output_credentials_are_mounted_never_variables() {
+        let job = build(BATCH);
+        let pod = pod_of(&job);
+        let container = &pod.containers[0];
+        assert!(
+            container.env_from.is_none(),
+            "no key of the Secret may become a variable"
+        );
+        assert_eq!(
+            value(&env_of(&job), "LLMJOB_OUTPUT_CREDENTIALS_DIR"),
+            Some("/var/run/llmjob/output-credentials")
+        );
+        let mount = container
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.name == "output-credentials")
+            .unwrap();
+        assert_eq!(mount.mount_path, "/var/run/llmjob/output-credentials");
+        assert_eq!(mount.read_only, Some(true));
+        let volume = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == "output-credentials")
+            .unwrap();
+        let secret = volume.secret.as_ref().unwrap();
+        assert_eq!(secret.secret_name.as_deref(), Some("s3-creds"));
+        assert_eq!(secret.optional, Some(false));
+        assert_eq!(secret.items, None, "every key, each a file");
+
+        // Without a Secret (a ConfigMap output, or a store configured another way): neither.
+        let job = build(&BATCH.replace(", credentialsSecretRef: {name: s3-creds}", ""));
+        let pod = pod_of(&job);
+        assert!(value(&env_of(&job), "LLMJOB_OUTPUT_CREDENTIALS_DIR").is_none());
+        assert!(
+            pod.volumes
+                .as_ref()
+                .unwrap()
+                .iter()
+                .all(|v| v.name != "output-credentials")
+        );
+        assert!(pod.containers[0].env_from.is_none());
     }
 
     #[test]

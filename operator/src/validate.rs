@@ -141,7 +141,8 @@ pub struct Batch {
     pub max_failed_items: u64,
     /// `LLMJOB_OUTPUT_URL`: `spec.output.url` verbatim, or `configmap://NAME`.
     pub output_url: String,
-    /// The Secret whose keys become the pods' environment (`spec.output.credentialsSecretRef`).
+    /// The Secret mounted in the pods as the object store's configuration
+    /// (`spec.output.credentialsSecretRef`).
     pub credentials_secret: Option<String>,
 }
 

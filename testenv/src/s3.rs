@@ -6,7 +6,7 @@
 //!
 //! Pods on the real node reach it through a Service without a selector, as they reach the replay
 //! server: [`S3Server::expose`]. The credentials go to pods in a Secret ([`S3Server::secret`]),
-//! holding the variables `object_store` reads (`AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT`, ...).
+//! holding the configuration keys `object_store` reads (`AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT`, ...).
 //!
 //! This module owns starting, probing and stopping versitygw; it never writes objects itself
 //! (what is in the bucket is what the code under test put there), and never logs the secret.
@@ -285,7 +285,8 @@ impl S3Server {
     }
 
     /// The Secret `namespace/name` holding [`S3Server::credentials_env`] for `endpoint`: what an
-    /// LlmJob's `spec.output.credentialsSecretRef` names (the pod mounts it with `envFrom`).
+    /// LlmJob's `spec.output.credentialsSecretRef` names (the pod mounts it as a directory, one
+    /// file per key, and the runner reads these store configuration keys from it).
     pub fn secret(&self, namespace: &str, name: &str, endpoint: &str) -> Secret {
         Secret {
             metadata: ObjectMeta {
