@@ -310,7 +310,11 @@ mod tests {
     fn the_busiest_window_includes_both_ends() {
         let offsets = ms(&[0, 100, 10_100, 10_200, 10_300, 30_000]);
         assert_eq!(busiest_window(&offsets, WINDOW), 3, "300..=10300 holds 3");
-        assert_eq!(busiest_window(&ms(&[0, 10_000, 20_001]), WINDOW), 2, "0..=10000");
+        assert_eq!(
+            busiest_window(&ms(&[0, 10_000, 20_001]), WINDOW),
+            2,
+            "0..=10000"
+        );
         assert_eq!(busiest_window(&ms(&[]), WINDOW), 0);
         assert_eq!(busiest_window(&ms(&[7]), WINDOW), 1);
         assert_eq!(window_allowance(200.0, WINDOW, 20), 2020);

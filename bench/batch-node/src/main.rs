@@ -328,6 +328,7 @@ async fn measure(
     let selector = ListParams::default().labels(&format!("{JOB_NAME_LABEL}={NAME}"));
     let mut seen: BTreeMap<String, PodSeen> = BTreeMap::new();
     let mut tick = tokio::time::interval(cli.sample_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let list_every =
         (Duration::from_secs(1).as_millis() / cli.sample_every.as_millis().max(1)).max(1) as u64;
     let mut ticks: u64 = 0;
