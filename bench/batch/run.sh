@@ -40,10 +40,13 @@ case "$mode" in
     log "tools: bash tools/ensure-tools.sh demo (the real node's tools and versitygw)"
     bash "$root/tools/ensure-tools.sh" demo >&2
     cd "$root"
-    log "cargo build --release -p llmjob-operator -p batch-node-bench"
-    cargo build --release -p llmjob-operator -p batch-node-bench >&2
-    log "cargo xtask images (the runner image the node runs)"
+    # The images first: their release build makes the llmjob-operator binary the bench runs
+    # (the same as in the operator image); the bench is built alone after it, so cargo's feature
+    # unification with the bench's dependencies cannot rebuild the operator a second way.
+    log "cargo xtask images (the release operator and the runner image the node runs)"
     cargo xtask images >&2
+    log "cargo build --release -p batch-node-bench"
+    cargo build --release -p batch-node-bench >&2
     target="$(cargo metadata --format-version 1 --no-deps |
       python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
     exec "$target/release/batch-node-bench" \
