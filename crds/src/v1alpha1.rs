@@ -230,23 +230,23 @@ pub struct LlmJobSpec {
     /// sharded over the pods of an Indexed Job, the run's shared rate limit and how many failed
     /// items it tolerates. Needs `output`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub batch: Option<BatchSpec>,
+    pub batch: Option<Box<BatchSpec>>,
 
     /// Where a batch writes its items' results (JSON Lines, one file or ConfigMap key per
     /// shard). Only with `batch`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub output: Option<OutputSpec>,
+    pub output: Option<Box<OutputSpec>>,
 
     /// Request parameters of the chat completion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parameters: Option<RequestParameters>,
+    pub parameters: Option<Box<RequestParameters>>,
 
     /// How to reach the OpenAI-compatible API.
     pub openai: OpenAiConnection,
 
     /// Telemetry of the run. Fields left out take the operator's defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub telemetry: Option<TelemetrySpec>,
+    pub telemetry: Option<Box<TelemetrySpec>>,
 
     /// Deadline, retries and clean-up of the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -254,7 +254,7 @@ pub struct LlmJobSpec {
 
     /// Pod settings users of Jobs expect: resources, scheduling, identity, labels, extra env.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pod: Option<PodOverrides>,
+    pub pod: Option<Box<PodOverrides>>,
 
     /// Suspend the run: no pod starts while true (and a running pod is stopped). The only field
     /// that may change after creation. Kueue manages this for LlmJobs with a queue label.
@@ -986,10 +986,10 @@ pub struct LlmJobStatus {
     /// The run's result as reported by the runner: response id, model, finish reason, token
     /// usage, duration and, on failure, the error. Never prompt or completion content.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<RunResult>,
+    pub result: Option<Box<RunResult>>,
     /// A batch's progress and totals (batch LlmJobs only); `result` then holds the shards' sums.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub batch: Option<BatchStatus>,
+    pub batch: Option<Box<BatchStatus>>,
 }
 
 /// Most item errors a batch's status lists.

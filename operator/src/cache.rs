@@ -18,16 +18,21 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use serde::Deserialize;
 
-use crate::contract::NAME_LABEL;
-use crate::fetch::JOB_NAME_LABEL;
 use crate::status::COMPLETION_INDEX_ANNOTATION;
+
+/// The prefix of the annotations the operator puts on its Jobs (`contract::*_ANNOTATION`).
+const OPERATOR_ANNOTATIONS: &str = "llmjob.dev/";
 
 /// A Job of the operator as its cache keeps it: the metadata (not the labels), the spec's scalar
 /// settings (not the pod template) and the status.
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct CachedJob {
-    /// The Job's metadata, without managed fields ([`CachedJob::prune`]).
+    /// The Job's metadata, without managed fields, labels and annotations ([`CachedJob::prune`]).
     pub metadata: ObjectMeta,
+    /// The operator's annotations (`llmjob.dev/...`), as pairs: a map of a few entries costs a
+    /// B-tree node of about 0.5 KiB.
+    #[serde(skip)]
+    pub annotations: Vec<(String, String)>,
     /// The settings of the spec a reconcile reads.
     pub spec: Option<CachedJobSpec>,
     /// The Job's status as the Job controller writes it.
@@ -56,16 +61,29 @@ pub struct CachedJobSpec {
 
 impl CachedJob {
     /// Drops the managed fields and the labels (the watch selects the operator's Jobs by label
-    /// on the server; a reconcile reads none): the watch's `modify` step.
+    /// on the server; a reconcile reads none), and keeps the operator's own annotations as
+    /// pairs: the watch's `modify` step.
     pub fn prune(&mut self) {
         self.metadata.managed_fields = None;
         self.metadata.labels = None;
+        self.annotations = self
+            .metadata
+            .annotations
+            .take()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| k.starts_with(OPERATOR_ANNOTATIONS))
+            .collect();
     }
 
     /// The Job a reconcile works on (its pod template empty).
     pub fn to_job(&self) -> Job {
         Job {
-            metadata: self.metadata.clone(),
+            metadata: ObjectMeta {
+                annotations: (!self.annotations.is_empty())
+                    .then(|| self.annotations.iter().cloned().collect()),
+                ..self.metadata.clone()
+            },
             spec: self.spec.as_ref().map(|s| JobSpec {
                 suspend: s.suspend,
                 active_deadline_seconds: s.active_deadline_seconds,
@@ -86,9 +104,12 @@ impl CachedJob {
 /// result).
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct CachedPod {
-    /// The pod's metadata: name, uid, owner references, creation and deletion times, the
-    /// operator's labels and the completion index ([`CachedPod::prune`]).
+    /// The pod's metadata: name, uid, owner references, creation and deletion times (no labels,
+    /// no annotations: [`CachedPod::prune`]).
     pub metadata: ObjectMeta,
+    /// The `batch.kubernetes.io/job-completion-index` annotation of a pod of an Indexed Job.
+    #[serde(skip)]
+    pub completion_index: Option<String>,
     /// The pod's phase and containers.
     pub status: Option<CachedPodStatus>,
 }
@@ -115,21 +136,18 @@ pub struct CachedContainerStatus {
 
 impl CachedPod {
     /// Drops the metadata a reconcile never reads (the watch's `modify` step): managed fields,
-    /// finalizers, the labels other than the LlmJob's and the Job's names, the annotations other
-    /// than the completion index, and each terminated container's id.
+    /// finalizers, labels (its Job is its controller owner), the annotations but the completion
+    /// index, and each terminated container's id.
     pub fn prune(&mut self) {
         let meta = &mut self.metadata;
         meta.managed_fields = None;
         meta.generate_name = None;
         meta.finalizers = None;
-        if let Some(labels) = meta.labels.as_mut() {
-            labels.retain(|k, _| k == NAME_LABEL || k == JOB_NAME_LABEL);
-        }
-        meta.annotations = meta
+        meta.labels = None;
+        self.completion_index = meta
             .annotations
             .take()
-            .and_then(|mut a| a.remove_entry(COMPLETION_INDEX_ANNOTATION))
-            .map(|entry| BTreeMap::from([entry]));
+            .and_then(|mut a| a.remove(COMPLETION_INDEX_ANNOTATION));
         for c in self
             .status
             .iter_mut()
@@ -141,10 +159,26 @@ impl CachedPod {
         }
     }
 
+    /// The name of the Job that controls the pod.
+    pub fn job_name(&self) -> Option<&str> {
+        self.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true) && o.kind == "Job")
+            .map(|o| o.name.as_str())
+    }
+
     /// The pod a reconcile works on.
     pub fn to_pod(&self) -> Pod {
         Pod {
-            metadata: self.metadata.clone(),
+            metadata: ObjectMeta {
+                annotations: self
+                    .completion_index
+                    .as_ref()
+                    .map(|i| BTreeMap::from([(COMPLETION_INDEX_ANNOTATION.to_owned(), i.clone())])),
+                ..self.metadata.clone()
+            },
             spec: None,
             status: self.status.as_ref().map(|s| PodStatus {
                 phase: s.phase.clone(),
@@ -263,7 +297,7 @@ metadata:
   namespace: n
   uid: job-1
   labels: {app.kubernetes.io/managed-by: llmjob-operator, llmjob.dev/name: run-1}
-  annotations: {llmjob.dev/pod-hash: abc123, llmjob.dev/launch-traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+  annotations: {example.com/other: x, llmjob.dev/pod-hash: abc123, llmjob.dev/launch-traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
   ownerReferences: [{apiVersion: llmjob.dev/v1alpha1, kind: LlmJob, name: run-1, uid: lj-1, controller: true}]
   managedFields: [{manager: llmjob-operator, operation: Apply, apiVersion: batch/v1}]
 spec:
@@ -303,12 +337,9 @@ status:
             crate::triggers::pod_progress(&read(&full))
         );
         assert!(controlled_by(&pruned, &job));
+        assert_eq!(cached.job_name(), Some("run-1"));
         assert!(has_finished_pods(&job, std::slice::from_ref(&pruned)));
         assert_eq!(pruned.creation_timestamp(), full.creation_timestamp());
-        assert_eq!(
-            pruned.labels().get(NAME_LABEL).map(String::as_str),
-            Some("run-1")
-        );
         assert_eq!(
             pruned
                 .annotations()
@@ -318,7 +349,7 @@ status:
         );
         // What goes.
         assert!(pruned.spec.is_none() && pruned.metadata.managed_fields.is_none());
-        assert_eq!(pruned.labels().len(), 2);
+        assert!(pruned.labels().is_empty());
         assert_eq!(pruned.annotations().len(), 1);
         let status = pruned.status.as_ref().expect("a status");
         assert!(status.pod_ip.is_none() && status.conditions.is_none());
@@ -335,6 +366,9 @@ status:
         let mut expected = full.clone();
         expected.metadata.managed_fields = None;
         expected.metadata.labels = None;
+        if let Some(a) = expected.metadata.annotations.as_mut() {
+            a.remove("example.com/other");
+        }
         if let Some(spec) = expected.spec.as_mut() {
             spec.template = Default::default();
         }

@@ -61,7 +61,7 @@ use tracing::Instrument;
 use crate::build_job::{self, BuildError};
 use crate::cache::{CachedJob, CachedPod};
 use crate::config::{Config, JobDefaults};
-use crate::contract::{self, MANAGED_BY, MANAGED_BY_LABEL, NAME_LABEL};
+use crate::contract::{self, MANAGED_BY, MANAGED_BY_LABEL};
 use crate::events::Reason;
 use crate::http::Health;
 use crate::metrics::Metrics;
@@ -562,13 +562,13 @@ impl Backoff for NoBackoff {
     fn reset(&mut self) {}
 }
 
-/// The LlmJob a pod of one of the operator's Jobs belongs to.
+/// The LlmJob a pod of one of the operator's Jobs belongs to: the LlmJob of its Job's name.
 fn llmjob_of_pod(
     store: &Store<WatchedLlmJob>,
     pod: &CachedPod,
 ) -> Option<ObjectRef<WatchedLlmJob>> {
     let namespace = pod.namespace()?;
-    let job_name = pod.labels().get(NAME_LABEL)?;
+    let job_name = pod.job_name()?;
     let direct = ObjectRef::new(job_name).within(&namespace);
     if store.get(&direct).is_some() {
         return Some(direct);
@@ -579,7 +579,7 @@ fn llmjob_of_pod(
         .iter()
         .find(|j| {
             j.namespace().as_deref() == Some(namespace.as_str())
-                && contract::job_name(&j.name_any()) == *job_name
+                && contract::job_name(&j.name_any()) == job_name
         })
         .map(|j| ObjectRef::from_obj(j.as_ref()))
 }
@@ -1548,17 +1548,17 @@ mod tests {
             ));
             writer.apply_watcher_event(&watcher::Event::Apply(DeserializeGuard(Ok(lj))));
         }
-        let p: CachedPod = cached(&pod(&format!(
-            "metadata: {{name: p, namespace: n, labels: {{{NAME_LABEL}: short}}}}"
-        )));
+        let owned_by = |job: &str| -> CachedPod {
+            cached(&pod(&format!(
+                "metadata: {{name: p, namespace: n, ownerReferences: [{{apiVersion: batch/v1, kind: Job, name: {job}, uid: j, controller: true}}]}}"
+            )))
+        };
+        let p = owned_by("short");
         assert_eq!(
             llmjob_of_pod(&reader, &p),
             Some(ObjectRef::new("short").within("n"))
         );
-        let p: CachedPod = cached(&pod(&format!(
-            "metadata: {{name: p, namespace: n, labels: {{{NAME_LABEL}: {}}}}}",
-            contract::job_name(&long)
-        )));
+        let p = owned_by(&contract::job_name(&long));
         assert_eq!(
             llmjob_of_pod(&reader, &p),
             Some(ObjectRef::new(&long).within("n"))

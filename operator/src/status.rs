@@ -783,12 +783,12 @@ fn derive_from_job(
             .as_ref()
             .is_some_and(|r| r.status == RunStatus::Succeeded);
     if let Some((progress, result)) = batch {
-        status.batch = Some(progress);
+        status.batch = Some(Box::new(progress));
         if job_finished(job) {
-            status.result = result;
+            status.result = result.map(Box::new);
         }
     } else if runner.result.is_some() && (ttl || pod_succeeded || job_finished(job)) {
-        status.result = runner.result.clone();
+        status.result = runner.result.clone().map(Box::new);
     }
     if let Some(a) = status.result.as_ref().and_then(|r| r.attempts) {
         status.attempts = Some(a);
@@ -822,7 +822,7 @@ fn derive_from_job(
 
     if pod_succeeded || (complete.is_some() && !result_failed) {
         status.phase = Some(Phase::Succeeded);
-        let mut message = success_message(status.result.as_ref());
+        let mut message = success_message(status.result.as_deref());
         if let Some(b) = &status.batch {
             message.push_str(&format!(
                 "; {} items succeeded, {} failed, results in {}",
