@@ -12,6 +12,7 @@ pub mod backends;
 pub mod certs;
 pub mod cluster;
 pub mod collector;
+pub mod crd;
 pub mod env;
 pub mod faultproxy;
 pub mod images;

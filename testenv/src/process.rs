@@ -358,6 +358,14 @@ pub(crate) fn unique_dir(parent: &Path, prefix: &str) -> PathBuf {
     }
 }
 
+/// The 1, 5 and 15 minute load averages of `/proc/loadavg` (`?` where it cannot be read), which a
+/// bench prints beside its figures.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,9 +33,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client};
 use llmjob_crds::v1alpha1::{LlmJob, Phase};
 use openai_replay::{ReplayConfig, ReplayServer};
 use testenv::env::TestEnv;
@@ -100,12 +99,6 @@ fn log(msg: impl AsRef<str>) {
     eprintln!("[batch-node-bench] {}", msg.as_ref());
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -127,7 +120,7 @@ async fn main() -> anyhow::Result<()> {
         "{} is missing: run `cargo build --release -p llmjob-operator` first",
         operator_bin.display()
     );
-    let load_start = loadavg();
+    let load_start = testenv::process::loadavg();
     log(format!(
         "{} items, load average {load_start} on {} CPUs; starting the control plane and the real node",
         cli.items,
@@ -153,7 +146,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let mut report = outcome.with_context(|| format!("logs in {}", dir.display()))?;
     report.load_start = load_start;
-    report.load_end = loadavg();
+    report.load_end = testenv::process::loadavg();
     println!("{}", report.markdown());
     println!("logs: {}", dir.display());
     anyhow::ensure!(report.passed(), "a line of the table is MISS");
@@ -173,7 +166,7 @@ struct PodSeen {
 async fn run(cli: &Cli, env: &TestEnv, operator_bin: &Path) -> anyhow::Result<Report> {
     let client = env.client();
     let node = env.node().context("the environment runs a real node")?;
-    install_crd(&client).await?;
+    testenv::crd::install_llmjob_crd(&client, "batch-node-bench").await?;
     let ns = env.create_namespace("bench-batch").await?;
     // The restricted Pod Security Standard, as in the operator's tests: the API server checks
     // every pod the operator builds.
@@ -544,34 +537,4 @@ async fn readyz(addr: SocketAddr) -> Result<(), String> {
     } else {
         Err(head)
     }
-}
-
-/// Applies the generated CRD and waits until it is Established.
-async fn install_crd(client: &Client) -> anyhow::Result<()> {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    api.patch(
-        "llmjobs.llmjob.dev",
-        &PatchParams::apply("batch-node-bench").force(),
-        &Patch::Apply(&llmjob_crds::v1alpha1::crd()),
-    )
-    .await?;
-    testenv::wait::until_ok("the CRD to be Established", SETUP_WAIT, || async {
-        let crd = api
-            .get("llmjobs.llmjob.dev")
-            .await
-            .map_err(|e| e.to_string())?;
-        let established = crd
-            .status
-            .and_then(|s| s.conditions)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        if established {
-            Ok(())
-        } else {
-            Err("not yet".to_owned())
-        }
-    })
-    .await?;
-    Ok(())
 }

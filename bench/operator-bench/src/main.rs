@@ -34,9 +34,8 @@ use clap::Parser;
 use futures::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client};
+use kube::Api;
+use kube::api::{ListParams, PostParams};
 use llmjob_crds::v1alpha1::{LlmJob, Phase};
 use openai_replay::{ReplayConfig, ReplayServer};
 use testenv::env::{RUNNER_IMAGE, TestEnv};
@@ -142,12 +141,6 @@ fn log(msg: impl AsRef<str>) {
     eprintln!("[operator-bench] {}", msg.as_ref());
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -158,7 +151,7 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| testenv::tools::target_dir().join("release"));
     let operator_bin = release_binary(&bin_dir, "llmjob-operator")?;
     let runner_bin = release_binary(&bin_dir, "llmjob-runner")?;
-    let load_start = loadavg();
+    let load_start = testenv::process::loadavg();
     log(format!(
         "count {}, load average {load_start} on {} CPUs",
         cli.count,
@@ -179,7 +172,7 @@ async fn main() -> anyhow::Result<()> {
         };
         let (killed, _) =
             run_operator(&cli, &operator_bin, &runner_bin, &replay, Some(every)).await?;
-        let load_end = loadavg();
+        let load_end = testenv::process::loadavg();
         replay.shutdown().await?;
         let passed = kills::print_report(
             &cli,
@@ -198,7 +191,7 @@ async fn main() -> anyhow::Result<()> {
     } else {
         Some(run_direct(&cli, &runner_bin, &template).await?)
     };
-    let load_end = loadavg();
+    let load_end = testenv::process::loadavg();
     replay.shutdown().await?;
 
     print_report(&cli, &a, b.as_ref(), &load_start, &load_end);
@@ -314,7 +307,7 @@ fn report_progress(
         "{label} t={:.0}s seen/done/failed: {} (load {})",
         t0.elapsed().as_secs_f64(),
         parts.join(", "),
-        loadavg()
+        testenv::process::loadavg()
     )
 }
 
@@ -332,7 +325,7 @@ async fn run_operator(
     log("run A (operator): starting a control plane");
     let env = start_env(runner_bin).await?;
     let client = env.client();
-    install_crd(&client).await?;
+    testenv::crd::install_llmjob_crd(&client, "operator-bench").await?;
     let crd_installed = Instant::now();
     let ns = namespace(&env, "bench-operator").await?;
     let collector = env
@@ -616,33 +609,6 @@ async fn with_progress<T>(
             _ = tick.tick() => log(line()),
         }
     }
-}
-
-/// Applies the generated CRD and waits until it is Established.
-async fn install_crd(client: &Client) -> anyhow::Result<()> {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    api.patch(
-        "llmjobs.llmjob.dev",
-        &PatchParams::apply("operator-bench").force(),
-        &Patch::Apply(&llmjob_crds::v1alpha1::crd()),
-    )
-    .await?;
-    let established = testenv::wait::until_ok_or_abort(
-        "the CRD to be Established",
-        Duration::from_secs(60),
-        || async {
-            let crd = api.get("llmjobs.llmjob.dev").await?;
-            let established = crd
-                .status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            Ok::<_, kube::Error>(if established { Ok(()) } else { Err("not yet") })
-        },
-    )
-    .await?;
-    Ok(established?)
 }
 
 /// LlmJob number `i`.

@@ -27,7 +27,6 @@ use std::time::Duration;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use llmjob_crds::v1alpha1::{LlmJob, Phase};
@@ -173,24 +172,9 @@ impl Replay {
 
 /// Applies the generated CRD and waits until it is Established.
 pub async fn install_crd(client: &Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = llmjob_crds::v1alpha1::crd();
-    api.patch(
-        "llmjobs.llmjob.dev",
-        &PatchParams::apply("llmjob-tests").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("installing the CRD: {e}"));
-    wait_until("the LlmJob CRD to be Established", || async {
-        let crd = api.get("llmjobs.llmjob.dev").await.ok()?;
-        crd.status?
-            .conditions?
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True")
-            .then_some(())
-    })
-    .await;
+    testenv::crd::install_llmjob_crd(client, "llmjob-tests")
+        .await
+        .unwrap_or_else(|e| panic!("installing the CRD: {e}"));
 }
 
 /// Polls `f` until it returns `Some`, panicking after [`WAIT`] with `what`.
