@@ -269,5 +269,7 @@ fn bench(root: &Path) -> Result<()> {
     run_cmd(root, "bash", &["bench/runner/run.sh"])?;
     step("operator vs direct Jobs: bench/operator-bench/run.sh");
     run_cmd(root, "bash", &["bench/operator-bench/run.sh"])?;
+    step("one LlmJob of 10,000 items through the operator: bench/batch/run.sh");
+    run_cmd(root, "bash", &["bench/batch/run.sh"])?;
     Ok(())
 }
