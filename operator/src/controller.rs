@@ -23,7 +23,11 @@
 //!    apply with `TRACEPARENT` = the launch span, and the status follows. A missing API-key
 //!    Secret or key leaves the pod waiting (`CreateContainerConfigError`); the status says
 //!    `SecretNotFound`/`SecretKeyNotFound` until the kubelet starts the pod (see
-//!    [`status::secret_problem`]).
+//!    [`status::secret_problem`]). A missing `spec.output.credentialsSecretRef` Secret (a
+//!    volume) leaves the pod in `ContainerCreating`; the kubelet says why only in a
+//!    `FailedMount` Event on the pod, which the reconcile reads once the pod has waited
+//!    [`status::MOUNT_GRACE`] (never for a pod that starts), and the status says
+//!    `SecretNotFound` the same way.
 //!
 //! A problem the LlmJob waits on is a [`Blocked`], a failed reconcile an [`Error`]; both name
 //! their category as an [`events::Reason`]. The status is written only when it changed, and only
@@ -32,7 +36,9 @@
 //! decisions are explicit: a finished LlmJob or an invalid spec waits for a change; a blocked
 //! LlmJob that no watch event can wake (a Job create the API server rejected, a conflicting Job
 //! without the operator's label) is looked at again after a backoff with jitter
-//! ([`blocked_retry_delay`]); an unfinished one is re-checked every [`RESYNC`] as a safety net;
+//! ([`blocked_retry_delay`]); one whose pod waits in `ContainerCreating` is looked at when
+//! [`status::MOUNT_GRACE`] ends and then every [`MOUNT_RECHECK`] until it starts; an unfinished
+//! one is re-checked every [`RESYNC`] as a safety net;
 //! failed reconciles retry with backoff and jitter, never before the API server's `Retry-After`
 //! ([`error_retry_delay`]), and a Warning event names an error that persists
 //! ([`PERSISTENT_FAILURES`]).
@@ -42,7 +48,7 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::DeserializeGuard;
@@ -74,6 +80,9 @@ use crate::{FIELD_MANAGER, apply, events, fetch, input, triggers};
 
 /// How often an unfinished LlmJob is re-checked even without a watch event.
 pub const RESYNC: Duration = Duration::from_secs(300);
+/// How often an LlmJob whose pod waits in `ContainerCreating` past [`status::MOUNT_GRACE`] is
+/// looked at again (a missing volume Secret is reported, and cleared, within about this much).
+pub const MOUNT_RECHECK: Duration = Duration::from_secs(20);
 /// How soon a reconcile is repeated when a fresh read of the LlmJob still leaves it undecided.
 pub const ERROR_REQUEUE: Duration = Duration::from_secs(10);
 /// The wait before retrying a reconcile that failed once (halved at most by the jitter).
@@ -1117,15 +1126,51 @@ impl Reconciler<'_> {
                     .map_err(self.read_error("pods of LlmJob"))?
             }
         };
-        let action = self
+        // A pod the kubelet cannot set up (the Secret of its `spec.output.credentialsSecretRef`
+        // volume is missing) stays in `ContainerCreating` and says why only in a `FailedMount`
+        // Event on the pod. Those are read only for an LlmJob that mounts such a Secret, whose
+        // pod has waited `MOUNT_GRACE`: a reconcile of a pod that starts, or of an LlmJob without
+        // the Secret, reads no Event (the operator is benchmarked at 10,000 LlmJobs).
+        let mounts_secret = llmjob
+            .spec
+            .output
+            .as_ref()
+            .is_some_and(|o| o.credentials_secret_ref.is_some());
+        let creating = mounts_secret
+            .then(|| status::creating_pod(&pods, Timestamp::now()))
+            .flatten();
+        let mount_failures = match &creating {
+            Some((pod, age)) if *age >= status::MOUNT_GRACE => {
+                let events: Api<Event> = Api::namespaced(self.ctx.client.clone(), self.namespace);
+                fetch::failed_mounts(&events, pod)
+                    .await
+                    .map_err(self.read_error("FailedMount Events of the pod of LlmJob"))?
+            }
+            _ => Vec::new(),
+        };
+        let mut action = self
             .observe(
                 llmjob,
                 Observation::Job {
                     job: &job,
                     pods: &pods,
+                    mount_failures: &mount_failures,
                 },
             )
             .await?;
+        // No watch event comes while the pod waits (the kubelet changes nothing in it): look
+        // again when the grace ends, then every `MOUNT_RECHECK` until it starts (its start is a
+        // pod event, and it clears a `SecretNotFound` this reported).
+        if let Some((_, age)) = creating
+            && action != Action::await_change()
+        {
+            action = Action::requeue(
+                status::MOUNT_GRACE
+                    .checked_sub(age)
+                    .filter(|d| !d.is_zero())
+                    .unwrap_or(MOUNT_RECHECK),
+            );
+        }
         if ignored {
             self.report_pod_edit(llmjob, &job).await;
         }
@@ -1310,6 +1355,7 @@ impl Reconciler<'_> {
             Observation::Job {
                 job: &created,
                 pods: &[],
+                mount_failures: &[],
             },
         )
         .await
