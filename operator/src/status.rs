@@ -48,7 +48,7 @@ pub enum Observation<'a> {
         pods: &'a [Pod],
         /// The messages of the kubelet's `FailedMount` Events about the latest pod, the latest
         /// first: read only once its runner container has waited in `ContainerCreating` for
-        /// [`MOUNT_GRACE`] ([`creating_pod`]), empty otherwise.
+        /// [`MOUNT_GRACE`] ([`pod_start`]), empty otherwise.
         mount_failures: &'a [String],
     },
     /// The Job named in the status is gone before the operator saw the run finish.
@@ -115,28 +115,59 @@ pub const MOUNT_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
 /// The waiting reason of a container whose pod the kubelet is still setting up (volumes, sandbox).
 const CONTAINER_CREATING: &str = "ContainerCreating";
 
-/// The latest of `pods` when its runner container waits in `ContainerCreating`: its name and how
-/// long it has existed at `now` (zero for a creation time in the future or unknown).
-pub fn creating_pod(pods: &[Pod], now: Timestamp) -> Option<(String, std::time::Duration)> {
-    let pod = *by_creation(pods).last()?;
-    let creating = pod
+/// How far the Job's latest pod is from starting its runner, as [`pod_start`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodStart {
+    /// No pod yet, or the kubelet has not reported the latest one's runner container (a pod
+    /// that is only created, or scheduled).
+    Unseen,
+    /// The latest pod's runner container waits in `ContainerCreating`.
+    Creating {
+        /// The pod's name.
+        pod: String,
+        /// How long the pod has existed (zero for a creation time in the future or unknown).
+        age: std::time::Duration,
+    },
+    /// The runner started, finished, or waits for another reason (which the pod's state says).
+    Past,
+}
+
+/// Where the latest of `pods` (the pods of one Job) is on its way to starting, at `now`. Neither
+/// [`PodStart::Unseen`] nor [`PodStart::Creating`] changes what a pod watch reports (see
+/// [`crate::triggers::pod_progress`]), so the reconcile looks again by itself.
+pub fn pod_start(pods: &[Pod], now: Timestamp) -> PodStart {
+    let Some(pod) = by_creation(pods).last().copied() else {
+        return PodStart::Unseen;
+    };
+    let state = pod
         .status
         .as_ref()
         .and_then(|s| s.container_statuses.as_ref())
         .and_then(|cs| cs.iter().find(|c| c.name == CONTAINER_NAME))
-        .and_then(|c| c.state.as_ref())
-        .and_then(|s| s.waiting.as_ref())
-        .is_some_and(|w| w.reason.as_deref() == Some(CONTAINER_CREATING));
-    if !creating {
-        return None;
-    }
-    let age = pod
-        .metadata
-        .creation_timestamp
+        .and_then(|c| c.state.as_ref());
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    let Some(state) = state else {
+        return match phase {
+            None | Some("Pending") => PodStart::Unseen,
+            Some(_) => PodStart::Past,
+        };
+    };
+    let creating = state
+        .waiting
         .as_ref()
-        .and_then(|t| std::time::Duration::try_from(now.duration_since(t.0)).ok())
-        .unwrap_or_default();
-    Some((pod.metadata.name.clone()?, age))
+        .is_some_and(|w| w.reason.as_deref() == Some(CONTAINER_CREATING));
+    match (creating, pod.metadata.name.clone()) {
+        (true, Some(name)) => PodStart::Creating {
+            pod: name,
+            age: pod
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .and_then(|t| std::time::Duration::try_from(now.duration_since(t.0)).ok())
+                .unwrap_or_default(),
+        },
+        _ => PodStart::Past,
+    }
 }
 
 /// Reads the runner containers of `pods` (the pods of one Job).
@@ -1861,19 +1892,20 @@ spec:
     }
 
     #[test]
-    fn only_a_latest_pod_in_container_creating_is_a_creating_pod() {
+    fn the_latest_pod_tells_how_far_the_start_is() {
         let at = |t: &str| t.parse::<Timestamp>().unwrap();
+        let creating_since = |secs| PodStart::Creating {
+            pod: "haiku-0-abcde".to_owned(),
+            age: std::time::Duration::from_secs(secs),
+        };
         assert_eq!(
-            creating_pod(&[creating()], at("2026-01-02T03:00:25Z")),
-            Some((
-                "haiku-0-abcde".to_owned(),
-                std::time::Duration::from_secs(25)
-            ))
+            pod_start(&[creating()], at("2026-01-02T03:00:25Z")),
+            creating_since(25)
         );
         // A clock behind the API server's: no age, not past the grace.
         assert_eq!(
-            creating_pod(&[creating()], at("2026-01-02T02:59:00Z")),
-            Some(("haiku-0-abcde".to_owned(), std::time::Duration::ZERO))
+            pod_start(&[creating()], at("2026-01-02T02:59:00Z")),
+            creating_since(0)
         );
         let running = runner_pod(
             "haiku-0-fghij",
@@ -1883,20 +1915,21 @@ spec:
         );
         let now = at("2026-01-02T03:05:00Z");
         // The latest pod decides: an older pod still creating is not read about.
-        assert_eq!(creating_pod(&[creating(), running.clone()], now), None);
-        assert_eq!(creating_pod(&[running], now), None);
         assert_eq!(
-            creating_pod(&[config_error_pod("secret \"openai\" not found")], now),
-            None
+            pod_start(&[creating(), running.clone()], now),
+            PodStart::Past
         );
+        assert_eq!(pod_start(&[running], now), PodStart::Past);
         assert_eq!(
-            creating_pod(
-                &[runner_pod("p", "2026-01-02T03:00:00Z", "{}", "Pending")],
-                now
-            ),
-            None
+            pod_start(&[config_error_pod("secret \"openai\" not found")], now),
+            PodStart::Past
         );
-        assert_eq!(creating_pod(&[], now), None);
+        // No pod yet, or one the kubelet has not reported on.
+        assert_eq!(pod_start(&[], now), PodStart::Unseen);
+        let created = pod("metadata: {name: p, namespace: team-a}\nstatus: {phase: Pending}");
+        assert_eq!(pod_start(&[created], now), PodStart::Unseen);
+        let failed = pod("metadata: {name: p, namespace: team-a}\nstatus: {phase: Failed}");
+        assert_eq!(pod_start(&[failed], now), PodStart::Past);
     }
 
     #[test]
