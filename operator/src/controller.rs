@@ -86,44 +86,6 @@ pub const RESYNC: Duration = Duration::from_secs(300);
 /// [`status::MOUNT_GRACE`]): a missing volume Secret is reported within about
 /// `MOUNT_GRACE + MOUNT_RECHECK` of the pod's creation.
 pub const MOUNT_RECHECK: Duration = Duration::from_secs(20);
-/// How far the pod of an LlmJob that mounts a Secret (`spec.output.credentialsSecretRef`) is from
-/// starting ([`status::pod_start`]); [`status::PodStart::Past`] for any other LlmJob, whose
-/// reconciles read no Event and keep their requeue.
-fn mount_wait(llmjob: &LlmJob, pods: &[Pod]) -> status::PodStart {
-    let mounts_secret = llmjob
-        .spec
-        .output
-        .as_ref()
-        .is_some_and(|o| o.credentials_secret_ref.is_some());
-    if mounts_secret {
-        status::pod_start(pods, Timestamp::now())
-    } else {
-        status::PodStart::Past
-    }
-}
-
-/// `action`, sooner while the pod has not started ([`mount_wait`]): no pod watch event comes
-/// until the runner starts (a pod created or in `ContainerCreating` triggers no reconcile, see
-/// [`triggers::pod_progress`]), so the reconcile looks again when [`status::MOUNT_GRACE`] ends,
-/// or every [`MOUNT_RECHECK`], until the pod starts (its start is a pod event, and it clears a
-/// `SecretNotFound` a `FailedMount` Event gave). A finished or suspended run keeps
-/// `await_change`.
-fn recheck_mount(start: &status::PodStart, action: Action) -> Action {
-    let delay = match start {
-        status::PodStart::Creating { age, .. } => status::MOUNT_GRACE
-            .checked_sub(*age)
-            .filter(|d| !d.is_zero())
-            .unwrap_or(MOUNT_RECHECK),
-        status::PodStart::Unseen => MOUNT_RECHECK,
-        status::PodStart::Past => return action,
-    };
-    if action == Action::await_change() {
-        action
-    } else {
-        Action::requeue(delay)
-    }
-}
-
 /// How soon a reconcile is repeated when a fresh read of the LlmJob still leaves it undecided.
 pub const ERROR_REQUEUE: Duration = Duration::from_secs(10);
 /// The wait before retrying a reconcile that failed once (halved at most by the jitter).
@@ -382,6 +344,44 @@ pub fn error_retry_delay(failures: u32, retry_after: Option<Duration>, jitter: f
         .min(ERROR_RETRY_MAX);
     let delay = base.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0));
     retry_after.map_or(delay, |server| delay.max(server))
+}
+
+/// How far the pod of an LlmJob that mounts a Secret (`spec.output.credentialsSecretRef`) is from
+/// starting ([`status::pod_start`]); [`status::PodStart::Past`] for any other LlmJob, whose
+/// reconciles read no Event and keep their requeue.
+fn mount_wait(llmjob: &LlmJob, pods: &[Pod]) -> status::PodStart {
+    let mounts_secret = llmjob
+        .spec
+        .output
+        .as_ref()
+        .is_some_and(|o| o.credentials_secret_ref.is_some());
+    if mounts_secret {
+        status::pod_start(pods, Timestamp::now())
+    } else {
+        status::PodStart::Past
+    }
+}
+
+/// `action`, sooner while the pod has not started ([`mount_wait`]): no pod watch event comes
+/// until the runner starts (a pod created or in `ContainerCreating` triggers no reconcile, see
+/// [`triggers::pod_progress`]), so the reconcile looks again when [`status::MOUNT_GRACE`] ends,
+/// or every [`MOUNT_RECHECK`], until the pod starts (its start is a pod event, and it clears a
+/// `SecretNotFound` a `FailedMount` Event gave). A finished or suspended run keeps
+/// `await_change`.
+fn recheck_mount(start: &status::PodStart, action: Action) -> Action {
+    let delay = match start {
+        status::PodStart::Creating { age, .. } => status::MOUNT_GRACE
+            .checked_sub(*age)
+            .filter(|d| !d.is_zero())
+            .unwrap_or(MOUNT_RECHECK),
+        status::PodStart::Unseen => MOUNT_RECHECK,
+        status::PodStart::Past => return action,
+    };
+    if action == Action::await_change() {
+        action
+    } else {
+        Action::requeue(delay)
+    }
 }
 
 /// How many reconciles of each LlmJob failed in a row (an entry only while they fail).
