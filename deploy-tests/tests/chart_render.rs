@@ -185,6 +185,7 @@ fn operator_grants() -> BTreeSet<Grant> {
         ("", "configmaps", &["get", "create", "patch"]),
         ("", "namespaces", &["get"]),
         ("events.k8s.io", "events", &["create", "patch"]),
+        ("", "events", &["list"]),
     ];
     let mut out = BTreeSet::new();
     for (group, resource, verbs) in table {

@@ -23,7 +23,11 @@
 //!    apply with `TRACEPARENT` = the launch span, and the status follows. A missing API-key
 //!    Secret or key leaves the pod waiting (`CreateContainerConfigError`); the status says
 //!    `SecretNotFound`/`SecretKeyNotFound` until the kubelet starts the pod (see
-//!    [`status::secret_problem`]).
+//!    [`status::secret_problem`]). A missing `spec.output.credentialsSecretRef` Secret (a
+//!    volume) leaves the pod in `ContainerCreating`; the kubelet says why only in a
+//!    `FailedMount` Event on the pod, which the reconcile reads once the pod has waited
+//!    [`status::MOUNT_GRACE`] (never for a pod that starts), and the status says
+//!    `SecretNotFound` the same way.
 //!
 //! A problem the LlmJob waits on is a [`Blocked`], a failed reconcile an [`Error`]; both name
 //! their category as an [`events::Reason`]. The status is written only when it changed, and only
@@ -32,7 +36,10 @@
 //! decisions are explicit: a finished LlmJob or an invalid spec waits for a change; a blocked
 //! LlmJob that no watch event can wake (a Job create the API server rejected, a conflicting Job
 //! without the operator's label) is looked at again after a backoff with jitter
-//! ([`blocked_retry_delay`]); an unfinished one is re-checked every [`RESYNC`] as a safety net;
+//! ([`blocked_retry_delay`]); one that mounts a Secret (`spec.output.credentialsSecretRef`) is
+//! looked at every [`MOUNT_RECHECK`] (or when [`status::MOUNT_GRACE`] ends) until its pod
+//! starts, as no pod event tells a pod stuck in `ContainerCreating`; an unfinished
+//! one is re-checked every [`RESYNC`] as a safety net;
 //! failed reconciles retry with backoff and jitter, never before the API server's `Retry-After`
 //! ([`error_retry_delay`]), and a Warning event names an error that persists
 //! ([`PERSISTENT_FAILURES`]).
@@ -42,7 +49,7 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::DeserializeGuard;
@@ -74,6 +81,11 @@ use crate::{FIELD_MANAGER, apply, events, fetch, input, triggers};
 
 /// How often an unfinished LlmJob is re-checked even without a watch event.
 pub const RESYNC: Duration = Duration::from_secs(300);
+/// How often an LlmJob that mounts a Secret (`spec.output.credentialsSecretRef`) is looked at
+/// again while its pod has not started (no pod yet, or in `ContainerCreating` past
+/// [`status::MOUNT_GRACE`]): a missing volume Secret is reported within about
+/// `MOUNT_GRACE + MOUNT_RECHECK` of the pod's creation.
+pub const MOUNT_RECHECK: Duration = Duration::from_secs(20);
 /// How soon a reconcile is repeated when a fresh read of the LlmJob still leaves it undecided.
 pub const ERROR_REQUEUE: Duration = Duration::from_secs(10);
 /// The wait before retrying a reconcile that failed once (halved at most by the jitter).
@@ -332,6 +344,44 @@ pub fn error_retry_delay(failures: u32, retry_after: Option<Duration>, jitter: f
         .min(ERROR_RETRY_MAX);
     let delay = base.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0));
     retry_after.map_or(delay, |server| delay.max(server))
+}
+
+/// How far the pod of an LlmJob that mounts a Secret (`spec.output.credentialsSecretRef`) is from
+/// starting ([`status::pod_start`]); [`status::PodStart::Past`] for any other LlmJob, whose
+/// reconciles read no Event and keep their requeue.
+fn mount_wait(llmjob: &LlmJob, pods: &[Pod]) -> status::PodStart {
+    let mounts_secret = llmjob
+        .spec
+        .output
+        .as_ref()
+        .is_some_and(|o| o.credentials_secret_ref.is_some());
+    if mounts_secret {
+        status::pod_start(pods, Timestamp::now())
+    } else {
+        status::PodStart::Past
+    }
+}
+
+/// `action`, sooner while the pod has not started ([`mount_wait`]): no pod watch event comes
+/// until the runner starts (a pod created or in `ContainerCreating` triggers no reconcile, see
+/// [`triggers::pod_progress`]), so the reconcile looks again when [`status::MOUNT_GRACE`] ends,
+/// or every [`MOUNT_RECHECK`], until the pod starts (its start is a pod event, and it clears a
+/// `SecretNotFound` a `FailedMount` Event gave). A finished or suspended run keeps
+/// `await_change`.
+fn recheck_mount(start: &status::PodStart, action: Action) -> Action {
+    let delay = match start {
+        status::PodStart::Creating { age, .. } => status::MOUNT_GRACE
+            .checked_sub(*age)
+            .filter(|d| !d.is_zero())
+            .unwrap_or(MOUNT_RECHECK),
+        status::PodStart::Unseen => MOUNT_RECHECK,
+        status::PodStart::Past => return action,
+    };
+    if action == Action::await_change() {
+        action
+    } else {
+        Action::requeue(delay)
+    }
 }
 
 /// How many reconciles of each LlmJob failed in a row (an entry only while they fail).
@@ -1117,15 +1167,32 @@ impl Reconciler<'_> {
                     .map_err(self.read_error("pods of LlmJob"))?
             }
         };
+        // A pod the kubelet cannot set up (the Secret of its `spec.output.credentialsSecretRef`
+        // volume is missing) stays in `ContainerCreating` and says why only in a `FailedMount`
+        // Event on the pod. Those are read only for an LlmJob that mounts such a Secret, whose
+        // pod has waited `MOUNT_GRACE`: a reconcile of a pod that starts, or of an LlmJob without
+        // the Secret, reads no Event (the operator is benchmarked at 10,000 LlmJobs).
+        let start = mount_wait(llmjob, &pods);
+        let mount_failures = match &start {
+            status::PodStart::Creating { pod, age } if *age >= status::MOUNT_GRACE => {
+                let events: Api<Event> = Api::namespaced(self.ctx.client.clone(), self.namespace);
+                fetch::failed_mounts(&events, pod)
+                    .await
+                    .map_err(self.read_error("FailedMount Events of the pod of LlmJob"))?
+            }
+            _ => Vec::new(),
+        };
         let action = self
             .observe(
                 llmjob,
                 Observation::Job {
                     job: &job,
                     pods: &pods,
+                    mount_failures: &mount_failures,
                 },
             )
             .await?;
+        let action = recheck_mount(&start, action);
         if ignored {
             self.report_pod_edit(llmjob, &job).await;
         }
@@ -1305,14 +1372,17 @@ impl Reconciler<'_> {
             )
             .await;
         }
-        self.observe(
-            llmjob,
-            Observation::Job {
-                job: &created,
-                pods: &[],
-            },
-        )
-        .await
+        let action = self
+            .observe(
+                llmjob,
+                Observation::Job {
+                    job: &created,
+                    pods: &[],
+                    mount_failures: &[],
+                },
+            )
+            .await?;
+        Ok(recheck_mount(&mount_wait(llmjob, &[]), action))
     }
 
     /// The tenant policy's verdict: cluster-wide first, and only when that refuses, with the
@@ -1536,6 +1606,55 @@ mod tests {
             delays[10..].iter().all(|d| *d >= WATCH_BACKOFF_MAX),
             "{delays:?}"
         );
+    }
+
+    #[test]
+    fn an_llmjob_mounting_a_secret_is_looked_at_until_its_pod_starts() {
+        let with_secret = llmjob(
+            "metadata: {name: b, namespace: n, uid: u}\nspec: {openai: {apiKeySecretRef: {name: o}}, batch: {items: [{prompt: x}]}, output: {url: \"s3://b/p\", credentialsSecretRef: {name: s3}}}",
+        );
+        let without = llmjob(
+            "metadata: {name: b, namespace: n, uid: u}\nspec: {openai: {apiKeySecretRef: {name: o}}, batch: {items: [{prompt: x}]}, output: {url: \"s3://b/p\"}}",
+        );
+        // No pod yet (the launch), or one the kubelet has not reported on: a pod event may never
+        // come, so the LlmJob with a Secret to mount is looked at again.
+        assert_eq!(mount_wait(&with_secret, &[]), status::PodStart::Unseen);
+        assert_eq!(mount_wait(&without, &[]), status::PodStart::Past);
+        let resync = Action::requeue(RESYNC);
+        assert_eq!(
+            recheck_mount(&status::PodStart::Unseen, resync.clone()),
+            Action::requeue(MOUNT_RECHECK)
+        );
+        let creating = |secs| status::PodStart::Creating {
+            pod: "b-0-x".to_owned(),
+            age: Duration::from_secs(secs),
+        };
+        // Looked at when the grace ends, then every MOUNT_RECHECK.
+        assert_eq!(
+            recheck_mount(&creating(5), resync.clone()),
+            Action::requeue(status::MOUNT_GRACE - Duration::from_secs(5))
+        );
+        assert_eq!(
+            recheck_mount(&creating(20), resync.clone()),
+            Action::requeue(MOUNT_RECHECK)
+        );
+        assert_eq!(
+            recheck_mount(&creating(600), resync.clone()),
+            Action::requeue(MOUNT_RECHECK)
+        );
+        // A started pod, or a finished or suspended run, keeps its requeue.
+        assert_eq!(
+            recheck_mount(&status::PodStart::Past, resync.clone()),
+            resync
+        );
+        assert_eq!(
+            recheck_mount(&creating(600), Action::await_change()),
+            Action::await_change()
+        );
+        let running = pod(
+            "metadata: {name: b-0-x, namespace: n}\nstatus: {phase: Running, containerStatuses: [{name: runner, image: i, imageID: '', ready: true, restartCount: 0, state: {running: {}}}]}",
+        );
+        assert_eq!(mount_wait(&with_secret, &[running]), status::PodStart::Past);
     }
 
     #[test]

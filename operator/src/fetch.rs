@@ -7,11 +7,15 @@
 //! and the Job fresh (a finished LlmJob never runs again), a status write found stale is redone on
 //! a fresh LlmJob (see the controller), and a finished Job whose finished pods are not all in the
 //! cache yet has its pods listed, so a termination message just written is never missed.
+//!
+//! One read is not about the operator's objects: the kubelet's `FailedMount` Events about a pod
+//! that stays in `ContainerCreating` ([`failed_mounts`]), the only place the kubelet says that a
+//! volume's Secret is missing. It is made only for such a pod (see the controller).
 
 use k8s_openapi::api::batch::v1::Job;
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
 use kube::api::ListParams;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, ResourceExt};
@@ -56,6 +60,28 @@ pub async fn pods(api: &Api<Pod>, job: &Job) -> Result<Vec<Pod>, kube::Error> {
         .into_iter()
         .filter(|p| controlled_by(p, job))
         .collect())
+}
+
+/// The messages of the kubelet's `FailedMount` Events about pod `pod` (core/v1 Events, which the
+/// kubelet writes; field selectors `involvedObject.*` and `reason` are served by the API server
+/// for them), the latest first.
+pub async fn failed_mounts(api: &Api<Event>, pod: &str) -> Result<Vec<String>, kube::Error> {
+    let lp = ListParams::default().fields(&format!(
+        "involvedObject.kind=Pod,involvedObject.name={pod},reason=FailedMount"
+    ));
+    let mut events = api.list(&lp).await?.items;
+    // An aggregated Event's lastTimestamp moves on each repeat; an events.k8s.io writer sets
+    // eventTime (and series) instead.
+    events.sort_by_key(|e| {
+        std::cmp::Reverse(
+            e.last_timestamp
+                .as_ref()
+                .map(|t| t.0)
+                .or_else(|| e.event_time.as_ref().map(|t| t.0))
+                .or_else(|| e.metadata.creation_timestamp.as_ref().map(|t| t.0)),
+        )
+    });
+    Ok(events.into_iter().filter_map(|e| e.message).collect())
 }
 
 /// The pods of `job` in a watch cache of the operator's pods.

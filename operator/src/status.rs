@@ -46,6 +46,10 @@ pub enum Observation<'a> {
         job: &'a Job,
         /// The Job's pods.
         pods: &'a [Pod],
+        /// The messages of the kubelet's `FailedMount` Events about the latest pod, the latest
+        /// first: read only once its runner container has waited in `ContainerCreating` for
+        /// [`MOUNT_GRACE`] ([`pod_start`]), empty otherwise.
+        mount_failures: &'a [String],
     },
     /// The Job named in the status is gone before the operator saw the run finish.
     JobGone {
@@ -79,14 +83,18 @@ pub struct RunnerState {
     /// The kubelet's message when the latest pod's runner container waits in
     /// `CreateContainerConfigError` (e.g. `secret "openai" not found`).
     pub config_error: Option<String>,
+    /// The kubelet's `FailedMount` Event messages about the latest pod, the latest first (e.g.
+    /// `MountVolume.SetUp failed for volume "output-credentials" : secret "s3" not found`):
+    /// [`Observation::Job`]'s `mount_failures`.
+    pub mount_failures: Vec<String>,
     /// When the first runner container started.
     pub started_at: Option<Time>,
     /// When the latest runner container finished.
     pub finished_at: Option<Time>,
 }
 
-/// Reads the runner containers of `pods` (the pods of one Job).
-pub fn runner_state(pods: &[Pod]) -> RunnerState {
+/// `pods` oldest first (by creation time, then name): the last one is the latest pod.
+fn by_creation(pods: &[Pod]) -> Vec<&Pod> {
     let mut pods: Vec<&Pod> = pods.iter().collect();
     pods.sort_by(|a, b| {
         a.metadata
@@ -94,6 +102,77 @@ pub fn runner_state(pods: &[Pod]) -> RunnerState {
             .cmp(&b.metadata.creation_timestamp)
             .then_with(|| a.metadata.name.cmp(&b.metadata.name))
     });
+    pods
+}
+
+/// How long the runner container of the latest pod may wait in `ContainerCreating`, counted
+/// from the pod's creation, before the reconcile reads the pod's `FailedMount` Events: a Secret
+/// volume whose Secret is missing (`spec.output.credentialsSecretRef`) keeps the pod there, and
+/// the kubelet says why only in an Event. Most pods start well within it, so the happy path
+/// reads no Event.
+pub const MOUNT_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// The waiting reason of a container whose pod the kubelet is still setting up (volumes, sandbox).
+const CONTAINER_CREATING: &str = "ContainerCreating";
+
+/// How far the Job's latest pod is from starting its runner, as [`pod_start`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodStart {
+    /// No pod yet, or the kubelet has not reported the latest one's runner container (a pod
+    /// that is only created, or scheduled).
+    Unseen,
+    /// The latest pod's runner container waits in `ContainerCreating`.
+    Creating {
+        /// The pod's name.
+        pod: String,
+        /// How long the pod has existed (zero for a creation time in the future or unknown).
+        age: std::time::Duration,
+    },
+    /// The runner started, finished, or waits for another reason (which the pod's state says).
+    Past,
+}
+
+/// Where the latest of `pods` (the pods of one Job) is on its way to starting, at `now`. Neither
+/// [`PodStart::Unseen`] nor [`PodStart::Creating`] changes what a pod watch reports (see
+/// [`crate::triggers::pod_progress`]), so the reconcile looks again by itself.
+pub fn pod_start(pods: &[Pod], now: Timestamp) -> PodStart {
+    let Some(pod) = by_creation(pods).last().copied() else {
+        return PodStart::Unseen;
+    };
+    let state = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.name == CONTAINER_NAME))
+        .and_then(|c| c.state.as_ref());
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    let Some(state) = state else {
+        return match phase {
+            None | Some("Pending") => PodStart::Unseen,
+            Some(_) => PodStart::Past,
+        };
+    };
+    let creating = state
+        .waiting
+        .as_ref()
+        .is_some_and(|w| w.reason.as_deref() == Some(CONTAINER_CREATING));
+    match (creating, pod.metadata.name.clone()) {
+        (true, Some(name)) => PodStart::Creating {
+            pod: name,
+            age: pod
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .and_then(|t| std::time::Duration::try_from(now.duration_since(t.0)).ok())
+                .unwrap_or_default(),
+        },
+        _ => PodStart::Past,
+    }
+}
+
+/// Reads the runner containers of `pods` (the pods of one Job).
+pub fn runner_state(pods: &[Pod]) -> RunnerState {
+    let pods = by_creation(pods);
     let mut state = RunnerState::default();
     let mut latest_terminated: Option<&ContainerStateTerminated> = None;
     for pod in &pods {
@@ -186,6 +265,21 @@ enum MissingSecret<'a> {
     Key { key: &'a str, name: &'a str },
 }
 
+/// Parses the kubelet's `FailedMount` Event message about a Secret volume whose Secret is
+/// missing: `MountVolume.SetUp failed for volume "<volume>" : secret "<name>" not found`
+/// (`operation_generator.go: GenerateMountVolumeFunc`, the error of `secret.go: SetUpAt`).
+/// Returns the volume and the Secret's name.
+fn missing_volume_secret(message: &str) -> Option<(&str, &str)> {
+    let rest = message
+        .trim()
+        .strip_prefix("MountVolume.SetUp failed for volume \"")?;
+    let (volume, error) = rest.split_once("\" : ")?;
+    match missing_secret(error)? {
+        MissingSecret::Secret { name } => Some((volume, name)),
+        MissingSecret::Key { .. } => None,
+    }
+}
+
 /// Parses the kubelet's `CreateContainerConfigError` message, if it is about a Secret.
 fn missing_secret(message: &str) -> Option<MissingSecret<'_>> {
     let message = message.trim();
@@ -201,15 +295,42 @@ fn missing_secret(message: &str) -> Option<MissingSecret<'_>> {
 
 /// The Secret problem the runner pod waits on, with a message a user can act on: the kubelet
 /// cannot start the runner container because a Secret it needs (the API-key Secret, or one a
-/// `spec.pod.env` entry names) or the key it names is missing. The kubelet retries, so the run
-/// starts as soon as the Secret or key exists. The operator reads no Secret: this comes from the
-/// pod's waiting state only, and it never lists the keys a Secret holds.
+/// `spec.pod.env` entry names) or the key it names is missing, or cannot set up the pod because
+/// the Secret of a volume (`spec.output.credentialsSecretRef`) is missing. The kubelet retries,
+/// so the run starts as soon as the Secret or key exists. The operator reads no Secret: this
+/// comes from the pod's waiting state and the kubelet's `FailedMount` Events only, and it never
+/// lists the keys a Secret holds.
 pub fn secret_problem(llmjob: &LlmJob, runner: &RunnerState) -> Option<(Reason, String)> {
-    let problem = missing_secret(runner.config_error.as_deref()?)?;
     let namespace = llmjob.namespace().unwrap_or_default();
-    let api_key = &llmjob.spec.openai.api_key_secret_ref;
     let pod = runner.pod_name.as_deref().unwrap_or("?");
     let starts = format!("pod {pod} starts as soon as it exists (the kubelet retries)");
+    let Some(problem) = runner.config_error.as_deref().and_then(missing_secret) else {
+        let (volume, name) = runner
+            .mount_failures
+            .iter()
+            .find_map(|m| missing_volume_secret(m))?;
+        let credentials = llmjob
+            .spec
+            .output
+            .as_ref()
+            .and_then(|o| o.credentials_secret_ref.as_ref())
+            .is_some_and(|r| r.name == name);
+        let message = if credentials {
+            format!(
+                "Secret {namespace}/{name} (spec.output.credentialsSecretRef) not found: create it \
+                 with the object store's configuration keys (e.g. AWS_ACCESS_KEY_ID, \
+                 AWS_SECRET_ACCESS_KEY, AWS_REGION for an s3:// output; docs/batches.md); the \
+                 pod mounts it, so {starts}"
+            )
+        } else {
+            format!(
+                "Secret {namespace}/{name} (mounted as volume {volume:?}) not found: create it; \
+                 {starts}"
+            )
+        };
+        return Some((Reason::SecretNotFound, message));
+    };
+    let api_key = &llmjob.spec.openai.api_key_secret_ref;
     Some(match problem {
         MissingSecret::Secret { name } if name == api_key.name => (
             Reason::SecretNotFound,
@@ -695,9 +816,11 @@ pub fn derive(llmjob: &LlmJob, observation: Observation<'_>, now: Timestamp) -> 
                 }
             }
         }
-        Observation::Job { job, pods } => {
-            derive_from_job(llmjob, &old, &mut status, job, pods, now)
-        }
+        Observation::Job {
+            job,
+            pods,
+            mount_failures,
+        } => derive_from_job(llmjob, &old, &mut status, job, pods, mount_failures, now),
     };
 
     status.conditions = wanted.into_conditions(&old.conditions, llmjob.meta().generation, &now);
@@ -751,10 +874,12 @@ fn derive_from_job(
     status: &mut LlmJobStatus,
     job: &Job,
     pods: &[Pod],
+    mount_failures: &[String],
     now: Timestamp,
 ) -> WantedConditions {
     let job_name = job.name_any();
-    let runner = runner_state(pods);
+    let mut runner = runner_state(pods);
+    runner.mount_failures = mount_failures.to_vec();
     status.job_name = Some(job_name.clone());
     // The result is copied when the Job finishes. For an LlmJob with `ttlSecondsAfterFinished` it
     // is copied as soon as the runner has written it too; the Job only gets its TTL once the
@@ -1057,7 +1182,15 @@ status:
 
     /// The status derived from a Job with one pod, now.
     fn derive_one(lj: &LlmJob, job: &Job, pod: Pod) -> LlmJobStatus {
-        derive(lj, Observation::Job { job, pods: &[pod] }, now())
+        derive(
+            lj,
+            Observation::Job {
+                job,
+                pods: &[pod],
+                mount_failures: &[],
+            },
+            now(),
+        )
     }
 
     fn cond<'a>(s: &'a LlmJobStatus, type_: &str) -> &'a Condition {
@@ -1068,7 +1201,15 @@ status:
     fn just_created_is_pending() {
         let lj = llmjob(LLMJOB);
         let j = job_with("spec: {suspend: false, template: {}}\n");
-        let s = derive(&lj, Observation::Job { job: &j, pods: &[] }, now());
+        let s = derive(
+            &lj,
+            Observation::Job {
+                job: &j,
+                pods: &[],
+                mount_failures: &[],
+            },
+            now(),
+        );
         assert_eq!(s.phase, Some(Phase::Pending));
         assert_eq!(s.job_name.as_deref(), Some("haiku"));
         assert_eq!(s.observed_generation, Some(2));
@@ -1352,7 +1493,15 @@ status:
         let j = job_with(
             "spec: {activeDeadlineSeconds: 420, template: {}}\nstatus: {conditions: [{type: Failed, status: \"True\", reason: DeadlineExceeded, lastTransitionTime: \"2026-01-02T03:07:00Z\"}]}\n",
         );
-        let s = derive(&lj, Observation::Job { job: &j, pods: &[] }, now());
+        let s = derive(
+            &lj,
+            Observation::Job {
+                job: &j,
+                pods: &[],
+                mount_failures: &[],
+            },
+            now(),
+        );
         assert_eq!(s.phase, Some(Phase::Failed));
         assert_eq!(cond(&s, FAILED).reason, "DeadlineExceeded");
         assert!(cond(&s, FAILED).message.contains("420"));
@@ -1388,6 +1537,7 @@ status:
             Observation::Job {
                 job: &j,
                 pods: &[second, first],
+                mount_failures: &[],
             },
             now(),
         );
@@ -1400,7 +1550,11 @@ status:
         let j = job_with("spec: {suspend: true, template: {}}\n");
         let s = derive(
             &llmjob(LLMJOB),
-            Observation::Job { job: &j, pods: &[] },
+            Observation::Job {
+                job: &j,
+                pods: &[],
+                mount_failures: &[],
+            },
             now(),
         );
         assert_eq!(s.phase, Some(Phase::Suspended));
@@ -1418,7 +1572,15 @@ status:
             start_time: Some(Time(now())),
             ..Default::default()
         });
-        let s = derive(&started, Observation::Job { job: &j, pods: &[] }, later());
+        let s = derive(
+            &started,
+            Observation::Job {
+                job: &j,
+                pods: &[],
+                mount_failures: &[],
+            },
+            later(),
+        );
         assert_eq!(s.phase, Some(Phase::Suspended));
         let message = &cond(&s, READY).message;
         assert!(message.ends_with(SUSPENDED_AFTER_START), "{message}");
@@ -1430,7 +1592,15 @@ metadata: {name: haiku, namespace: team-a, uid: u-1, labels: {kueue.x-k8s.io/que
 spec: {prompt: hi, openai: {apiKeySecretRef: {name: openai}}}
 "#,
         );
-        let s = derive(&queued, Observation::Job { job: &j, pods: &[] }, now());
+        let s = derive(
+            &queued,
+            Observation::Job {
+                job: &j,
+                pods: &[],
+                mount_failures: &[],
+            },
+            now(),
+        );
         assert_eq!(s.phase, Some(Phase::Suspended));
         assert!(cond(&s, READY).message.contains("Kueue queue q1"));
 
@@ -1440,7 +1610,15 @@ metadata: {name: haiku, namespace: team-a, uid: u-1}
 spec: {prompt: hi, suspend: false, openai: {apiKeySecretRef: {name: openai}}}
 "#,
         );
-        let s = derive(&not_asked, Observation::Job { job: &j, pods: &[] }, now());
+        let s = derive(
+            &not_asked,
+            Observation::Job {
+                job: &j,
+                pods: &[],
+                mount_failures: &[],
+            },
+            now(),
+        );
         assert_eq!(s.phase, Some(Phase::Suspended));
         assert!(
             cond(&s, READY).message.contains("another controller"),
@@ -1487,6 +1665,7 @@ spec: {prompt: hi, openai: {apiKeySecretRef: {name: openai}}}
                 Observation::Job {
                     job: &suspended_job,
                     pods: &[],
+                    mount_failures: &[],
                 },
                 now(),
             );
@@ -1503,6 +1682,7 @@ spec: {prompt: hi, openai: {apiKeySecretRef: {name: openai}}}
             Observation::Job {
                 job: &running,
                 pods: &[],
+                mount_failures: &[],
             },
             now(),
         );
@@ -1657,6 +1837,7 @@ spec: {prompt: hi, openai: {apiKeySecretRef: {name: openai}}}
             Observation::Job {
                 job: &failed,
                 pods: &[],
+                mount_failures: &[],
             },
             now(),
         );
@@ -1686,6 +1867,183 @@ spec: {prompt: hi, openai: {apiKeySecretRef: {name: openai}}}
         assert_eq!(pod_problem(&s), None);
     }
 
+    /// A batch LlmJob whose s3 output names the credentials Secret `s3`.
+    const S3_BATCH: &str = r#"
+metadata: {name: haiku, namespace: team-a, uid: u-1, generation: 1}
+spec:
+  openai: {apiKeySecretRef: {name: openai}}
+  batch: {items: [{prompt: a}, {prompt: b}]}
+  output: {url: "s3://results/run", credentialsSecretRef: {name: s3}}
+"#;
+
+    /// The kubelet's `FailedMount` message for volume `volume` whose Secret `name` is missing.
+    fn mount_failure(volume: &str, name: &str) -> String {
+        format!("MountVolume.SetUp failed for volume \"{volume}\" : secret \"{name}\" not found")
+    }
+
+    /// A pod whose runner waits in `ContainerCreating` since 03:00:00.
+    fn creating() -> Pod {
+        runner_pod(
+            "haiku-0-abcde",
+            "2026-01-02T03:00:00Z",
+            "{waiting: {reason: ContainerCreating}}",
+            "Pending",
+        )
+    }
+
+    #[test]
+    fn the_latest_pod_tells_how_far_the_start_is() {
+        let at = |t: &str| t.parse::<Timestamp>().unwrap();
+        let creating_since = |secs| PodStart::Creating {
+            pod: "haiku-0-abcde".to_owned(),
+            age: std::time::Duration::from_secs(secs),
+        };
+        assert_eq!(
+            pod_start(&[creating()], at("2026-01-02T03:00:25Z")),
+            creating_since(25)
+        );
+        // A clock behind the API server's: no age, not past the grace.
+        assert_eq!(
+            pod_start(&[creating()], at("2026-01-02T02:59:00Z")),
+            creating_since(0)
+        );
+        let running = runner_pod(
+            "haiku-0-fghij",
+            "2026-01-02T03:01:00Z",
+            "{running: {startedAt: \"2026-01-02T03:01:05Z\"}}",
+            "Running",
+        );
+        let now = at("2026-01-02T03:05:00Z");
+        // The latest pod decides: an older pod still creating is not read about.
+        assert_eq!(
+            pod_start(&[creating(), running.clone()], now),
+            PodStart::Past
+        );
+        assert_eq!(pod_start(&[running], now), PodStart::Past);
+        assert_eq!(
+            pod_start(&[config_error_pod("secret \"openai\" not found")], now),
+            PodStart::Past
+        );
+        // No pod yet, or one the kubelet has not reported on.
+        assert_eq!(pod_start(&[], now), PodStart::Unseen);
+        let created = pod("metadata: {name: p, namespace: team-a}\nstatus: {phase: Pending}");
+        assert_eq!(pod_start(&[created], now), PodStart::Unseen);
+        let failed = pod("metadata: {name: p, namespace: team-a}\nstatus: {phase: Failed}");
+        assert_eq!(pod_start(&[failed], now), PodStart::Past);
+    }
+
+    #[test]
+    fn a_missing_output_credentials_secret_is_secret_not_found_until_the_pod_runs() {
+        let lj = llmjob(S3_BATCH);
+        let j = job_with("spec: {completions: 1, template: {}}\nstatus: {active: 1}\n");
+        let failures = [
+            // The latest first: the kubelet's timeout says nothing about the Secret.
+            "Unable to attach or mount volumes: unmounted volumes=[output-credentials], \
+             unattached volumes=[]: timed out waiting for the condition"
+                .to_owned(),
+            mount_failure("output-credentials", "s3"),
+        ];
+        let s = derive(
+            &lj,
+            Observation::Job {
+                job: &j,
+                pods: &[creating()],
+                mount_failures: &failures,
+            },
+            now(),
+        );
+        assert_eq!(s.phase, Some(Phase::Pending));
+        let stalled = cond(&s, STALLED);
+        assert_eq!(
+            (stalled.status.as_str(), stalled.reason.as_str()),
+            ("True", "SecretNotFound")
+        );
+        assert!(
+            stalled.message.starts_with(
+                "Secret team-a/s3 (spec.output.credentialsSecretRef) not found: create it"
+            ),
+            "{stalled:?}"
+        );
+        assert!(
+            stalled
+                .message
+                .contains("pod haiku-0-abcde starts as soon as it exists"),
+            "{stalled:?}"
+        );
+        assert_eq!(pod_problem(&s), Some(Reason::SecretNotFound));
+
+        // Without the Events (not read yet, or read before the kubelet wrote one), the pod is
+        // only being created.
+        let waiting = derive_one(&lj, &j, creating());
+        assert_eq!(cond(&waiting, STALLED).status, "False");
+        assert!(
+            cond(&waiting, RECONCILING)
+                .message
+                .contains("waiting for its pod to start"),
+            "{:?}",
+            cond(&waiting, RECONCILING)
+        );
+
+        // The Secret appeared: the kubelet mounted it and started the runner.
+        let mut lj = lj;
+        lj.status = Some(s);
+        let running = runner_pod(
+            "haiku-0-abcde",
+            "2026-01-02T03:00:00Z",
+            "{running: {startedAt: \"2026-01-02T03:01:00Z\"}}",
+            "Running",
+        );
+        let s = derive_one(&lj, &j, running);
+        assert_eq!(s.phase, Some(Phase::Running));
+        assert_eq!(cond(&s, STALLED).status, "False");
+        assert_eq!(pod_problem(&s), None);
+    }
+
+    #[test]
+    fn another_volumes_missing_secret_names_the_volume() {
+        let lj = llmjob(S3_BATCH);
+        let j = job_with("spec: {template: {}}\nstatus: {active: 1}\n");
+        let s = derive(
+            &lj,
+            Observation::Job {
+                job: &j,
+                pods: &[creating()],
+                mount_failures: &[mount_failure("certs", "ca")],
+            },
+            now(),
+        );
+        let stalled = cond(&s, STALLED);
+        assert_eq!(stalled.reason, "SecretNotFound");
+        assert!(
+            stalled
+                .message
+                .starts_with("Secret team-a/ca (mounted as volume \"certs\") not found"),
+            "{stalled:?}"
+        );
+    }
+
+    #[test]
+    fn a_missing_api_key_secret_outranks_a_mount_failure() {
+        let lj = llmjob(S3_BATCH);
+        let j = job_with("spec: {template: {}}\nstatus: {active: 1}\n");
+        let s = derive(
+            &lj,
+            Observation::Job {
+                job: &j,
+                pods: &[config_error_pod("secret \"openai\" not found")],
+                mount_failures: &[mount_failure("output-credentials", "s3")],
+            },
+            now(),
+        );
+        assert!(
+            cond(&s, STALLED)
+                .message
+                .contains("(spec.openai.apiKeySecretRef)"),
+            "{:?}",
+            cond(&s, STALLED)
+        );
+    }
+
     #[test]
     fn kubelet_messages_parse() {
         assert_eq!(
@@ -1704,6 +2062,25 @@ spec: {prompt: hi, openai: {apiKeySecretRef: {name: openai}}}
             None
         );
         assert_eq!(missing_secret("secret \"a\" is forbidden"), None);
+        assert_eq!(
+            missing_volume_secret(
+                "MountVolume.SetUp failed for volume \"output-credentials\" : secret \"s-3\" not found"
+            ),
+            Some(("output-credentials", "s-3"))
+        );
+        // The secret manager's error before the pod is registered, and other volume errors.
+        assert_eq!(
+            missing_volume_secret(
+                "MountVolume.SetUp failed for volume \"v\" : object \"ns\"/\"s\" not registered"
+            ),
+            None
+        );
+        assert_eq!(
+            missing_volume_secret(
+                "MountVolume.SetUp failed for volume \"v\" : configmap \"c\" not found"
+            ),
+            None
+        );
     }
 
     #[test]
@@ -1747,11 +2124,27 @@ spec: {prompt: hi, openai: {apiKeySecretRef: {name: openai}}}
     fn transition_times_move_only_on_status_changes() {
         let lj = llmjob(LLMJOB);
         let j = job_with("spec: {template: {}}\nstatus: {active: 1}\n");
-        let first = derive(&lj, Observation::Job { job: &j, pods: &[] }, now());
+        let first = derive(
+            &lj,
+            Observation::Job {
+                job: &j,
+                pods: &[],
+                mount_failures: &[],
+            },
+            now(),
+        );
         let mut lj2 = lj.clone();
         lj2.status = Some(first.clone());
         // Same state later: nothing moves, so the derived status is equal (no write).
-        let again = derive(&lj2, Observation::Job { job: &j, pods: &[] }, later());
+        let again = derive(
+            &lj2,
+            Observation::Job {
+                job: &j,
+                pods: &[],
+                mount_failures: &[],
+            },
+            later(),
+        );
         assert_eq!(again, first);
         // Running later: reason and message change, status of Reconciling stays True.
         let p = runner_pod(
@@ -1765,6 +2158,7 @@ spec: {prompt: hi, openai: {apiKeySecretRef: {name: openai}}}
             Observation::Job {
                 job: &j,
                 pods: &[p],
+                mount_failures: &[],
             },
             later(),
         );
@@ -1784,6 +2178,7 @@ spec: {prompt: hi, openai: {apiKeySecretRef: {name: openai}}}
             Observation::Job {
                 job: &done,
                 pods: &[],
+                mount_failures: &[],
             },
             later(),
         );
@@ -1911,6 +2306,7 @@ spec:
             Observation::Job {
                 job: &complete,
                 pods: &pods,
+                mount_failures: &[],
             },
             now(),
         );
@@ -1962,6 +2358,7 @@ spec:
             Observation::Job {
                 job: &complete,
                 pods: &pods,
+                mount_failures: &[],
             },
             now(),
         );
@@ -1996,6 +2393,7 @@ spec:
             Observation::Job {
                 job: &failed_job,
                 pods: &pods,
+                mount_failures: &[],
             },
             now(),
         );

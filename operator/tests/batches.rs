@@ -2,7 +2,8 @@
 //! runner's batch mode, from the runner image) each take their shard of the items from the
 //! operator's input ConfigMap, answer them through the replay server, write their results to a
 //! ConfigMap output, and report their totals, which the operator sums into the status. The
-//! whole LlmJob is one trace.
+//! whole LlmJob is one trace. A batch whose s3 output names a credentials Secret that does not
+//! exist waits, says so in its status and an Event, and runs once the Secret is created.
 
 mod common;
 
@@ -10,13 +11,15 @@ use std::collections::BTreeMap;
 
 use common::*;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::Api;
 use kube::api::PostParams;
 use llmjob_crds::v1alpha1::Phase;
 use llmjob_operator::input;
 use openai_replay::ReplayConfig;
+use testenv::node::services;
+use testenv::s3::S3Server;
 
 /// Creates `value` (a namespaced object of kind `K`) in `ns`.
 #[allow(clippy::expect_used)]
@@ -205,4 +208,101 @@ async fn a_batch_runs_as_an_indexed_job_and_reports_its_totals() {
             .iter()
             .any(|s| s.name == "llmjob.launch")
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_output_credentials_secret_is_reported_until_it_is_created() {
+    let env = env().await;
+    let ns = namespace_with_secret(env, "creds").await;
+    let replay = Replay::start(env, &ns, ReplayConfig::new().with_api_key(API_KEY)).await;
+    // The object store the pods write to, behind Service `s3`; its credentials Secret is not
+    // created yet.
+    let node = env.node().expect("a real node");
+    let s3 = S3Server::start_in(env.dir(), node.host_ip(), "results")
+        .await
+        .expect("starting versitygw");
+    let std::net::IpAddr::V4(host) = s3.addr().ip() else {
+        panic!("versitygw listens on {}, not IPv4", s3.addr());
+    };
+    let endpoint = services::host_http_service(&env.client(), &ns, "s3", host, s3.addr().port())
+        .await
+        .expect("the object store's Service");
+    node.wait_for_service(&env.client(), &ns, "s3", 80, WAIT)
+        .await
+        .expect("kube-proxy serving the object store's Service");
+    let _op = Operator::start(env, &ns, &[]).await;
+
+    let mut manifest = llmjob_json("stored", &replay.base_url());
+    let spec = manifest["spec"].as_object_mut().expect("spec");
+    spec.remove("prompt");
+    spec.insert(
+        "batch".into(),
+        serde_json::json!({"items": [{"id": "a", "prompt": "Say a."}, {"id": "b", "prompt": "Say b."}]}),
+    );
+    spec.insert(
+        "output".into(),
+        serde_json::json!({"url": s3.url("run-1"), "credentialsSecretRef": {"name": "s3-credentials"}}),
+    );
+    create_llmjob(env, &ns, manifest).await;
+
+    // The kubelet cannot mount the Secret: the pod stays in ContainerCreating, and the status
+    // says which Secret to create and which field names it.
+    let blocked = wait_for_stalled(env, &ns, "stored", "SecretNotFound").await;
+    assert_eq!(
+        blocked.status.as_ref().and_then(|s| s.phase),
+        Some(Phase::Pending)
+    );
+    let (_, _, message) = condition(&blocked, "Stalled").expect("Stalled");
+    assert!(
+        message.starts_with(&format!(
+            "Secret {ns}/s3-credentials (spec.output.credentialsSecretRef) not found: create it"
+        )),
+        "{message}"
+    );
+    let note = wait_for_event(env, &ns, "stored", "SecretNotFound").await;
+    assert!(
+        note.contains("s3-credentials (spec.output.credentialsSecretRef)"),
+        "{note}"
+    );
+    assert!(
+        events_of(env, &ns, "stored")
+            .await
+            .iter()
+            .any(|(type_, reason, _)| type_ == "Warning" && reason == "SecretNotFound")
+    );
+    assert!(
+        replay.requests().is_empty(),
+        "nothing ran without the Secret"
+    );
+
+    // The Secret appears: the kubelet mounts it on its next retry (its backoff grows to two
+    // minutes), the pod starts, the items are written to the store.
+    Api::<Secret>::namespaced(env.client(), &ns)
+        .create(
+            &PostParams::default(),
+            &s3.secret(&ns, "s3-credentials", &endpoint),
+        )
+        .await
+        .expect("creating the credentials Secret");
+    let done = wait_for_phase_within(
+        env,
+        &ns,
+        "stored",
+        Phase::Succeeded,
+        std::time::Duration::from_secs(300),
+    )
+    .await;
+    let (stalled, reason, _) = condition(&done, "Stalled").expect("Stalled");
+    assert_eq!(stalled, "False", "{reason}");
+    let batch = done
+        .status
+        .as_ref()
+        .and_then(|s| s.batch.clone())
+        .expect("status.batch");
+    assert_eq!(
+        (batch.items, batch.succeeded, batch.failed),
+        (Some(2), 2, 0)
+    );
+    let lines = s3.lines("run-1").await.expect("the results in the store");
+    assert_eq!(lines.len(), 2, "{lines:?}");
 }

@@ -126,6 +126,13 @@ grant exactly the same verbs. No wildcards.
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+# Why: a missing Secret of a pod volume (spec.output.credentialsSecretRef) leaves the runner pod
+# in ContainerCreating, and the kubelet reports it only as a FailedMount Event on the pod; the
+# operator lists those (field selector on the pod and the reason) only for a pod still creating
+# after 20 s, to report SecretNotFound. Read-only; core Events, as the kubelet writes them.
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["list"]
 {{- end }}
 
 {{/* OTEL_RESOURCE_ATTRIBUTES of the operator: pod identity plus the user's extra attributes. */}}

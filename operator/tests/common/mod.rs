@@ -389,9 +389,21 @@ pub async fn create_llmjob(env: &TestEnv, ns: &str, manifest: serde_json::Value)
 
 /// Waits until the LlmJob reaches `phase` and returns it; a timeout shows the last status seen.
 pub async fn wait_for_phase(env: &TestEnv, ns: &str, name: &str, phase: Phase) -> LlmJob {
+    wait_for_phase_within(env, ns, name, phase, WAIT).await
+}
+
+/// [`wait_for_phase`] with another bound than [`WAIT`] (e.g. for a kubelet that retries with a
+/// backoff of up to two minutes).
+pub async fn wait_for_phase_within(
+    env: &TestEnv,
+    ns: &str,
+    name: &str,
+    phase: Phase,
+    timeout: Duration,
+) -> LlmJob {
     let api: Api<LlmJob> = Api::namespaced(env.client(), ns);
     let what = format!("LlmJob {ns}/{name} to reach {phase:?}");
-    testenv::wait::until_ok(&what, WAIT, || async {
+    testenv::wait::until_ok(&what, timeout, || async {
         match api.get(name).await {
             Ok(j) if j.status.as_ref().and_then(|s| s.phase) == Some(phase) => Ok(j),
             Ok(j) => Err(format!(
