@@ -18,7 +18,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use serde::Deserialize;
 
-use crate::status::COMPLETION_INDEX_ANNOTATION;
+use crate::contract::COMPLETION_INDEX_ANNOTATION;
 
 /// The prefix of the annotations the operator puts on its Jobs (`contract::*_ANNOTATION`).
 const OPERATOR_ANNOTATIONS: &str = "llmjob.dev/";

@@ -9,6 +9,9 @@ use kube::Resource;
 use llmjob_crds::v1alpha1::{KUEUE_QUEUE_LABEL, LlmJob};
 use sha2::{Digest, Sha256};
 
+/// The annotation the Job controller puts on a pod of an Indexed Job: its completion index.
+pub const COMPLETION_INDEX_ANNOTATION: &str = "batch.kubernetes.io/job-completion-index";
+
 /// Label on every Job and pod the operator creates.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// Value of [`MANAGED_BY_LABEL`].

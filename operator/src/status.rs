@@ -20,6 +20,7 @@ use llmjob_crds::v1alpha1::condition::{FAILED, READY, RECONCILING, STALLED, SUCC
 use llmjob_crds::v1alpha1::{BatchStatus, LlmJob, LlmJobStatus, MAX_STATUS_ITEM_ERRORS, Phase};
 
 use crate::FIELD_MANAGER;
+use crate::contract::COMPLETION_INDEX_ANNOTATION;
 use crate::contract::{
     CONFIGMAP_OUTPUT_SCHEME, CONTAINER_NAME, LAUNCH_TRACEPARENT_ANNOTATION, queue,
 };
@@ -642,9 +643,6 @@ fn launch_trace_id(job: &Job) -> Option<String> {
         .and_then(|v| TraceParent::parse(v).ok())
         .map(|tp| tp.trace_id_hex())
 }
-
-/// The annotation the Job controller puts on a pod of an Indexed Job: its completion index.
-pub const COMPLETION_INDEX_ANNOTATION: &str = "batch.kubernetes.io/job-completion-index";
 
 /// The error type of a batch whose failed items exceed `spec.batch.maxFailedItems`.
 pub const TOO_MANY_FAILED_ITEMS: &str = "too_many_failed_items";
