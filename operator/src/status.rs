@@ -1749,15 +1749,21 @@ spec: {prompt: hi, openai: {apiKeySecretRef: {name: openai}}}
         assert_eq!(pod_problem(&s), Some(Reason::SecretNotFound));
 
         // The Secret appeared: the kubelet started the container, the run goes on.
+        assert_runs_once_started(lj, s, &j, "haiku-abcde");
+    }
+
+    /// Once the missing Secret appeared and the kubelet started pod `pod_name` of `job`, the run
+    /// of `lj` (whose status was `stalled`) goes on: `Running`, no longer `Stalled`.
+    fn assert_runs_once_started(lj: LlmJob, stalled: LlmJobStatus, job: &Job, pod_name: &str) {
         let mut lj = lj;
-        lj.status = Some(s);
+        lj.status = Some(stalled);
         let running = runner_pod(
-            "haiku-abcde",
+            pod_name,
             "2026-01-02T03:00:00Z",
             "{running: {startedAt: \"2026-01-02T03:01:00Z\"}}",
             "Running",
         );
-        let s = derive_one(&lj, &j, running);
+        let s = derive_one(&lj, job, running);
         assert_eq!(s.phase, Some(Phase::Running));
         assert_eq!(cond(&s, STALLED).status, "False");
         assert_eq!(pod_problem(&s), None);
@@ -1983,18 +1989,7 @@ spec:
         );
 
         // The Secret appeared: the kubelet mounted it and started the runner.
-        let mut lj = lj;
-        lj.status = Some(s);
-        let running = runner_pod(
-            "haiku-0-abcde",
-            "2026-01-02T03:00:00Z",
-            "{running: {startedAt: \"2026-01-02T03:01:00Z\"}}",
-            "Running",
-        );
-        let s = derive_one(&lj, &j, running);
-        assert_eq!(s.phase, Some(Phase::Running));
-        assert_eq!(cond(&s, STALLED).status, "False");
-        assert_eq!(pod_problem(&s), None);
+        assert_runs_once_started(lj, s, &j, "haiku-0-abcde");
     }
 
     #[test]
