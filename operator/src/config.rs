@@ -37,6 +37,11 @@ pub const DEFAULT_SERVICE_NAME: &str = contract_default(env::OTEL_SERVICE_NAME);
 /// `deployment.environment.name` of runs whose LlmJob sets none (the job-runner's own default).
 pub const DEFAULT_ENVIRONMENT: &str = contract_default(env::DEPLOYMENT_ENVIRONMENT);
 
+/// `--max-concurrent-reconciles` when not given: enough to keep the API server busy creating
+/// Jobs (at 10,000 LlmJobs, creation is bound by the API server, not by this), few enough that
+/// the operator's connections and memory stay bounded (docs/benchmarks.md).
+pub const DEFAULT_MAX_CONCURRENT_RECONCILES: u16 = 32;
+
 /// The operator's configuration.
 #[derive(Parser, Debug, Clone, PartialEq, Eq)]
 #[command(
@@ -177,6 +182,17 @@ pub struct Config {
     /// cluster.
     #[arg(long, env = "LLMJOB_CLUSTER_DOMAIN", default_value = DEFAULT_CLUSTER_DOMAIN)]
     pub cluster_domain: String,
+
+    /// Reconciles in flight at once, per watched namespace (or for the cluster): 0 means no
+    /// bound. Each reconcile in flight may hold its own HTTP/1.1 connection to the API server,
+    /// so the bound caps the operator's connections and memory when thousands of LlmJobs
+    /// change at once; LlmJobs past it wait their turn, one reconcile each.
+    #[arg(
+        long,
+        env = "LLMJOB_MAX_CONCURRENT_RECONCILES",
+        default_value_t = DEFAULT_MAX_CONCURRENT_RECONCILES
+    )]
+    pub max_concurrent_reconciles: u16,
 
     /// Log format on stderr: text or json.
     #[arg(long, env = "LLMJOB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -434,6 +450,27 @@ mod tests {
         }
         let named = parse(&["--leader-election-identity=pod-a"]);
         assert_eq!(named.identity(), "pod-a");
+    }
+
+    #[test]
+    fn max_concurrent_reconciles_is_bounded_by_default() {
+        assert_eq!(
+            parse(&[]).max_concurrent_reconciles,
+            DEFAULT_MAX_CONCURRENT_RECONCILES
+        );
+        assert_eq!(
+            parse(&["--max-concurrent-reconciles=0"]).max_concurrent_reconciles,
+            0,
+            "0: no bound"
+        );
+        let err = Config::try_parse_from(["llmjob-operator", "--max-concurrent-reconciles=-1"])
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("--max-concurrent-reconciles")),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -53,7 +53,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::DeserializeGuard;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self as cache, ObjectRef, Store};
 use kube::runtime::utils::{Backoff, ResetTimerBackoff};
@@ -467,6 +467,8 @@ pub struct Context {
     pub trace_url: Option<TraceUrlTemplate>,
     /// Failed reconciles in a row, per LlmJob: the error backoff.
     pub failures: FailureStreaks,
+    /// `--max-concurrent-reconciles`: reconciles in flight at once per scope (0: no bound).
+    pub max_concurrent_reconciles: u16,
 }
 
 /// The watch caches of one scope's Jobs and pods (only the operator's, by label).
@@ -496,6 +498,7 @@ impl Context {
             own_writes: OwnWrites::default(),
             trace_url: config.trace_url_template.clone(),
             failures: FailureStreaks::default(),
+            max_concurrent_reconciles: config.max_concurrent_reconciles,
         }
     }
 }
@@ -691,7 +694,9 @@ pub async fn run(
             caches: Some(Caches { jobs, pods }),
             ..(*ctx).clone()
         });
-        let controller = Controller::for_stream(llmjobs, store.clone()).owns_stream(job_events);
+        let controller = Controller::for_stream(llmjobs, store.clone())
+            .with_config(controller::Config::default().concurrency(ctx.max_concurrent_reconciles))
+            .owns_stream(job_events);
         let pod_store = store.clone();
         // Each watch above backs off on its own errors; the controller would back off the merged
         // triggers again on each (kube-runtime's default, up to 30 s plus jitter), so that one

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
 use kube::api::ListParams;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Api, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 use llmjob_crds::v1alpha1::LlmJob;
 
 use crate::cache::{CachedJob, CachedPod};
@@ -84,12 +84,13 @@ pub async fn failed_mounts(api: &Api<Event>, pod: &str) -> Result<Vec<String>, k
     Ok(events.into_iter().filter_map(|e| e.message).collect())
 }
 
-/// The pods of `job` in a watch cache of the operator's pods.
+/// The pods of `job` in a watch cache of the operator's pods. A scan of the cache, so it
+/// allocates nothing per pod it passes over (it runs on every reconcile).
 pub fn cached_pods(store: &Store<CachedPod>, job: &Job) -> Vec<Pod> {
     store
         .state()
         .iter()
-        .filter(|p| p.namespace() == job.namespace() && controlled_by(p.as_ref(), job))
+        .filter(|p| p.meta().namespace == job.meta().namespace && controlled_by(p.as_ref(), job))
         .map(|p| p.to_pod())
         .collect()
 }

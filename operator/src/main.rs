@@ -9,6 +9,14 @@ use clap::Parser;
 use llmjob_operator::Config;
 use llmjob_operator::config::Command;
 
+/// jemalloc instead of glibc's malloc: the operator keeps every watched LlmJob, Job and pod in
+/// memory as tens of small allocations each, which jemalloc's size classes hold without glibc's
+/// per-chunk header, and it returns freed pages to the system after a delay where glibc keeps
+/// them in per-thread arenas. At 10,000 LlmJobs this is the difference docs/benchmarks.md
+/// measures.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();

@@ -343,3 +343,52 @@ async fn sigkill_during_a_status_write_runs_once() {
         restart.elapsed().as_secs_f64()
     );
 }
+
+/// Guarantee: `--max-concurrent-reconciles` bounds the reconciles in flight. With a bound of 2
+/// and every Job create held at the API server, two creates wait there and the other LlmJobs
+/// wait for a free slot: no third create arrives and the operator's `reconciles_in_flight`
+/// gauge says 2. Once the API server answers, every LlmJob Succeeds with one Job and one run.
+#[tokio::test(flavor = "multi_thread")]
+async fn max_concurrent_reconciles_bounds_the_reconciles_in_flight() {
+    const NAMES: [&str; 5] = ["bound-a", "bound-b", "bound-c", "bound-d", "bound-e"];
+    const BOUND: usize = 2;
+    let env = env().await;
+    let ns = namespace_with_secret(env, "bounded").await;
+    let replay = Replay::start(env, &ns, ReplayConfig::new().with_api_key(API_KEY)).await;
+    let (proxy, kubeconfig) = proxy(env, &ns).await;
+    let op = Operator::start_with_kubeconfig(
+        env,
+        &ns,
+        &kubeconfig,
+        &[&format!("--max-concurrent-reconciles={BOUND}")],
+    )
+    .await;
+    let hold = proxy.add(Rule::new(Match::verb("patch", "jobs"), Fault::Hold));
+    for name in NAMES {
+        create_llmjob(env, &ns, llmjob_json(name, &replay.base_url())).await;
+    }
+    wait_until("the first Job creates held", || async {
+        (proxy.held().len() >= BOUND).then_some(())
+    })
+    .await;
+    // Unbounded, all five reconciles reach their create within a second of the LlmJobs'
+    // creation; give the others time to show up if the bound did not hold.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let held: Vec<_> = proxy.held().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(held.len(), BOUND, "creates in flight: {held:?}");
+    assert_eq!(
+        op.metric("llmjob_operator_reconciles_in_flight").await,
+        Some(BOUND as f64),
+        "the gauge of reconciles in flight"
+    );
+
+    proxy.remove(hold);
+    assert_eq!(proxy.release_held(Release::Forward), BOUND);
+    for name in NAMES {
+        wait_for_phase(env, &ns, name, Phase::Succeeded).await;
+    }
+    let mut created: Vec<_> = jobs(env, &ns).await.iter().map(name_of).collect();
+    created.sort();
+    assert_eq!(created, NAMES, "one Job per LlmJob");
+    assert_eq!(replay.requests().len(), NAMES.len(), "one call per LlmJob");
+}

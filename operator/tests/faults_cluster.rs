@@ -86,17 +86,14 @@ impl Replicas {
 
 /// Whether the replica says it leads (its `llmjob_operator_leader` gauge).
 async fn leads(op: &Operator) -> Option<bool> {
-    let metrics = op.get("/metrics").await?.1;
-    Some(metrics.lines().any(|l| l == "llmjob_operator_leader 1"))
+    Some(op.metric("llmjob_operator_leader").await? == 1.0)
 }
 
 /// The replica's `llmjob_operator_reconciles_total`.
 async fn reconciles(op: &Operator) -> Option<u64> {
-    let metrics = op.get("/metrics").await?.1;
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("llmjob_operator_reconciles_total "))
-        .and_then(|v| v.trim().parse().ok())
+    op.metric("llmjob_operator_reconciles_total")
+        .await
+        .map(|v| v as u64)
 }
 
 /// Creates the LlmJobs `names` against the replay server.

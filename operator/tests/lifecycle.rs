@@ -556,10 +556,12 @@ async fn two_replicas_with_leader_election_run_one_job_and_hand_over() {
     let args = ["--leader-elect=true", lease.as_str()];
     let first = Operator::start(env, &ns, &args).await;
     let second = Operator::start(env, &ns, &args).await;
-    let leader_gauge = |text: &str| text.lines().any(|l| l == "llmjob_operator_leader 1");
+    async fn leads(op: &Operator) -> bool {
+        op.metric("llmjob_operator_leader").await == Some(1.0)
+    }
     let leader_addr = wait_until("one replica to lead", || async {
-        let a = leader_gauge(&first.get("/metrics").await?.1);
-        let b = leader_gauge(&second.get("/metrics").await?.1);
+        let a = leads(&first).await;
+        let b = leads(&second).await;
         match (a, b) {
             (true, false) => Some(first.http),
             (false, true) => Some(second.http),
@@ -584,7 +586,7 @@ async fn two_replicas_with_leader_election_run_one_job_and_hand_over() {
     // A clean shutdown releases the Lease, and the standby takes over.
     assert!(leader.stop().await.success());
     wait_until("the standby to lead", || async {
-        leader_gauge(&standby.get("/metrics").await?.1).then_some(())
+        leads(&standby).await.then_some(())
     })
     .await;
     create_llmjob(env, &ns, llmjob_json("after", &replay.base_url())).await;

@@ -297,6 +297,14 @@ impl Operator {
         Some((code, body))
     }
 
+    /// The value of an unlabelled metric on the operator's `/metrics` (e.g.
+    /// `llmjob_operator_leader`); `None` while it does not answer or has no such sample.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let (_, text) = self.get("/metrics").await?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
     /// The operator's process id.
     pub fn pid(&self) -> u32 {
         self.process.as_ref().expect("running").pid()
