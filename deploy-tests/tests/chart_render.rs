@@ -388,6 +388,25 @@ fn leader_election_off_drops_the_lease_role() {
 }
 
 #[test]
+fn max_concurrent_reconciles_reaches_the_operator_and_is_checked() {
+    let (_, docs) = render(&["--set", "maxConcurrentReconciles=0"]);
+    let env = env_of(&one(&docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]);
+    assert_eq!(
+        env_value(&env, "LLMJOB_MAX_CONCURRENT_RECONCILES").as_deref(),
+        Some("0"),
+        "0: no bound"
+    );
+    for bad in ["-1", "70000", "many"] {
+        let err = helm_template(NS, &["--set", &format!("maxConcurrentReconciles={bad}")])
+            .expect_err("the values schema refuses it");
+        assert!(
+            err.to_string().contains("maxConcurrentReconciles"),
+            "{bad}: {err}"
+        );
+    }
+}
+
+#[test]
 fn two_replicas_without_leader_election_are_refused() {
     let err = helm_template(
         NS,
@@ -485,6 +504,11 @@ fn default_deployment_is_restricted_and_matches_the_operator_cli() {
         env_value(&env, "OTEL_EXPORTER_OTLP_ENDPOINT"),
         None,
         "operator export is off by default"
+    );
+    assert_eq!(
+        env_value(&env, "LLMJOB_MAX_CONCURRENT_RECONCILES"),
+        Some(llmjob_operator::config::DEFAULT_MAX_CONCURRENT_RECONCILES.to_string()),
+        "the chart's bound on reconciles in flight is the operator's default"
     );
 
     assert_eq!(c["ports"][0]["name"], "http");
