@@ -157,9 +157,9 @@ pub fn pod_start(pods: &[Pod], now: Timestamp) -> PodStart {
         .waiting
         .as_ref()
         .is_some_and(|w| w.reason.as_deref() == Some(CONTAINER_CREATING));
-    match (creating, pod.metadata.name.clone()) {
+    match (creating, &pod.metadata.name) {
         (true, Some(name)) => PodStart::Creating {
-            pod: name,
+            pod: name.clone(),
             age: pod
                 .metadata
                 .creation_timestamp
@@ -1178,17 +1178,22 @@ status:
         )
     }
 
-    /// The status derived from a Job with one pod, now.
-    fn derive_one(lj: &LlmJob, job: &Job, pod: Pod) -> LlmJobStatus {
+    /// The status derived from a Job and its pods at `at`, with no `FailedMount` Events.
+    fn derive_job(lj: &LlmJob, job: &Job, pods: &[Pod], at: Timestamp) -> LlmJobStatus {
         derive(
             lj,
             Observation::Job {
                 job,
-                pods: &[pod],
+                pods,
                 mount_failures: &[],
             },
-            now(),
+            at,
         )
+    }
+
+    /// The status derived from a Job with one pod, now.
+    fn derive_one(lj: &LlmJob, job: &Job, pod: Pod) -> LlmJobStatus {
+        derive_job(lj, job, &[pod], now())
     }
 
     fn cond<'a>(s: &'a LlmJobStatus, type_: &str) -> &'a Condition {
@@ -1199,15 +1204,7 @@ status:
     fn just_created_is_pending() {
         let lj = llmjob(LLMJOB);
         let j = job_with("spec: {suspend: false, template: {}}\n");
-        let s = derive(
-            &lj,
-            Observation::Job {
-                job: &j,
-                pods: &[],
-                mount_failures: &[],
-            },
-            now(),
-        );
+        let s = derive_job(&lj, &j, &[], now());
         assert_eq!(s.phase, Some(Phase::Pending));
         assert_eq!(s.job_name.as_deref(), Some("haiku"));
         assert_eq!(s.observed_generation, Some(2));
@@ -1491,15 +1488,7 @@ status:
         let j = job_with(
             "spec: {activeDeadlineSeconds: 420, template: {}}\nstatus: {conditions: [{type: Failed, status: \"True\", reason: DeadlineExceeded, lastTransitionTime: \"2026-01-02T03:07:00Z\"}]}\n",
         );
-        let s = derive(
-            &lj,
-            Observation::Job {
-                job: &j,
-                pods: &[],
-                mount_failures: &[],
-            },
-            now(),
-        );
+        let s = derive_job(&lj, &j, &[], now());
         assert_eq!(s.phase, Some(Phase::Failed));
         assert_eq!(cond(&s, FAILED).reason, "DeadlineExceeded");
         assert!(cond(&s, FAILED).message.contains("420"));
@@ -1530,15 +1519,7 @@ status:
             &terminated(0, SUCCESS),
             "Succeeded",
         );
-        let s = derive(
-            &lj,
-            Observation::Job {
-                job: &j,
-                pods: &[second, first],
-                mount_failures: &[],
-            },
-            now(),
-        );
+        let s = derive_job(&lj, &j, &[second, first], now());
         assert_eq!(s.phase, Some(Phase::Succeeded));
         assert_eq!(s.attempts, Some(1));
     }
@@ -1546,15 +1527,7 @@ status:
     #[test]
     fn suspended_and_queued() {
         let j = job_with("spec: {suspend: true, template: {}}\n");
-        let s = derive(
-            &llmjob(LLMJOB),
-            Observation::Job {
-                job: &j,
-                pods: &[],
-                mount_failures: &[],
-            },
-            now(),
-        );
+        let s = derive_job(&llmjob(LLMJOB), &j, &[], now());
         assert_eq!(s.phase, Some(Phase::Suspended));
         assert_eq!(cond(&s, RECONCILING).status, "False");
         assert!(cond(&s, READY).message.contains("spec.suspend"));
@@ -1570,15 +1543,7 @@ status:
             start_time: Some(Time(now())),
             ..Default::default()
         });
-        let s = derive(
-            &started,
-            Observation::Job {
-                job: &j,
-                pods: &[],
-                mount_failures: &[],
-            },
-            later(),
-        );
+        let s = derive_job(&started, &j, &[], later());
         assert_eq!(s.phase, Some(Phase::Suspended));
         let message = &cond(&s, READY).message;
         assert!(message.ends_with(SUSPENDED_AFTER_START), "{message}");
@@ -1590,15 +1555,7 @@ metadata: {name: haiku, namespace: team-a, uid: u-1, labels: {kueue.x-k8s.io/que
 spec: {prompt: hi, openai: {apiKeySecretRef: {name: openai}}}
 "#,
         );
-        let s = derive(
-            &queued,
-            Observation::Job {
-                job: &j,
-                pods: &[],
-                mount_failures: &[],
-            },
-            now(),
-        );
+        let s = derive_job(&queued, &j, &[], now());
         assert_eq!(s.phase, Some(Phase::Suspended));
         assert!(cond(&s, READY).message.contains("Kueue queue q1"));
 
@@ -1608,15 +1565,7 @@ metadata: {name: haiku, namespace: team-a, uid: u-1}
 spec: {prompt: hi, suspend: false, openai: {apiKeySecretRef: {name: openai}}}
 "#,
         );
-        let s = derive(
-            &not_asked,
-            Observation::Job {
-                job: &j,
-                pods: &[],
-                mount_failures: &[],
-            },
-            now(),
-        );
+        let s = derive_job(&not_asked, &j, &[], now());
         assert_eq!(s.phase, Some(Phase::Suspended));
         assert!(
             cond(&s, READY).message.contains("another controller"),
@@ -1658,15 +1607,7 @@ spec: {prompt: hi, openai: {apiKeySecretRef: {name: openai}}}
 "#,
         );
         for lj in [llmjob(LLMJOB), queued] {
-            let s = derive(
-                &lj,
-                Observation::Job {
-                    job: &suspended_job,
-                    pods: &[],
-                    mount_failures: &[],
-                },
-                now(),
-            );
+            let s = derive_job(&lj, &suspended_job, &[], now());
             assert_eq!(s.phase, Some(Phase::Suspended));
             assert_eq!(kstatus(&s, lj.meta().generation), "Current");
             assert_eq!(cond(&s, STALLED).status, "False");
@@ -1675,15 +1616,7 @@ spec: {prompt: hi, openai: {apiKeySecretRef: {name: openai}}}
         }
         let running = job_with("status: {active: 1}\n");
         let lj = llmjob(LLMJOB);
-        let s = derive(
-            &lj,
-            Observation::Job {
-                job: &running,
-                pods: &[],
-                mount_failures: &[],
-            },
-            now(),
-        );
+        let s = derive_job(&lj, &running, &[], now());
         assert_eq!(kstatus(&s, lj.meta().generation), "InProgress");
     }
 
@@ -1836,15 +1769,7 @@ spec: {prompt: hi, openai: {apiKeySecretRef: {name: openai}}}
         let failed = job_with(
             "spec: {template: {}, activeDeadlineSeconds: 720}\nstatus: {failed: 1, conditions: [{type: Failed, status: \"True\", reason: DeadlineExceeded}]}\n",
         );
-        let s = derive(
-            &lj,
-            Observation::Job {
-                job: &failed,
-                pods: &[],
-                mount_failures: &[],
-            },
-            now(),
-        );
+        let s = derive_job(&lj, &failed, &[], now());
         assert_eq!(s.phase, Some(Phase::Failed));
         let f = cond(&s, FAILED);
         assert_eq!(f.reason, "DeadlineExceeded");
@@ -2117,27 +2042,11 @@ spec:
     fn transition_times_move_only_on_status_changes() {
         let lj = llmjob(LLMJOB);
         let j = job_with("spec: {template: {}}\nstatus: {active: 1}\n");
-        let first = derive(
-            &lj,
-            Observation::Job {
-                job: &j,
-                pods: &[],
-                mount_failures: &[],
-            },
-            now(),
-        );
+        let first = derive_job(&lj, &j, &[], now());
         let mut lj2 = lj.clone();
         lj2.status = Some(first.clone());
         // Same state later: nothing moves, so the derived status is equal (no write).
-        let again = derive(
-            &lj2,
-            Observation::Job {
-                job: &j,
-                pods: &[],
-                mount_failures: &[],
-            },
-            later(),
-        );
+        let again = derive_job(&lj2, &j, &[], later());
         assert_eq!(again, first);
         // Running later: reason and message change, status of Reconciling stays True.
         let p = runner_pod(
@@ -2146,15 +2055,7 @@ spec:
             "{running: {}}",
             "Running",
         );
-        let running = derive(
-            &lj2,
-            Observation::Job {
-                job: &j,
-                pods: &[p],
-                mount_failures: &[],
-            },
-            later(),
-        );
+        let running = derive_job(&lj2, &j, &[p], later());
         assert_eq!(
             cond(&running, RECONCILING).last_transition_time,
             Time(now())
@@ -2166,15 +2067,7 @@ spec:
         let done = job_with(
             "spec: {template: {}}\nstatus: {conditions: [{type: Complete, status: \"True\"}]}\n",
         );
-        let s = derive(
-            &lj3,
-            Observation::Job {
-                job: &done,
-                pods: &[],
-                mount_failures: &[],
-            },
-            later(),
-        );
+        let s = derive_job(&lj3, &done, &[], later());
         assert_eq!(cond(&s, READY).last_transition_time, Time(later()));
         assert_eq!(cond(&s, STALLED).last_transition_time, Time(now()));
     }
@@ -2294,15 +2187,7 @@ spec:
             shard_pod(1, "2026-01-02T03:00:05Z", &shard_line(1, 1, 1, 7), 0),
             shard_pod(2, "2026-01-02T03:00:00Z", &shard_line(2, 1, 0, 3), 0),
         ];
-        let s = derive(
-            &lj,
-            Observation::Job {
-                job: &complete,
-                pods: &pods,
-                mount_failures: &[],
-            },
-            now(),
-        );
+        let s = derive_job(&lj, &complete, &pods, now());
         assert_eq!(
             s.phase,
             Some(Phase::Succeeded),
@@ -2346,15 +2231,7 @@ spec:
             shard_pod(1, "2026-01-02T03:00:00Z", &shard_line(1, 1, 1, 1), 0),
             shard_pod(2, "2026-01-02T03:00:00Z", &shard_line(2, 1, 0, 1), 0),
         ];
-        let s = derive(
-            &lj,
-            Observation::Job {
-                job: &complete,
-                pods: &pods,
-                mount_failures: &[],
-            },
-            now(),
-        );
+        let s = derive_job(&lj, &complete, &pods, now());
         assert_eq!(s.phase, Some(Phase::Failed));
         let failed = cond(&s, FAILED);
         assert!(
@@ -2381,15 +2258,7 @@ spec:
             shard_pod(0, "2026-01-02T03:00:00Z", &shard_line(0, 0, 4, 1), 6),
             shard_pod(1, "2026-01-02T03:00:00Z", &shard_line(1, 0, 4, 1), 6),
         ];
-        let s = derive(
-            &lj,
-            Observation::Job {
-                job: &failed_job,
-                pods: &pods,
-                mount_failures: &[],
-            },
-            now(),
-        );
+        let s = derive_job(&lj, &failed_job, &pods, now());
         assert_eq!(s.phase, Some(Phase::Failed), "the Job failed");
         let b = s.batch.as_ref().unwrap();
         assert_eq!(b.failed, 8);

@@ -15,6 +15,7 @@ pub mod collector;
 pub mod crd;
 pub mod env;
 pub mod faultproxy;
+pub mod http;
 pub mod images;
 pub mod kubelet;
 pub mod node;

@@ -518,23 +518,9 @@ async fn start_operator(
 
 /// `GET /readyz` on the operator's HTTP server: `Ok` on a 200.
 async fn readyz(addr: SocketAddr) -> Result<(), String> {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| e.to_string())?;
-    stream
-        .write_all(b"GET /readyz HTTP/1.0\r\nHost: bench\r\n\r\n")
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut out = String::new();
-    stream
-        .read_to_string(&mut out)
-        .await
-        .map_err(|e| e.to_string())?;
-    let head = out.lines().next().unwrap_or_default().to_owned();
-    if head.get(9..12) == Some("200") {
-        Ok(())
-    } else {
-        Err(head)
+    match testenv::http::get(addr, "/readyz").await {
+        Ok((200, _)) => Ok(()),
+        Ok((code, body)) => Err(format!("{code}: {body}")),
+        Err(e) => Err(e.to_string()),
     }
 }

@@ -104,24 +104,11 @@ pub async fn apiserver_metrics(client: &kube::Client) -> anyhow::Result<String> 
     Ok(client.request_text(request).await?)
 }
 
-/// `GET path` over plain HTTP/1.0 (the operator's metrics server): the body.
+/// `GET path` over plain HTTP/1.0 (the operator's metrics server): the body of a 200.
 pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: bench\r\n\r\n").as_bytes())
-        .await?;
-    let mut out = String::new();
-    stream.read_to_string(&mut out).await?;
-    let (head, body) = out
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| anyhow::anyhow!("no HTTP response from {addr}{path}"))?;
-    anyhow::ensure!(
-        head.starts_with("HTTP/1.") && head.get(9..12) == Some("200"),
-        "GET {addr}{path}: {}",
-        head.lines().next().unwrap_or_default()
-    );
-    Ok(body.to_owned())
+    let (code, body) = testenv::http::get(addr, path).await?;
+    anyhow::ensure!(code == 200, "GET {addr}{path}: {code}");
+    Ok(body)
 }
 
 /// Peak resident set size (`VmHWM`) of a live process, in bytes.

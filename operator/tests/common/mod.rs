@@ -285,16 +285,7 @@ impl Operator {
 
     /// `GET path` on the operator's HTTP server: status and body.
     pub async fn get(&self, path: &str) -> Option<(u16, String)> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect(self.http).await.ok()?;
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-            .await
-            .ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.ok()?;
-        let code = out.get(9..12)?.parse().ok()?;
-        let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
-        Some((code, body))
+        testenv::http::get(self.http, path).await.ok()
     }
 
     /// The value of an unlabelled metric on the operator's `/metrics` (e.g.
