@@ -83,10 +83,9 @@ async fn https_metrics_need_a_token_allowed_to_get_metrics() {
     let allowed = token(env, &ns, "scraper").await;
     let other = token(env, &ns, "nobody").await;
 
-    let port = testenv::process::free_loopback_port().expect("a free port");
-    let secure = format!("--metrics-secure-addr=127.0.0.1:{port}");
-    let operator = Operator::start(env, &ns, &[&secure]).await;
-    let url = format!("https://127.0.0.1:{port}/metrics");
+    let operator = Operator::start(env, &ns, &["--metrics-secure-addr=127.0.0.1:0"]).await;
+    let secure = operator.logged_addr("serving /metrics over HTTPS");
+    let url = format!("https://{secure}/metrics");
     // The certificate is self-signed (no --metrics-cert-dir): the client does not verify it.
     let client = reqwest::Client::builder()
         .tls_danger_accept_invalid_certs(true)

@@ -1,7 +1,8 @@
 //! Spawns and supervises the local server processes of the test environment (etcd,
 //! kube-apiserver, kube-controller-manager, the collector): one log file per process, death of
 //! the child when the test process dies, a graceful stop (SIGTERM, grace period, SIGKILL), and
-//! the small readiness helpers they all need (a free loopback port, "does this port accept TCP").
+//! the small readiness helpers they all need (a free loopback port, the address a server logged,
+//! "does this port accept TCP").
 //!
 //! It knows nothing about any particular program: callers build a [`ProcessSpec`] and wait for
 //! their own readiness condition.
@@ -329,6 +330,20 @@ pub fn free_loopback_port() -> io::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+/// The address a server logged it listens on: the `addr=<ip:port>` field of the first line of
+/// the log at `path` that contains `message` (e.g. the operator's "serving /healthz and
+/// /readyz"). Started with port 0, a server binds a port nobody else holds, and this reads it
+/// back: unlike [`free_loopback_port`], no other process can take the port in between, or
+/// answer on it. `None` until such a line is there.
+pub fn logged_addr(path: &Path, message: &str) -> Option<SocketAddr> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text.lines().find(|l| l.contains(message))?;
+    line.split_whitespace()
+        .find_map(|field| field.strip_prefix("addr="))?
+        .parse()
+        .ok()
+}
+
 /// `true` if something accepts TCP connections on `addr` (connect timeout 200 ms).
 pub async fn accepts_tcp(addr: SocketAddr) -> bool {
     matches!(
@@ -496,6 +511,27 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("/nonexistent/program"), "{err}");
+    }
+
+    #[test]
+    fn logged_addr_reads_the_addr_field_of_the_first_matching_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("server.log");
+        assert_eq!(logged_addr(&log, "serving"), None, "no log yet");
+        std::fs::write(
+            &log,
+            "2026-12-06T07:54:02Z  INFO app: starting addr=10.0.0.1:1\n\
+             2026-12-06T07:54:02Z  INFO app: serving /readyz addr=127.0.0.1:41527 plain=true\n\
+             2026-12-06T07:54:03Z  INFO app: serving /readyz addr=127.0.0.1:2\n",
+        )
+        .unwrap();
+        assert_eq!(
+            logged_addr(&log, "serving /readyz"),
+            Some(([127, 0, 0, 1], 41527).into())
+        );
+        assert_eq!(logged_addr(&log, "listening"), None, "no such line");
+        std::fs::write(&log, "INFO app: serving /readyz addr=nowhere\n").unwrap();
+        assert_eq!(logged_addr(&log, "serving"), None, "not an address");
     }
 
     #[tokio::test]

@@ -22,6 +22,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
@@ -34,13 +35,17 @@ use openai_replay::{RecordedRequest, ReplayConfig, ReplayServer};
 use testenv::env::TestEnv;
 use testenv::images;
 use testenv::node::{self, NodeConfig, services};
-use testenv::process::{ManagedProcess, ProcessSpec, free_loopback_port};
+use testenv::process::{ManagedProcess, ProcessSpec};
 use tokio::sync::OnceCell;
 
 /// The API key the tests put in Secrets (and look for in places it must never appear).
 pub const API_KEY: &str = "sk-test-LEAKCHECK-operator-0123456789";
 /// Generous upper bound for waits: a bound against hanging CI, not a performance assertion.
 pub const WAIT: Duration = Duration::from_secs(120);
+
+/// The operator's log line that names the address of its `/healthz`, `/readyz` (and plain
+/// `/metrics`) server.
+const HTTP_SERVING: &str = "serving /healthz and /readyz";
 
 /// The label that makes a namespace enforce the restricted Pod Security Standard.
 pub const POD_SECURITY_ENFORCE: &str = "pod-security.kubernetes.io/enforce";
@@ -240,14 +245,16 @@ impl Operator {
         extra_args: &[&str],
         extra_env: &[(&str, &str)],
     ) -> Operator {
-        let port = free_loopback_port().expect("a free port");
-        let http: SocketAddr = ([127, 0, 0, 1], port).into();
+        // Port 0, read back from the log: a port picked here and passed on could be taken by a
+        // test running beside this one, whose operator would then answer this one's /readyz.
+        static STARTED: AtomicU32 = AtomicU32::new(0);
+        let n = STARTED.fetch_add(1, Ordering::Relaxed);
         let collector = env.collector().expect("the shared env runs a collector");
         let (collector_ns, collector_name) = node::COLLECTOR_SERVICE;
         let log = env
             .dir()
             .join("operators")
-            .join(format!("{namespace}-{}.log", port));
+            .join(format!("{namespace}-{n}.log"));
         let spec = ProcessSpec::new(
             format!("llmjob-operator ({namespace})"),
             env!("CARGO_BIN_EXE_llmjob-operator"),
@@ -260,7 +267,7 @@ impl Operator {
         ))
         .arg("--default-environment=test")
         .arg(format!("--watch-namespaces={namespace}"))
-        .arg(format!("--http-addr={http}"))
+        .arg("--http-addr=127.0.0.1:0")
         .args(extra_args)
         .env("KUBECONFIG", kubeconfig)
         .env("POD_NAMESPACE", namespace)
@@ -269,7 +276,27 @@ impl Operator {
         let spec = extra_env
             .iter()
             .fold(spec, |spec, (key, value)| spec.env(key, value));
-        let process = ManagedProcess::spawn(spec).expect("spawning the operator");
+        let mut process = ManagedProcess::spawn(spec).expect("spawning the operator");
+        let what = format!("the operator to serve /readyz (log: {})", log.display());
+        let http = testenv::wait::until_ok_or_abort(&what, WAIT, || {
+            let exited = process.try_exit_status().expect("the operator's status");
+            let addr = testenv::process::logged_addr(&log, HTTP_SERVING);
+            async move {
+                match (exited, addr) {
+                    (Some(status), _) => Err(status),
+                    (None, Some(addr)) => Ok(Ok(addr)),
+                    (None, None) => Ok(Err("no address logged yet")),
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|status| {
+            panic!(
+                "the operator exited ({status}) before serving: {}",
+                testenv::process::log_tail(&log, 20)
+            )
+        })
+        .unwrap_or_else(|e| panic!("{e}{}", logs_hint()));
         let op = Operator {
             process: Some(process),
             http,
@@ -281,6 +308,13 @@ impl Operator {
         })
         .await;
         op
+    }
+
+    /// The address the operator logged for `message` (a line such as "serving /metrics over
+    /// HTTPS"): where a server it was told to start on port 0 listens.
+    pub fn logged_addr(&self, message: &str) -> SocketAddr {
+        testenv::process::logged_addr(&self.log, message)
+            .unwrap_or_else(|| panic!("no {message:?} address in {}", self.log.display()))
     }
 
     /// `GET path` on the operator's HTTP server: status and body.
