@@ -16,12 +16,14 @@
 //!    long-lived processes from a thread that lives as long as they should (the test's own thread
 //!    or a runtime worker thread; never from `spawn_blocking`, whose threads exit when idle).
 
+use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -323,11 +325,43 @@ pub fn log_tail(path: &Path, max_lines: usize) -> String {
     lines[lines.len().saturating_sub(max_lines)..].join("\n")
 }
 
-/// A loopback TCP port that was free a moment ago (bound to port 0, then released). Another
-/// process can take it before the caller binds it: callers retry on "address already in use".
+/// A loopback TCP port that was free a moment ago (bound to port 0, then released), and that this
+/// process has not handed out before: two tests starting servers at the same instant never get
+/// the same port (the kernel can give a released port out again at once). Another process can
+/// still take it before the caller binds it: callers retry on "address already in use", and a
+/// server that can bind port 0 and report its address is better off doing that
+/// ([`logged_addr`]).
 pub fn free_loopback_port() -> io::Result<u16> {
-    let listener = TcpListener::bind(("127.0.0.1", 0))?;
-    Ok(listener.local_addr()?.port())
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut handed_out = HANDED_OUT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    unseen_port(&mut handed_out, || {
+        TcpListener::bind(("127.0.0.1", 0)).and_then(|l| Ok((l.local_addr()?.port(), l)))
+    })
+}
+
+/// Attempts at finding a port [`free_loopback_port`] has not handed out before.
+const PORT_ATTEMPTS: usize = 64;
+
+/// The first port `bind` returns that is not in `seen`, which it joins. Each binding is held
+/// until the search ends, so the kernel cannot return the same port twice within it.
+fn unseen_port<L>(
+    seen: &mut BTreeSet<u16>,
+    mut bind: impl FnMut() -> io::Result<(u16, L)>,
+) -> io::Result<u16> {
+    let mut held = Vec::new();
+    for _ in 0..PORT_ATTEMPTS {
+        let (port, listener) = bind()?;
+        if seen.insert(port) {
+            return Ok(port);
+        }
+        held.push(listener);
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AddrInUse,
+        format!("no loopback port not handed out before in {PORT_ATTEMPTS} attempts"),
+    ))
 }
 
 /// The address a server logged it listens on: the `addr=<ip:port>` field of the first line of
@@ -532,6 +566,30 @@ mod tests {
         assert_eq!(logged_addr(&log, "listening"), None, "no such line");
         std::fs::write(&log, "INFO app: serving /readyz addr=nowhere\n").unwrap();
         assert_eq!(logged_addr(&log, "serving"), None, "not an address");
+    }
+
+    #[test]
+    fn a_port_is_handed_out_once() {
+        let mut seen = BTreeSet::new();
+        let mut kernel = [7, 7, 8, 7, 8, 9].into_iter();
+        let mut bind = || Ok((kernel.next().unwrap(), ()));
+        assert_eq!(unseen_port(&mut seen, &mut bind).unwrap(), 7);
+        assert_eq!(
+            unseen_port(&mut seen, &mut bind).unwrap(),
+            8,
+            "7 again is skipped"
+        );
+        assert_eq!(unseen_port(&mut seen, &mut bind).unwrap(), 9);
+        let mut same = || Ok((7, ()));
+        let err = unseen_port(&mut seen, &mut same).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
+        let mut failing = || Err::<(u16, ()), _>(io::Error::other("no sockets"));
+        assert_eq!(
+            unseen_port(&mut seen, &mut failing)
+                .unwrap_err()
+                .to_string(),
+            "no sockets"
+        );
     }
 
     #[tokio::test]
