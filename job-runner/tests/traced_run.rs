@@ -498,7 +498,7 @@ async fn sdk_disabled_runs_exports_nothing_and_keeps_a_trace_id() {
 async fn an_unreachable_collector_changes_neither_the_exit_code_nor_the_answer() {
     for protocol in ["grpc", "http/protobuf"] {
         let server = replay(ReplayConfig::new()).await;
-        let port = unused_port();
+        let port = testenv::process::free_loopback_port().expect("a free port");
         let run = Runner::new("it-collector-down")
             .openai(&server)
             .env(

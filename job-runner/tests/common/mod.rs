@@ -70,12 +70,6 @@ pub async fn replay(config: ReplayConfig) -> ReplayServer {
     }
 }
 
-/// A loopback port nobody listens on (bound, then released).
-pub fn unused_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port");
-    listener.local_addr().expect("local address").port()
-}
-
 /// One invocation of the runner: a clean environment (only `PATH` is inherited) plus the
 /// variables set here. The result file goes to a fresh temporary directory.
 pub struct Runner {
