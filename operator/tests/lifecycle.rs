@@ -593,3 +593,19 @@ async fn two_replicas_with_leader_election_run_one_job_and_hand_over() {
     wait_for_phase(env, &ns, "after", Phase::Succeeded).await;
     assert_eq!(jobs(env, &ns).await.len(), 2);
 }
+
+/// Guarantee (of the harness the other tests stand on): an operator that cannot bind its port,
+/// because another process holds it, fails its start at once with the operator's own reason;
+/// the holder is never taken for the operator (at 108895f another test's operator answered
+/// `/readyz` on a port both had been given, and a test waited 120 s for an operator that had
+/// exited).
+#[tokio::test(flavor = "multi_thread")]
+#[should_panic(expected = "Address already in use")]
+async fn an_operator_whose_port_is_taken_fails_its_start_at_once() {
+    let env = env().await;
+    let ns = namespace(env, "taken").await;
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("a port to hold");
+    let taken = format!("--http-addr={}", holder.local_addr().expect("its address"));
+    // The last --http-addr wins over the harness's own port 0.
+    Operator::start(env, &ns, &[&taken]).await;
+}

@@ -3,11 +3,36 @@
 
 use std::io::{Error, ErrorKind};
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-/// `GET path` on `addr` over plain HTTP/1.0: the status code and the body.
+/// How long [`get`] waits for the whole exchange: a server that accepts and never answers (a
+/// stopped process, a port someone else holds) is an error, not a wait that never ends.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `GET path` on `addr` over plain HTTP/1.0: the status code and the body. An exchange that
+/// takes over 10 s is a [`ErrorKind::TimedOut`] error.
 pub async fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    get_within(addr, path, TIMEOUT).await
+}
+
+async fn get_within(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> std::io::Result<(u16, String)> {
+    tokio::time::timeout(timeout, exchange(addr, path))
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::new(
+                ErrorKind::TimedOut,
+                format!("GET {addr}{path}: no response within {timeout:?}"),
+            ))
+        })
+}
+
+async fn exchange(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
     stream
         .write_all(format!("GET {path} HTTP/1.0\r\nHost: testenv\r\n\r\n").as_bytes())
@@ -29,6 +54,16 @@ pub async fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)>
             )
         })?;
     Ok((code, body.to_owned()))
+}
+
+/// [`get`] that wants a 200: the body, or what came instead (the status and body, or the
+/// error) as the observation of a wait ([`crate::wait::until_ok`]).
+pub async fn get_ok(addr: SocketAddr, path: &str) -> Result<String, String> {
+    match get(addr, path).await {
+        Ok((200, body)) => Ok(body),
+        Ok((code, body)) => Err(format!("GET {addr}{path}: {code}: {body}")),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 #[cfg(test)]
@@ -56,6 +91,26 @@ mod tests {
             get(addr, "/readyz").await.unwrap(),
             (503, "not ready".to_owned())
         );
+    }
+
+    #[tokio::test]
+    async fn get_ok_wants_a_200() {
+        let addr = serve_once("HTTP/1.1 200 OK\r\n\r\nok").await;
+        assert_eq!(get_ok(addr, "/readyz").await, Ok("ok".to_owned()));
+        let addr = serve_once("HTTP/1.0 503 Service Unavailable\r\n\r\nstandby").await;
+        let seen = get_ok(addr, "/readyz").await.unwrap_err();
+        assert_eq!(seen, format!("GET {addr}/readyz: 503: standby"));
+    }
+
+    #[tokio::test]
+    async fn a_server_that_never_answers_is_a_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let err = get_within(addr, "/readyz", Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::TimedOut, "{err}");
+        drop(listener);
     }
 
     #[tokio::test]

@@ -507,20 +507,11 @@ async fn start_operator(
     .env("RUST_LOG", "info")
     .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.grpc_endpoint());
     let operator = ManagedProcess::spawn(spec)?;
-    testenv::wait::until_ok("the operator's /readyz", SETUP_WAIT, || async {
-        readyz(http).await
+    testenv::wait::until_ok("the operator's /readyz", SETUP_WAIT, || {
+        testenv::http::get_ok(http, "/readyz")
     })
     .await
     .with_context(|| format!("operator log {}", operator.log_path().display()))?;
     log(format!("operator ready (pid {})", operator.pid()));
     Ok(operator)
-}
-
-/// `GET /readyz` on the operator's HTTP server: `Ok` on a 200.
-async fn readyz(addr: SocketAddr) -> Result<(), String> {
-    match testenv::http::get(addr, "/readyz").await {
-        Ok((200, _)) => Ok(()),
-        Ok((code, body)) => Err(format!("{code}: {body}")),
-        Err(e) => Err(e.to_string()),
-    }
 }

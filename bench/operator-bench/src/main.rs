@@ -351,11 +351,9 @@ async fn run_operator(
     .env("RUST_LOG", "info")
     .env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector);
     let mut operator = kills::Operator::spawn(spec)?;
-    testenv::wait::until_ok(
-        "the operator's /readyz",
-        Duration::from_secs(60),
-        || async { scrape::http_get(http, "/readyz").await.map(|_| ()) },
-    )
+    testenv::wait::until_ok("the operator's /readyz", Duration::from_secs(60), || {
+        testenv::http::get_ok(http, "/readyz")
+    })
     .await
     .with_context(|| format!("operator log {}", operator.log_path().display()))?;
     log(format!(
@@ -503,12 +501,16 @@ async fn operator_figures(
     let pid = operator.pid().context("the operator runs")?;
     // Reconciles triggered by the last status changes may still be queued: wait until the
     // counter is still for 3 s (at most 30 s) before reading it.
-    let mut metrics = scrape::http_get(http, "/metrics").await?;
+    let mut metrics = testenv::http::get_ok(http, "/metrics")
+        .await
+        .map_err(anyhow::Error::msg)?;
     let settle_deadline = Instant::now() + Duration::from_secs(30);
     let mut still_since = Instant::now();
     while Instant::now() < settle_deadline && still_since.elapsed() < Duration::from_secs(3) {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = scrape::http_get(http, "/metrics").await?;
+        let now = testenv::http::get_ok(http, "/metrics")
+            .await
+            .map_err(anyhow::Error::msg)?;
         if scrape::sum(&now, "llmjob_operator_reconciles_total")
             != scrape::sum(&metrics, "llmjob_operator_reconciles_total")
         {

@@ -5,7 +5,6 @@
 //! Pure parsing plus plain reads; it changes nothing.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 
 /// One sample of a Prometheus text exposition: labels and value.
 #[derive(Debug, Clone, PartialEq)]
@@ -102,13 +101,6 @@ pub fn requests_by_resource_and_verb(text: &str) -> BTreeMap<String, f64> {
 pub async fn apiserver_metrics(client: &kube::Client) -> anyhow::Result<String> {
     let request = http::Request::get("/metrics").body(Vec::new())?;
     Ok(client.request_text(request).await?)
-}
-
-/// `GET path` over plain HTTP/1.0 (the operator's metrics server): the body of a 200.
-pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
-    let (code, body) = testenv::http::get(addr, path).await?;
-    anyhow::ensure!(code == 200, "GET {addr}{path}: {code}");
-    Ok(body)
 }
 
 /// Peak resident set size (`VmHWM`) of a live process, in bytes.

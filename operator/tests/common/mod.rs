@@ -277,37 +277,35 @@ impl Operator {
             .iter()
             .fold(spec, |spec, (key, value)| spec.env(key, value));
         let mut process = ManagedProcess::spawn(spec).expect("spawning the operator");
-        let what = format!("the operator to serve /readyz (log: {})", log.display());
+        // Ready: its own address logged and `/readyz` there answering 200. It exiting first
+        // (e.g. a port it cannot bind) fails the test at once, with its log.
+        let what = format!("the operator's /readyz (log: {})", log.display());
         let http = testenv::wait::until_ok_or_abort(&what, WAIT, || {
             let exited = process.try_exit_status().expect("the operator's status");
             let addr = testenv::process::logged_addr(&log, HTTP_SERVING);
             async move {
-                match (exited, addr) {
-                    (Some(status), _) => Err(status),
-                    (None, Some(addr)) => Ok(Ok(addr)),
-                    (None, None) => Ok(Err("no address logged yet")),
+                if let Some(status) = exited {
+                    return Err(status);
                 }
+                let Some(addr) = addr else {
+                    return Ok(Err("no address logged yet".to_owned()));
+                };
+                Ok(testenv::http::get_ok(addr, "/readyz").await.map(|_| addr))
             }
         })
         .await
         .unwrap_or_else(|status| {
             panic!(
-                "the operator exited ({status}) before serving: {}",
+                "the operator exited ({status}) before it was ready: {}",
                 testenv::process::log_tail(&log, 20)
             )
         })
         .unwrap_or_else(|e| panic!("{e}{}", logs_hint()));
-        let op = Operator {
+        Operator {
             process: Some(process),
             http,
             log,
-        };
-        let what = format!("the operator's /readyz (log: {})", op.log.display());
-        wait_until(&what, || async {
-            (op.get("/readyz").await?.0 == 200).then_some(())
-        })
-        .await;
-        op
+        }
     }
 
     /// The address the operator logged for `message` (a line such as "serving /metrics over
